@@ -1,0 +1,52 @@
+"""Runner registry: one runner per backend behind one protocol, imported lazily by name.
+
+A missing runtime never breaks the CLI: :func:`backends` reports each backend as available or not, and
+why. The protocol (ARCHITECTURE.md, "Runners")::
+
+    with get_runner("ort")(path, threads=1) as r:
+        specs = r.input_specs()          # name -> TensorSpec(shape, dtype)
+        outputs = r.infer(feeds)         # returns after the device synchronised
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Dict, Tuple, Type
+
+from device.runners.base import BackendUnavailable, Runner, TensorSpec  # noqa: F401
+
+# backend name -> (module, class)
+_RUNNERS: Dict[str, Tuple[str, str]] = {
+    "ort": ("device.runners.ort", "OrtRunner"),
+}
+
+
+def names() -> Tuple[str, ...]:
+    return tuple(_RUNNERS)
+
+
+def get_runner(name: str) -> Type:
+    """The runner class of backend ``name``.
+
+    Raises:
+        KeyError: unknown backend name.
+        BackendUnavailable: the backend's runtime is not installed here (message names what to install).
+    """
+    if name not in _RUNNERS:
+        raise KeyError(f"unknown backend {name!r}; known: {', '.join(_RUNNERS)}")
+    module, cls = _RUNNERS[name]
+    mod = importlib.import_module(module)
+    mod.check_available()
+    return getattr(mod, cls)
+
+
+def backends() -> Dict[str, Dict[str, object]]:
+    """Each backend -> {"available": bool, "version" or "reason": str}."""
+    out: Dict[str, Dict[str, object]] = {}
+    for name, (module, _) in _RUNNERS.items():
+        try:
+            mod = importlib.import_module(module)
+            out[name] = {"available": True, "version": mod.check_available()}
+        except BackendUnavailable as e:
+            out[name] = {"available": False, "reason": str(e)}
+    return out

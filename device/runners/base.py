@@ -1,0 +1,47 @@
+"""The runner protocol, tensor specs and the lazy-import helper."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+import numpy as np
+
+try:  # Python >= 3.8
+    from typing import Protocol
+except ImportError:  # pragma: no cover
+    Protocol = object  # type: ignore
+
+
+class BackendUnavailable(RuntimeError):
+    """The runtime a backend needs is not installed on this device."""
+
+
+def require(module: str, install_hint: str):
+    """Import ``module`` or raise :class:`BackendUnavailable` naming what to install (never installs)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise BackendUnavailable(f"{module} is not importable ({e}); install {install_hint}") from None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    shape: Tuple[int, ...]  # concrete shape; symbolic dims are reported as 1
+    dtype: str  # numpy dtype name, e.g. "float32"
+
+    def random(self, rng: np.random.Generator) -> np.ndarray:
+        return rng.standard_normal(self.shape).astype(self.dtype)
+
+
+class Runner(Protocol):
+    name: str
+
+    def __enter__(self) -> "Runner": ...
+
+    def __exit__(self, *exc) -> None: ...
+
+    def input_specs(self) -> Dict[str, TensorSpec]: ...
+
+    def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]: ...

@@ -1,0 +1,419 @@
+"""``host``: the host-side command line (argparse subcommands).
+
+  host models                         list registered architectures
+  host train                          train a model, write a checkpoint
+  host table build | predict          latency lookup tables
+  host prune --perf-table TABLE       latency-aware NetAdapt to a budget, confirmed on the device
+  host bench MODEL.onnx               measure a model on a device
+  host demo                           the main job on the embedded digits data, in one command
+
+User errors print one line and exit with code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from host import __version__
+from host.errors import UserError
+
+NETADAPT_DEFAULTS = dict(init_reduction=0.06, decay=0.95, short_term_steps=30, short_term_lr=0.01,
+                         long_term_epochs=10, long_term_lr=0.01)
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from host.train import OPTIMIZERS, SCHEDULES
+
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=30)
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd", help="SGD with Nesterov momentum, or Adam")
+    g.add_argument("--lr", type=float, default=0.1, help="peak learning rate (default 0.1; use ~1e-3 with adam)")
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--weight-decay", type=float, default=5e-4)
+    g.add_argument("--schedule", choices=SCHEDULES, default="cosine")
+    g.add_argument("--step-size", type=int, default=30, help="epochs between decays (step)")
+    g.add_argument("--milestones", type=lambda s: [int(v) for v in s.split(",")], default=[100, 150],
+                   help="comma-separated epochs (multistep)")
+    g.add_argument("--gamma", type=float, default=0.1, help="decay factor (step, multistep)")
+    g.add_argument("--power", type=float, default=0.9, help="exponent (poly)")
+    g.add_argument("--label-smoothing", type=float, default=0.0, help="off by default")
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    from host.data import DATASETS
+
+    p.add_argument("--dataset", choices=list(DATASETS), default="digits",
+                   help="digits (embedded: scikit-learn's handwritten digits), cifar10, cifar100, imagefolder")
+    p.add_argument("--data-dir", help="dataset folder (cifar*: the python archive or its extracted folder)")
+    p.add_argument("--download", action="store_true", help="download CIFAR archives into --data-dir when missing")
+    p.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and batches")
+
+
+def _add_netadapt_args(p: argparse.ArgumentParser, defaults=NETADAPT_DEFAULTS) -> None:
+    g = p.add_argument_group("NetAdapt (Yang et al. 2018)")
+    g.add_argument("--init-reduction", type=float, default=defaults["init_reduction"],
+                   help="first iteration's latency reduction target, a fraction of the unpruned prediction")
+    g.add_argument("--decay", type=float, default=defaults["decay"], help="per-iteration decay of the reduction target")
+    g.add_argument("--short-term-steps", type=int, default=defaults["short_term_steps"],
+                   help="SGD steps of short-term fine-tuning per proposal")
+    g.add_argument("--short-term-lr", type=float, default=defaults["short_term_lr"])
+    g.add_argument("--select", choices=("ratio", "accuracy"), default="ratio",
+                   help="ratio: least val accuracy loss per ms saved (default); accuracy: most accurate proposal (the paper)")
+    g.add_argument("--long-term-epochs", type=int, default=defaults["long_term_epochs"])
+    g.add_argument("--long-term-lr", type=float, default=defaults["long_term_lr"])
+    g.add_argument("--max-iters", type=int, default=100)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="host", description="edgeshrink host side: train, build latency tables, "
+                                "prune with latency-aware NetAdapt, and confirm on the device.")
+    p.add_argument("--version", action="version", version=f"edgeshrink {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    sub.add_parser("models", help="list model architectures")
+
+    t = sub.add_parser("train", help="train a model and write OUT/model.pt and OUT/metrics.json")
+    t.add_argument("--model", default="resnet20")
+    _add_data_args(t)
+    _add_train_args(t)
+    t.add_argument("--out", required=True, help="output folder")
+
+    tb = sub.add_parser("table", help="latency lookup tables").add_subparsers(dest="table_cmd", required=True)
+    b = tb.add_parser("build", help="measure every prunable layer configuration on a device")
+    b.add_argument("--model", default="resnet20")
+    b.add_argument("--num-classes", type=int, default=10)
+    b.add_argument("--input", default="1x3x32x32", help="input shape NxCxHxW (default 1x3x32x32)")
+    b.add_argument("--device", default="local", help="device spec: local (ssh:// comes with the device issue)")
+    b.add_argument("--backend", default="ort", help="device runner (default ort: ONNX Runtime CPU)")
+    b.add_argument("--threads", type=int, default=1, help="intra-op threads on the device (default 1)")
+    b.add_argument("--granularity", type=int, default=4, help="channel grid step (default 4)")
+    b.add_argument("--jobs", type=int, default=1, help="local processes building micro-models")
+    b.add_argument("--shard", default="1/1", help="measure only share i of N (i/N), to split the work across hosts")
+    b.add_argument("--warmup", type=int, default=30, help="untimed runs per micro-model (default 30)")
+    b.add_argument("--iters", type=int, default=200, help="timed runs per micro-model (default 200)")
+    b.add_argument("--workdir", help="keep the micro-models in this folder (default: a temporary one)")
+    b.add_argument("-o", "--out", required=True, help="table JSON to write")
+
+    pr = tb.add_parser("predict", help="predicted latency of a model from a table")
+    pr.add_argument("table")
+    pr.add_argument("--model", default="resnet20")
+    pr.add_argument("--num-classes", type=int, default=10)
+    pr.add_argument("--channels", help="channel spec JSON (layer name -> out channels), or a checkpoint .pt")
+    pr.add_argument("--per-layer", action="store_true", help="also print each layer site's share")
+    pr.add_argument("--json", action="store_true", help="JSON on stdout")
+
+    pn = sub.add_parser("prune", help="NetAdapt to a latency budget, then export and measure on the device")
+    pn.add_argument("--perf-table", required=True, help="latency table JSON (host table build)")
+    pn.add_argument("--model", help="expected architecture (checked against the checkpoint)")
+    pn.add_argument("--checkpoint", required=True)
+    _add_data_args(pn)
+    bg = pn.add_mutually_exclusive_group()
+    bg.add_argument("--budget", type=float, default=0.5, help="target, a fraction of the unpruned predicted latency (default 0.5)")
+    bg.add_argument("--budget-ms", type=float, help="target latency in ms")
+    _add_netadapt_args(pn)
+    pn.add_argument("--device", help="where to measure (default: the table's device)")
+    pn.add_argument("--bench-iters", type=int, default=300, help="timed runs per model per round")
+    pn.add_argument("--bench-rounds", type=int, default=3, help="interleaved rounds baseline/pruned")
+    pn.add_argument("--resume", action="store_true", help="continue from the last completed iteration in OUT")
+    pn.add_argument("--out", required=True)
+    pn.add_argument("--json", action="store_true", help="report JSON on stdout")
+
+    bn = sub.add_parser("bench", help="measure model files on a device (interleaved rounds)")
+    bn.add_argument("models", nargs="+")
+    bn.add_argument("--device", default="local")
+    bn.add_argument("--backend", default="ort")
+    bn.add_argument("--threads", type=int, default=1)
+    bn.add_argument("--warmup", type=int, default=50)
+    bn.add_argument("--iters", type=int, default=300)
+    bn.add_argument("--rounds", type=int, default=1)
+    bn.add_argument("--json", action="store_true")
+
+    d = sub.add_parser("demo", help="the main job on digits: train resnet20, build the local table, prune to 50%%, confirm")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--model", default="resnet20")
+    d.add_argument("--epochs", type=int, default=20, help="baseline training epochs (default 20)")
+    d.add_argument("--budget", type=float, default=0.5)
+    d.add_argument("--jobs", type=int, default=2)
+    d.add_argument("--seed", type=int, default=0)
+    _add_netadapt_args(d)
+    d.add_argument("--fresh", action="store_true", help="redo every step (default: reuse the finished steps in OUT)")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def cmd_models(args) -> int:
+    import models
+
+    for n in models.list_models():
+        print(n)
+    return 0
+
+
+def _train_config(args):
+    from host.train import TrainConfig
+
+    if args.epochs < 1:
+        raise UserError("--epochs must be >= 1")
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                       momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
+                       step_size=args.step_size, milestones=tuple(args.milestones), gamma=args.gamma,
+                       power=args.power, label_smoothing=args.label_smoothing, seed=args.seed)
+
+
+def train_model(model_name: str, dataset: str, data_dir, cfg, out: str, download: bool = False) -> dict:
+    """Train and write OUT/model.pt + OUT/metrics.json; returns the metrics."""
+    import torch
+
+    import models
+    from host import ui
+    from host.checkpoint import save_checkpoint
+    from host.data import load_dataset
+    from host.io import write_json
+    from host.train import evaluate, train
+
+    data = load_dataset(dataset, data_dir, seed=cfg.seed, download=download)
+    torch.manual_seed(cfg.seed)
+    model = models.create(model_name, data.num_classes)
+    ui.log(f"training {model_name} on {data.name} ({len(data.train)} train / {len(data.val)} val / "
+           f"{len(data.test)} test), {cfg.epochs} epochs, {cfg.optimizer} lr {cfg.lr} {cfg.schedule}")
+    t0 = time.monotonic()
+    with ui.progress() as prog:
+        task = prog.add_task("training", total=None)
+
+        def on_epoch(e, m):
+            if not ui.interactive() and (e % 5 == 0 or e == cfg.epochs):
+                ui.log(f"epoch {e}/{cfg.epochs}: train loss {m['train_loss']:.4f}, val top-1 {m['val_top1']:.2f}%")
+
+        history = train(model, data, cfg, on_epoch=on_epoch, on_step=lambda s, n: prog.update(task, completed=s, total=n))
+    metrics = {"val": evaluate(model, data, "val"), "test": evaluate(model, data, "test"), "history": history,
+               "train_config": cfg.to_dict(), "wall_s": round(time.monotonic() - t0, 1), "dataset": data.name,
+               "model": model_name}
+    save_checkpoint(str(Path(out) / "model.pt"), model, data.num_classes, dataset=data.name,
+                    input_shape=list(data.input_shape), metrics={"val": metrics["val"], "test": metrics["test"]},
+                    train_config=cfg.to_dict())
+    write_json(Path(out) / "metrics.json", metrics)
+    ui.log(f"{model_name}: val top-1 {metrics['val']['top1']:.2f}%, test top-1 {metrics['test']['top1']:.2f}% "
+           f"({metrics['wall_s']:.0f} s) -> {Path(out) / 'model.pt'}")
+    return metrics
+
+
+def cmd_train(args) -> int:
+    train_model(args.model, args.dataset, args.data_dir, _train_config(args), args.out, args.download)
+    return 0
+
+
+def build_table_cli(model_name: str, input_text: str, out: str, device="local", backend="ort", threads=1,
+                    granularity=4, jobs=1, shard="1/1", warmup=30, iters=200, workdir=None, num_classes=10):
+    import models
+    from host import ui
+    from host.latency.build import BuildConfig, build_table, parse_shard
+    from host.latency.space import build_space, enumerate_keys
+    from host.latency.table import parse_shape
+
+    try:
+        shape = tuple(parse_shape(input_text))
+        shard_t = parse_shard(shard)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if granularity < 1 or jobs < 1 or threads < 0 or iters < 1 or warmup < 0:
+        raise UserError("--granularity, --jobs and --iters must be >= 1; --threads and --warmup >= 0")
+    space = build_space(models.create(model_name, num_classes), shape)
+    keys = enumerate_keys(space, granularity)
+    ui.log(f"latency table for {model_name} at {input_text}: {len(space.groups)} channel groups, {len(space.sites)} "
+           f"layer sites, {len(keys)} distinct configurations on a grid of {granularity}"
+           + (f", shard {shard}" if shard_t != (1, 1) else "") + f"; device {device}, {backend}, {threads} thread(s)")
+    cfg = BuildConfig(model_name, shape, num_classes, device, backend, threads, granularity, jobs, shard_t, warmup,
+                      iters, workdir)
+    with ui.progress() as prog:
+        tasks = {}
+
+        def progress(stage, done, total):
+            if stage not in tasks:
+                tasks[stage] = prog.add_task({"build": "building micro-models", "measure": "measuring on device"}[stage],
+                                             total=total)
+            prog.update(tasks[stage], completed=done, total=total)
+
+        table = build_table(cfg, keys, progress=progress)
+    table.save(out)
+    b = table.build
+    ui.log(f"table: {b['measured']} entries measured ({b['interpolated']} interpolated), overhead "
+           f"{table.overhead_ms:.4f} ms, measuring {b['measure_wall_s']:.1f} s, total {b['wall_s']:.1f} s -> {out}")
+    return table
+
+
+def cmd_table_build(args) -> int:
+    build_table_cli(args.model, args.input, args.out, args.device, args.backend, args.threads, args.granularity,
+                    args.jobs, args.shard, args.warmup, args.iters, args.workdir, args.num_classes)
+    return 0
+
+
+def _read_channels(path: str) -> dict:
+    if path.endswith(".pt"):
+        from host.checkpoint import load_checkpoint
+
+        return load_checkpoint(path)["channels"]
+    try:
+        with open(path, encoding="utf-8") as f:
+            spec = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: cannot read channel spec JSON ({e})") from None
+    if isinstance(spec, dict) and "channels" in spec and isinstance(spec["channels"], dict):
+        spec = spec["channels"]
+    if not isinstance(spec, dict) or not all(isinstance(v, int) for v in spec.values()):
+        raise UserError(f"{path}: a channel spec is a JSON object of layer name -> integer channels")
+    return spec
+
+
+def cmd_table_predict(args) -> int:
+    import models
+    from host import ui
+    from host.latency.space import build_space
+    from host.latency.table import TablePredictor, load_table
+
+    table = load_table(args.table)
+    space = build_space(models.create(args.model, args.num_classes), table.input_shape)
+    pred = TablePredictor(table, space)
+    spec = _read_channels(args.channels) if args.channels else {}
+    try:
+        widths = space.widths_from_spec(spec)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    layers = pred.layer_ms(widths)
+    total = pred.predict_ms(widths)
+    if args.json:
+        doc = {"model": args.model, "table": args.table, "latency_ms_predicted": total, "overhead_ms": table.overhead_ms,
+               "device": table.device, "backend": table.backend, "threads": table.threads, "widths": widths}
+        if args.per_layer:
+            doc["layers"] = [{"site": s.name, **s.key(widths).to_dict(), "latency_ms": v} for s, v in zip(space.sites, layers)]
+        print(json.dumps(doc, indent=1))
+    else:
+        if args.per_layer:
+            from rich.table import Table
+
+            t = Table(title=f"{args.model}: predicted latency per layer site (ms)")
+            for c in ("site", "op", "in", "out", "hw", "ms"):
+                t.add_column(c)
+            for s, v in zip(space.sites, layers):
+                k = s.key(widths)
+                t.add_row(s.name, k.op, str(k.in_channels), str(k.out_channels), f"{k.in_hw[0]}x{k.in_hw[1]}", f"{v:.4f}")
+            ui.out.print(t)
+        print(f"{args.model}: predicted latency {total:.4f} ms (overhead {table.overhead_ms:.4f} ms counted once) "
+              f"on {table.device.get('spec')} / {table.backend} / {table.threads} thread(s)")
+    return 0
+
+
+def _netadapt_config(args, seed: int):
+    from host.prune.netadapt import NetAdaptConfig
+
+    if not (0 < args.init_reduction < 1) or not (0 < args.decay <= 1):
+        raise UserError("--init-reduction must be in (0, 1) and --decay in (0, 1]")
+    if args.short_term_steps < 0 or args.long_term_epochs < 0:
+        raise UserError("--short-term-steps and --long-term-epochs must be >= 0")
+    return NetAdaptConfig(budget_ms=0.0, init_reduction=args.init_reduction, decay=args.decay,
+                          short_term_steps=args.short_term_steps, short_term_lr=args.short_term_lr,
+                          select=args.select, long_term_epochs=args.long_term_epochs, long_term_lr=args.long_term_lr,
+                          max_iters=getattr(args, "max_iters", 100), seed=seed)
+
+
+def cmd_prune(args) -> int:
+    from host import ui
+    from host.data import load_dataset
+    from host.pipeline import PruneJob, render_report, run_prune
+
+    job = PruneJob(table=args.perf_table, checkpoint=args.checkpoint, out=args.out, model=args.model,
+                   dataset=args.dataset, data_dir=args.data_dir,
+                   budget=None if args.budget_ms is not None else args.budget, budget_ms=args.budget_ms,
+                   device=args.device, bench_iters=args.bench_iters, bench_rounds=args.bench_rounds,
+                   resume=args.resume, seed=args.seed)
+    data = load_dataset(args.dataset, args.data_dir, seed=args.seed, download=args.download)
+    report = run_prune(job, _netadapt_config(args, args.seed), data=data)
+    if args.json:
+        render_report(report, ui.err)
+        print(json.dumps(report, indent=1))
+    else:
+        render_report(report)
+        print(f"report: {Path(args.out) / 'report.json'}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from host import ui
+    from host.bench import bench_on_device
+
+    res = bench_on_device(args.models, device=args.device, backend=args.backend, threads=args.threads,
+                          warmup=args.warmup, iters=args.iters, rounds=args.rounds)
+    if args.json:
+        print(json.dumps(res, indent=1))
+        return 0
+    from rich.table import Table
+
+    t = Table(title=f"{args.device} | {args.backend} | {args.threads} thread(s) | {res['device']['cpu']}")
+    for c in ("model", "median ms", "mean ms", "p90 ms", "p99 ms", "cv", "rounds' medians ms"):
+        t.add_column(c)
+    for path, m in res["models"].items():
+        s = m["latency_ms"]
+        t.add_row(path, f"{m['median_ms']:.4f}", f"{s['mean']:.4f}", f"{s['p90']:.4f}", f"{s['p99']:.4f}",
+                  f"{s['cv']:.3f}", ", ".join(f"{v:.4f}" for v in m["round_medians_ms"]))
+    ui.out.print(t)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from host import ui
+    from host.data import load_dataset
+    from host.pipeline import PruneJob, render_report, run_prune
+    from host.train import TrainConfig
+
+    out = Path(args.out)
+    t0 = time.monotonic()
+    base = out / "base" / "model.pt"
+    table_path = out / "table.json"
+    ui.log(f"[bold]edgeshrink demo[/]: {args.model} on digits -> local ONNX Runtime table -> NetAdapt to "
+           f"{args.budget:.0%} of the predicted latency -> measured on the device. Output in {out}/")
+    if args.fresh or not base.exists():
+        ui.log("[bold]1/3 train[/]")
+        train_model(args.model, "digits", None, TrainConfig(epochs=args.epochs, lr=0.1, batch_size=64, seed=args.seed),
+                    str(out / "base"))
+    else:
+        ui.log(f"1/3 train: reusing {base}")
+    if args.fresh or not table_path.exists():
+        ui.log("[bold]2/3 latency table[/]")
+        build_table_cli(args.model, "1x3x32x32", str(table_path), jobs=args.jobs)
+    else:
+        ui.log(f"2/3 latency table: reusing {table_path}")
+    ui.log("[bold]3/3 NetAdapt[/]")
+    job = PruneJob(table=str(table_path), checkpoint=str(base), out=str(out / "pruned"), model=args.model,
+                   budget=args.budget, resume=not args.fresh, seed=args.seed)
+    report = run_prune(job, _netadapt_config(args, args.seed), data=load_dataset("digits", seed=args.seed))
+    render_report(report)
+    ui.log(f"demo finished in {time.monotonic() - t0:.0f} s; report: {out / 'pruned' / 'report.json'}")
+    return 0
+
+
+COMMANDS = {"models": cmd_models, "train": cmd_train, "prune": cmd_prune, "bench": cmd_bench, "demo": cmd_demo}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    import models
+
+    try:
+        if args.cmd == "table":
+            return {"build": cmd_table_build, "predict": cmd_table_predict}[args.table_cmd](args)
+        return COMMANDS[args.cmd](args)
+    except (UserError, models.UnknownModelError, models.ChannelSpecError) as e:
+        print(f"host: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("host: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

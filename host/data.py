@@ -1,0 +1,292 @@
+"""Datasets, by name: ``digits`` (embedded default), ``cifar10``, ``cifar100``, ``imagefolder``.
+
+Every dataset is held in memory as uint8 images ``(N, 3, H, W)`` with int64 labels ``(N,)`` and three
+splits: ``train`` (fitting), ``val`` (held out from the training data: NetAdapt's short-term
+evaluation and model selection) and ``test`` (reported only). Batches are normalised per channel and
+augmented on the fly as is usual for each dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from host.errors import DatasetError
+
+CIFAR_MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
+CIFAR_STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
+CIFAR_ARCHIVES = {
+    "cifar10": ("cifar-10-python.tar.gz", "cifar-10-batches-py", "c58f30108f718f92721af3b95e74349a",
+                [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
+    "cifar100": ("cifar-100-python.tar.gz", "cifar-100-python", "eb9058c3a382ffc7106e4002c42a8d85",
+                 ["train"], ["test"], b"fine_labels"),
+}
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/"
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # (N, 3, H, W) uint8
+    labels: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return int(self.labels.numel())
+
+
+@dataclass
+class Dataset:
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    mean: Tuple[float, float, float]  # per-channel mean of images scaled to [0, 1]
+    std: Tuple[float, float, float]
+    augment: str  # "crop4+flip" (CIFAR), "crop2" (digits: no flips, they change the class)
+
+    @property
+    def input_shape(self) -> Tuple[int, int, int, int]:
+        return (1, *self.train.images.shape[1:])
+
+    def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, 3, H, W)`` -> float32, normalised per channel."""
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        return (x_uint8.float() / 255.0 - mean) / std
+
+    def batches(self, split: str, batch_size: int, shuffle: bool = False, augment: bool = False,
+                generator: Optional[torch.Generator] = None) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        """Yield normalised ``(x (B, 3, H, W) float32, y (B,) int64)`` batches of ``split``."""
+        s: Split = getattr(self, split)
+        idx = torch.randperm(len(s), generator=generator) if shuffle else torch.arange(len(s))
+        for i in range(0, len(s), batch_size):
+            j = idx[i:i + batch_size]
+            x = s.images[j]
+            if augment:
+                x = _augment(x, self.augment, generator)
+            yield self.normalize(x), s.labels[j]
+
+
+def _augment(x: torch.Tensor, kind: str, g: Optional[torch.Generator]) -> torch.Tensor:
+    """Random crop with zero padding (4 px for CIFAR, 2 px for digits) and, for CIFAR, horizontal flips."""
+    pad = 4 if kind.startswith("crop4") else 2
+    n, _, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
+    rows = (dy.view(n, 1) + torch.arange(h).view(1, h))  # (n, h)
+    cols = (dx.view(n, 1) + torch.arange(w).view(1, w))  # (n, w)
+    out = xp[torch.arange(n).view(n, 1, 1, 1), torch.arange(3).view(1, 3, 1, 1),
+             rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
+    if kind.endswith("flip"):
+        flip = torch.rand(n, generator=g) < 0.5
+        out[flip] = out[flip].flip(-1)
+    return out
+
+
+def _stratified(labels: np.ndarray, fractions: Tuple[float, ...], seed: int) -> List[np.ndarray]:
+    """Split indices into parts of the given fractions, class by class, with a fixed seed."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    parts = []
+    rest, rest_frac = idx, 1.0
+    for frac in fractions[:-1]:
+        take, rest = train_test_split(rest, train_size=frac / rest_frac, stratify=labels[rest], random_state=seed)
+        parts.append(np.sort(take))
+        rest_frac -= frac
+    parts.append(np.sort(rest))
+    return parts
+
+
+def _split(images: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> Split:
+    return Split(torch.from_numpy(np.ascontiguousarray(images[idx])), torch.from_numpy(labels[idx].astype(np.int64)))
+
+
+def _channel_stats(images: torch.Tensor) -> Tuple[Tuple[float, ...], Tuple[float, ...]]:
+    x = images.float() / 255.0
+    return tuple(x.mean(dim=(0, 2, 3)).tolist()), tuple(x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist())
+
+
+def load_digits(seed: int = 0, size: int = 32) -> Dataset:
+    """scikit-learn's bundled handwritten digits (1,797 real 8x8 images, 10 classes), resized to
+    ``size`` x ``size`` (bilinear), replicated to 3 channels; stratified 60/20/20 train/val/test split
+    with a fixed seed."""
+    from sklearn.datasets import load_digits as _load
+
+    d = _load()
+    x = torch.from_numpy(d.images.astype(np.float32) / 16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    x = (x.clamp(0, 1) * 255).round().to(torch.uint8).repeat(1, 3, 1, 1).numpy()
+    y = d.target.astype(np.int64)
+    tr, va, te = _stratified(y, (0.6, 0.2, 0.2), seed)
+    train = _split(x, y, tr)
+    mean, std = _channel_stats(train.images)
+    return Dataset("digits", train, _split(x, y, va), _split(x, y, te), 10, mean, std, "crop2")
+
+
+def _cifar_members(name: str, data_dir: Path, download: bool) -> Dict[str, dict]:
+    """The unpickled batches of a CIFAR archive (extracted folder or .tar.gz in ``data_dir``)."""
+    from host import safe_pickle
+
+    archive, folder, md5, train_files, test_files, _ = CIFAR_ARCHIVES[name]
+    folder_path, archive_path = data_dir / folder, data_dir / archive
+    wanted = train_files + test_files
+    if not folder_path.is_dir() and not archive_path.is_file():
+        if download:
+            _download(CIFAR_URL + archive, archive_path, md5)
+        else:
+            raise DatasetError(f"{name}: expected {folder_path}/ or {archive_path} (pass --download to fetch "
+                               f"{archive} when online)")
+    out = {}
+    try:
+        if folder_path.is_dir():
+            for m in wanted:
+                with open(folder_path / m, "rb") as f:
+                    out[m] = safe_pickle.load(f, encoding="latin1")
+        else:
+            with tarfile.open(archive_path, "r:gz") as tar:
+                for m in wanted:
+                    f = tar.extractfile(f"{folder}/{m}")
+                    if f is None:
+                        raise KeyError(m)
+                    out[m] = safe_pickle.load(f, encoding="latin1")
+    except (KeyError, FileNotFoundError) as e:
+        raise DatasetError(f"{name}: {folder_path if folder_path.is_dir() else archive_path} lacks {e}") from None
+    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        raise DatasetError(f"{name}: cannot read {archive_path if archive_path.exists() else folder_path}: {e}") from None
+    return out
+
+
+def _download(url: str, dst: Path, md5: str) -> None:
+    import urllib.request
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_suffix(".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+            for chunk in iter(lambda: r.read(1 << 20), b""):
+                f.write(chunk)
+    except OSError as e:
+        raise DatasetError(f"could not download {url} to {dst}: {e}; put the file there by hand") from None
+    digest = hashlib.md5(tmp.read_bytes()).hexdigest()
+    if digest != md5:
+        tmp.unlink()
+        raise DatasetError(f"{url}: md5 {digest} does not match {md5}")
+    os.replace(tmp, dst)
+
+
+def load_cifar(name: str, data_dir: str, seed: int = 0, val_size: int = 5000, download: bool = False) -> Dataset:
+    """CIFAR-10 / CIFAR-100 from the official python archives in ``data_dir`` (Krizhevsky 2009).
+
+    The pickled batches are read with a restricted unpickler (numpy arrays only). ``val_size`` training
+    images (stratified, seeded) are held out as the val split; test is the official test set.
+
+    Raises:
+        DatasetError: the folder/archive is missing (naming the expected paths) or unreadable.
+    """
+    _, _, _, train_files, test_files, label_key = CIFAR_ARCHIVES[name]
+    members = _cifar_members(name, Path(data_dir), download)
+
+    def stack(files):
+        xs, ys = [], []
+        for m in files:
+            d = {k.encode("latin1") if isinstance(k, str) else k: v for k, v in members[m].items()}
+            if b"data" not in d or label_key not in d:
+                raise DatasetError(f"{name}: batch {m} lacks 'data' or '{label_key.decode()}'")
+            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(d[label_key], dtype=np.int64))
+        return np.concatenate(xs), np.concatenate(ys)
+
+    xtr, ytr = stack(train_files)
+    xte, yte = stack(test_files)
+    val_frac = min(max(val_size / len(ytr), 0.0), 0.5)
+    tr, va = _stratified(ytr, (1 - val_frac, val_frac), seed)
+    num_classes = 10 if name == "cifar10" else 100
+    return Dataset(name, _split(xtr, ytr, tr), _split(xtr, ytr, va), _split(xte, yte, np.arange(len(yte))),
+                   num_classes, CIFAR_MEAN[name], CIFAR_STD[name], "crop4+flip")
+
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".gif", ".webp"}
+
+
+def load_imagefolder(root: str, seed: int = 0, size: int = 32) -> Dataset:
+    """Images in class folders (``root/CLASS/*.png``), or pre-split ``root/{train,val,test}/CLASS/*``.
+
+    Images are converted to RGB and resized to ``size`` x ``size``. Without pre-split folders the images
+    are split 70/15/15, stratified, with a fixed seed. Normalisation statistics come from the train split.
+
+    Raises:
+        DatasetError: missing folder, no class folders, an unreadable image.
+    """
+    from PIL import Image
+
+    rootp = Path(root)
+    if not rootp.is_dir():
+        raise DatasetError(f"imagefolder: {rootp} is not a folder (expected {rootp}/CLASS/IMAGE files)")
+
+    def read(folder: Path, classes: List[str]) -> Tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for ci, c in enumerate(classes):
+            for p in sorted((folder / c).iterdir()) if (folder / c).is_dir() else []:
+                if p.suffix.lower() in IMAGE_EXTS:
+                    try:
+                        im = Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)
+                    except OSError as e:
+                        raise DatasetError(f"imagefolder: cannot read {p}: {e}") from None
+                    xs.append(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
+                    ys.append(ci)
+        if not xs:
+            raise DatasetError(f"imagefolder: no images under {folder}")
+        return np.stack(xs), np.asarray(ys, dtype=np.int64)
+
+    presplit = (rootp / "train").is_dir() and (rootp / "test").is_dir()
+    base = rootp / "train" if presplit else rootp
+    classes = sorted(p.name for p in base.iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise DatasetError(f"imagefolder: {base} needs at least two class folders, found {len(classes)}")
+    if presplit:
+        xtr, ytr = read(rootp / "train", classes)
+        xte, yte = read(rootp / "test", classes)
+        if (rootp / "val").is_dir():
+            xva, yva = read(rootp / "val", classes)
+            train, val = _split(xtr, ytr, np.arange(len(ytr))), _split(xva, yva, np.arange(len(yva)))
+        else:
+            tr, va = _stratified(ytr, (0.85, 0.15), seed)
+            train, val = _split(xtr, ytr, tr), _split(xtr, ytr, va)
+        test = _split(xte, yte, np.arange(len(yte)))
+    else:
+        x, y = read(rootp, classes)
+        tr, va, te = _stratified(y, (0.7, 0.15, 0.15), seed)
+        train, val, test = _split(x, y, tr), _split(x, y, va), _split(x, y, te)
+    mean, std = _channel_stats(train.images)
+    return Dataset("imagefolder", train, val, test, len(classes), mean, std, "crop4+flip")
+
+
+DATASETS: Dict[str, Callable[..., Dataset]] = {
+    "digits": lambda data_dir=None, seed=0, download=False: load_digits(seed),
+    "cifar10": lambda data_dir=None, seed=0, download=False: load_cifar("cifar10", data_dir or "data", seed, download=download),
+    "cifar100": lambda data_dir=None, seed=0, download=False: load_cifar("cifar100", data_dir or "data", seed, download=download),
+    "imagefolder": lambda data_dir=None, seed=0, download=False: load_imagefolder(data_dir or "data", seed),
+}
+
+
+def load_dataset(name: str, data_dir: Optional[str] = None, seed: int = 0, download: bool = False) -> Dataset:
+    """A dataset by name (see :data:`DATASETS`).
+
+    Raises:
+        DatasetError: unknown name, or the dataset's files are missing or unreadable.
+    """
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    if name == "imagefolder" and not data_dir:
+        raise DatasetError("imagefolder needs --data-dir ROOT (ROOT/CLASS/IMAGE files)")
+    return DATASETS[name](data_dir=data_dir, seed=seed, download=download)

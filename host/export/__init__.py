@@ -1,0 +1,1 @@
+"""Deployable artifacts. ONNX here; TFLite and TensorRT come with the export issue."""

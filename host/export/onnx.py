@@ -1,0 +1,71 @@
+"""ONNX export with torch's exporter (``torch.onnx.export(dynamo=True)``), checked by ``onnx.checker``
+and numerically against torch in ONNX Runtime."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from typing import Dict, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+OPSET = 18
+
+
+class ExportCheckError(RuntimeError):
+    """The exported graph is invalid or does not match torch within tolerance (a bug, not user input)."""
+
+
+def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str, opset: int = OPSET) -> None:
+    """Export ``model`` (eval mode) at a fixed input ``(N, C, H, W)`` to ``path``; input ``"input"``,
+    output ``"logits"``. Exporter chatter is captured, not printed."""
+    model = model.eval()
+    x = torch.zeros(*input_shape)
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(model, (x,), dynamo=True, opset_version=opset, input_names=["input"],
+                                 output_names=["logits"], external_data=False, verbose=False)
+    # write atomically: an interrupted export never leaves a partial .onnx behind
+    from host.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        prog.save(str(tmp), external_data=False)
+
+
+def check_onnx(model: nn.Module, path: str, input_shape: Sequence[int], atol: float = 1e-4, samples: int = 4,
+               seed: int = 0) -> Dict[str, object]:
+    """``onnx.checker`` plus the max abs difference between torch and ONNX Runtime (CPU) on ``samples``
+    random standard-normal inputs.
+
+    Returns:
+        ``{"checker": "ok", "max_abs_diff": float, "atol": atol, "samples": samples}``.
+
+    Raises:
+        ExportCheckError: the checker fails or the difference exceeds ``atol``.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    try:
+        onnx.checker.check_model(onnx.load(path), full_check=True)
+    except Exception as e:
+        raise ExportCheckError(f"{path}: onnx.checker failed: {e}") from None
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    g = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    model = model.eval()
+    with torch.no_grad():
+        for _ in range(samples):
+            x = torch.randn(*input_shape, generator=g)
+            ref = model(x).numpy()
+            got = sess.run(None, {name: x.numpy()})[0]
+            worst = max(worst, float(np.max(np.abs(ref - got))))
+    if not worst <= atol:
+        raise ExportCheckError(f"{path}: ONNX Runtime differs from torch by {worst:.3g} > {atol:g}")
+    return {"checker": "ok", "max_abs_diff": worst, "atol": atol, "samples": samples}

@@ -1,0 +1,180 @@
+"""Build a latency lookup table by measuring micro-models on a device.
+
+Steps: enumerate every layer configuration reachable by pruning the model on the channel grid (each
+distinct configuration once), keep this shard's share (``--shard i/N``), build the ONNX micro-models in
+``jobs`` worker processes, ship them to the device, measure them there one after another with
+``device bench`` (never in parallel: measurements would share the CPU), and write the table JSON.
+The fixed per-inference overhead is measured on a calibration graph (:func:`micro.overhead_model`) and
+counted once per prediction (see :mod:`host.latency.table`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import multiprocessing as mp
+import os
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from host import __version__
+from host.errors import DeviceError, UserError
+from host.latency.key import LayerKey
+from host.latency.table import Entry, LatencyTable
+
+OVERHEAD_FILE = "overhead.onnx"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    model: str  # registry name
+    input_shape: Tuple[int, int, int, int]  # (1, C, H, W)
+    num_classes: int = 10
+    device: str = "local"  # device spec
+    backend: str = "ort"
+    threads: int = 1
+    granularity: int = 4  # channel grid step
+    jobs: int = 1  # local processes building micro-models
+    shard: Tuple[int, int] = (1, 1)  # (i, N): this host measures the i-th of N shares
+    warmup: int = 30  # untimed runs per micro-model
+    iters: int = 200  # timed runs per micro-model
+    workdir: Optional[str] = None  # where micro-models are built; a temporary folder by default
+
+
+def parse_shard(text: str) -> Tuple[int, int]:
+    """``"2/4"`` -> ``(2, 4)``; raises ValueError unless ``1 <= i <= N``."""
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        i = n = 0
+    if not (1 <= i <= n):
+        raise ValueError(f"--shard must be i/N with 1 <= i <= N, got {text!r}")
+    return i, n
+
+
+def _build_chunk(args: Tuple[List[Dict[str, object]], str]) -> List[str]:
+    """Worker: write the micro-models of ``keys`` into ``folder`` (existing files are kept)."""
+    import onnx
+
+    from host.latency.micro import key_id, micro_model
+
+    keys, folder = args
+    names = []
+    for d in keys:
+        key = LayerKey.from_dict(d)
+        name = key_id(key) + ".onnx"
+        path = os.path.join(folder, name)
+        if not os.path.exists(path):
+            tmp = path + ".tmp"
+            onnx.save(micro_model(key), tmp)
+            os.replace(tmp, path)
+        names.append(name)
+    return names
+
+
+def build_micro_models(keys: Sequence[LayerKey], folder: str, jobs: int = 1) -> List[str]:
+    """Write one ONNX micro-model per key into ``folder`` using ``jobs`` processes; returns file names
+    in key order."""
+    os.makedirs(folder, exist_ok=True)
+    dicts = [k.to_dict() for k in keys]
+    if jobs <= 1 or len(dicts) < 2 * jobs:
+        return _build_chunk((dicts, folder))
+    chunks = [dicts[i::jobs] for i in range(jobs)]
+    # spawn: workers import onnx only, never torch (fork after torch's thread pools started is unsafe)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        parts = list(pool.map(_build_chunk, [(c, folder) for c in chunks]))
+    by_name = {}
+    for c, names in zip(chunks, parts):
+        by_name.update({json.dumps(d, sort_keys=True): n for d, n in zip(c, names)})
+    return [by_name[json.dumps(d, sort_keys=True)] for d in dicts]
+
+
+def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
+                progress: Optional[Callable[[str, int, int], None]] = None) -> LatencyTable:
+    """Measure ``keys`` (plus the overhead calibration graph) on ``cfg.device`` and return the table.
+
+    Args:
+        cfg: build settings.
+        keys: the distinct layer configurations to measure (see ``space.enumerate_keys``).
+        progress: ``progress(stage, done, total)`` with stage ``"build"`` or ``"measure"``.
+
+    Raises:
+        DeviceError: the device side failed.
+        UserError: a shard of no keys.
+    """
+    from host.latency.micro import key_id, overhead_model
+    from host.remote import open_device
+
+    import onnx
+
+    t_start = time.monotonic()
+    i, n = cfg.shard
+    keys = sorted(keys, key=key_id)[i - 1 :: n]
+    if not keys:
+        raise UserError(f"shard {i}/{n} has no layer configurations to measure")
+    tmp = None
+    if cfg.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="edgeshrink-table-")
+    root = Path(cfg.workdir or tmp.name)
+    folder = root / "micro"
+    try:
+        if progress:
+            progress("build", 0, len(keys))
+        names = build_micro_models(keys, str(folder), cfg.jobs)
+        onnx.save(overhead_model(cfg.input_shape, cfg.num_classes), str(folder / OVERHEAD_FILE))
+        if progress:
+            progress("build", len(keys), len(keys))
+        listing = [f"micro/{OVERHEAD_FILE}"] + [f"micro/{nm}" for nm in names]
+        (root / "models.txt").write_text("\n".join(listing) + "\n")
+        t_meas = time.monotonic()
+        with open_device(cfg.device) as dev:
+            dev.put(str(folder), "micro")
+            dev.put(str(root / "models.txt"), "models.txt")
+
+            def on_line(line: str) -> None:
+                if progress and line.startswith("[") and "/" in line:
+                    done = int(line[1:line.index("/")])
+                    progress("measure", done, len(listing))
+
+            res = dev.run_device(["bench", "--list", "models.txt", "--backend", cfg.backend, "--threads",
+                                  str(cfg.threads), "--warmup", str(cfg.warmup), "--iters", str(cfg.iters),
+                                  "--jsonl", "results.jsonl", "--json"], on_stderr_line=on_line)
+            if res.exit_code != 0:
+                last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+                raise DeviceError(f"device bench failed on {cfg.device} (exit {res.exit_code}): {last}")
+            doc = json.loads(res.stdout)
+        by_model = {r["model"]: r for r in doc["results"]}
+        ovh = by_model[OVERHEAD_FILE]["latency_ms"]
+        entries = []
+        for key, nm in zip(keys, names):
+            lat = by_model[nm]["latency_ms"]
+            entries.append(Entry(key, {k: lat[k] for k in ("median", "mean", "p90", "std")}, lat["n"]))
+        dev_meta = dict(doc["device"])
+        dev_meta["spec"] = cfg.device
+        return LatencyTable(
+            device=dev_meta, backend=cfg.backend, precision="fp32", threads=cfg.threads, batch_size=cfg.input_shape[0],
+            input_shape=list(cfg.input_shape),
+            created_utc=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            tool_version=__version__,
+            calibration={
+                "method": "overhead-once",
+                "overhead_ms": ovh["median"],
+                "overhead_latency_ms": {k: ovh[k] for k in ("median", "mean", "p90", "std")},
+                "overhead_model": "reshape+slice graph with the network's input and output shapes",
+                "prediction": "overhead_ms + sum over layer sites of (entry median - overhead_ms)",
+                "fused": "conv2d entries include the BN/ReLU that follow them (ONNX Runtime folds BN and fuses ReLU)",
+            },
+            entries=entries,
+            models=[cfg.model],
+            build={"granularity": cfg.granularity, "shard": f"{i}/{n}", "measured": len(entries),
+                   "interpolated": 0, "warmup": cfg.warmup, "iters": cfg.iters, "jobs": cfg.jobs,
+                   "measure_wall_s": round(time.monotonic() - t_meas, 2),
+                   "wall_s": round(time.monotonic() - t_start, 2)},
+        )
+    finally:
+        if tmp is not None:
+            tmp.cleanup()

@@ -1,0 +1,46 @@
+"""The key of a latency table entry: one layer configuration (torch-free, shared by builders and workers)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Dict, Tuple
+
+
+@dataclass(frozen=True)
+class LayerKey:
+    """One layer configuration: the key of a latency table entry (never a layer name)."""
+
+    op: str  # "conv2d", "add", "bn", "gap_linear"
+    in_channels: int
+    out_channels: int
+    in_hw: Tuple[int, int]  # input height, width
+    kernel: Tuple[int, int] = (1, 1)
+    stride: Tuple[int, int] = (1, 1)
+    padding: Tuple[int, int] = (0, 0)
+    groups: int = 1
+    fused: Tuple[str, ...] = ()  # ops that follow and fuse in the runtime, e.g. ("bn", "relu")
+
+    def to_dict(self) -> Dict[str, object]:
+        d = asdict(self)
+        for k in ("in_hw", "kernel", "stride", "padding", "fused"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, object]) -> "LayerKey":
+        return cls(
+            op=str(d["op"]), in_channels=int(d["in_channels"]), out_channels=int(d["out_channels"]),
+            in_hw=tuple(d["in_hw"]), kernel=tuple(d.get("kernel", (1, 1))), stride=tuple(d.get("stride", (1, 1))),
+            padding=tuple(d.get("padding", (0, 0))), groups=int(d.get("groups", 1)), fused=tuple(d.get("fused", ())),
+        )
+
+    def macs(self) -> int:
+        """Multiply-accumulates of this layer at batch 1."""
+        h, w = self.in_hw
+        if self.op == "conv2d":
+            oh = (h + 2 * self.padding[0] - self.kernel[0]) // self.stride[0] + 1
+            ow = (w + 2 * self.padding[1] - self.kernel[1]) // self.stride[1] + 1
+            return oh * ow * self.out_channels * (self.in_channels // self.groups) * self.kernel[0] * self.kernel[1]
+        if self.op == "gap_linear":
+            return self.in_channels * self.out_channels
+        return 0

@@ -1,0 +1,118 @@
+"""Micro-models: one ONNX graph per layer configuration, built directly with ``onnx.helper``.
+
+A micro-model holds exactly the ops of one table entry as the exported network has them before the
+runtime's own fusions (Conv, BatchNormalization, Relu, Add, GlobalAveragePool + Flatten + Gemm), with
+random weights; ONNX Runtime then fuses them as it fuses the whole network. Building the graph directly
+takes about a millisecond, against seconds for a torch export, which matters for tables of thousands of
+entries. ``overhead_model`` is the calibration graph: the fixed per-inference cost of one run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import List, Tuple
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from host.latency.key import LayerKey
+
+OPSET = 18
+
+
+def key_id(key: LayerKey) -> str:
+    """A short stable file name for a layer configuration."""
+    blob = json.dumps(key.to_dict(), sort_keys=True).encode()
+    return f"{key.op}_{key.in_channels}x{key.out_channels}_{key.in_hw[0]}_{hashlib.sha1(blob).hexdigest()[:12]}"
+
+
+def _init(name: str, a: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(a.astype(np.float32), name)
+
+
+def _bn(x: str, c: int, y: str, inits: List, nodes: List, rng: np.random.Generator) -> None:
+    inits += [_init(f"{y}_s", rng.uniform(0.5, 1.5, c)), _init(f"{y}_b", rng.normal(0, 0.1, c)),
+              _init(f"{y}_m", rng.normal(0, 0.1, c)), _init(f"{y}_v", rng.uniform(0.5, 1.5, c))]
+    nodes.append(helper.make_node("BatchNormalization", [x, f"{y}_s", f"{y}_b", f"{y}_m", f"{y}_v"], [y], epsilon=1e-5))
+
+
+def _conv_out_hw(key: LayerKey) -> Tuple[int, int]:
+    return tuple((key.in_hw[i] + 2 * key.padding[i] - key.kernel[i]) // key.stride[i] + 1 for i in range(2))
+
+
+def micro_model(key: LayerKey, seed: int = 0) -> onnx.ModelProto:
+    """The ONNX micro-model of one layer configuration, input ``(1, in_channels, H, W)``.
+
+    Raises:
+        ValueError: an op this builder does not know.
+    """
+    rng = np.random.default_rng(seed)
+    h, w = key.in_hw
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, key.in_channels, h, w])]
+    nodes: List = []
+    inits: List = []
+    cur = "x"
+    if key.op == "conv2d":
+        wshape = (key.out_channels, key.in_channels // key.groups, *key.kernel)
+        fan_in = wshape[1] * key.kernel[0] * key.kernel[1]
+        inits.append(_init("w", rng.normal(0, (2.0 / fan_in) ** 0.5, wshape)))
+        nodes.append(helper.make_node("Conv", ["x", "w"], ["conv"], kernel_shape=list(key.kernel),
+                                      strides=list(key.stride), pads=[key.padding[0], key.padding[1]] * 2,
+                                      group=key.groups))
+        cur = "conv"
+        oh, ow = _conv_out_hw(key)
+        out_shape = [1, key.out_channels, oh, ow]
+    elif key.op == "add":
+        inputs.append(helper.make_tensor_value_info("x2", TensorProto.FLOAT, [1, key.in_channels, h, w]))
+        nodes.append(helper.make_node("Add", ["x", "x2"], ["sum"]))
+        cur, out_shape = "sum", [1, key.in_channels, h, w]
+    elif key.op == "bn":
+        _bn("x", key.in_channels, "bn0", inits, nodes, rng)
+        cur, out_shape = "bn0", [1, key.in_channels, h, w]
+    elif key.op == "gap_linear":
+        inits += [_init("fc_w", rng.normal(0, 0.1, (key.out_channels, key.in_channels))),
+                  _init("fc_b", np.zeros(key.out_channels))]
+        nodes += [helper.make_node("GlobalAveragePool", ["x"], ["gap"]),
+                  helper.make_node("Flatten", ["gap"], ["flat"], axis=1),
+                  helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["fc"], transB=1)]
+        cur, out_shape = "fc", [1, key.out_channels]
+    else:
+        raise ValueError(f"no micro-model for op {key.op!r}")
+    for f in key.fused:
+        if f == "bn":
+            _bn(cur, out_shape[1], "bn", inits, nodes, rng)
+            cur = "bn"
+        elif f == "relu":
+            nodes.append(helper.make_node("Relu", [cur], ["relu"]))
+            cur = "relu"
+        else:
+            raise ValueError(f"cannot fuse {f!r} into a micro-model")
+    outputs = [helper.make_tensor_value_info(cur, TensorProto.FLOAT, out_shape)]
+    graph = helper.make_graph(nodes, key_id(key), inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgeshrink")
+    model.ir_version = 8
+    return model
+
+
+def overhead_model(input_shape, num_classes: int = 10) -> onnx.ModelProto:
+    """Calibration graph for the fixed per-inference overhead: the network's input ``input_shape`` in,
+    a ``(1, num_classes)`` output out, through the cheapest ops that keep both (a slice and a reshape):
+    what every inference pays whatever the layers are."""
+    n = int(np.prod(input_shape))
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))]
+    inits = [numpy_helper.from_array(np.array([-1], np.int64), "flat_shape"),
+             numpy_helper.from_array(np.array([0], np.int64), "start"),
+             numpy_helper.from_array(np.array([num_classes], np.int64), "end"),
+             numpy_helper.from_array(np.array([1, num_classes], np.int64), "out_shape")]
+    nodes = [helper.make_node("Reshape", ["x", "flat_shape"], ["flat"]),
+             helper.make_node("Slice", ["flat", "start", "end"], ["head"]),
+             helper.make_node("Reshape", ["head", "out_shape"], ["y"])]
+    if n < num_classes:
+        raise ValueError(f"input {input_shape} has fewer values than {num_classes} outputs")
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, num_classes])]
+    graph = helper.make_graph(nodes, "overhead", inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgeshrink")
+    model.ir_version = 8
+    return model

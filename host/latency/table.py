@@ -1,0 +1,182 @@
+"""The latency lookup table: JSON schema (ARCHITECTURE.md, "Latency table"), loading with validation,
+atomic saving, and prediction.
+
+Prediction follows the table's ``calibration``: with method ``overhead-once`` every entry was measured as a
+standalone micro-model that pays the fixed per-inference overhead (session run, input binding, output
+fetch) once, so a network's latency is predicted as
+``overhead_ms + sum over layer sites of (entry_ms - overhead_ms)``: the overhead counted once, not once per
+layer (NetAdapt, Yang et al. 2018, Sec. 4.1, builds its latency model from per-layer lookups the same way).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+from host.errors import TableError
+from host.io import write_json
+from host.latency.key import LayerKey
+from host.latency.space import PruningSpace
+
+SCHEMA = "edgeshrink.latency_table"
+SCHEMA_VERSION = 1
+STAT = "median"  # the statistic prediction uses
+
+
+@dataclass
+class Entry:
+    key: LayerKey
+    latency_ms: Dict[str, float]  # median, mean, p90, std
+    n: int  # timed runs behind the statistics
+    source: str = "measured"  # "measured" (on the device) or "interpolated"
+
+    def to_dict(self) -> Dict[str, object]:
+        return {**self.key.to_dict(), "latency_ms": self.latency_ms, "n": self.n, "source": self.source}
+
+
+@dataclass
+class LatencyTable:
+    device: Dict[str, object]
+    backend: str
+    precision: str
+    threads: int
+    batch_size: int
+    input_shape: List[int]
+    created_utc: str
+    tool_version: str
+    calibration: Dict[str, object]
+    entries: List[Entry]
+    models: List[str] = field(default_factory=list)  # the models whose configurations were enumerated
+    build: Dict[str, object] = field(default_factory=dict)  # granularity, counts, wall time
+    derived_from: List[str] = field(default_factory=list)
+    smoothing: Optional[Dict[str, object]] = None
+    _index: Dict[LayerKey, Entry] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self._index = {e.key: e for e in self.entries}
+
+    @property
+    def overhead_ms(self) -> float:
+        return float(self.calibration.get("overhead_ms", 0.0))
+
+    def lookup(self, key: LayerKey) -> Optional[Entry]:
+        return self._index.get(key)
+
+    def to_dict(self) -> Dict[str, object]:
+        return {
+            "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+            "device": self.device, "backend": self.backend, "precision": self.precision, "threads": self.threads,
+            "batch_size": self.batch_size, "input_shape": list(self.input_shape), "created_utc": self.created_utc,
+            "tool_version": self.tool_version, "models": self.models, "build": self.build,
+            "calibration": self.calibration, "entries": [e.to_dict() for e in self.entries],
+            "derived_from": self.derived_from, "smoothing": self.smoothing,
+        }
+
+    def save(self, path: str) -> None:
+        """Write the table as JSON, atomically."""
+        write_json(path, self.to_dict())
+
+
+def load_table(path: str) -> LatencyTable:
+    """Read and validate a latency table JSON.
+
+    Raises:
+        TableError: unreadable or truncated file, wrong schema, unknown major version, an entry without a
+            positive finite median latency. The message names the file.
+    """
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            d = json.load(f)
+    except FileNotFoundError:
+        raise TableError(f"{path}: no such latency table") from None
+    except (OSError, ValueError) as e:
+        raise TableError(f"{path}: not a readable JSON latency table ({e})") from None
+    if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+        raise TableError(f"{path}: not an edgeshrink latency table (schema {d.get('schema') if isinstance(d, dict) else None!r})")
+    if d.get("schema_version") != SCHEMA_VERSION:
+        raise TableError(f"{path}: latency table schema version {d.get('schema_version')!r} is not supported "
+                         f"(this edgeshrink reads version {SCHEMA_VERSION})")
+    try:
+        entries = []
+        for i, e in enumerate(d["entries"]):
+            lat = e.get("latency_ms") or {}
+            med = lat.get(STAT)
+            if not isinstance(med, (int, float)) or not (med > 0) or med == float("inf"):
+                raise TableError(f"{path}: entry {i} ({e.get('op')} {e.get('in_channels')}->{e.get('out_channels')}) "
+                                 f"has no positive {STAT} latency (got {med!r})")
+            entries.append(Entry(LayerKey.from_dict(e), {k: float(v) for k, v in lat.items()}, int(e.get("n", 0)),
+                                 e.get("source", "measured")))
+        cal = d["calibration"]
+        if not isinstance(cal.get("overhead_ms", 0.0), (int, float)) or cal.get("overhead_ms", 0.0) < 0:
+            raise TableError(f"{path}: calibration overhead_ms must be a non-negative number")
+        return LatencyTable(
+            device=d["device"], backend=d["backend"], precision=d["precision"], threads=int(d["threads"]),
+            batch_size=int(d["batch_size"]), input_shape=[int(v) for v in d["input_shape"]],
+            created_utc=d["created_utc"], tool_version=d["tool_version"], calibration=cal, entries=entries,
+            models=list(d.get("models", [])), build=dict(d.get("build", {})),
+            derived_from=list(d.get("derived_from", [])), smoothing=d.get("smoothing"),
+        )
+    except TableError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise TableError(f"{path}: malformed latency table ({type(e).__name__}: {e})") from None
+
+
+class TablePredictor:
+    """A latency model over one pruning space: ``predict_ms(widths) -> float`` (what NetAdapt needs).
+
+    Args:
+        table: the latency table.
+        space: the model's pruning space; its input shape must be the table's.
+
+    Raises:
+        TableError: input shape differs, or the table lacks the unpruned model's configurations
+            (a table built for another model).
+    """
+
+    def __init__(self, table: LatencyTable, space: PruningSpace):
+        if list(space.input_shape) != list(table.input_shape):
+            raise TableError(f"latency table was measured at input {fmt_shape(table.input_shape)}, "
+                             f"not {fmt_shape(space.input_shape)}")
+        self.table, self.space = table, space
+        self.predict_ms(space.full_widths)  # fails early on a table for another model
+
+    def layer_ms(self, widths: Dict[str, int]) -> List[float]:
+        """Per-site latency in ms (entry minus overhead), in site order."""
+        out = []
+        ovh = self.table.overhead_ms
+        for site in self.space.sites:
+            key = site.key(widths)
+            e = self.table.lookup(key)
+            if e is None:
+                built = ", ".join(self.table.models) or "unknown models"
+                raise TableError(
+                    f"latency table (built for {built}, granularity {self.table.build.get('granularity', '?')}) has no "
+                    f"entry for {self.space.model_name} layer {site.name}: {key.op} {key.in_channels}->{key.out_channels} "
+                    f"at {key.in_hw[0]}x{key.in_hw[1]}")
+            out.append(e.latency_ms[STAT] - ovh)
+        return out
+
+    def predict_ms(self, widths: Dict[str, int]) -> float:
+        """Predicted latency in ms of the model at these group widths."""
+        return self.table.overhead_ms + sum(self.layer_ms(widths))
+
+
+def fmt_shape(shape: Sequence[int]) -> str:
+    return "x".join(str(int(v)) for v in shape)
+
+
+def parse_shape(text: str) -> List[int]:
+    """``"1x3x32x32"`` -> ``[1, 3, 32, 32]``.
+
+    Raises:
+        ValueError: not four positive integers separated by ``x``.
+    """
+    try:
+        dims = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        dims = []
+    if len(dims) != 4 or min(dims) < 1:
+        raise ValueError(f"input shape must look like 1x3x32x32 (N x C x H x W), got {text!r}")
+    return dims

@@ -1,0 +1,254 @@
+"""The main job: NetAdapt to a latency budget from a table, long-term fine-tuning, export, and the
+device's confirmation, written as a report (``host prune`` and ``host demo``)."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+
+import models
+from host import __version__, ui
+from host.bench import bench_on_device
+from host.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from host.data import Dataset, load_dataset
+from host.errors import BudgetError, CheckpointError, UserError
+from host.export.onnx import check_onnx, export_onnx
+from host.io import write_json
+from host.latency.space import build_space
+from host.latency.table import TablePredictor, load_table
+from host.prune.netadapt import NetAdapt, NetAdaptConfig
+from host.train import TrainConfig, evaluate, train
+
+REPORT_SCHEMA = "edgeshrink.prune_report"
+REPORT_SCHEMA_VERSION = 1
+STATE_FILE = "netadapt_state.pt"
+
+
+@dataclass(frozen=True)
+class PruneJob:
+    table: str  # latency table path
+    checkpoint: str  # trained checkpoint path
+    out: str  # output folder
+    model: Optional[str] = None  # expected architecture (checked against the checkpoint)
+    dataset: str = "digits"
+    data_dir: Optional[str] = None
+    budget: Optional[float] = 0.5  # fraction of the unpruned predicted latency
+    budget_ms: Optional[float] = None  # absolute target; overrides budget
+    device: Optional[str] = None  # where to measure; default the table's device
+    bench_iters: int = 300
+    bench_rounds: int = 3
+    resume: bool = False
+    seed: int = 0
+
+
+def _macs_params(model: torch.nn.Module, input_shape) -> Dict[str, int]:
+    import torch_pruning as tp
+
+    macs, params = tp.utils.count_ops_and_params(model, torch.zeros(*input_shape))
+    return {"macs": int(macs), "params": int(params)}
+
+
+def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = None) -> Dict[str, object]:
+    """Prune ``job.checkpoint`` with NetAdapt until the table predicts the budget, fine-tune long-term,
+    export and measure baseline and pruned side by side on the device, write ``model.pt``, ``model.onnx``,
+    ``baseline.onnx`` and ``report.json`` into ``job.out``.
+
+    ``na_cfg.budget_ms`` is ignored; the budget comes from ``job``. With ``job.resume`` a run continues
+    from the last completed NetAdapt iteration saved in ``out/netadapt_state.pt``.
+
+    Raises:
+        UserError subclasses: unreadable table/checkpoint/dataset, table for another model or input shape,
+            unreachable budget, classes that do not match.
+    """
+    t_start = time.monotonic()
+    out = Path(job.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = load_table(job.table)
+    ckpt = load_checkpoint(job.checkpoint)
+    base_model = model_from_checkpoint(ckpt, job.model, job.checkpoint)
+    name = ckpt["model"]
+    input_shape = tuple(ckpt.get("input_shape", table.input_shape))
+    space = build_space(models.create(name, ckpt["num_classes"]), input_shape)
+    predictor = TablePredictor(table, space)
+    data = data or load_dataset(job.dataset, job.data_dir, seed=job.seed)
+    if data.num_classes != ckpt["num_classes"]:
+        raise CheckpointError(f"{job.checkpoint} has {ckpt['num_classes']} classes, dataset {data.name} has {data.num_classes}")
+    if tuple(data.input_shape) != tuple(input_shape):
+        raise UserError(f"dataset {data.name} gives inputs {data.input_shape}, the table and checkpoint use {input_shape}")
+
+    full_widths = space.widths_from_spec(ckpt["channels"])
+    baseline_pred = predictor.predict_ms(full_widths)
+    if job.budget_ms is not None:
+        budget_ms = float(job.budget_ms)
+    elif job.budget is not None and 0 < job.budget < 1:
+        budget_ms = job.budget * baseline_pred
+    else:
+        raise BudgetError(f"--budget must be a fraction in (0, 1) of the unpruned latency, got {job.budget}")
+    if budget_ms <= 0:
+        raise BudgetError(f"budget must be positive, got {budget_ms} ms")
+    cfg = NetAdaptConfig(**{**na_cfg.to_dict(), "budget_ms": budget_ms,
+                            "granularity": int(table.build.get("granularity", na_cfg.granularity))})
+    ui.log(f"[bold]NetAdapt[/] {name}: predicted {baseline_pred:.4f} ms -> budget {budget_ms:.4f} ms "
+           f"({budget_ms / baseline_pred:.0%}) on {table.device.get('spec')} / {table.backend}, "
+           f"select={cfg.select}, {len(space.groups)} channel groups")
+
+    base_eval = {"val": evaluate(base_model, data, "val"), "test": evaluate(base_model, data, "test")}
+
+    with ui.progress() as prog:
+        iter_task = prog.add_task("NetAdapt iterations", total=None)
+        cand_task = prog.add_task("  candidates", total=None)
+
+        def on_event(kind: str, info: Dict[str, object]) -> None:
+            if kind == "iteration":
+                prog.update(cand_task, completed=0, total=info["candidates"])
+                prog.update(iter_task, description=f"NetAdapt iteration {info['iteration']}")
+            elif kind == "candidate":
+                prog.update(cand_task, completed=info["index"],
+                            description=f"  {info['group']} -> {info['width']} ch, val {info['val_top1']:.2f}%")
+            elif kind == "chosen":
+                prog.advance(iter_task)
+                ui.log(f"iter {info['iteration']:2d}: target {info['target_ms']:.4f} ms"
+                       f"{' (relaxed)' if info['target_relaxed'] else ''} | {info['chosen_group']} "
+                       f"{info['width_before']}->{info['width_after']} | predicted {info['predicted_ms']:.4f} ms | "
+                       f"val top-1 {info['val_top1']:.2f}% | {len(info['candidates'])} candidates, {info['wall_s']:.1f} s")
+
+        na = NetAdapt(base_model, data, space, predictor, cfg, on_event=on_event)
+        prog.update(iter_task, total=na.expected_iterations())
+        state_path = out / STATE_FILE
+        start = 0
+        if job.resume and state_path.exists():
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            if state.get("checkpoint_sha") != _sha(job.checkpoint) or abs(state.get("budget_ms", -1) - budget_ms) > 1e-9:
+                raise UserError(f"{state_path} belongs to another checkpoint or budget; remove it or drop --resume")
+            na.model = models.create(name, ckpt["num_classes"], state["channels"])
+            na.model.load_state_dict(state["state_dict"])
+            na.model.eval()
+            na.history = list(state["history"])
+            start = len(na.history)
+            ui.log(f"resuming after iteration {start} from {state_path}")
+            prog.update(iter_task, completed=start)
+
+        def save_state(n: NetAdapt) -> None:
+            from host.io import atomic_path
+
+            with atomic_path(state_path) as tmp:
+                torch.save({"checkpoint_sha": _sha(job.checkpoint), "budget_ms": budget_ms,
+                            "channels": models.channel_spec(n.model), "state_dict": n.model.state_dict(),
+                            "history": n.history}, tmp)
+
+        t_na = time.monotonic()
+        pruned = na.run(start_iteration=start, after_iteration=save_state)
+        netadapt_s = time.monotonic() - t_na
+
+        t_lt = time.monotonic()
+        long_term = []
+        if cfg.long_term_epochs > 0:
+            lt_task = prog.add_task("long-term fine-tuning", total=cfg.long_term_epochs)
+            lt_cfg = TrainConfig(epochs=cfg.long_term_epochs, lr=cfg.long_term_lr, batch_size=cfg.batch_size,
+                                 schedule="cosine", seed=cfg.seed)
+            long_term = train(pruned, data, lt_cfg, on_epoch=lambda e, m: prog.update(lt_task, completed=e))
+            ui.log(f"long-term fine-tuning: {cfg.long_term_epochs} epochs, val top-1 {long_term[-1]['val_top1']:.2f}%")
+        long_term_s = time.monotonic() - t_lt
+
+    pruned.eval()
+    pruned_eval = {"val": evaluate(pruned, data, "val"), "test": evaluate(pruned, data, "test")}
+    pruned_widths = space.widths_from_spec(models.channel_spec(pruned))
+    save_checkpoint(str(out / "model.pt"), pruned, ckpt["num_classes"], dataset=data.name,
+                    input_shape=list(input_shape), metrics=pruned_eval, source_checkpoint=str(job.checkpoint),
+                    latency_ms_predicted=predictor.predict_ms(pruned_widths))
+
+    # Export both and measure them side by side on the device the table was measured on.
+    onnx_base, onnx_pruned = str(out / "baseline.onnx"), str(out / "model.onnx")
+    export_onnx(base_model, input_shape, onnx_base)
+    export_onnx(pruned, input_shape, onnx_pruned)
+    checks = {"baseline": check_onnx(base_model, onnx_base, input_shape),
+              "pruned": check_onnx(pruned, onnx_pruned, input_shape)}
+    device = job.device or table.device.get("spec") or "local"
+    ui.log(f"measuring baseline and pruned ONNX on {device} ({table.backend}, {table.threads} thread(s), "
+           f"{job.bench_rounds} interleaved rounds of {job.bench_iters} runs)")
+    bench = bench_on_device([onnx_base, onnx_pruned], device=device, backend=table.backend, threads=table.threads,
+                            iters=job.bench_iters, rounds=job.bench_rounds)
+
+    def side(model, widths, ev, path) -> Dict[str, object]:
+        m = bench["models"][path]
+        pred = predictor.predict_ms(widths)
+        return {"top1": ev["test"]["top1"], "top5": ev["test"]["top5"], "val_top1": ev["val"]["top1"],
+                **_macs_params(model, input_shape), "latency_ms_predicted": pred,
+                "latency_ms_measured": m["median_ms"], "latency_ms_measured_stats": m["latency_ms"],
+                "latency_ms_round_medians": m["round_medians_ms"],
+                "prediction_error": (pred - m["median_ms"]) / m["median_ms"],
+                "channels": models.channel_spec(model), "onnx": os.path.basename(path), "onnx_sha256": m["sha256"]}
+
+    baseline = side(base_model, full_widths, base_eval, onnx_base)
+    pruned_side = side(pruned, pruned_widths, pruned_eval, onnx_pruned)
+    report = {
+        "schema": REPORT_SCHEMA, "schema_version": REPORT_SCHEMA_VERSION, "tool_version": __version__,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": name, "dataset": data.name, "checkpoint": str(job.checkpoint), "table": str(job.table),
+        "input_shape": list(input_shape), "device": bench["device"], "backend": table.backend,
+        "precision": table.precision, "threads": table.threads, "table_device": table.device,
+        "budget_ms": budget_ms, "budget_fraction": budget_ms / baseline_pred,
+        "baseline": baseline, "pruned": pruned_side,
+        "ratios": {"latency_measured": pruned_side["latency_ms_measured"] / baseline["latency_ms_measured"],
+                   "latency_predicted": pruned_side["latency_ms_predicted"] / baseline["latency_ms_predicted"],
+                   "macs": pruned_side["macs"] / baseline["macs"], "params": pruned_side["params"] / baseline["params"]},
+        "top1_drop": baseline["top1"] - pruned_side["top1"],
+        "netadapt": cfg.to_dict(), "iterations": na.history, "long_term": long_term, "onnx_check": checks,
+        "measurement": {k: bench[k] for k in ("rounds", "warmup", "iters")},
+        "versions": _versions(),
+        "wall_s": {"netadapt": round(netadapt_s, 1), "long_term": round(long_term_s, 1),
+                   "total": round(time.monotonic() - t_start, 1)},
+    }
+    write_json(out / "report.json", report)
+    if state_path.exists():
+        state_path.unlink()  # the run is complete; model.pt holds the result
+    return report
+
+
+def _sha(path: str) -> str:
+    from device.bench import sha256_file
+
+    return sha256_file(path)
+
+
+def _versions() -> Dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch_pruning
+
+    return {"edgeshrink": __version__, "torch": torch.__version__, "torch_pruning": getattr(torch_pruning, "__version__", "?"),
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+
+
+def render_report(report: Dict[str, object], console=None) -> None:
+    """The summary table of a prune report (rich)."""
+    from rich.table import Table
+
+    console = console or ui.out
+    b, p = report["baseline"], report["pruned"]
+    t = Table(title=f"{report['model']} on {report['dataset']}: NetAdapt to {report['budget_ms']:.4f} ms "
+                    f"({report['budget_fraction']:.0%} of predicted) | {report['device'].get('spec')} "
+                    f"{report['backend']} {report['precision']} {report['threads']} thread(s)")
+    t.add_column("")
+    t.add_column("baseline", justify="right")
+    t.add_column("pruned", justify="right")
+    t.add_column("pruned / baseline", justify="right")
+    rows = [("test top-1 (%)", "top1", "{:.2f}"), ("test top-5 (%)", "top5", "{:.2f}"),
+            ("params", "params", "{:,}"), ("MACs", "macs", "{:,}"),
+            ("latency predicted (ms)", "latency_ms_predicted", "{:.4f}"),
+            ("latency measured, median (ms)", "latency_ms_measured", "{:.4f}")]
+    for label, k, f in rows:
+        ratio = "" if k in ("top1", "top5") else f"{p[k] / b[k]:.3f}"
+        t.add_row(label, f.format(b[k]), f.format(p[k]), ratio)
+    t.add_row("latency measured, p90 (ms)", f"{b['latency_ms_measured_stats']['p90']:.4f}",
+              f"{p['latency_ms_measured_stats']['p90']:.4f}", "")
+    t.add_row("prediction error", f"{b['prediction_error']:+.1%}", f"{p['prediction_error']:+.1%}", "")
+    console.print(t)
+    console.print(f"top-1 drop {report['top1_drop']:+.2f} points | {len(report['iterations'])} NetAdapt iterations | "
+                  f"measured latency ratio {report['ratios']['latency_measured']:.3f} | wall {report['wall_s']['total']:.0f} s")

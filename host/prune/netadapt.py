@@ -1,0 +1,213 @@
+"""NetAdapt: latency-aware channel pruning driven by a latency lookup table.
+
+Yang et al. 2018, "NetAdapt: Platform-Aware Neural Network Adaptation for Mobile Applications", Alg. 1::
+
+    while Res_i > Bud:
+        for each channel group k:
+            N_k   = ChooseNumFilters(Net_i, k, Res_i - dR_i)   # largest width meeting the target (table)
+            Net_k = ChooseWhichFilters(Net_i, k, N_k)          # keep the largest-L2-norm filters
+            Net_k = ShortTermFineTune(Net_k)
+        Net_{i+1} = PickHighestAccuracy(Net_k)                 # or least accuracy loss per ms saved
+    LongTermFineTune(Net_i)
+
+The reduction target ``dR_i = init_reduction * decay**i * Res_0`` decays geometrically and is clipped so
+the last iteration lands on the budget. Propose, then commit (Torch-Pruning's interactive style):
+:meth:`NetAdapt.propose` returns one :class:`Proposal` per group, the caller evaluates and commits one.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Protocol
+
+import torch.nn as nn
+
+import models
+from host.data import Dataset
+from host.errors import BudgetError
+from host.latency.space import PruningSpace, channel_grid
+from host.prune.surgery import prune_group_
+from host.train import evaluate, fine_tune_steps
+
+
+class LatencyModel(Protocol):
+    def predict_ms(self, widths: Dict[str, int]) -> float: ...
+
+
+@dataclass(frozen=True)
+class NetAdaptConfig:
+    budget_ms: float  # stop when the predicted latency is at or below this
+    init_reduction: float = 0.1  # first iteration's reduction target, a fraction of the unpruned prediction
+    decay: float = 0.96  # per-iteration multiplier of the reduction target
+    granularity: int = 4  # channel grid step (the table's)
+    short_term_steps: int = 50  # SGD steps of short-term fine-tuning per proposal
+    short_term_lr: float = 0.01
+    batch_size: int = 64
+    select: str = "ratio"  # "ratio": least val-accuracy loss per ms saved; "accuracy": highest val accuracy
+    long_term_epochs: int = 10  # epochs of long-term fine-tuning after the budget is met
+    long_term_lr: float = 0.01
+    max_iters: int = 100
+    seed: int = 0
+
+    def to_dict(self) -> Dict[str, object]:
+        return asdict(self)
+
+
+@dataclass
+class Proposal:
+    group: str  # channel group name
+    width: int  # proposed channel count
+    predicted_ms: float
+    val_top1: Optional[float] = None  # after short-term fine-tuning
+    score: Optional[float] = None  # the selection criterion (lower is better)
+    model: Optional[nn.Module] = field(default=None, repr=False)
+
+    def summary(self) -> Dict[str, object]:
+        return {"group": self.group, "width": self.width, "predicted_ms": self.predicted_ms,
+                "val_top1": self.val_top1, "score": self.score}
+
+
+class NetAdapt:
+    """One NetAdapt run over a model.
+
+    Args:
+        model: the trained network (not modified; iterations work on copies).
+        data: dataset; short-term evaluation uses its ``val`` split, never ``test``.
+        space: the model's pruning space (groups from Torch-Pruning, sites from torch.fx).
+        latency: a latency model, ``predict_ms(widths) -> float``.
+        cfg: settings.
+        on_event: ``on_event(kind, info)`` progress hook; kinds ``"iteration"``, ``"candidate"``,
+            ``"chosen"``, ``"long_term"``.
+    """
+
+    def __init__(self, model: nn.Module, data: Dataset, space: PruningSpace, latency: LatencyModel,
+                 cfg: NetAdaptConfig, on_event: Optional[Callable[[str, Dict[str, object]], None]] = None):
+        if cfg.select not in ("ratio", "accuracy"):
+            raise ValueError(f"select must be 'ratio' or 'accuracy', got {cfg.select!r}")
+        self.model = copy.deepcopy(model).eval()
+        self.data, self.space, self.latency, self.cfg = data, space, latency, cfg
+        self.on_event = on_event or (lambda kind, info: None)
+        self.members = {g.name: g.members for g in space.groups}
+        self.grids = {g.name: channel_grid(g.width, cfg.granularity) for g in space.groups}
+        self.baseline_ms = latency.predict_ms(space.full_widths)
+        self.history: List[Dict[str, object]] = []
+
+    # -- state -------------------------------------------------------------------------------------------
+    def widths(self, model: Optional[nn.Module] = None) -> Dict[str, int]:
+        return self.space.widths_from_spec(models.channel_spec(model or self.model))
+
+    def check_reachable(self) -> None:
+        """Raise BudgetError when even the narrowest network on the grid misses the budget."""
+        narrowest = {g: grid[0] for g, grid in self.grids.items()}
+        floor = self.latency.predict_ms(narrowest)
+        if floor > self.cfg.budget_ms:
+            raise BudgetError(f"budget {self.cfg.budget_ms:.4f} ms is unreachable: the narrowest network on the "
+                              f"channel grid (granularity {self.cfg.granularity}) is predicted at {floor:.4f} ms")
+
+    def target_ms(self, iteration: int, current_ms: float) -> float:
+        """Latency target of iteration ``iteration`` (0-based): ``current - dR_i``, not below the budget."""
+        reduction = self.cfg.init_reduction * (self.cfg.decay ** iteration) * self.baseline_ms
+        return max(current_ms - reduction, self.cfg.budget_ms)
+
+    # -- propose -----------------------------------------------------------------------------------------
+    def propose(self, widths: Dict[str, int], target_ms: float) -> List[Proposal]:
+        """ChooseNumFilters for every group: the largest grid width below the current one whose network
+        is predicted at or below ``target_ms``. Groups that cannot reach it are left out."""
+        out = []
+        for g, grid in self.grids.items():
+            for w in reversed([v for v in grid if v < widths[g]]):
+                pred = self.latency.predict_ms({**widths, g: w})
+                if pred <= target_ms:
+                    out.append(Proposal(g, w, pred))
+                    break
+        return out
+
+    def evaluate_proposal(self, p: Proposal, current_ms: float, current_top1: float) -> Proposal:
+        """ChooseWhichFilters (L2 norm) + ShortTermFineTune + evaluation on val; fills ``p`` in place."""
+        m = copy.deepcopy(self.model)
+        prune_group_(m, self.members[p.group], p.width, self.space.input_shape)
+        fine_tune_steps(m, self.data, self.cfg.short_term_steps, lr=self.cfg.short_term_lr,
+                        batch_size=self.cfg.batch_size, seed=self.cfg.seed)
+        p.val_top1 = evaluate(m, self.data, "val")["top1"]
+        saved = max(current_ms - p.predicted_ms, 1e-9)
+        p.score = (current_top1 - p.val_top1) / saved if self.cfg.select == "ratio" else -p.val_top1
+        p.model = m
+        return p
+
+    # -- run ---------------------------------------------------------------------------------------------
+    def step(self, iteration: int) -> Dict[str, object]:
+        """One NetAdapt iteration; commits the best proposal into ``self.model``."""
+        t0 = time.monotonic()
+        widths = self.widths()
+        current = self.latency.predict_ms(widths)
+        target = self.target_ms(iteration, current)
+        current_top1 = evaluate(self.model, self.data, "val")["top1"]
+        proposals = self.propose(widths, target)
+        relaxed = False
+        if not proposals:
+            # No single group reaches the target: relax it to the lowest latency one group can still reach
+            # (the budget is reachable, check_reachable() said so, so some group can still shrink).
+            reachable = [self.latency.predict_ms({**widths, g: grid[0]}) for g, grid in self.grids.items()
+                         if grid[0] < widths[g]]
+            reachable = [r for r in reachable if r < current]
+            if not reachable:
+                raise BudgetError(f"iteration {iteration + 1}: no channel group can be pruned further below "
+                                  f"{current:.4f} ms; the budget {self.cfg.budget_ms:.4f} ms is not reachable")
+            target, relaxed = max(min(reachable), self.cfg.budget_ms), True
+            proposals = self.propose(widths, target)
+        self.on_event("iteration", {"iteration": iteration + 1, "current_ms": current, "target_ms": target,
+                                    "candidates": len(proposals), "target_relaxed": relaxed})
+        for k, p in enumerate(proposals):
+            self.evaluate_proposal(p, current, current_top1)
+            self.on_event("candidate", {"iteration": iteration + 1, "index": k + 1, "of": len(proposals), **p.summary()})
+        best = min(proposals, key=lambda p: (p.score, p.predicted_ms))
+        self.model = best.model
+        for p in proposals:
+            p.model = None
+        record = {"iteration": iteration + 1, "current_ms": current, "target_ms": target, "target_relaxed": relaxed,
+                  "chosen_group": best.group,
+                  "chosen_members": list(self.members[best.group]), "width_before": widths[best.group],
+                  "width_after": best.width, "val_top1": best.val_top1, "val_top1_before": current_top1,
+                  "predicted_ms": best.predicted_ms, "candidates": [p.summary() for p in proposals],
+                  "wall_s": round(time.monotonic() - t0, 2)}
+        self.history.append(record)
+        self.on_event("chosen", record)
+        return record
+
+    def run(self, start_iteration: int = 0,
+            after_iteration: Optional[Callable[["NetAdapt"], None]] = None) -> nn.Module:
+        """Iterate until the predicted latency meets the budget (no long-term fine-tuning here).
+
+        Args:
+            start_iteration: for a resumed run, the number of iterations already done.
+            after_iteration: called after each committed iteration (checkpointing for resume).
+
+        Raises:
+            BudgetError: the budget is unreachable or ``max_iters`` iterations did not reach it.
+        """
+        self.check_reachable()
+        it = start_iteration
+        while self.latency.predict_ms(self.widths()) > self.cfg.budget_ms + 1e-12:
+            if it >= self.cfg.max_iters:
+                raise BudgetError(f"{self.cfg.max_iters} NetAdapt iterations did not reach {self.cfg.budget_ms:.4f} ms")
+            self.step(it)
+            it += 1
+            if after_iteration:
+                after_iteration(self)
+        return self.model
+
+    def expected_iterations(self) -> int:
+        """Iterations the geometric schedule needs from the baseline to the budget (for progress bars)."""
+        need = self.baseline_ms - self.cfg.budget_ms
+        r, d = self.cfg.init_reduction * self.baseline_ms, self.cfg.decay
+        if need <= 0:
+            return 0
+        if d >= 1:
+            return math.ceil(need / r)
+        total = r / (1 - d)
+        if need >= total:
+            return self.cfg.max_iters
+        return max(1, math.ceil(math.log(1 - need * (1 - d) / r) / math.log(d)))

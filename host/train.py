@@ -1,0 +1,150 @@
+"""Training, fine-tuning and evaluation on an in-memory :class:`host.data.Dataset`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+from host.data import Dataset
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: str = "sgd"  # "sgd" (Nesterov momentum) or "adam"
+    lr: float = 0.1  # peak learning rate
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # "step", "multistep", "cosine", "poly", "constant"
+    step_size: int = 30  # epochs between decays ("step")
+    milestones: Sequence[int] = field(default_factory=lambda: (100, 150))  # epochs ("multistep")
+    gamma: float = 0.1  # decay factor ("step", "multistep")
+    power: float = 0.9  # "poly": lr * (1 - t/T)^power
+    label_smoothing: float = 0.0  # off by default
+    seed: int = 0
+
+    def to_dict(self) -> Dict[str, object]:
+        d = asdict(self)
+        d["milestones"] = list(d["milestones"])
+        return d
+
+
+SCHEDULES = ("step", "multistep", "cosine", "poly", "constant")
+OPTIMIZERS = ("sgd", "adam")
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum or Adam; no weight decay on BN parameters and biases."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+
+
+def lr_factor(cfg: TrainConfig, epoch_float: float) -> float:
+    """Learning-rate multiplier at a (fractional) epoch for the configured schedule."""
+    t, total = epoch_float, max(cfg.epochs, 1)
+    if cfg.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(t / total, 1.0)))
+    if cfg.schedule == "poly":
+        return max(1 - t / total, 0.0) ** cfg.power
+    if cfg.schedule == "step":
+        return cfg.gamma ** int(t // max(cfg.step_size, 1))
+    if cfg.schedule == "multistep":
+        return cfg.gamma ** sum(t >= m for m in cfg.milestones)
+    if cfg.schedule == "constant":
+        return 1.0
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; known: {', '.join(SCHEDULES)}")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Dataset, split: str = "val", batch_size: int = 512) -> Dict[str, float]:
+    """Top-1 and top-5 accuracy in percent and mean cross-entropy on ``split``."""
+    model.eval()
+    correct1 = correct5 = 0
+    loss_sum, n = 0.0, 0
+    for x, y in data.batches(split, batch_size):
+        logits = model(x)
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct1 += (top[:, 0] == y).sum().item()
+        correct5 += (top == y.unsqueeze(1)).any(dim=1).sum().item()
+        n += y.numel()
+    return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss_sum / n}
+
+
+def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
+          on_epoch: Optional[Callable[[int, Dict[str, float]], None]] = None,
+          on_step: Optional[Callable[[int, int], None]] = None) -> List[Dict[str, float]]:
+    """Train ``model`` in place on ``data.train`` with augmentation; evaluates on val after each epoch.
+
+    Args:
+        on_epoch: ``on_epoch(epoch, metrics)`` with train loss, lr and val top-1/top-5.
+        on_step: ``on_step(step, total_steps)`` for progress bars.
+
+    Returns:
+        One metrics dict per epoch.
+    """
+    torch.manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed)
+    opt = make_optimizer(model, cfg)
+    crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs
+    history, step = [], 0
+    for epoch in range(cfg.epochs):
+        model.train()
+        loss_sum, seen = 0.0, 0
+        for x, y in data.batches("train", cfg.batch_size, shuffle=True, augment=True, generator=g):
+            lr = cfg.lr * lr_factor(cfg, step / steps_per_epoch)
+            for pg in opt.param_groups:
+                pg["lr"] = lr
+            loss = crit(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.item() * y.numel()
+            seen += y.numel()
+            step += 1
+            if on_step:
+                on_step(step, total)
+        m = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "lr": lr, **{f"val_{k}": v for k, v in evaluate(model, data, "val").items()}}
+        history.append(m)
+        if on_epoch:
+            on_epoch(epoch + 1, m)
+    return history
+
+
+def fine_tune_steps(model: nn.Module, data: Dataset, steps: int, lr: float = 0.01, batch_size: int = 64,
+                    weight_decay: float = 5e-4, seed: int = 0) -> None:
+    """Short-term fine-tuning (NetAdapt, Yang et al. 2018, Sec. 3.2): ``steps`` SGD steps at a constant
+    ``lr`` on augmented training batches, cycling over the training split as needed."""
+    if steps <= 0:
+        return
+    g = torch.Generator().manual_seed(seed)
+    cfg = TrainConfig(lr=lr, weight_decay=weight_decay, schedule="constant")
+    opt = make_optimizer(model, cfg)
+    crit = nn.CrossEntropyLoss()
+    model.train()
+    done = 0
+    while done < steps:
+        for x, y in data.batches("train", batch_size, shuffle=True, augment=True, generator=g):
+            loss = crit(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            done += 1
+            if done >= steps:
+                break
+    model.eval()

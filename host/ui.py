@@ -1,0 +1,42 @@
+"""Terminal output: rich progress bars and tables on stderr, switched off when stderr is not a terminal
+(then one plain line per event is logged instead), so ``--json`` output on stdout stays clean."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+def interactive() -> bool:
+    return err.is_terminal
+
+
+def log(msg: str) -> None:
+    """One line on stderr."""
+    err.print(msg, soft_wrap=True)
+
+
+@contextmanager
+def progress(disable: Optional[bool] = None) -> Iterator[Progress]:
+    """A rich Progress on stderr; disabled (a no-op) when stderr is not a terminal."""
+    p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                 TimeRemainingColumn(), console=err, disable=not interactive() if disable is None else disable,
+                 transient=False)
+    with p:
+        yield p
+
+
+def fmt_ms(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def write_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
