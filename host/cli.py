@@ -96,7 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--jobs", type=int, default=1, help="local processes building micro-models")
     b.add_argument("--shard", default="1/1", help="measure only share i of N (i/N), to split the work across hosts")
     b.add_argument("--warmup", type=int, default=30, help="untimed runs per micro-model (default 30)")
-    b.add_argument("--iters", type=int, default=200, help="timed runs per micro-model (default 200)")
+    b.add_argument("--iters", type=int, default=200, help="timed runs per micro-model per round (default 200)")
+    b.add_argument("--rounds", type=int, default=3,
+                   help="passes over all micro-models, each in a new random order; an entry is the median (default 3)")
     b.add_argument("--workdir", help="keep the micro-models in this folder (default: a temporary one)")
     b.add_argument("-o", "--out", required=True, help="table JSON to write")
 
@@ -209,7 +211,7 @@ def cmd_train(args) -> int:
 
 
 def build_table_cli(model_name: str, input_text: str, out: str, device="local", backend="ort", threads=1,
-                    granularity=4, jobs=1, shard="1/1", warmup=30, iters=200, workdir=None, num_classes=10):
+                    granularity=4, jobs=1, shard="1/1", warmup=30, iters=200, workdir=None, num_classes=10, rounds=3):
     import models
     from host import ui
     from host.latency.build import BuildConfig, build_table, parse_shard
@@ -221,15 +223,15 @@ def build_table_cli(model_name: str, input_text: str, out: str, device="local", 
         shard_t = parse_shard(shard)
     except ValueError as e:
         raise UserError(str(e)) from None
-    if granularity < 1 or jobs < 1 or threads < 0 or iters < 1 or warmup < 0:
-        raise UserError("--granularity, --jobs and --iters must be >= 1; --threads and --warmup >= 0")
+    if min(granularity, jobs, iters, rounds) < 1 or threads < 0 or warmup < 0:
+        raise UserError("--granularity, --jobs, --iters and --rounds must be >= 1; --threads and --warmup >= 0")
     space = build_space(models.create(model_name, num_classes), shape)
     keys = enumerate_keys(space, granularity)
     ui.log(f"latency table for {model_name} at {input_text}: {len(space.groups)} channel groups, {len(space.sites)} "
            f"layer sites, {len(keys)} distinct configurations on a grid of {granularity}"
            + (f", shard {shard}" if shard_t != (1, 1) else "") + f"; device {device}, {backend}, {threads} thread(s)")
     cfg = BuildConfig(model_name, shape, num_classes, device, backend, threads, granularity, jobs, shard_t, warmup,
-                      iters, workdir)
+                      iters, rounds, workdir)
     with ui.progress() as prog:
         tasks = {}
 
@@ -242,14 +244,14 @@ def build_table_cli(model_name: str, input_text: str, out: str, device="local", 
         table = build_table(cfg, keys, progress=progress)
     table.save(out)
     b = table.build
-    ui.log(f"table: {b['measured']} entries measured ({b['interpolated']} interpolated), overhead "
+    ui.log(f"table: {b['measured']} entries measured in {b['rounds']} rounds ({b['interpolated']} interpolated), overhead "
            f"{table.overhead_ms:.4f} ms, measuring {b['measure_wall_s']:.1f} s, total {b['wall_s']:.1f} s -> {out}")
     return table
 
 
 def cmd_table_build(args) -> int:
     build_table_cli(args.model, args.input, args.out, args.device, args.backend, args.threads, args.granularity,
-                    args.jobs, args.shard, args.warmup, args.iters, args.workdir, args.num_classes)
+                    args.jobs, args.shard, args.warmup, args.iters, args.workdir, args.num_classes, args.rounds)
     return 0
 
 
@@ -273,12 +275,11 @@ def _read_channels(path: str) -> dict:
 def cmd_table_predict(args) -> int:
     import models
     from host import ui
-    from host.latency.space import build_space
     from host.latency.table import TablePredictor, load_table
 
     table = load_table(args.table)
-    space = build_space(models.create(args.model, args.num_classes), table.input_shape)
-    pred = TablePredictor(table, space)
+    pred = TablePredictor.for_model(table, models.create(args.model, args.num_classes))
+    space = pred.space
     spec = _read_channels(args.channels) if args.channels else {}
     try:
         widths = space.widths_from_spec(spec)

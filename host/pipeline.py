@@ -20,7 +20,6 @@ from host.data import Dataset, load_dataset
 from host.errors import BudgetError, CheckpointError, UserError
 from host.export.onnx import check_onnx, export_onnx
 from host.io import write_json
-from host.latency.space import build_space
 from host.latency.table import TablePredictor, load_table
 from host.prune.netadapt import NetAdapt, NetAdaptConfig
 from host.train import TrainConfig, evaluate, train
@@ -74,8 +73,8 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
     base_model = model_from_checkpoint(ckpt, job.model, job.checkpoint)
     name = ckpt["model"]
     input_shape = tuple(ckpt.get("input_shape", table.input_shape))
-    space = build_space(models.create(name, ckpt["num_classes"]), input_shape)
-    predictor = TablePredictor(table, space)
+    predictor = TablePredictor.for_model(table, models.create(name, ckpt["num_classes"]))
+    space = predictor.space
     data = data or load_dataset(job.dataset, job.data_dir, seed=job.seed)
     if data.num_classes != ckpt["num_classes"]:
         raise CheckpointError(f"{job.checkpoint} has {ckpt['num_classes']} classes, dataset {data.name} has {data.num_classes}")

@@ -14,6 +14,7 @@ import datetime as _dt
 import json
 import multiprocessing as mp
 import os
+import random
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -41,7 +42,8 @@ class BuildConfig:
     jobs: int = 1  # local processes building micro-models
     shard: Tuple[int, int] = (1, 1)  # (i, N): this host measures the i-th of N shares
     warmup: int = 30  # untimed runs per micro-model
-    iters: int = 200  # timed runs per micro-model
+    iters: int = 200  # timed runs per micro-model per round
+    rounds: int = 3  # passes over all micro-models, each in a new random order; entries take the median
     workdir: Optional[str] = None  # where micro-models are built; a temporary folder by default
 
 
@@ -54,6 +56,19 @@ def parse_shard(text: str) -> Tuple[int, int]:
     if not (1 <= i <= n):
         raise ValueError(f"--shard must be i/N with 1 <= i <= N, got {text!r}")
     return i, n
+
+
+def combine_rounds(stats: Sequence[Dict[str, float]]) -> Dict[str, float]:
+    """One entry's statistics from several measurement rounds: the median across rounds of each round's
+    median, p90 and std, and the mean of the means; ``rounds_median`` keeps every round's median."""
+    def med(vals: List[float]) -> float:
+        v = sorted(vals)
+        k = len(v) // 2
+        return v[k] if len(v) % 2 else 0.5 * (v[k - 1] + v[k])
+
+    return {"median": med([s["median"] for s in stats]), "mean": sum(s["mean"] for s in stats) / len(stats),
+            "p90": med([s["p90"] for s in stats]), "std": med([s["std"] for s in stats]),
+            "rounds_median": [s["median"] for s in stats]}
 
 
 def _build_chunk(args: Tuple[List[Dict[str, object]], str]) -> List[str]:
@@ -129,30 +144,36 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
         if progress:
             progress("build", len(keys), len(keys))
         listing = [f"micro/{OVERHEAD_FILE}"] + [f"micro/{nm}" for nm in names]
-        (root / "models.txt").write_text("\n".join(listing) + "\n")
         t_meas = time.monotonic()
+        rng = random.Random(0)
+        by_model: Dict[str, List[Dict[str, object]]] = {}
         with open_device(cfg.device) as dev:
             dev.put(str(folder), "micro")
-            dev.put(str(root / "models.txt"), "models.txt")
+            for r in range(cfg.rounds):
+                # A new random order each round, so slow drift of the device spreads over all entries
+                # instead of biasing the ones measured together.
+                order = listing[:]
+                rng.shuffle(order)
+                (root / f"models_r{r}.txt").write_text("\n".join(order) + "\n")
+                dev.put(str(root / f"models_r{r}.txt"), f"models_r{r}.txt")
 
-            def on_line(line: str) -> None:
-                if progress and line.startswith("[") and "/" in line:
-                    done = int(line[1:line.index("/")])
-                    progress("measure", done, len(listing))
+                def on_line(line: str, r: int = r) -> None:
+                    if progress and line.startswith("[") and "/" in line:
+                        done = int(line[1:line.index("/")])
+                        progress("measure", r * len(listing) + done, cfg.rounds * len(listing))
 
-            res = dev.run_device(["bench", "--list", "models.txt", "--backend", cfg.backend, "--threads",
-                                  str(cfg.threads), "--warmup", str(cfg.warmup), "--iters", str(cfg.iters),
-                                  "--jsonl", "results.jsonl", "--json"], on_stderr_line=on_line)
-            if res.exit_code != 0:
-                last = (res.stderr.strip().splitlines() or ["no output"])[-1]
-                raise DeviceError(f"device bench failed on {cfg.device} (exit {res.exit_code}): {last}")
-            doc = json.loads(res.stdout)
-        by_model = {r["model"]: r for r in doc["results"]}
-        ovh = by_model[OVERHEAD_FILE]["latency_ms"]
-        entries = []
-        for key, nm in zip(keys, names):
-            lat = by_model[nm]["latency_ms"]
-            entries.append(Entry(key, {k: lat[k] for k in ("median", "mean", "p90", "std")}, lat["n"]))
+                res = dev.run_device(["bench", "--list", f"models_r{r}.txt", "--backend", cfg.backend, "--threads",
+                                      str(cfg.threads), "--warmup", str(cfg.warmup), "--iters", str(cfg.iters),
+                                      "--jsonl", f"results_r{r}.jsonl", "--json"], on_stderr_line=on_line)
+                if res.exit_code != 0:
+                    last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+                    raise DeviceError(f"device bench failed on {cfg.device} (exit {res.exit_code}): {last}")
+                doc = json.loads(res.stdout)
+                for rec in doc["results"]:
+                    by_model.setdefault(rec["model"], []).append(rec["latency_ms"])
+        ovh = combine_rounds(by_model[OVERHEAD_FILE])
+        entries = [Entry(key, combine_rounds(by_model[nm]), sum(int(s["n"]) for s in by_model[nm]))
+                   for key, nm in zip(keys, names)]
         dev_meta = dict(doc["device"])
         dev_meta["spec"] = cfg.device
         return LatencyTable(
@@ -163,15 +184,20 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
             calibration={
                 "method": "overhead-once",
                 "overhead_ms": ovh["median"],
-                "overhead_latency_ms": {k: ovh[k] for k in ("median", "mean", "p90", "std")},
+                "overhead_latency_ms": ovh,
                 "overhead_model": "reshape+slice graph with the network's input and output shapes",
                 "prediction": "overhead_ms + sum over layer sites of (entry median - overhead_ms)",
-                "fused": "conv2d entries include the BN/ReLU that follow them (ONNX Runtime folds BN and fuses ReLU)",
+                "not_modelled": "layout reorders and output copies each standalone micro-model pays at its "
+                                "boundaries (ONNX Runtime keeps tensors in its NCHWc layout inside a network): "
+                                "resnet20 is over-predicted by about 5-7% on a 2-core x86 CPU",
+                "fuse_residual_add": True,
+                "fused": "conv2d entries include the BN/ReLU that follow them and the residual add they feed "
+                         "(ONNX Runtime folds BN and fuses Add+ReLU into its NCHWc Conv)",
             },
             entries=entries,
             models=[cfg.model],
             build={"granularity": cfg.granularity, "shard": f"{i}/{n}", "measured": len(entries),
-                   "interpolated": 0, "warmup": cfg.warmup, "iters": cfg.iters, "jobs": cfg.jobs,
+                   "interpolated": 0, "warmup": cfg.warmup, "iters": cfg.iters, "rounds": cfg.rounds, "jobs": cfg.jobs,
                    "measure_wall_s": round(time.monotonic() - t_meas, 2),
                    "wall_s": round(time.monotonic() - t_start, 2)},
         )

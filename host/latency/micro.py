@@ -84,6 +84,10 @@ def micro_model(key: LayerKey, seed: int = 0) -> onnx.ModelProto:
         if f == "bn":
             _bn(cur, out_shape[1], "bn", inits, nodes, rng)
             cur = "bn"
+        elif f == "add":  # residual add: a second input of the output's shape
+            inputs.append(helper.make_tensor_value_info("residual", TensorProto.FLOAT, out_shape))
+            nodes.append(helper.make_node("Add", [cur, "residual"], ["added"]))
+            cur = "added"
         elif f == "relu":
             nodes.append(helper.make_node("Relu", [cur], ["relu"]))
             cur = "relu"

@@ -63,6 +63,7 @@ class PruningSpace:
     input_shape: Tuple[int, int, int, int]
     groups: List[ChannelGroup]
     sites: List[LayerSite]
+    fuse_residual_add: bool = True  # residual adds fused into the conv producing their first operand
     _by_conv: Dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -131,12 +132,17 @@ def _single_user(node: fx.Node) -> Optional[fx.Node]:
     return users[0] if len(users) == 1 else None
 
 
-def build_space(model: nn.Module, input_shape: Sequence[int]) -> PruningSpace:
+def build_space(model: nn.Module, input_shape: Sequence[int], fuse_residual_add: bool = True) -> PruningSpace:
     """Trace ``model`` at ``input_shape`` ``(1, C, H, W)`` and return its :class:`PruningSpace`.
 
     Supported ops: Conv2d (optionally followed by BatchNorm2d and ReLU), residual ``+``, standalone
     BatchNorm2d(+ReLU), AdaptiveAvgPool2d(1) + flatten + Linear. Anything else is ignored (its cost
     ends up in the table's calibration).
+
+    Args:
+        fuse_residual_add: fuse a residual add (and a ReLU after it) into the conv(+BN) that produces its
+            first operand, as ONNX Runtime's CPU NCHWc kernels do (``Conv`` with a ``Sum`` input); the
+            fused conv's key lists ``("bn", "add", "relu")`` and the add has no site of its own.
 
     Raises:
         ValueError: the model cannot be traced by torch.fx.
@@ -181,6 +187,14 @@ def build_space(model: nn.Module, input_shape: Sequence[int]) -> PruningSpace:
             if is_mod(nxt, nn.ReLU):
                 fused.append("relu")
                 consumed.add(nxt)
+            elif (fuse_residual_add and nxt is not None and nxt.op == "call_function"
+                  and nxt.target in (operator.add, torch.add) and nxt.args[0] is tail):
+                fused.append("add")
+                consumed.add(nxt)
+                after = _single_user(nxt)
+                if is_mod(after, nn.ReLU):
+                    fused.append("relu")
+                    consumed.add(after)
             x = n.args[0]
             sites.append(LayerSite(
                 n.target, "conv2d", shape(x)[2:4], source_group(x), conv.in_channels, by_conv.get(n.target),
@@ -194,7 +208,7 @@ def build_space(model: nn.Module, input_shape: Sequence[int]) -> PruningSpace:
             c = shape(n)[1]
             g = source_group(n.args[0])
             sites.append(LayerSite(n.target, "bn", shape(n)[2:4], g, c, g, c, fused=fused))
-        elif n.op == "call_function" and n.target in (operator.add, torch.add):
+        elif n.op == "call_function" and n.target in (operator.add, torch.add) and n not in consumed:
             nxt = _single_user(n)
             fused = ("relu",) if is_mod(nxt, nn.ReLU) else ()
             if fused:
@@ -213,7 +227,7 @@ def build_space(model: nn.Module, input_shape: Sequence[int]) -> PruningSpace:
             sites.append(LayerSite(n.target, "gap_linear", shape(src)[2:4], source_group(src), lin.in_features,
                                    None, lin.out_features))
     name = getattr(model, "model_name", type(model).__name__)
-    return PruningSpace(name, tuple(int(v) for v in input_shape), groups, sites)
+    return PruningSpace(name, tuple(int(v) for v in input_shape), groups, sites, fuse_residual_add)
 
 
 def channel_grid(width: int, granularity: int) -> List[int]:

@@ -27,7 +27,7 @@ STAT = "median"  # the statistic prediction uses
 @dataclass
 class Entry:
     key: LayerKey
-    latency_ms: Dict[str, float]  # median, mean, p90, std
+    latency_ms: Dict[str, object]  # median, mean, p90, std (ms); rounds_median: each round's median
     n: int  # timed runs behind the statistics
     source: str = "measured"  # "measured" (on the device) or "interpolated"
 
@@ -59,6 +59,10 @@ class LatencyTable:
     @property
     def overhead_ms(self) -> float:
         return float(self.calibration.get("overhead_ms", 0.0))
+
+    @property
+    def fuse_residual_add(self) -> bool:
+        return bool(self.calibration.get("fuse_residual_add", False))
 
     def lookup(self, key: LayerKey) -> Optional[Entry]:
         return self._index.get(key)
@@ -105,7 +109,8 @@ def load_table(path: str) -> LatencyTable:
             if not isinstance(med, (int, float)) or not (med > 0) or med == float("inf"):
                 raise TableError(f"{path}: entry {i} ({e.get('op')} {e.get('in_channels')}->{e.get('out_channels')}) "
                                  f"has no positive {STAT} latency (got {med!r})")
-            entries.append(Entry(LayerKey.from_dict(e), {k: float(v) for k, v in lat.items()}, int(e.get("n", 0)),
+            stats = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in lat.items()}
+            entries.append(Entry(LayerKey.from_dict(e), stats, int(e.get("n", 0)),
                                  e.get("source", "measured")))
         cal = d["calibration"]
         if not isinstance(cal.get("overhead_ms", 0.0), (int, float)) or cal.get("overhead_ms", 0.0) < 0:
@@ -136,11 +141,21 @@ class TablePredictor:
     """
 
     def __init__(self, table: LatencyTable, space: PruningSpace):
+        if space.fuse_residual_add != table.fuse_residual_add:
+            raise TableError("the pruning space and the table disagree on residual-add fusion; build the space "
+                             "with TablePredictor.for_model")
         if list(space.input_shape) != list(table.input_shape):
             raise TableError(f"latency table was measured at input {fmt_shape(table.input_shape)}, "
                              f"not {fmt_shape(space.input_shape)}")
         self.table, self.space = table, space
         self.predict_ms(space.full_widths)  # fails early on a table for another model
+
+    @classmethod
+    def for_model(cls, table: LatencyTable, model) -> "TablePredictor":
+        """Trace ``model`` at the table's input shape with the table's fusion rules."""
+        from host.latency.space import build_space
+
+        return cls(table, build_space(model, table.input_shape, fuse_residual_add=table.fuse_residual_add))
 
     def layer_ms(self, widths: Dict[str, int]) -> List[float]:
         """Per-site latency in ms (entry minus overhead), in site order."""
