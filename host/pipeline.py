@@ -93,6 +93,8 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
         raise BudgetError(f"budget must be positive, got {budget_ms} ms")
     cfg = NetAdaptConfig(**{**na_cfg.to_dict(), "budget_ms": budget_ms,
                             "granularity": int(table.build.get("granularity", na_cfg.granularity))})
+    na = NetAdapt(base_model, data, space, predictor, cfg)
+    na.check_reachable()  # an impossible budget is bad input: refuse it before any work
     ui.log(f"[bold]NetAdapt[/] {name}: predicted {baseline_pred:.4f} ms -> budget {budget_ms:.4f} ms "
            f"({budget_ms / baseline_pred:.0%}) on {table.device.get('spec')} / {table.backend}, "
            f"select={cfg.select}, {len(space.groups)} channel groups")
@@ -110,6 +112,9 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
             elif kind == "candidate":
                 prog.update(cand_task, completed=info["index"],
                             description=f"  {info['group']} -> {info['width']} ch, val {info['val_top1']:.2f}%")
+                if not ui.interactive():
+                    ui.log(f"  candidate {info['index']}/{info['of']}: {info['group']} -> {info['width']} ch, "
+                           f"predicted {info['predicted_ms']:.4f} ms, val top-1 {info['val_top1']:.2f}%")
             elif kind == "chosen":
                 prog.advance(iter_task)
                 ui.log(f"iter {info['iteration']:2d}: target {info['target_ms']:.4f} ms"
@@ -117,7 +122,7 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
                        f"{info['width_before']}->{info['width_after']} | predicted {info['predicted_ms']:.4f} ms | "
                        f"val top-1 {info['val_top1']:.2f}% | {len(info['candidates'])} candidates, {info['wall_s']:.1f} s")
 
-        na = NetAdapt(base_model, data, space, predictor, cfg, on_event=on_event)
+        na.on_event = on_event
         prog.update(iter_task, total=na.expected_iterations())
         state_path = out / STATE_FILE
         start = 0

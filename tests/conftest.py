@@ -1,0 +1,63 @@
+"""Shared fixtures: real small inputs (the digits data, a briefly trained resnet20, a coarse latency table
+measured on this machine with ONNX Runtime through the ``local`` device)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def run_cli(*args: str, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """Run ``python -m host ...`` / ``python -m device ...`` style commands in a subprocess."""
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=e, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from host.data import load_digits
+
+    return load_digits(seed=0)
+
+
+@pytest.fixture(scope="session")
+def trained_ckpt(tmp_path_factory, digits):
+    """resnet20 trained for 3 epochs on digits: a real checkpoint, well above chance."""
+    import torch
+
+    import models
+    from host.checkpoint import save_checkpoint
+    from host.train import TrainConfig, evaluate, train
+
+    torch.manual_seed(0)
+    m = models.create("resnet20", 10)
+    train(m, digits, TrainConfig(epochs=3, lr=0.1, batch_size=64))
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint(str(path), m, 10, dataset="digits", input_shape=[1, 3, 32, 32],
+                    metrics={"test": evaluate(m, digits, "test")})
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_table(tmp_path_factory):
+    """A real resnet20 table on a coarse grid (granularity 8), measured briefly on this machine."""
+    import models
+    from host.latency.build import BuildConfig, build_table
+    from host.latency.space import build_space, enumerate_keys
+
+    space = build_space(models.create("resnet20"), (1, 3, 32, 32))
+    keys = enumerate_keys(space, 8)
+    cfg = BuildConfig("resnet20", (1, 3, 32, 32), granularity=8, jobs=2, warmup=3, iters=15, rounds=1)
+    table = build_table(cfg, keys)
+    path = tmp_path_factory.mktemp("table") / "resnet20_g8.json"
+    table.save(str(path))
+    return path

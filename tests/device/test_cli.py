@@ -1,0 +1,98 @@
+"""The device program: torch-free, runs from a copied folder, real ONNX Runtime benchmarks."""
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.conftest import ROOT, run_cli
+
+
+def tiny_onnx(path, channels=4):
+    """A 3x3 conv + ReLU on (1, 3, 8, 8): a real model for ONNX Runtime."""
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((channels, 3, 3, 3)).astype(np.float32), "w")
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
+        "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 8, 8])], initializer=[w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
+def test_importing_device_and_its_help_load_no_torch_host_or_paramiko():
+    code = ("import sys, device, device.__main__, device.bench, device.runners.ort, device.sysinfo\n"
+            "try:\n    device.__main__.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "bad = [m for m in ('torch', 'host', 'paramiko', 'models') if m in sys.modules]\n"
+            "print('LOADED', bad)")
+    r = run_cli("-c", code)
+    assert r.returncode == 0, r.stderr
+    assert "LOADED []" in r.stdout
+
+
+def test_bench_json_has_statistics_and_device_metadata(tmp_path):
+    model = tiny_onnx(tmp_path / "tiny.onnx")
+    r = run_cli("-m", "device", "bench", str(model), "--backend", "ort", "--threads", "1", "--warmup", "5",
+                "--iters", "40", "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["schema"] == "edgeshrink.bench" and doc["schema_version"] == 1
+    rec = doc["results"][0]
+    lat = rec["latency_ms"]
+    assert set(lat) == {"n", "mean", "median", "p90", "p95", "p99", "min", "max", "std", "cv"}
+    assert lat["n"] == 40
+    assert 0 < lat["min"] <= lat["median"] <= lat["p90"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    assert rec["warmup"] == 5 and rec["threads"] == 1 and rec["init_ms"] > 0 and rec["first_inference_ms"] > 0
+    dev = doc["device"]
+    for k in ("hostname", "cpu", "os", "governor", "runtime", "threads"):
+        assert k in dev
+    assert dev["runtime"].startswith("onnxruntime ") and dev["threads"] == 1
+
+
+def test_device_runs_from_a_copied_folder(tmp_path):
+    """What a board gets: the device/ folder alone, run as python3 -m device."""
+    shutil.copytree(ROOT / "device", tmp_path / "device", ignore=shutil.ignore_patterns("__pycache__"))
+    model = tiny_onnx(tmp_path / "m.onnx")
+    r = run_cli("-m", "device", "bench", "m.onnx", "--iters", "10", "--warmup", "1", "--json", cwd=tmp_path,
+                env={"PYTHONPATH": ""})
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["results"][0]["model"] == "m.onnx"
+    assert "[1/1] m.onnx" in r.stderr
+
+
+def test_jsonl_results_resume_without_remeasuring(tmp_path):
+    from device.bench import bench_many
+
+    a, b = tiny_onnx(tmp_path / "a.onnx"), tiny_onnx(tmp_path / "b.onnx", channels=8)
+    jsonl = tmp_path / "r.jsonl"
+    first = bench_many([str(a)], jsonl=str(jsonl), iters=5, warmup=1)
+    with open(jsonl, "a") as f:
+        f.write('{"model": "b.onnx", "latency_')  # a line torn by a crash
+    both = bench_many([str(a), str(b)], jsonl=str(jsonl), iters=5, warmup=1)
+    assert both[0] == first[0]  # a.onnx was not measured again
+    assert both[1]["model"] == "b.onnx" and both[1]["latency_ms"]["n"] == 5
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["bench", "missing.onnx"], "model file not found: missing.onnx"),
+    (["bench", "x.onnx", "--backend", "nope"], "unknown backend 'nope'"),
+    (["bench", "x.onnx", "--iters", "0"], "--iters must be >= 1"),
+    (["bench"], "no model files given"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, msg):
+    r = run_cli("-m", "device", *args)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("device: error: ") and msg in lines[0]
+
+
+def test_backends_lists_ort_with_its_version():
+    r = run_cli("-m", "device", "backends", "--json")
+    assert r.returncode == 0
+    info = json.loads(r.stdout)
+    assert info["ort"]["available"] is True and info["ort"]["version"].startswith("onnxruntime")

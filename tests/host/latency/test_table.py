@@ -1,0 +1,118 @@
+"""Latency tables built for real on this machine (ONNX Runtime via the local device), and their refusals."""
+
+import json
+
+import pytest
+
+import models
+from host.errors import TableError
+from host.latency.build import BuildConfig, build_table, combine_rounds, parse_shard
+from host.latency.space import build_space, enumerate_keys
+from host.latency.table import TablePredictor, load_table, parse_shape
+
+
+def test_built_table_follows_the_schema(small_table):
+    d = json.loads(small_table.read_text())
+    assert d["schema"] == "edgeshrink.latency_table" and d["schema_version"] == 1
+    for k in ("device", "backend", "precision", "threads", "batch_size", "input_shape", "created_utc",
+              "tool_version", "calibration", "entries", "derived_from", "smoothing"):
+        assert k in d
+    assert d["backend"] == "ort" and d["threads"] == 1 and d["input_shape"] == [1, 3, 32, 32]
+    assert d["device"]["spec"] == "local" and d["device"]["runtime"].startswith("onnxruntime")
+    assert d["calibration"]["method"] == "overhead-once" and d["calibration"]["overhead_ms"] > 0
+    e = d["entries"][0]
+    for k in ("op", "in_channels", "out_channels", "kernel", "stride", "groups", "in_hw", "fused", "latency_ms", "n"):
+        assert k in e
+    assert e["source"] == "measured" and e["latency_ms"]["median"] > 0
+    space = build_space(models.create("resnet20"), (1, 3, 32, 32))
+    assert len(d["entries"]) == len(enumerate_keys(space, 8)) == d["build"]["measured"]
+
+
+def test_overhead_is_counted_once(small_table):
+    table = load_table(str(small_table))
+    pred = TablePredictor.for_model(table, models.create("resnet20"))
+    widths = pred.space.full_widths
+    naive = sum(table.lookup(k).latency_ms["median"] for k in pred.space.keys(widths))
+    total = pred.predict_ms(widths)
+    assert total == pytest.approx(naive - (len(pred.space.sites) - 1) * table.overhead_ms)
+    assert sum(pred.layer_ms(widths)) + table.overhead_ms == pytest.approx(total)
+
+
+def test_prediction_shrinks_with_channels(small_table):
+    table = load_table(str(small_table))
+    pred = TablePredictor.for_model(table, models.create("resnet20"))
+    full = pred.predict_ms(pred.space.full_widths)
+    half = pred.predict_ms({g.name: max(8, g.width // 2) for g in pred.space.groups})
+    assert half < 0.8 * full
+
+
+def test_table_for_another_model_is_refused(small_table):
+    table = load_table(str(small_table))
+    with pytest.raises(TableError, match=r"built for resnet20.*no entry for wrn16_2"):
+        TablePredictor.for_model(table, models.create("wrn16_2"))
+
+
+def test_table_for_another_input_shape_is_refused(small_table):
+    table = load_table(str(small_table))
+    space = build_space(models.create("resnet20"), (1, 3, 64, 64))
+    with pytest.raises(TableError, match="measured at input 1x3x32x32, not 1x3x64x64"):
+        TablePredictor(table, space)
+
+
+def _edit(src, dst, fn):
+    d = json.loads(src.read_text())
+    fn(d)
+    dst.write_text(json.dumps(d))
+    return str(dst)
+
+
+@pytest.mark.parametrize("edit,msg", [
+    (lambda d: d.update(schema_version=2), "schema version 2 is not supported"),
+    (lambda d: d.update(schema="something.else"), "not an edgeshrink latency table"),
+    (lambda d: d["entries"][3]["latency_ms"].update(median=-0.01), "entry 3 .* has no positive median latency"),
+    (lambda d: d["entries"][0].pop("latency_ms"), "entry 0 .* has no positive median latency"),
+    (lambda d: d["entries"][1].pop("in_hw"), "malformed latency table"),
+    (lambda d: d.pop("calibration"), "malformed latency table"),
+])
+def test_hand_edited_tables_are_refused_naming_the_file(small_table, tmp_path, edit, msg):
+    path = _edit(small_table, tmp_path / "bad.json", edit)
+    with pytest.raises(TableError, match=msg) as e:
+        load_table(path)
+    assert str(e.value).startswith(path)
+
+
+def test_truncated_table_is_refused(small_table, tmp_path):
+    bad = tmp_path / "trunc.json"
+    bad.write_text(small_table.read_text()[:500])
+    with pytest.raises(TableError, match="not a readable JSON latency table"):
+        load_table(str(bad))
+    with pytest.raises(TableError, match="no such latency table"):
+        load_table(str(tmp_path / "missing.json"))
+
+
+def test_shards_split_the_work_without_overlap():
+    space = build_space(models.create("resnet20"), (1, 3, 32, 32))
+    keys = enumerate_keys(space, 16)
+    tables = [build_table(BuildConfig("resnet20", (1, 3, 32, 32), granularity=16, shard=(i, 2), warmup=1, iters=3,
+                                      rounds=1), keys) for i in (1, 2)]
+    a, b = ({e.key for e in t.entries} for t in tables)
+    assert not a & b and a | b == set(keys)
+    assert tables[0].build["shard"] == "1/2"
+
+
+def test_parsers():
+    assert parse_shape("1x3x32x32") == [1, 3, 32, 32]
+    assert parse_shard("2/4") == (2, 4)
+    for bad in ("3x32x32", "1x3xax32", "0x3x32x32"):
+        with pytest.raises(ValueError, match="NxCxHxW|N x C x H x W"):
+            parse_shape(bad)
+    for bad in ("0/2", "3/2", "1-2"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)
+
+
+def test_rounds_combine_by_median():
+    s = combine_rounds([{"median": 1.0, "mean": 1.0, "p90": 1.2, "std": 0.1},
+                        {"median": 5.0, "mean": 5.0, "p90": 6.0, "std": 0.9},  # a disturbed round
+                        {"median": 1.2, "mean": 1.3, "p90": 1.4, "std": 0.2}])
+    assert s["median"] == 1.2 and s["p90"] == 1.4 and s["rounds_median"] == [1.0, 5.0, 1.2]

@@ -1,0 +1,115 @@
+"""The host command line, in subprocesses as a user runs it: outputs, and one-line errors with exit code 2."""
+
+import json
+
+import pytest
+import torch
+
+from tests.conftest import run_cli
+
+FAST_NETADAPT = ["--short-term-steps", "2", "--long-term-epochs", "1", "--init-reduction", "0.15", "--decay", "0.9",
+                 "--bench-iters", "30", "--bench-rounds", "1"]
+
+
+def test_help_loads_no_tensorrt_or_tensorflow():
+    r = run_cli("-c", "import sys, host.cli\ntry:\n    host.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+                      "print('LOADED', [m for m in ('tensorrt', 'tensorflow', 'pycuda') if m in sys.modules])")
+    assert r.returncode == 0 and "LOADED []" in r.stdout and "host prune" not in r.stderr
+    assert "prune" in r.stdout and "demo" in r.stdout
+
+
+def one_line_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("host: error: "), r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_bad_inputs_give_one_line_and_exit_2(tmp_path, small_table, trained_ckpt):
+    T, C = str(small_table), str(trained_ckpt)
+    one_line_error(run_cli("-m", "host.cli", "table", "predict", T, "--model", "resnet21"), "unknown model 'resnet21'")
+    one_line_error(run_cli("-m", "host.cli", "table", "predict", str(tmp_path / "none.json")), "no such latency table")
+    one_line_error(run_cli("-m", "host.cli", "table", "predict", T, "--model", "wrn16_2"), "built for resnet20", "wrn16_2")
+    one_line_error(run_cli("-m", "host.cli", "table", "build", "--input", "3x32x32", "-o", str(tmp_path / "t.json")),
+                   "1x3x32x32")
+    one_line_error(run_cli("-m", "host.cli", "train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "cifar"),
+                           "--out", str(tmp_path / "o")), "cifar-10-python.tar.gz", str(tmp_path / "cifar"))
+    prune = ["-m", "host.cli", "prune", "--perf-table", T, "--out", str(tmp_path / "p")]
+    one_line_error(run_cli(*prune, "--checkpoint", str(tmp_path / "none.pt")), "no such checkpoint")
+    one_line_error(run_cli(*prune, "--checkpoint", C, "--model", "resnet56"), "holds a resnet20, not a resnet56")
+    one_line_error(run_cli(*prune, "--checkpoint", C, "--budget-ms", "0.001"), "unreachable", "narrowest network")
+    one_line_error(run_cli(*prune, "--checkpoint", C, "--budget", "1.5"), "--budget must be a fraction")
+    one_line_error(run_cli(*prune, "--checkpoint", C, "--dataset", "cifar100", "--data-dir", str(tmp_path)),
+                   "cifar-100-python")
+    assert not (tmp_path / "p" / "report.json").exists()
+
+
+def test_table_predict_json_and_channels(tmp_path, small_table):
+    r = run_cli("-m", "host.cli", "table", "predict", str(small_table), "--json", "--per-layer")
+    assert r.returncode == 0, r.stderr
+    full = json.loads(r.stdout)
+    assert full["latency_ms_predicted"] > 0 and len(full["layers"]) == 22 and full["backend"] == "ort"
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"layer1.0.conv1": 8, "layer2.0.conv1": 8, "layer3.0.conv1": 32}))
+    r = run_cli("-m", "host.cli", "table", "predict", str(small_table), "--channels", str(spec), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["latency_ms_predicted"] < full["latency_ms_predicted"]
+    spec.write_text(json.dumps({"layer1.0.conv1": 5}))  # off the table's grid
+    one_line_error(run_cli("-m", "host.cli", "table", "predict", str(small_table), "--channels", str(spec)),
+                   "no entry for resnet20 layer layer1.0.conv1")
+
+
+def test_train_writes_checkpoint_and_metrics(tmp_path):
+    r = run_cli("-m", "host.cli", "train", "--model", "resnet20", "--epochs", "1", "--out", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert 0 <= m["test"]["top1"] <= 100 and m["test"]["top5"] >= m["test"]["top1"] and len(m["history"]) == 1
+    ck = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    assert ck["model"] == "resnet20" and ck["channels"]["conv1"] == 16
+
+
+@pytest.mark.slow
+def test_prune_end_to_end_with_resume(tmp_path, small_table, trained_ckpt):
+    out = tmp_path / "pruned"
+    args = ["-m", "host.cli", "prune", "--perf-table", str(small_table), "--model", "resnet20", "--checkpoint",
+            str(trained_ckpt), "--dataset", "digits", "--budget", "0.6", "--out", str(out), *FAST_NETADAPT]
+    # interrupted after the first iteration: the state of that iteration is kept
+    r = run_cli(*args, "--max-iters", "1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    errors = [l for l in r.stderr.splitlines() if l.startswith("host: error: ")]
+    assert len(errors) == 1 and "1 NetAdapt iterations did not reach" in errors[0]
+    assert r.stderr.strip().splitlines()[-1] == errors[0]  # progress lines before it, nothing after
+    state = torch.load(out / "netadapt_state.pt", weights_only=True)
+    assert len(state["history"]) == 1
+    r = run_cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "resuming after iteration 1" in r.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["iterations"][0] == state["history"][0]  # not re-run
+    assert not (out / "netadapt_state.pt").exists()
+    b, p = report["baseline"], report["pruned"]
+    for side in (b, p):
+        for k in ("top1", "params", "macs", "latency_ms_predicted", "latency_ms_measured", "channels"):
+            assert k in side
+    assert p["latency_ms_predicted"] <= report["budget_ms"] == pytest.approx(0.6 * b["latency_ms_predicted"])
+    assert p["params"] < b["params"] and p["macs"] < b["macs"] and p["latency_ms_measured"] < b["latency_ms_measured"]
+    assert report["onnx_check"]["pruned"]["max_abs_diff"] <= 1e-4
+    assert report["device"]["spec"] == "local" and report["backend"] == "ort"
+    assert {"target_ms", "chosen_group", "val_top1", "predicted_ms"} <= set(report["iterations"][-1])
+    ck = torch.load(out / "model.pt", weights_only=True)
+    assert ck["channels"] == p["channels"]
+    assert (out / "model.onnx").exists() and (out / "baseline.onnx").exists()
+    assert "latency measured, median (ms)" in r.stdout  # the summary table
+
+
+@pytest.mark.slow
+def test_demo_runs_the_main_job(tmp_path):
+    r = run_cli("-m", "host.cli", "demo", "--out", str(tmp_path / "demo"), "--epochs", "2",
+                "--short-term-steps", "2", "--long-term-epochs", "1", "--init-reduction", "0.15", "--decay", "0.9")
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "demo" / "pruned" / "report.json").read_text())
+    assert report["pruned"]["latency_ms_predicted"] <= report["budget_ms"]
+    assert report["budget_fraction"] == pytest.approx(0.5)
+    assert (tmp_path / "demo" / "table.json").exists() and (tmp_path / "demo" / "base" / "model.pt").exists()
+    assert "demo finished" in r.stderr

@@ -1,0 +1,32 @@
+import json
+
+import pytest
+
+from host.errors import DeviceError
+from host.remote import open_device
+from tests.device.test_cli import tiny_onnx
+
+
+def test_local_device_put_run_get(tmp_path):
+    model = tiny_onnx(tmp_path / "a b.onnx")
+    with open_device("local") as dev:
+        work = dev.workdir
+        assert (work / "device" / "__main__.py").exists()  # a copy of the device program
+        dev.put(str(model), "art/a b.onnx")
+        lines = []
+        res = dev.run_device(["bench", "art/a b.onnx", "--iters", "5", "--warmup", "1", "--json"], on_stderr_line=lines.append)
+        assert res.exit_code == 0 and any("a b.onnx" in l for l in lines)
+        assert json.loads(res.stdout)["results"][0]["latency_ms"]["n"] == 5
+        dev.put(str(model), "x.onnx")
+        dev.get("x.onnx", str(tmp_path / "back.onnx"))
+        assert (tmp_path / "back.onnx").read_bytes() == model.read_bytes()
+        with pytest.raises(DeviceError, match="leaves the device work directory"):
+            dev.put(str(model), "../escape.onnx")
+    assert not work.exists()  # the temporary work directory is removed
+
+
+def test_device_specs():
+    with pytest.raises(DeviceError, match="malformed device spec"):
+        open_device("jetson")
+    with pytest.raises(DeviceError, match="not implemented yet"):
+        open_device("ssh://pi@board")
