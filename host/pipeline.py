@@ -17,10 +17,10 @@ from host import __version__, ui
 from host.bench import bench_on_device
 from host.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from host.data import Dataset, load_dataset
-from host.errors import BudgetError, CheckpointError, UserError
+from host.errors import BudgetError, CheckpointError, TableError, UserError
 from host.export.onnx import check_onnx, export_onnx
 from host.io import write_json
-from host.latency.table import TablePredictor, load_table
+from host.latency.table import TablePredictor, fmt_shape, load_table
 from host.prune.netadapt import NetAdapt, NetAdaptConfig
 from host.train import TrainConfig, evaluate, train
 
@@ -73,6 +73,9 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
     base_model = model_from_checkpoint(ckpt, job.model, job.checkpoint)
     name = ckpt["model"]
     input_shape = tuple(ckpt.get("input_shape", table.input_shape))
+    if list(input_shape) != list(table.input_shape):
+        raise TableError(f"{job.table} was measured at input {fmt_shape(table.input_shape)}, but {job.checkpoint} "
+                         f"takes {fmt_shape(input_shape)}; build a table at that input")
     predictor = TablePredictor.for_model(table, models.create(name, ckpt["num_classes"]))
     space = predictor.space
     data = data or load_dataset(job.dataset, job.data_dir, seed=job.seed)
