@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", default="resnet20")
     pr.add_argument("--num-classes", type=int, default=10)
     pr.add_argument("--channels", help="channel spec JSON (layer name -> out channels), or a checkpoint .pt")
-    pr.add_argument("--per-layer", action="store_true", help="also print each layer site's share")
+    pr.add_argument("--backend", help="refuse a table measured with another backend")
+    pr.add_argument("--per-layer", action="store_true", help="also print each layer site's share and MACs")
     pr.add_argument("--json", action="store_true", help="JSON on stdout")
 
     pn = sub.add_parser("prune", help="NetAdapt to a latency budget, then export and measure on the device")
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--budget-ms", type=float, help="target latency in ms")
     _add_netadapt_args(pn)
     pn.add_argument("--device", help="where to measure (default: the table's device)")
+    pn.add_argument("--backend", help="refuse a table measured with another backend (the table's is used)")
     pn.add_argument("--bench-iters", type=int, default=300, help="timed runs per model per round")
     pn.add_argument("--bench-rounds", type=int, default=3, help="interleaved rounds baseline/pruned")
     pn.add_argument("--resume", action="store_true", help="continue from the last completed iteration in OUT")
@@ -275,9 +277,10 @@ def _read_channels(path: str) -> dict:
 def cmd_table_predict(args) -> int:
     import models
     from host import ui
-    from host.latency.table import TablePredictor, load_table
+    from host.latency.table import TablePredictor, check_backend, load_table
 
     table = load_table(args.table)
+    check_backend(table, args.table, args.backend)
     pred = TablePredictor.for_model(table, models.create(args.model, args.num_classes))
     space = pred.space
     spec = _read_channels(args.channels) if args.channels else {}
@@ -291,18 +294,21 @@ def cmd_table_predict(args) -> int:
         doc = {"model": args.model, "table": args.table, "latency_ms_predicted": total, "overhead_ms": table.overhead_ms,
                "device": table.device, "backend": table.backend, "threads": table.threads, "widths": widths}
         if args.per_layer:
-            doc["layers"] = [{"site": s.name, **s.key(widths).to_dict(), "latency_ms": v} for s, v in zip(space.sites, layers)]
+            doc["layers"] = [{"site": s.name, **s.key(widths).to_dict(), "macs": s.key(widths).macs(), "latency_ms": v}
+                             for s, v in zip(space.sites, layers)]
         print(json.dumps(doc, indent=1))
     else:
         if args.per_layer:
             from rich.table import Table
 
             t = Table(title=f"{args.model}: predicted latency per layer site (ms)")
-            for c in ("site", "op", "in", "out", "hw", "ms"):
-                t.add_column(c)
+            for c in ("site", "op", "in", "out", "hw", "MACs", "ms", "ms per MMAC"):
+                t.add_column(c, justify="left" if c in ("site", "op") else "right")
             for s, v in zip(space.sites, layers):
                 k = s.key(widths)
-                t.add_row(s.name, k.op, str(k.in_channels), str(k.out_channels), f"{k.in_hw[0]}x{k.in_hw[1]}", f"{v:.4f}")
+                per = f"{v / (k.macs() / 1e6):.4f}" if k.macs() else "-"
+                t.add_row(s.name, k.op, str(k.in_channels), str(k.out_channels), f"{k.in_hw[0]}x{k.in_hw[1]}",
+                          f"{k.macs():,}", f"{v:.4f}", per)
             ui.out.print(t)
         print(f"{args.model}: predicted latency {total:.4f} ms (overhead {table.overhead_ms:.4f} ms counted once) "
               f"on {table.device.get('spec')} / {table.backend} / {table.threads} thread(s)")
@@ -330,7 +336,7 @@ def cmd_prune(args) -> int:
     job = PruneJob(table=args.perf_table, checkpoint=args.checkpoint, out=args.out, model=args.model,
                    dataset=args.dataset, data_dir=args.data_dir,
                    budget=None if args.budget_ms is not None else args.budget, budget_ms=args.budget_ms,
-                   device=args.device, bench_iters=args.bench_iters, bench_rounds=args.bench_rounds,
+                   device=args.device, backend=args.backend, bench_iters=args.bench_iters, bench_rounds=args.bench_rounds,
                    resume=args.resume, seed=args.seed)
     data = load_dataset(args.dataset, args.data_dir, seed=args.seed, download=args.download)
     report = run_prune(job, _netadapt_config(args, args.seed), data=data)

@@ -20,7 +20,7 @@ from host.data import Dataset, load_dataset
 from host.errors import BudgetError, CheckpointError, TableError, UserError
 from host.export.onnx import check_onnx, export_onnx
 from host.io import write_json
-from host.latency.table import TablePredictor, fmt_shape, load_table
+from host.latency.table import TablePredictor, check_backend, fmt_shape, load_table
 from host.prune.netadapt import NetAdapt, NetAdaptConfig
 from host.train import TrainConfig, evaluate, train
 
@@ -40,6 +40,7 @@ class PruneJob:
     budget: Optional[float] = 0.5  # fraction of the unpruned predicted latency
     budget_ms: Optional[float] = None  # absolute target; overrides budget
     device: Optional[str] = None  # where to measure; default the table's device
+    backend: Optional[str] = None  # the backend the user expects the table to be for
     bench_iters: int = 300
     bench_rounds: int = 3
     resume: bool = False
@@ -69,6 +70,7 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
     out = Path(job.out)
     out.mkdir(parents=True, exist_ok=True)
     table = load_table(job.table)
+    check_backend(table, job.table, job.backend)
     ckpt = load_checkpoint(job.checkpoint)
     base_model = model_from_checkpoint(ckpt, job.model, job.checkpoint)
     name = ckpt["model"]

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import sys
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
@@ -31,12 +30,3 @@ def progress(disable: Optional[bool] = None) -> Iterator[Progress]:
                  transient=False)
     with p:
         yield p
-
-
-def fmt_ms(v: Optional[float]) -> str:
-    return "-" if v is None else f"{v:.4f}"
-
-
-def write_stdout(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()

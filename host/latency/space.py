@@ -73,9 +73,6 @@ class PruningSpace:
     def full_widths(self) -> Dict[str, int]:
         return {g.name: g.width for g in self.groups}
 
-    def group_of(self, conv_name: str) -> str:
-        return self._by_conv[conv_name]
-
     def widths_from_spec(self, spec: Dict[str, int]) -> Dict[str, int]:
         """Group widths from a channel spec (conv name -> out channels); missing convs keep full width.
 

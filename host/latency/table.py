@@ -178,6 +178,12 @@ class TablePredictor:
         return self.table.overhead_ms + sum(self.layer_ms(widths))
 
 
+def check_backend(table: LatencyTable, path: str, backend: Optional[str]) -> None:
+    """Raise TableError when the user asked for ``backend`` and the table was measured with another."""
+    if backend is not None and backend != table.backend:
+        raise TableError(f"{path} was measured with backend {table.backend!r}, not {backend!r}")
+
+
 def fmt_shape(shape: Sequence[int]) -> str:
     return "x".join(str(int(v)) for v in shape)
 

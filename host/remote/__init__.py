@@ -6,7 +6,6 @@ Specs: ``local`` (a subprocess on this machine). ``ssh://user@host[:port]`` is t
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Protocol
 
@@ -54,6 +53,3 @@ def open_device(spec: str, workdir: Optional[str] = None) -> Device:
         raise DeviceError(f"device {spec!r}: SSH devices are not implemented yet; use --device local")
     raise DeviceError(f"malformed device spec {spec!r}: expected 'local' or 'ssh://user@host[:port]'")
 
-
-def format_command(args: List[str]) -> str:
-    return " ".join(shlex.quote(a) for a in args)

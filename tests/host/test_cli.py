@@ -31,6 +31,8 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, small_table, trained_ckpt
     one_line_error(run_cli("-m", "host.cli", "table", "predict", T, "--model", "resnet21"), "unknown model 'resnet21'")
     one_line_error(run_cli("-m", "host.cli", "table", "predict", str(tmp_path / "none.json")), "no such latency table")
     one_line_error(run_cli("-m", "host.cli", "table", "predict", T, "--model", "wrn16_2"), "built for resnet20", "wrn16_2")
+    one_line_error(run_cli("-m", "host.cli", "table", "predict", T, "--backend", "tensorrt"),
+                   "measured with backend 'ort', not 'tensorrt'")
     one_line_error(run_cli("-m", "host.cli", "table", "build", "--input", "3x32x32", "-o", str(tmp_path / "t.json")),
                    "1x3x32x32")
     one_line_error(run_cli("-m", "host.cli", "train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "cifar"),
@@ -38,6 +40,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, small_table, trained_ckpt
     prune = ["-m", "host.cli", "prune", "--perf-table", T, "--out", str(tmp_path / "p")]
     one_line_error(run_cli(*prune, "--checkpoint", str(tmp_path / "none.pt")), "no such checkpoint")
     one_line_error(run_cli(*prune, "--checkpoint", C, "--model", "resnet56"), "holds a resnet20, not a resnet56")
+    one_line_error(run_cli(*prune, "--checkpoint", C, "--backend", "litert"), "measured with backend 'ort', not 'litert'")
     one_line_error(run_cli(*prune, "--checkpoint", C, "--budget-ms", "0.001"), "unreachable", "narrowest network")
     one_line_error(run_cli(*prune, "--checkpoint", C, "--budget", "1.5"), "--budget must be a fraction")
     one_line_error(run_cli(*prune, "--checkpoint", C, "--dataset", "cifar100", "--data-dir", str(tmp_path)),
@@ -56,6 +59,8 @@ def test_table_predict_json_and_channels(tmp_path, small_table):
     assert r.returncode == 0, r.stderr
     full = json.loads(r.stdout)
     assert full["latency_ms_predicted"] > 0 and len(full["layers"]) == 22 and full["backend"] == "ort"
+    stem = full["layers"][0]
+    assert stem["site"] == "conv1" and stem["macs"] == 32 * 32 * 16 * 3 * 9
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"layer1.0.conv1": 8, "layer2.0.conv1": 8, "layer3.0.conv1": 32}))
     r = run_cli("-m", "host.cli", "table", "predict", str(small_table), "--channels", str(spec), "--json")
