@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Dict, Set
+from typing import Callable, Dict, Sequence, Set
+
+import torch.nn as nn
 
 from models import ChannelSpecError
 
@@ -32,3 +34,40 @@ class WidthReader:
                 f"channel spec has layers that {model_name} does not have: {', '.join(unknown[:5])}"
                 + (" ..." if len(unknown) > 5 else "")
             )
+
+
+def build_stages(module: nn.Module, width: WidthReader, block: Callable[..., nn.Module], in_planes: int,
+                 default_in: int, stage_widths: Sequence[int], blocks_per_stage: int, shortcut: str) -> int:
+    """Add ``layer1..layerS`` (``nn.Sequential`` of residual blocks) to ``module``; returns the output width.
+
+    The first block of every stage after the first has stride 2. Where a block changes the stride or the
+    unpruned width it gets a projection shortcut named ``{block}.{shortcut}``; which blocks have one
+    follows the unpruned widths, never the spec, so a pruned model keeps its architecture.
+    ``block(in_planes, mid, out, stride, projection, name)`` builds one block.
+    """
+    for s, default_out in enumerate(stage_widths, start=1):
+        blocks = []
+        for b in range(blocks_per_stage):
+            name = f"layer{s}.{b}"
+            stride = 2 if (s > 1 and b == 0) else 1
+            projection = stride != 1 or default_in != default_out
+            out = width(f"{name}.conv2", default_out)
+            if projection and width(f"{name}.{shortcut}", out) != out:
+                raise ChannelSpecError(f"channel spec: {name}.conv2 and {name}.{shortcut} must be equal")
+            mid = width(f"{name}.conv1", default_out)
+            blocks.append(block(in_planes, mid, out, stride, projection, name))
+            in_planes, default_in = out, default_out
+        setattr(module, f"layer{s}", nn.Sequential(*blocks))
+    return in_planes
+
+
+def init_weights_(model: nn.Module) -> None:
+    """He (Kaiming) normal init for convs (fan-out, ReLU), BN to identity, zero linear biases; in place."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.zeros_(m.bias)

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from models import ChannelSpecError, register_model
-from models._spec import WidthReader
+from models._spec import WidthReader, build_stages, init_weights_
 
 STAGE_WIDTHS = (16, 32, 64)
 
@@ -60,32 +60,11 @@ class CifarResNet(nn.Module):
         self.conv1 = nn.Conv2d(3, c, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(c)
         self.relu = nn.ReLU()
-        in_planes, default_in = c, STAGE_WIDTHS[0]
-        for s, default_out in enumerate(STAGE_WIDTHS, start=1):
-            blocks = []
-            for b in range(n):
-                name = f"layer{s}.{b}"
-                stride = 2 if (s > 1 and b == 0) else 1
-                # The architecture (where projections are) follows the unpruned widths, never the spec.
-                projection = stride != 1 or default_in != default_out
-                out = width(f"{name}.conv2", default_out)
-                if projection:
-                    out = width(f"{name}.shortcut.0", out)
-                    if out != width(f"{name}.conv2", default_out):
-                        raise ChannelSpecError(f"channel spec: {name}.conv2 and {name}.shortcut.0 must be equal")
-                mid = width(f"{name}.conv1", default_out)
-                blocks.append(BasicBlock(in_planes, mid, out, stride, projection, name))
-                in_planes, default_in = out, default_out
-            setattr(self, f"layer{s}", nn.Sequential(*blocks))
+        in_planes = build_stages(self, width, BasicBlock, c, STAGE_WIDTHS[0], STAGE_WIDTHS, n, "shortcut.0")
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_planes, num_classes)
         width.check_consumed(f"resnet{depth}")
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))

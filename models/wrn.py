@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 
 from models import ChannelSpecError, register_model
-from models._spec import WidthReader
+from models._spec import WidthReader, build_stages, init_weights_
 
 
 class PreActBlock(nn.Module):
@@ -54,33 +54,13 @@ class WideResNet(nn.Module):
         width = WidthReader(channels)
         c = width("conv1", 16)
         self.conv1 = nn.Conv2d(3, c, 3, 1, 1, bias=False)
-        in_planes, default_in = c, 16
-        for s, default_out in enumerate((16 * widen, 32 * widen, 64 * widen), start=1):
-            blocks = []
-            for b in range(n):
-                name = f"layer{s}.{b}"
-                stride = 2 if (s > 1 and b == 0) else 1
-                projection = stride != 1 or default_in != default_out
-                out = width(f"{name}.conv2", default_out)
-                if projection and width(f"{name}.shortcut", out) != out:
-                    raise ChannelSpecError(f"channel spec: {name}.conv2 and {name}.shortcut must be equal")
-                mid = width(f"{name}.conv1", default_out)
-                blocks.append(PreActBlock(in_planes, mid, out, stride, projection, name))
-                in_planes, default_in = out, default_out
-            setattr(self, f"layer{s}", nn.Sequential(*blocks))
+        in_planes = build_stages(self, width, PreActBlock, c, 16, (16 * widen, 32 * widen, 64 * widen), n, "shortcut")
         self.bn = nn.BatchNorm2d(in_planes)
         self.relu = nn.ReLU()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_planes, num_classes)
         width.check_consumed(f"wrn{depth}_{widen}")
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.zeros_(m.bias)
+        init_weights_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)

@@ -71,37 +71,20 @@ def combine_rounds(stats: Sequence[Dict[str, float]]) -> Dict[str, float]:
             "rounds_median": [s["median"] for s in stats]}
 
 
-def _build_chunk(args: Tuple[List[Dict[str, object]], str]) -> List[str]:
-    """Worker: write the micro-models of ``keys`` into ``folder`` (existing files are kept)."""
-    import onnx
-
-    from host.latency.micro import key_id, micro_model
-
-    keys, folder = args
-    names = []
-    for d in keys:
-        key = LayerKey.from_dict(d)
-        name = key_id(key) + ".onnx"
-        path = os.path.join(folder, name)
-        if not os.path.exists(path):
-            tmp = path + ".tmp"
-            onnx.save(micro_model(key), tmp)
-            os.replace(tmp, path)
-        names.append(name)
-    return names
-
-
 def build_micro_models(keys: Sequence[LayerKey], folder: str, jobs: int = 1) -> List[str]:
     """Write one ONNX micro-model per key into ``folder`` using ``jobs`` processes; returns file names
     in key order."""
+    from host.latency.micro import write_micro_models
+
     os.makedirs(folder, exist_ok=True)
     dicts = [k.to_dict() for k in keys]
     if jobs <= 1 or len(dicts) < 2 * jobs:
-        return _build_chunk((dicts, folder))
+        return write_micro_models((dicts, folder))
     chunks = [dicts[i::jobs] for i in range(jobs)]
-    # spawn: workers import onnx only, never torch (fork after torch's thread pools started is unsafe)
+    # spawn, not fork (forking after torch started its thread pools is unsafe); the worker function lives
+    # in the torch-free micro module, so workers import onnx and numpy only
     with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-        parts = list(pool.map(_build_chunk, [(c, folder) for c in chunks]))
+        parts = list(pool.map(write_micro_models, [(c, folder) for c in chunks]))
     by_name = {}
     for c, names in zip(chunks, parts):
         by_name.update({json.dumps(d, sort_keys=True): n for d, n in zip(c, names)})

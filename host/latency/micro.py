@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import List, Tuple
+import os
+from typing import Dict, List, Tuple
 
 import numpy as np
 import onnx
@@ -103,6 +104,22 @@ def micro_model(key: LayerKey, seed: int = 0) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="edgeshrink")
     model.ir_version = 8
     return model
+
+
+def write_micro_models(args: Tuple[List[Dict[str, object]], str]) -> List[str]:
+    """Process-pool worker: write the micro-models of ``(key dicts, folder)``; returns their file names.
+    Existing files are kept (a resumed build does not rebuild them); each file appears atomically."""
+    keys, folder = args
+    names = []
+    for d in keys:
+        key = LayerKey.from_dict(d)
+        name = key_id(key) + ".onnx"
+        path = os.path.join(folder, name)
+        if not os.path.exists(path):
+            onnx.save(micro_model(key), path + ".tmp")
+            os.replace(path + ".tmp", path)
+        names.append(name)
+    return names
 
 
 def overhead_model(input_shape, num_classes: int = 10) -> onnx.ModelProto:

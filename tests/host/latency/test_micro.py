@@ -56,3 +56,22 @@ def test_overhead_model_keeps_the_network_interface():
     s = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
     (y,) = s.run(None, {"x": np.zeros((1, 3, 32, 32), np.float32)})
     assert y.shape == (1, 10)
+
+
+def test_micro_model_workers_do_not_load_torch():
+    """`host table build --jobs N` spawns workers that unpickle write_micro_models: they must stay light."""
+    from tests.conftest import run_cli
+
+    r = run_cli("-c", "import sys, host.latency.micro; print('TORCH', 'torch' in sys.modules)")
+    assert r.returncode == 0 and "TORCH False" in r.stdout, r.stderr
+
+
+def test_write_micro_models_keeps_existing_files(tmp_path):
+    from host.latency.micro import key_id, write_micro_models
+
+    key = LayerKey("conv2d", 4, 4, (8, 8), (3, 3), (1, 1), (1, 1), 1, ("bn", "relu"))
+    (name,) = write_micro_models(([key.to_dict()], str(tmp_path)))
+    assert name == key_id(key) + ".onnx"
+    before = (tmp_path / name).stat().st_mtime_ns
+    write_micro_models(([key.to_dict()], str(tmp_path)))
+    assert (tmp_path / name).stat().st_mtime_ns == before and not list(tmp_path.glob("*.tmp"))
