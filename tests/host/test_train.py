@@ -29,9 +29,9 @@ def test_training_learns_digits(digits):
     torch.manual_seed(0)
     m = models.create("resnet20", 10)
     before = evaluate(m, digits, "val")["top1"]
-    hist = train(m, digits, TrainConfig(epochs=2, lr=0.05, batch_size=64, schedule="cosine"))
-    after = evaluate(m, digits, "val")
-    assert len(hist) == 2 and hist[1]["train_loss"] < hist[0]["train_loss"]
+    hist = train(m, digits, TrainConfig(epochs=4, lr=0.05, batch_size=64, schedule="cosine"))
+    after = evaluate(m, digits, "val")  # about 95% here after 4 epochs
+    assert len(hist) == 4 and hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert after["top1"] > max(before, 50.0)  # chance is 10%
     assert after["top5"] >= after["top1"]
 
