@@ -68,7 +68,6 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
     """
     t_start = time.monotonic()
     out = Path(job.out)
-    out.mkdir(parents=True, exist_ok=True)
     table = load_table(job.table)
     check_backend(table, job.table, job.backend)
     ckpt = load_checkpoint(job.checkpoint)
@@ -86,8 +85,8 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
     if tuple(data.input_shape) != tuple(input_shape):
         raise UserError(f"dataset {data.name} gives inputs {data.input_shape}, the table and checkpoint use {input_shape}")
 
-    full_widths = space.widths_from_spec(ckpt["channels"])
-    baseline_pred = predictor.predict_ms(full_widths)
+    base_widths = space.widths_from_spec(ckpt["channels"])  # the checkpoint's (possibly already pruned) widths
+    baseline_pred = predictor.predict_ms(base_widths)
     if job.budget_ms is not None:
         budget_ms = float(job.budget_ms)
     elif job.budget is not None and 0 < job.budget < 1:
@@ -105,6 +104,7 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
            f"select={cfg.select}, {len(space.groups)} channel groups")
 
     base_eval = {"val": evaluate(base_model, data, "val"), "test": evaluate(base_model, data, "test")}
+    out.mkdir(parents=True, exist_ok=True)
 
     with ui.progress() as prog:
         iter_task = prog.add_task("NetAdapt iterations", total=None)
@@ -194,7 +194,7 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
                 "prediction_error": (pred - m["median_ms"]) / m["median_ms"],
                 "channels": models.channel_spec(model), "onnx": os.path.basename(path), "onnx_sha256": m["sha256"]}
 
-    baseline = side(base_model, full_widths, base_eval, onnx_base)
+    baseline = side(base_model, base_widths, base_eval, onnx_base)
     pruned_side = side(pruned, pruned_widths, pruned_eval, onnx_pruned)
     report = {
         "schema": REPORT_SCHEMA, "schema_version": REPORT_SCHEMA_VERSION, "tool_version": __version__,

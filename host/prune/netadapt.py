@@ -74,7 +74,7 @@ class NetAdapt:
     """One NetAdapt run over a model.
 
     Args:
-        model: the trained network (not modified; iterations work on copies).
+        model: the trained network, unpruned or already pruned (not modified; iterations work on copies).
         data: dataset; short-term evaluation uses its ``val`` split, never ``test``.
         space: the model's pruning space (groups from Torch-Pruning, sites from torch.fx).
         latency: a latency model, ``predict_ms(widths) -> float``.
@@ -92,7 +92,7 @@ class NetAdapt:
         self.on_event = on_event or (lambda kind, info: None)
         self.members = {g.name: g.members for g in space.groups}
         self.grids = {g.name: channel_grid(g.width, cfg.granularity) for g in space.groups}
-        self.baseline_ms = latency.predict_ms(space.full_widths)
+        self.baseline_ms = latency.predict_ms(self.widths())  # the given model's, pruned or not
         self.history: List[Dict[str, object]] = []
 
     # -- state -------------------------------------------------------------------------------------------

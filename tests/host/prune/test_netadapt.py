@@ -86,3 +86,15 @@ def test_expected_iterations_follow_the_schedule(setup, digits):
     na = make(setup, digits, init_reduction=0.1, decay=1.0, budget_ms=0.5 * 1.0)
     na.baseline_ms = 1.0
     assert na.expected_iterations() == 5
+
+
+def test_an_already_pruned_model_starts_from_its_own_latency(setup, digits):
+    model, pred = setup
+    from host.prune.surgery import prune_group_
+
+    narrow = models.create("resnet20", 10, models.channel_spec(model))
+    narrow.load_state_dict(model.state_dict())
+    prune_group_(narrow, pred.space.groups[0].members, 8, (1, 3, 32, 32))
+    na = NetAdapt(narrow, digits, pred.space, pred, NetAdaptConfig(budget_ms=0.1, granularity=8))
+    assert na.baseline_ms == pytest.approx(pred.predict_ms(na.widths()))
+    assert na.baseline_ms < pred.predict_ms(pred.space.full_widths)
