@@ -130,15 +130,15 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
         na.on_event = on_event
         prog.update(iter_task, total=na.expected_iterations())
         state_path = out / STATE_FILE
+        ckpt_sha = _sha(job.checkpoint)
         start = 0
         if job.resume and state_path.exists():
             state = torch.load(state_path, map_location="cpu", weights_only=True)
-            if state.get("checkpoint_sha") != _sha(job.checkpoint) or abs(state.get("budget_ms", -1) - budget_ms) > 1e-9:
+            if state.get("checkpoint_sha") != ckpt_sha or abs(state.get("budget_ms", -1) - budget_ms) > 1e-9:
                 raise UserError(f"{state_path} belongs to another checkpoint or budget; remove it or drop --resume")
-            na.model = models.create(name, ckpt["num_classes"], state["channels"])
-            na.model.load_state_dict(state["state_dict"])
-            na.model.eval()
-            na.history = list(state["history"])
+            resumed = models.create(name, ckpt["num_classes"], state["channels"])
+            resumed.load_state_dict(state["state_dict"])
+            na.restore_(resumed, state["history"])
             start = len(na.history)
             ui.log(f"resuming after iteration {start} from {state_path}")
             prog.update(iter_task, completed=start)
@@ -147,7 +147,7 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
             from host.io import atomic_path
 
             with atomic_path(state_path) as tmp:
-                torch.save({"checkpoint_sha": _sha(job.checkpoint), "budget_ms": budget_ms,
+                torch.save({"checkpoint_sha": ckpt_sha, "budget_ms": budget_ms,
                             "channels": models.channel_spec(n.model), "state_dict": n.model.state_dict(),
                             "history": n.history}, tmp)
 

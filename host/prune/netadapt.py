@@ -94,10 +94,17 @@ class NetAdapt:
         self.grids = {g.name: channel_grid(g.width, cfg.granularity) for g in space.groups}
         self.baseline_ms = latency.predict_ms(self.widths())  # the given model's, pruned or not
         self.history: List[Dict[str, object]] = []
+        self._val_top1: Optional[float] = None  # val top-1 of self.model, known after each commit
 
     # -- state -------------------------------------------------------------------------------------------
     def widths(self, model: Optional[nn.Module] = None) -> Dict[str, int]:
         return self.space.widths_from_spec(models.channel_spec(model or self.model))
+
+    def restore_(self, model: nn.Module, history: List[Dict[str, object]]) -> None:
+        """Continue a run from a saved state: the model after ``len(history)`` committed iterations."""
+        self.model = model.eval()
+        self.history = list(history)
+        self._val_top1 = None
 
     def check_reachable(self) -> None:
         """Raise BudgetError when even the narrowest network on the grid misses the budget."""
@@ -144,7 +151,9 @@ class NetAdapt:
         widths = self.widths()
         current = self.latency.predict_ms(widths)
         target = self.target_ms(iteration, current)
-        current_top1 = evaluate(self.model, self.data, "val")["top1"]
+        if self._val_top1 is None:
+            self._val_top1 = evaluate(self.model, self.data, "val")["top1"]
+        current_top1 = self._val_top1
         proposals = self.propose(widths, target)
         relaxed = False
         if not proposals:
@@ -164,7 +173,7 @@ class NetAdapt:
             self.evaluate_proposal(p, current, current_top1)
             self.on_event("candidate", {"iteration": iteration + 1, "index": k + 1, "of": len(proposals), **p.summary()})
         best = min(proposals, key=lambda p: (p.score, p.predicted_ms))
-        self.model = best.model
+        self.model, self._val_top1 = best.model, best.val_top1
         for p in proposals:
             p.model = None
         record = {"iteration": iteration + 1, "current_ms": current, "target_ms": target, "target_relaxed": relaxed,
