@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Protocol, Tuple
 
 import numpy as np
-
-try:  # Python >= 3.8
-    from typing import Protocol
-except ImportError:  # pragma: no cover
-    Protocol = object  # type: ignore
 
 
 class BackendUnavailable(RuntimeError):

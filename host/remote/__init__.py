@@ -32,7 +32,15 @@ class Device(Protocol):
     def get(self, remote_rel: str, local_path: str) -> None: ...
 
     def run_device(self, args: List[str], timeout_s: Optional[float] = None,
-                   on_stderr_line: Optional[Callable[[str], None]] = None) -> CommandResult: ...
+                   on_stderr_line: Optional[Callable[[str], None]] = None, check: bool = True) -> CommandResult: ...
+
+
+def check_result(spec: str, args: List[str], res: CommandResult) -> CommandResult:
+    """Raise DeviceError naming the device, the command and its last stderr line when it failed."""
+    if res.exit_code != 0:
+        last = (res.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DeviceError(f"device {args[0] if args else ''} failed on {spec} (exit {res.exit_code}): {last}")
+    return res
 
 
 def open_device(spec: str, workdir: Optional[str] = None) -> Device:

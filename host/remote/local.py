@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, List, Optional
 
 from host.errors import DeviceError
-from host.remote import CommandResult
+from host.remote import CommandResult, check_result
 
 DEVICE_PKG = Path(__file__).resolve().parents[2] / "device"
 
@@ -64,8 +64,12 @@ class LocalDevice:
         shutil.copyfile(src, local_path)
 
     def run_device(self, args: List[str], timeout_s: Optional[float] = None,
-                   on_stderr_line: Optional[Callable[[str], None]] = None) -> CommandResult:
-        """Run ``python -m device ARGS`` in the work directory; stderr lines stream to ``on_stderr_line``."""
+                   on_stderr_line: Optional[Callable[[str], None]] = None, check: bool = True) -> CommandResult:
+        """Run ``python -m device ARGS`` in the work directory; stderr lines stream to ``on_stderr_line``.
+
+        Raises:
+            DeviceError: the command timed out, or (with ``check``) exited non-zero.
+        """
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         t0 = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-m", "device", *args], cwd=self.workdir, env=env,
@@ -90,4 +94,5 @@ class LocalDevice:
             proc.kill()
             raise
         t.join()
-        return CommandResult(proc.returncode, out, "".join(err_lines), time.monotonic() - t0)
+        res = CommandResult(proc.returncode, out, "".join(err_lines), time.monotonic() - t0)
+        return check_result(self.spec, args, res) if check else res

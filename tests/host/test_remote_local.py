@@ -30,3 +30,11 @@ def test_device_specs():
         open_device("jetson")
     with pytest.raises(DeviceError, match="not implemented yet"):
         open_device("ssh://pi@board")
+
+
+def test_a_failing_device_command_raises_with_its_last_error_line():
+    with open_device("local") as dev:
+        with pytest.raises(DeviceError, match=r"device bench failed on local \(exit 2\): .*model file not found: nope.onnx"):
+            dev.run_device(["bench", "nope.onnx"])
+        res = dev.run_device(["bench", "nope.onnx"], check=False)
+        assert res.exit_code == 2 and "model file not found" in res.stderr
