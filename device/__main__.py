@@ -1,15 +1,18 @@
 """``python3 -m device`` / ``device``: the device-side command line (argparse, no third-party CLI libs).
 
 Commands:
-  bench MODEL [MODEL ...]   latency statistics of model files with one backend
+  bench MODEL [MODEL ...]   latency statistics of model files with one backend (optionally power and energy)
   backends                  which backends are available here, and why not
-  info                      this device's metadata
+  info                      this device's metadata and thermal state
+  power parse-tegrastats LOG  one JSON record per tegrastats sample
+  power meters              which power meters are usable here, and why not
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import List, Optional
 
@@ -38,17 +41,74 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--jsonl", metavar="FILE",
                    help="append one JSON line per model as it is measured; models already there are skipped (resume)")
     b.add_argument("--quiet", action="store_true", help="no per-model progress on stderr")
+    b.add_argument("--warmup-s", type=float, help="also warm up for at least this many seconds (GPU, DVFS)")
+    b.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
+                   help="engine precision for tensorrt/trtexec (other backends run the file as it is)")
+    b.add_argument("--calib-cache", help="int8 calibration cache computed on the host (tensorrt, trtexec)")
+    b.add_argument("--cpus", help="pin to these CPUs, e.g. 0-3 or 4,5 (sched_setaffinity)")
+    b.add_argument("--power", choices=("auto", "tegrastats", "pmic", "hwmon"),
+                   help="measure power during the run: tegrastats (Jetson), pmic (Raspberry Pi 5), hwmon (INA219/260)")
+    b.add_argument("--power-interval-ms", type=int, default=100, help="power sampling interval (default 100 ms)")
+    b.add_argument("--idle-s", type=float, default=2.0, help="idle power window before each model (default 2 s)")
+    b.add_argument("--log-dir", help="where power logs and vendor-tool output go (default: next to the model)")
+    b.add_argument("--cool-down-to", type=float, metavar="DEGC",
+                   help="before each model, wait until the hottest sensor is at or below this temperature")
+    b.add_argument("--cool-down-s", type=float, metavar="S", help="before each model, wait this many seconds")
 
     k = sub.add_parser("backends", help="list backends, available or not and why")
     k.add_argument("--json", action="store_true")
-    i = sub.add_parser("info", help="print this device's metadata")
+    i = sub.add_parser("info", help="print this device's metadata and thermal state")
     i.add_argument("--json", action="store_true")
+
+    pw = sub.add_parser("power", help="power tools: parse tegrastats logs, list meters")
+    psub = pw.add_subparsers(dest="power_cmd", required=True)
+    pt = psub.add_parser("parse-tegrastats", help="parse a tegrastats log: one record per sample")
+    pt.add_argument("log", help="tegrastats log file ('-' for stdin)")
+    pt.add_argument("--json", action="store_true", help="JSON lines on stdout (default: a summary)")
+    pm = psub.add_parser("meters", help="which power meters are usable here")
+    pm.add_argument("--json", action="store_true")
     return p
 
 
+def _power(args: argparse.Namespace) -> int:
+    from device.power import meters, tegrastats
+
+    if args.power_cmd == "meters":
+        avail = meters.available()
+        if args.json:
+            print(json.dumps({k: {"available": v is None, "reason": v} for k, v in avail.items()}, indent=1))
+        else:
+            for k, v in avail.items():
+                print(f"{k:11s} " + ("available" if v is None else f"missing    {v}"))
+        return 0
+    try:
+        f = sys.stdin if args.log == "-" else open(args.log, "r", encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise UsageError(f"cannot read tegrastats log {args.log}: {e.strerror}") from None
+    with f:
+        try:
+            recs = tegrastats.parse_log(f)
+        except tegrastats.TegrastatsError as e:
+            raise UsageError(f"{args.log}: {e}") from None
+    if args.json:
+        for r in recs:
+            sys.stdout.write(json.dumps(r) + "\n")
+        return 0
+    power = [r["total_power_mw"] for r in recs if r["total_power_mw"] is not None]
+    print(f"{len(recs)} samples; rails: {', '.join(recs[0]['rails_mw']) if recs else '-'}; total from "
+          f"{'+'.join(recs[0]['total_rails']) if recs and recs[0]['total_rails'] else '-'}")
+    if power:
+        print(f"total power mW: mean {sum(power) / len(power):.0f}, min {min(power):.0f}, max {max(power):.0f}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
-    if args.iters < 1 or args.warmup < 0 or args.threads < 0:
-        raise UsageError("--iters must be >= 1, --warmup >= 0 and --threads >= 0")
+    if args.iters < 1 or args.warmup < 0 or args.threads < 0 or (args.warmup_s or 0) < 0 or args.idle_s < 0:
+        raise UsageError("--iters must be >= 1, and --warmup, --warmup-s, --idle-s and --threads >= 0")
+    if args.power_interval_ms < 10:
+        raise UsageError("--power-interval-ms must be >= 10")
+    if args.calib_cache and not os.path.isfile(args.calib_cache):
+        raise UsageError(f"calibration cache not found: {args.calib_cache}")
     models = list(args.models)
     if args.list:
         try:
@@ -69,12 +129,38 @@ def _bench(args: argparse.Namespace) -> int:
 
     def progress(i: int, n: int, rec: dict) -> None:
         if not args.quiet:
-            print(f"[{i}/{n}] {rec['model']}: median {rec['latency_ms']['median']:.4f} ms", file=sys.stderr, flush=True)
+            lat = rec["latency_ms"]
+            key = "median" if lat.get("median") is not None else "mean"
+            msg = f"[{i}/{n}] {rec['model']}: {key} {lat[key]:.4f} ms"
+            if rec.get("power") and rec["power"].get("mean_power_mw") is not None:
+                msg += f", {rec['power']['mean_power_mw']:.0f} mW"
+            if rec.get("throttled"):
+                msg += " (THROTTLED: " + "; ".join(rec["throttle_evidence"]) + ")"
+            print(msg, file=sys.stderr, flush=True)
 
     try:
+        cpus = bench.parse_cpus(args.cpus)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.power:
+        from device.power import meters
+
+        if args.power != "auto" and meters.available().get(args.power):
+            raise UsageError(f"power meter {args.power} is not usable here: {meters.available()[args.power]}")
+    if args.log_dir:
+        os.makedirs(args.log_dir, exist_ok=True)
+    try:
         results = bench.bench_many(models, jsonl=args.jsonl, progress=progress, backend=args.backend,
-                                   threads=args.threads, warmup=args.warmup, iters=args.iters, seed=args.seed)
+                                   threads=args.threads, warmup=args.warmup, iters=args.iters, seed=args.seed,
+                                   warmup_s=args.warmup_s, precision=args.precision, calib_cache=args.calib_cache,
+                                   power=args.power, power_interval_ms=args.power_interval_ms, idle_s=args.idle_s,
+                                   log_dir=args.log_dir, cool_down_to=args.cool_down_to,
+                                   cool_down_s=args.cool_down_s, cpus=cpus)
     except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:  # e.g. sched_setaffinity with a CPU this board does not have
+        raise UsageError(f"{e.strerror or e}") from None
+    except RuntimeError as e:  # a power meter or a vendor tool failed
         raise UsageError(str(e)) from None
     doc = {
         "schema": device.BENCH_SCHEMA,
@@ -87,10 +173,16 @@ def _bench(args: argparse.Namespace) -> int:
         json.dump(doc, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
-        print(f"{'model':40s} {'median':>10s} {'mean':>10s} {'p90':>10s} {'p99':>10s} {'cv':>6s}   (ms)")
+        def f(v: object, w: int = 10, p: int = 4) -> str:
+            return f"{v:{w}.{p}f}" if isinstance(v, (int, float)) else f"{'-':>{w}s}"
+
+        print(f"{'model':40s} {'median':>10s} {'mean':>10s} {'p90':>10s} {'p99':>10s} {'cv':>6s}   (ms)"
+              f" {'power mW':>9s} {'mJ/inf':>8s} throttled")
         for r in results:
-            s = r["latency_ms"]
-            print(f"{r['model'][:40]:40s} {s['median']:10.4f} {s['mean']:10.4f} {s['p90']:10.4f} {s['p99']:10.4f} {s['cv']:6.3f}")
+            s, pw = r["latency_ms"], r.get("power") or {}
+            print(f"{r['model'][:40]:40s} {f(s['median'])} {f(s['mean'])} {f(s['p90'])} {f(s['p99'])} {f(s['cv'], 6, 3)}"
+                  f"      {f(pw.get('mean_power_mw'), 9, 0)} {f(pw.get('energy_per_inference_mj'), 8, 3)} "
+                  f"{'yes' if r.get('throttled') else 'no'}")
         d = doc["device"]
         print(f"device: {d['hostname']} | {d['cpu']} | {d['runtime']} | threads {d['threads']} | governor {d['governor']}")
     return 0
@@ -107,10 +199,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(json.dumps(info, indent=1))
             else:
                 for name, v in info.items():
-                    print(f"{name:10s} " + (f"available  {v['version']}" if v["available"] else f"missing    {v['reason']}"))
+                    print(f"{name:16s} " + (f"available  {v['version']}" if v["available"] else f"missing    {v['reason']}"))
             return 0
+        if args.cmd == "power":
+            return _power(args)
         if args.cmd == "info":
+            from device import thermal
+
             info = sysinfo.collect()
+            info["thermal"] = {k: v for k, v in thermal.snapshot().items() if k != "t_s"}
             print(json.dumps(info, indent=1) if args.json else "\n".join(f"{k}: {v}" for k, v in info.items()))
             return 0
     except UsageError as e:

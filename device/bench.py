@@ -6,6 +6,7 @@ latency statistics over ``iters`` timed runs after ``warmup`` untimed ones.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,50 +27,150 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
+def parse_cpus(text: Optional[str]) -> Optional[List[int]]:
+    """``"0-3,6"`` -> ``[0, 1, 2, 3, 6]``; None for None/empty.
+
+    Raises:
+        ValueError: malformed text.
+    """
+    if not text:
+        return None
+    out: List[int] = []
+    for part in text.split(","):
+        a, _, b = part.strip().partition("-")
+        if not a.isdigit() or (b and not b.isdigit()):
+            raise ValueError(f"malformed CPU list {text!r} (expected e.g. 0-3,6)")
+        out.extend(range(int(a), int(b or a) + 1))
+    return sorted(set(out))
+
+
 def bench_model(path: str, backend: str = "ort", threads: int = 1, warmup: int = 50, iters: int = 300,
-                seed: int = 0) -> Dict[str, object]:
-    """Benchmark one model file.
+                seed: int = 0, warmup_s: Optional[float] = None, precision: str = "fp32",
+                calib_cache: Optional[str] = None, power: Optional[str] = None, power_interval_ms: int = 100,
+                idle_s: float = 2.0, log_dir: Optional[str] = None, cool_down_to: Optional[float] = None,
+                cool_down_s: Optional[float] = None, cpus: Optional[List[int]] = None) -> Dict[str, object]:
+    """Benchmark one model file, with the device's thermal state before and after, and optionally its power.
 
     Args:
-        path: model file for the backend (``.onnx`` for ``ort``).
+        path: model file for the backend (``.onnx`` for ort*/tensorrt/trtexec, ``.tflite`` for litert and
+            benchmark_model).
         backend: runner name (see ``device backends``).
         threads: intra-op threads.
         warmup: untimed inferences before timing.
         iters: timed inferences.
-        seed: seed of the random input feeds (standard normal, shapes from the model).
+        seed: seed of the random input feeds (standard normal; full range for integer inputs).
+        warmup_s: also warm up for at least this many seconds.
+        precision: ``fp32``/``fp16``/``int8`` for the TensorRT backends (others run the file as it is).
+        calib_cache: int8 calibration cache for TensorRT.
+        power: power meter (``auto``, ``tegrastats``, ``pmic``, ``hwmon``) or None for none.
+        power_interval_ms: meter sampling interval.
+        idle_s: seconds of idle power measured before the timed loop (with ``power``).
+        log_dir: where power logs (``<model>.power.csv``, ``<model>.tegrastats.log``) and tool output go.
+        cool_down_to: wait until the hottest sensor is at or below this (degC) before starting.
+        cool_down_s: wait this many seconds before starting.
+        cpus: pin this process to these CPUs (``os.sched_setaffinity``).
 
     Returns:
-        ``{"model", "sha256", "backend", "threads", "warmup", "iters", "init_ms", "first_inference_ms",
-        "latency_ms": LatencyStats dict, "throughput_ips"}``.
+        ``{"model", "sha256", "backend", "precision", "threads", "affinity", "warmup", "warmup_s", "iters",
+        "init_ms", "first_inference_ms", "latency_ms": LatencyStats dict, "throughput_ips", "cool_down",
+        "thermal_before", "thermal_after", "throttled", "throttle_evidence", "power" (or None)}``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         runners.BackendUnavailable: the backend's runtime is missing.
+        RuntimeError: the power meter is not usable, or a vendor tool failed.
     """
+    from device import thermal
+    from device.power import energy
+    from device.power.meters import open_meter
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file not found: {path}")
     cls = runners.get_runner(backend)
-    t0 = time.perf_counter_ns()
-    with cls(path, threads=threads) as runner:
-        init_ms = (time.perf_counter_ns() - t0) / 1e6
-        rng = np.random.default_rng(seed)
-        feeds = {k: s.random(rng) for k, s in runner.input_specs().items()}
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    base = os.path.basename(path)
+    logs = log_dir or os.path.dirname(os.path.abspath(path))
+    cooled = None
+    if cool_down_to is not None or cool_down_s:
+        cooled = thermal.cool_down(to_c=cool_down_to, wait_s=cool_down_s)
+    before = thermal.snapshot(affinity)
+    meter = None
+    if power:
+        meter = open_meter(power, os.path.join(logs, base + ".tegrastats.log"), power_interval_ms)
+    window: Dict[str, float] = {}
+    extra: Dict[str, object] = {}
+    kwargs = {"threads": threads, "precision": precision, "calib_cache": calib_cache,
+              "log_path": os.path.join(logs, f"{base}.{backend}.log")}
+    with meter if meter is not None else contextlib.nullcontext():
+        idle = (time.monotonic(), time.monotonic())
+        if meter is not None:
+            time.sleep(idle_s)
+            idle = (idle[0], time.monotonic())
         t0 = time.perf_counter_ns()
-        runner.infer(feeds)
-        first_ms = (time.perf_counter_ns() - t0) / 1e6
-        stats = benchmark(lambda: runner.infer(feeds), warmup=warmup, iters=iters)
-    return {
-        "model": os.path.basename(path),
+        with cls(path, **kwargs) as runner:
+            if getattr(runner, "self_timed", False):
+                window["start_s"] = time.monotonic()
+                res = runner.measure(warmup=warmup, iters=iters, warmup_s=warmup_s)
+                window["end_s"] = time.monotonic()
+                lat, init_ms, first_ms = res["latency_ms"], res["init_ms"], res["first_inference_ms"]
+                throughput = res["throughput_ips"]
+                extra = {"tool": res["tool"], "tool_command": res["command"]}
+                timed_n = int(lat["n"] or iters)
+            else:
+                init_ms = (time.perf_counter_ns() - t0) / 1e6
+                rng = np.random.default_rng(seed)
+                feeds = {k: s.random(rng) for k, s in runner.input_specs().items()}
+                t0 = time.perf_counter_ns()
+                runner.infer(feeds)
+                first_ms = (time.perf_counter_ns() - t0) / 1e6
+                stats = benchmark(lambda: runner.infer(feeds), warmup=warmup, iters=iters, warmup_s=warmup_s,
+                                  window=window)
+                lat, throughput, timed_n = stats.to_dict(), 1000.0 / stats.mean, iters
+                extra = {"warmup_calls": window["warmup_calls"]}
+            if getattr(runner, "engine_path", None):
+                extra["engine"] = {"path": runner.engine_path, "cached": runner.engine_cached}
+    after = thermal.snapshot(affinity)
+    evidence = thermal.throttle_evidence(before, after)
+    pw = None
+    if meter is not None:
+        samples = meter.samples()
+        csv_path = os.path.join(logs, base + ".power.csv")
+        energy.to_csv(samples, csv_path)
+        pw = energy.summarize_power([(s["t_s"], s["total_power_mw"]) for s in samples], idle,
+                                    (window["start_s"], window["end_s"]), timed_n, meter.name)
+        pw["interval_ms"] = power_interval_ms
+        pw["idle_s"] = idle_s
+        pw["log_csv"] = os.path.basename(csv_path)
+        if meter.name == "tegrastats":
+            pw["log_raw"] = os.path.basename(meter.logfile)
+            pw["total_rails"] = samples[0]["total_rails"] if samples else []
+            temps = [max(s["temps_c"].values()) for s in samples if s["temps_c"]]
+            pw["max_temp_c"] = max(temps) if temps else None
+    rec = {
+        "model": base,
         "sha256": sha256_file(path),
         "backend": backend,
+        "precision": precision,
         "threads": threads,
+        "affinity": affinity,
         "warmup": warmup,
+        "warmup_s": warmup_s,
         "iters": iters,
         "init_ms": init_ms,
         "first_inference_ms": first_ms,
-        "latency_ms": stats.to_dict(),
-        "throughput_ips": 1000.0 / stats.mean,
+        "latency_ms": lat,
+        "throughput_ips": throughput,
+        "cool_down": cooled,
+        "thermal_before": {k: v for k, v in before.items() if k != "t_s"},
+        "thermal_after": {k: v for k, v in after.items() if k != "t_s"},
+        "throttled": bool(evidence),
+        "throttle_evidence": evidence,
+        "power": pw,
     }
+    rec.update(extra)
+    return rec
 
 
 def done_in_jsonl(path: Optional[str]) -> Dict[str, Dict[str, object]]:

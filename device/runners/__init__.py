@@ -15,10 +15,25 @@ from typing import Dict, Tuple, Type
 
 from device.runners.base import BackendUnavailable, Runner, TensorSpec  # noqa: F401
 
-# backend name -> (module, class)
+# backend name -> (module, class). Runners with ``self_timed = True`` wrap a vendor tool that times itself
+# (trtexec, benchmark_model) and implement ``measure(...)`` instead of ``infer``.
 _RUNNERS: Dict[str, Tuple[str, str]] = {
     "ort": ("device.runners.ort", "OrtRunner"),
+    "ort-cuda": ("device.runners.ort", "OrtCudaRunner"),
+    "ort-tensorrt": ("device.runners.ort", "OrtTensorrtRunner"),
+    "litert": ("device.runners.litert", "LiteRTRunner"),
+    "tensorrt": ("device.runners.tensorrt", "TensorRTRunner"),
+    "trtexec": ("device.runners.trtexec", "TrtexecRunner"),
+    "benchmark_model": ("device.runners.benchmark_model", "BenchmarkModelRunner"),
 }
+
+
+def _check(mod, name: str) -> str:
+    import inspect
+
+    if "backend" in inspect.signature(mod.check_available).parameters:
+        return mod.check_available(backend=name)
+    return mod.check_available()
 
 
 def names() -> Tuple[str, ...]:
@@ -36,7 +51,7 @@ def get_runner(name: str) -> Type:
         raise KeyError(f"unknown backend {name!r}; known: {', '.join(_RUNNERS)}")
     module, cls = _RUNNERS[name]
     mod = importlib.import_module(module)
-    mod.check_available()
+    _check(mod, name)
     return getattr(mod, cls)
 
 
@@ -46,7 +61,7 @@ def backends() -> Dict[str, Dict[str, object]]:
     for name, (module, _) in _RUNNERS.items():
         try:
             mod = importlib.import_module(module)
-            out[name] = {"available": True, "version": mod.check_available()}
+            out[name] = {"available": True, "version": _check(mod, name)}
         except BackendUnavailable as e:
             out[name] = {"available": False, "reason": str(e)}
     return out

@@ -27,7 +27,14 @@ class TensorSpec:
     dtype: str  # numpy dtype name, e.g. "float32"
 
     def random(self, rng: np.random.Generator) -> np.ndarray:
-        return rng.standard_normal(self.shape).astype(self.dtype)
+        """Random input: standard normal for floats, the full range for integers (int8 models)."""
+        dt = np.dtype(self.dtype)
+        if dt.kind in "iu":
+            info = np.iinfo(dt)
+            return rng.integers(info.min, int(info.max) + 1, size=self.shape, dtype=dt)
+        if dt.kind == "b":
+            return rng.integers(0, 2, size=self.shape).astype(bool)
+        return rng.standard_normal(self.shape).astype(dt)
 
 
 class Runner(Protocol):

@@ -6,15 +6,31 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from device.runners.base import TensorSpec, require
+from device.runners.base import BackendUnavailable, TensorSpec, require
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
 
 
-def check_available() -> str:
-    """The onnxruntime version; raises BackendUnavailable when it is not installed."""
+PROVIDERS = {
+    "ort": ["CPUExecutionProvider"],
+    "ort-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "ort-tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+
+
+def check_available(backend: str = "ort") -> str:
+    """The onnxruntime version; raises BackendUnavailable when it, or the backend's execution provider, is missing.
+
+    Args:
+        backend: ``ort`` (CPU), ``ort-cuda`` or ``ort-tensorrt`` (needs onnxruntime-gpu with that provider).
+    """
     ort = require("onnxruntime", "pip install onnxruntime (onnxruntime-gpu on CUDA boards)")
+    want = PROVIDERS[backend][0]
+    have = ort.get_available_providers()
+    if want not in have:
+        raise BackendUnavailable(f"onnxruntime {ort.__version__} has no {want} (has {', '.join(have)}); "
+                                 "install onnxruntime-gpu built for this CUDA/JetPack")
     return "onnxruntime " + ort.__version__
 
 
@@ -29,10 +45,10 @@ class OrtRunner:
 
     name = "ort"
 
-    def __init__(self, path: str, threads: int = 1, providers: Optional[Sequence[str]] = None):
+    def __init__(self, path: str, threads: int = 1, providers: Optional[Sequence[str]] = None, **_: object):
         self.path = str(path)
         self.threads = threads
-        self.providers = list(providers or ["CPUExecutionProvider"])
+        self.providers = list(providers or PROVIDERS[self.name])
         self.session = None
 
     def __enter__(self) -> "OrtRunner":
@@ -44,6 +60,10 @@ class OrtRunner:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
         self.session = ort.InferenceSession(self.path, sess_options=so, providers=self.providers)
+        used = self.session.get_providers()
+        if used[0] != self.providers[0]:
+            raise BackendUnavailable(f"onnxruntime could not use {self.providers[0]} for {self.path} (fell back to "
+                                     f"{used[0]})")
         self._outputs = [o.name for o in self.session.get_outputs()]
         return self
 
@@ -59,3 +79,15 @@ class OrtRunner:
 
     def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         return dict(zip(self._outputs, self.session.run(self._outputs, feeds)))
+
+
+class OrtCudaRunner(OrtRunner):
+    """ONNX Runtime with the CUDA execution provider (``infer`` returns host arrays, so it has synchronised)."""
+
+    name = "ort-cuda"
+
+
+class OrtTensorrtRunner(OrtRunner):
+    """ONNX Runtime with the TensorRT execution provider (CUDA, then CPU, for unsupported nodes)."""
+
+    name = "ort-tensorrt"
