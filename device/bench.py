@@ -199,7 +199,16 @@ def bench_many(paths: Iterable[str], jsonl: Optional[str] = None,
     paths = list(paths)
     done = done_in_jsonl(jsonl)
     out = []
-    sink = open(jsonl, "a", encoding="utf-8") if jsonl else None
+    sink = None
+    if jsonl:
+        if os.path.exists(jsonl) and os.path.getsize(jsonl) > 0:
+            with open(jsonl, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
+            if torn:  # end a line cut by a crash, so the next record starts on its own line
+                with open(jsonl, "a", encoding="utf-8") as f:
+                    f.write("\n")
+        sink = open(jsonl, "a", encoding="utf-8")
     try:
         for i, p in enumerate(paths):
             rec = done.get(os.path.basename(p))

@@ -15,15 +15,29 @@ from host.errors import DeviceError
 from host.remote import open_device
 
 
+def _center(rec: Dict[str, object]) -> float:
+    """A record's median latency; the mean for tools that report no median (benchmark_model)."""
+    lat = rec["latency_ms"]
+    return lat["median"] if lat.get("median") is not None else lat["mean"]
+
+
 def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = "ort", threads: int = 1,
                     warmup: int = 50, iters: int = 300, rounds: int = 3,
-                    on_line: Optional[Callable[[str], None]] = None) -> Dict[str, object]:
+                    on_line: Optional[Callable[[str], None]] = None, trust_new_host: bool = False,
+                    device_args: Sequence[str] = (), out_dir: Optional[str] = None) -> Dict[str, object]:
     """Benchmark model files on ``device`` in ``rounds`` interleaved rounds.
+
+    Args:
+        paths: model files on this machine (copied to the device).
+        device: ``local`` or ``ssh://...``.
+        device_args: extra ``device bench`` options (``--power tegrastats``, ``--precision fp16``, ...).
+        out_dir: where power logs and vendor-tool logs from the device are pulled back to.
+        trust_new_host: see :func:`host.remote.open_device`.
 
     Returns:
         ``{"device": metadata, "backend", "threads", "rounds", "models": {path: {"latency_ms": stats of the
         round with the median median, "round_medians_ms": [...], "median_ms": float, "init_ms",
-        "first_inference_ms", "sha256"}}}``.
+        "first_inference_ms", "sha256", "power", "throttled", "records"}}, "pulled": [local files]}``.
 
     Raises:
         DeviceError: the device side failed or a file is missing.
@@ -33,24 +47,39 @@ def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = 
             raise DeviceError(f"model file not found: {p}")
     names = [f"m{i}_{os.path.basename(p)}" for i, p in enumerate(paths)]
     order = [n for _ in range(rounds) for n in names]
-    with open_device(device) as dev:
+    pulled: List[str] = []
+    with open_device(device, trust_new_host=trust_new_host) as dev:
         for p, n in zip(paths, names):
             dev.put(p, f"artifacts/{n}")
         res = dev.run_device(["bench", *[f"artifacts/{n}" for n in order], "--backend", backend, "--threads",
-                              str(threads), "--warmup", str(warmup), "--iters", str(iters), "--json"],
-                             on_stderr_line=on_line)
-    doc = json.loads(res.stdout)
+                              str(threads), "--warmup", str(warmup), "--iters", str(iters), "--log-dir", "logs",
+                              *device_args, "--json"], on_stderr_line=on_line)
+        doc = json.loads(res.stdout)
+        if out_dir:
+            os.makedirs(out_dir, exist_ok=True)
+            wanted = set()
+            for rec in doc["results"]:
+                pw = rec.get("power") or {}
+                wanted.update(pw[k] for k in ("log_csv", "log_raw") if pw.get(k))
+                if rec.get("tool_command"):
+                    wanted.add(f"{rec['model']}.{backend}.log")
+            for name in sorted(wanted):
+                if dev.exists(f"logs/{name}"):
+                    dev.get(f"logs/{name}", os.path.join(out_dir, name))
+                    pulled.append(os.path.join(out_dir, name))
     per: Dict[str, List[dict]] = {n: [] for n in names}
     for rec in doc["results"]:
         per[rec["model"]].append(rec)
     out = {}
     for p, n in zip(paths, names):
-        recs = sorted(per[n], key=lambda r: r["latency_ms"]["median"])
+        recs = sorted(per[n], key=_center)
         mid = recs[len(recs) // 2]
-        out[p] = {"median_ms": mid["latency_ms"]["median"], "latency_ms": mid["latency_ms"],
-                  "round_medians_ms": [r["latency_ms"]["median"] for r in per[n]],
-                  "init_ms": mid["init_ms"], "first_inference_ms": mid["first_inference_ms"], "sha256": mid["sha256"]}
+        out[p] = {"median_ms": _center(mid), "latency_ms": mid["latency_ms"],
+                  "round_medians_ms": [_center(r) for r in per[n]],
+                  "init_ms": mid["init_ms"], "first_inference_ms": mid["first_inference_ms"], "sha256": mid["sha256"],
+                  "power": mid.get("power"), "throttled": any(r.get("throttled") for r in per[n]),
+                  "throttle_evidence": sorted({e for r in per[n] for e in r.get("throttle_evidence", [])})}
     dev_meta = dict(doc["device"])
     dev_meta["spec"] = device
     return {"device": dev_meta, "backend": backend, "threads": threads, "rounds": rounds, "warmup": warmup,
-            "iters": iters, "models": out}
+            "iters": iters, "device_args": list(device_args), "models": out, "pulled": pulled}

@@ -4,7 +4,8 @@
   host train                          train a model, write a checkpoint
   host table build | predict          latency lookup tables
   host prune --perf-table TABLE       latency-aware NetAdapt to a budget, confirmed on the device
-  host bench MODEL.onnx               measure a model on a device
+  host bench MODEL.onnx               measure a model on a device (local or ssh://), with power
+  host device pack                    the device side as one zipapp file
   host demo                           the main job on the embedded digits data, in one command
 
 User errors print one line and exit with code 2; anything else is a bug and keeps its traceback.
@@ -14,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -89,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default="resnet20")
     b.add_argument("--num-classes", type=int, default=10)
     b.add_argument("--input", default="1x3x32x32", help="input shape NxCxHxW (default 1x3x32x32)")
-    b.add_argument("--device", default="local", help="device spec: local (ssh:// comes with the device issue)")
+    b.add_argument("--device", action="append",
+                   help="device spec: local (default) or ssh://[user@]host[:port][?python=PY&root=DIR]; give it "
+                        "several times to spread the measurements over a farm of identical boards")
+    b.add_argument("--trust-new-host", action="store_true",
+                   help="ssh://: accept a board whose host key is not in known_hosts yet, and record it")
     b.add_argument("--backend", default="ort", help="device runner (default ort: ONNX Runtime CPU)")
     b.add_argument("--threads", type=int, default=1, help="intra-op threads on the device (default 1)")
     b.add_argument("--granularity", type=int, default=4, help="channel grid step (default 4)")
@@ -99,7 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--iters", type=int, default=200, help="timed runs per micro-model per round (default 200)")
     b.add_argument("--rounds", type=int, default=3,
                    help="passes over all micro-models, each in a new random order; an entry is the median (default 3)")
-    b.add_argument("--workdir", help="keep the micro-models in this folder (default: a temporary one)")
+    b.add_argument("--workdir", help="micro-models and measured results (default OUT.build/, removed after success)")
+    b.add_argument("--resume", action="store_true",
+                   help="continue an interrupted build in its work folder; nothing measured there is measured again")
+    b.add_argument("--batch", type=int, default=64, help="micro-models per device command (default 64)")
     b.add_argument("-o", "--out", required=True, help="table JSON to write")
 
     pr = tb.add_parser("predict", help="predicted latency of a model from a table")
@@ -121,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     bg.add_argument("--budget-ms", type=float, help="target latency in ms")
     _add_netadapt_args(pn)
     pn.add_argument("--device", help="where to measure (default: the table's device)")
+    pn.add_argument("--trust-new-host", action="store_true", help="ssh://: accept and record an unknown host key")
+    pn.add_argument("--power", choices=("auto", "tegrastats", "pmic", "hwmon"),
+                    help="also measure power and energy per inference on the device")
     pn.add_argument("--backend", help="refuse a table measured with another backend (the table's is used)")
     pn.add_argument("--bench-iters", type=int, default=300, help="timed runs per model per round")
     pn.add_argument("--bench-rounds", type=int, default=3, help="interleaved rounds baseline/pruned")
@@ -129,14 +142,31 @@ def build_parser() -> argparse.ArgumentParser:
     pn.add_argument("--json", action="store_true", help="report JSON on stdout")
 
     bn = sub.add_parser("bench", help="measure model files on a device (interleaved rounds)")
-    bn.add_argument("models", nargs="+")
-    bn.add_argument("--device", default="local")
-    bn.add_argument("--backend", default="ort")
+    bn.add_argument("models", nargs="+", help="model files (.onnx, .tflite) on this machine")
+    bn.add_argument("--device", default="local", help="local or ssh://[user@]host[:port][?python=PY&root=DIR]")
+    bn.add_argument("--trust-new-host", action="store_true", help="ssh://: accept and record an unknown host key")
+    bn.add_argument("--backend", default="ort", help="device runner: ort, ort-cuda, ort-tensorrt, litert, tensorrt, "
+                                                     "trtexec, benchmark_model (see `device backends` on the board)")
     bn.add_argument("--threads", type=int, default=1)
-    bn.add_argument("--warmup", type=int, default=50)
-    bn.add_argument("--iters", type=int, default=300)
-    bn.add_argument("--rounds", type=int, default=1)
+    bn.add_argument("--warmup", type=int, default=50, help="untimed runs before timing")
+    bn.add_argument("--warmup-s", type=float, help="also warm up for at least this many seconds")
+    bn.add_argument("--iters", type=int, default=300, help="timed runs per model per round")
+    bn.add_argument("--rounds", type=int, default=1, help="interleaved rounds (A B A B ...)")
+    bn.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
+                    help="engine precision for tensorrt/trtexec")
+    bn.add_argument("--cpus", help="pin the benchmark to these CPUs on the device, e.g. 0-3")
+    bn.add_argument("--power", choices=("auto", "tegrastats", "pmic", "hwmon"),
+                    help="measure power: tegrastats (Jetson), pmic (Raspberry Pi 5), hwmon (INA219/INA260)")
+    bn.add_argument("--power-interval-ms", type=int, default=100)
+    bn.add_argument("--idle-s", type=float, default=2.0, help="idle power window before each model (s)")
+    bn.add_argument("--cool-down-to", type=float, metavar="DEGC", help="wait until the board is this cool first")
+    bn.add_argument("--cool-down-s", type=float, metavar="S", help="wait this long before each model")
+    bn.add_argument("--out", help="folder for results.json and the power / tool logs pulled back from the device")
     bn.add_argument("--json", action="store_true")
+
+    dv = sub.add_parser("device", help="the device-side program").add_subparsers(dest="device_cmd", required=True)
+    pk = dv.add_parser("pack", help="write device/ as one runnable zipapp (python3 edgeshrink-device.pyz ...)")
+    pk.add_argument("-o", "--out", default="edgeshrink-device.pyz")
 
     d = sub.add_parser("demo", help="the main job on digits: train resnet20, build the local table, prune to 50%%, confirm")
     d.add_argument("--out", default="runs/demo")
@@ -213,7 +243,8 @@ def cmd_train(args) -> int:
 
 
 def build_table_cli(model_name: str, input_text: str, out: str, device="local", backend="ort", threads=1,
-                    granularity=4, jobs=1, shard="1/1", warmup=30, iters=200, workdir=None, num_classes=10, rounds=3):
+                    granularity=4, jobs=1, shard="1/1", warmup=30, iters=200, workdir=None, num_classes=10, rounds=3,
+                    resume=False, batch=64, trust_new_host=False):
     import models
     from host import ui
     from host.latency.build import BuildConfig, build_table, parse_shard
@@ -225,15 +256,24 @@ def build_table_cli(model_name: str, input_text: str, out: str, device="local", 
         shard_t = parse_shard(shard)
     except ValueError as e:
         raise UserError(str(e)) from None
-    if min(granularity, jobs, iters, rounds) < 1 or threads < 0 or warmup < 0:
-        raise UserError("--granularity, --jobs, --iters and --rounds must be >= 1; --threads and --warmup >= 0")
+    if min(granularity, jobs, iters, rounds, batch) < 1 or threads < 0 or warmup < 0:
+        raise UserError("--granularity, --jobs, --iters, --rounds and --batch must be >= 1; --threads and --warmup >= 0")
+    devices = [device] if isinstance(device, str) else list(device or ["local"])
+    own_workdir = workdir is None
+    workdir = workdir or out + ".build"
+    if os.path.exists(workdir) and any(Path(workdir).glob("results_r*.jsonl")) and not resume:
+        raise UserError(f"{workdir} holds an interrupted build: pass --resume to continue it, or delete the folder")
+    if resume and not os.path.isdir(workdir):
+        raise UserError(f"--resume: no interrupted build in {workdir}")
     space = build_space(models.create(model_name, num_classes), shape)
     keys = enumerate_keys(space, granularity)
     ui.log(f"latency table for {model_name} at {input_text}: {len(space.groups)} channel groups, {len(space.sites)} "
            f"layer sites, {len(keys)} distinct configurations on a grid of {granularity}"
-           + (f", shard {shard}" if shard_t != (1, 1) else "") + f"; device {device}, {backend}, {threads} thread(s)")
-    cfg = BuildConfig(model_name, shape, num_classes, device, backend, threads, granularity, jobs, shard_t, warmup,
-                      iters, rounds, workdir)
+           + (f", shard {shard}" if shard_t != (1, 1) else "") + f"; device {', '.join(devices)}, {backend}, "
+           f"{threads} thread(s)" + (" (resuming)" if resume else ""))
+    cfg = BuildConfig(model_name, shape, num_classes, devices[0], backend, threads, granularity, jobs, shard_t, warmup,
+                      iters, rounds, workdir, farm=tuple(devices[1:]), batch=batch, resume=resume,
+                      trust_new_host=trust_new_host)
     with ui.progress() as prog:
         tasks = {}
 
@@ -245,15 +285,20 @@ def build_table_cli(model_name: str, input_text: str, out: str, device="local", 
 
         table = build_table(cfg, keys, progress=progress)
     table.save(out)
+    if own_workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
     b = table.build
     ui.log(f"table: {b['measured']} entries measured in {b['rounds']} rounds ({b['interpolated']} interpolated), overhead "
-           f"{table.overhead_ms:.4f} ms, measuring {b['measure_wall_s']:.1f} s, total {b['wall_s']:.1f} s -> {out}")
+           f"{table.overhead_ms:.4f} ms; {b['measurements']} measurements taken now"
+           + (" (the rest before the resume)" if resume else "")
+           + f", measuring {b['measure_wall_s']:.1f} s, total {b['wall_s']:.1f} s -> {out}")
     return table
 
 
 def cmd_table_build(args) -> int:
     build_table_cli(args.model, args.input, args.out, args.device, args.backend, args.threads, args.granularity,
-                    args.jobs, args.shard, args.warmup, args.iters, args.workdir, args.num_classes, args.rounds)
+                    args.jobs, args.shard, args.warmup, args.iters, args.workdir, args.num_classes, args.rounds,
+                    args.resume, args.batch, args.trust_new_host)
     return 0
 
 
@@ -337,7 +382,7 @@ def cmd_prune(args) -> int:
                    dataset=args.dataset, data_dir=args.data_dir,
                    budget=None if args.budget_ms is not None else args.budget, budget_ms=args.budget_ms,
                    device=args.device, backend=args.backend, bench_iters=args.bench_iters, bench_rounds=args.bench_rounds,
-                   resume=args.resume, seed=args.seed)
+                   resume=args.resume, seed=args.seed, trust_new_host=args.trust_new_host, power=args.power)
     data = load_dataset(args.dataset, args.data_dir, seed=args.seed, download=args.download)
     report = run_prune(job, _netadapt_config(args, args.seed), data=data)
     if args.json:
@@ -353,21 +398,57 @@ def cmd_bench(args) -> int:
     from host import ui
     from host.bench import bench_on_device
 
+    from host.io import write_json
+
+    extra = ["--precision", args.precision, "--power-interval-ms", str(args.power_interval_ms),
+             "--idle-s", str(args.idle_s)]
+    for flag, val in (("--warmup-s", args.warmup_s), ("--cpus", args.cpus), ("--power", args.power),
+                      ("--cool-down-to", args.cool_down_to), ("--cool-down-s", args.cool_down_s)):
+        if val is not None:
+            extra += [flag, str(val)]
+    if args.rounds < 1 or args.iters < 1:
+        raise UserError("--rounds and --iters must be >= 1")
     res = bench_on_device(args.models, device=args.device, backend=args.backend, threads=args.threads,
-                          warmup=args.warmup, iters=args.iters, rounds=args.rounds)
+                          warmup=args.warmup, iters=args.iters, rounds=args.rounds, device_args=extra,
+                          out_dir=args.out, trust_new_host=args.trust_new_host,
+                          on_line=lambda ln: ui.log(ln) if ln.startswith("[") else None)
+    if args.out:
+        write_json(Path(args.out) / "results.json", res)
     if args.json:
         print(json.dumps(res, indent=1))
         return 0
     from rich.table import Table
 
+    def f(v, p=4):
+        return "-" if v is None else f"{v:.{p}f}"
+
     t = Table(title=f"{args.device} | {args.backend} | {args.threads} thread(s) | {res['device']['cpu']}")
-    for c in ("model", "median ms", "mean ms", "p90 ms", "p99 ms", "cv", "rounds' medians ms"):
+    cols = ["model", "median ms", "mean ms", "p90 ms", "p99 ms", "cv", "rounds' medians ms"]
+    if args.power:
+        cols += ["idle mW", "mean mW", "mJ/inference", "mJ above idle"]
+    for c in cols + ["throttled"]:
         t.add_column(c)
     for path, m in res["models"].items():
         s = m["latency_ms"]
-        t.add_row(path, f"{m['median_ms']:.4f}", f"{s['mean']:.4f}", f"{s['p90']:.4f}", f"{s['p99']:.4f}",
-                  f"{s['cv']:.3f}", ", ".join(f"{v:.4f}" for v in m["round_medians_ms"]))
+        row = [path, f(m["median_ms"]), f(s["mean"]), f(s["p90"]), f(s["p99"]), f(s["cv"], 3),
+               ", ".join(f"{v:.4f}" for v in m["round_medians_ms"])]
+        if args.power:
+            pw = m.get("power") or {}
+            row += [f(pw.get("idle_power_mw"), 0), f(pw.get("mean_power_mw"), 0),
+                    f(pw.get("energy_per_inference_mj"), 4), f(pw.get("energy_above_idle_per_inference_mj"), 4)]
+        t.add_row(*row, "yes: " + "; ".join(m["throttle_evidence"]) if m["throttled"] else "no")
     ui.out.print(t)
+    if args.out:
+        print(f"results: {Path(args.out) / 'results.json'}" + (f" (+{len(res['pulled'])} log files)" if res["pulled"] else ""))
+    return 0
+
+
+def cmd_device(args) -> int:
+    from host.remote.pack import pack_device
+
+    info = pack_device(args.out)
+    print(f"{args.out}: {info['files']} files, {info['bytes']} bytes, device/ sha256 {info['device_sha256'][:12]}; "
+          f"run it on the board with: python3 {Path(args.out).name} backends")
     return 0
 
 
@@ -403,7 +484,8 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"models": cmd_models, "train": cmd_train, "prune": cmd_prune, "bench": cmd_bench, "demo": cmd_demo}
+COMMANDS = {"models": cmd_models, "train": cmd_train, "prune": cmd_prune, "bench": cmd_bench, "demo": cmd_demo,
+            "device": cmd_device}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -45,6 +45,8 @@ class PruneJob:
     bench_rounds: int = 3
     resume: bool = False
     seed: int = 0
+    trust_new_host: bool = False  # ssh:// devices: accept and record an unknown host key
+    power: Optional[str] = None  # power meter on the device (tegrastats, pmic, hwmon, auto); None: no power
 
 
 def _macs_params(model: torch.nn.Module, input_shape) -> Dict[str, int]:
@@ -182,7 +184,9 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
     ui.log(f"measuring baseline and pruned ONNX on {device} ({table.backend}, {table.threads} thread(s), "
            f"{job.bench_rounds} interleaved rounds of {job.bench_iters} runs)")
     bench = bench_on_device([onnx_base, onnx_pruned], device=device, backend=table.backend, threads=table.threads,
-                            iters=job.bench_iters, rounds=job.bench_rounds)
+                            iters=job.bench_iters, rounds=job.bench_rounds, trust_new_host=job.trust_new_host,
+                            device_args=["--power", job.power] if job.power else [],
+                            out_dir=str(out / "device_logs") if job.power else None)
 
     def side(model, widths, ev, path) -> Dict[str, object]:
         m = bench["models"][path]
@@ -210,6 +214,9 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
         "top1_drop": baseline["top1"] - pruned_side["top1"],
         "netadapt": cfg.to_dict(), "iterations": na.history, "long_term": long_term, "onnx_check": checks,
         "measurement": {k: bench[k] for k in ("rounds", "warmup", "iters")},
+        "power": {"baseline": bench["models"][onnx_base].get("power"),
+                  "pruned": bench["models"][onnx_pruned].get("power")} if job.power else None,
+        "throttled": any(bench["models"][p]["throttled"] for p in (onnx_base, onnx_pruned)),
         "versions": _versions(),
         "wall_s": {"netadapt": round(netadapt_s, 1), "long_term": round(long_term_s, 1),
                    "total": round(time.monotonic() - t_start, 1)},
@@ -258,6 +265,15 @@ def render_report(report: Dict[str, object], console=None) -> None:
     t.add_row("latency measured, p90 (ms)", f"{b['latency_ms_measured_stats']['p90']:.4f}",
               f"{p['latency_ms_measured_stats']['p90']:.4f}", "")
     t.add_row("prediction error", f"{b['prediction_error']:+.1%}", f"{p['prediction_error']:+.1%}", "")
+    pw = report.get("power") or {}
+    if pw.get("baseline") and pw.get("pruned"):
+        for label, k in (("mean power (mW)", "mean_power_mw"), ("energy / inference (mJ)", "energy_per_inference_mj"),
+                         ("energy above idle / inference (mJ)", "energy_above_idle_per_inference_mj")):
+            bv, pv = pw["baseline"].get(k), pw["pruned"].get(k)
+            if bv is not None and pv is not None:
+                t.add_row(label, f"{bv:.4g}", f"{pv:.4g}", f"{pv / bv:.3f}" if bv else "")
     console.print(t)
+    if report.get("throttled"):
+        console.print("[bold red]the device throttled during the measurement; latencies may be inflated[/]")
     console.print(f"top-1 drop {report['top1_drop']:+.2f} points | {len(report['iterations'])} NetAdapt iterations | "
                   f"measured latency ratio {report['ratios']['latency_measured']:.3f} | wall {report['wall_s']['total']:.0f} s")

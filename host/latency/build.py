@@ -11,6 +11,7 @@ counted once per prediction (see :mod:`host.latency.table`).
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -45,7 +46,15 @@ class BuildConfig:
     warmup: int = 30  # untimed runs per micro-model
     iters: int = 200  # timed runs per micro-model per round
     rounds: int = 3  # passes over all micro-models, each in a new random order; entries take the median
-    workdir: Optional[str] = None  # where micro-models are built; a temporary folder by default
+    workdir: Optional[str] = None  # where micro-models and measured results live; a temporary folder by default
+    farm: Tuple[str, ...] = ()  # more device specs of identical boards sharing the measurements
+    batch: int = 64  # micro-models per device command: results are pulled back after each batch
+    resume: bool = False  # continue in ``workdir``: what was measured there is not measured again
+    trust_new_host: bool = False  # ssh:// devices: accept and record an unknown host key
+
+    @property
+    def devices(self) -> Tuple[str, ...]:
+        return (self.device,) + tuple(d for d in self.farm if d != self.device)
 
 
 def parse_shard(text: str) -> Tuple[int, int]:
@@ -86,7 +95,13 @@ def build_micro_models(keys: Sequence[LayerKey], folder: str, jobs: int = 1) -> 
 
 def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
                 progress: Optional[Callable[[str, int, int], None]] = None) -> LatencyTable:
-    """Measure ``keys`` (plus the overhead calibration graph) on ``cfg.device`` and return the table.
+    """Measure ``keys`` (plus the overhead calibration graph) on ``cfg.device`` (and ``cfg.farm``) and return
+    the table.
+
+    Measurement goes in batches of ``cfg.batch`` micro-models per device command. After each batch its results
+    are appended to ``<workdir>/results_r<round>.jsonl`` on this machine, so an interrupted build (Ctrl-C, a
+    crash, a lost device) continues with ``cfg.resume`` and measures nothing twice. Micro-models are shipped to a
+    device with the first batch that needs them. With a farm, each device takes the next batch when it is free.
 
     Args:
         cfg: build settings.
@@ -94,11 +109,11 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
         progress: ``progress(stage, done, total)`` with stage ``"build"`` or ``"measure"``.
 
     Raises:
-        DeviceError: the device side failed.
-        UserError: a shard of no keys.
+        DeviceError: a device failed (the message says how to resume).
+        UserError: a shard of no keys, or ``resume`` without a work folder.
     """
+    from host.errors import DeviceError
     from host.latency.micro import key_id, overhead_model
-    from host.remote import open_device
 
     import onnx
 
@@ -107,6 +122,8 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
     keys = sorted(keys, key=key_id)[i - 1 :: n]
     if not keys:
         raise UserError(f"shard {i}/{n} has no layer configurations to measure")
+    if cfg.resume and not cfg.workdir:
+        raise UserError("--resume needs the work folder of the interrupted build (--workdir)")
     tmp = None
     if cfg.workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="edgeshrink-table-")
@@ -115,40 +132,27 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
     try:
         if progress:
             progress("build", 0, len(keys))
-        names = build_micro_models(keys, str(folder), cfg.jobs)
-        onnx.save(overhead_model(cfg.input_shape, cfg.num_classes), str(folder / OVERHEAD_FILE))
+        names = [key_id(k) + ".onnx" for k in keys]
+        missing = [k for k, nm in zip(keys, names) if not (folder / nm).exists()]
+        if missing:
+            build_micro_models(missing, str(folder), cfg.jobs)
+        if not (folder / OVERHEAD_FILE).exists():
+            onnx.save(overhead_model(cfg.input_shape, cfg.num_classes), str(folder / OVERHEAD_FILE))
         if progress:
             progress("build", len(keys), len(keys))
-        listing = [f"micro/{OVERHEAD_FILE}"] + [f"micro/{nm}" for nm in names]
         t_meas = time.monotonic()
-        rng = random.Random(0)
-        by_model: Dict[str, List[Dict[str, object]]] = {}
-        with open_device(cfg.device) as dev:
-            dev.put(str(folder), "micro")
-            for r in range(cfg.rounds):
-                # A new random order each round, so slow drift of the device spreads over all entries
-                # instead of biasing the ones measured together.
-                order = listing[:]
-                rng.shuffle(order)
-                (root / f"models_r{r}.txt").write_text("\n".join(order) + "\n")
-                dev.put(str(root / f"models_r{r}.txt"), f"models_r{r}.txt")
-
-                def on_line(line: str, r: int = r) -> None:
-                    if progress and line.startswith("[") and "/" in line:
-                        done = int(line[1:line.index("/")])
-                        progress("measure", r * len(listing) + done, cfg.rounds * len(listing))
-
-                res = dev.run_device(["bench", "--list", f"models_r{r}.txt", "--backend", cfg.backend, "--threads",
-                                      str(cfg.threads), "--warmup", str(cfg.warmup), "--iters", str(cfg.iters),
-                                      "--jsonl", f"results_r{r}.jsonl", "--json"], on_stderr_line=on_line)
-                doc = json.loads(res.stdout)
-                for rec in doc["results"]:
-                    by_model.setdefault(rec["model"], []).append(rec["latency_ms"])
+        try:
+            by_model, device_doc, measured_now = _measure(cfg, root, [OVERHEAD_FILE] + names, progress)
+        except DeviceError as e:
+            hint = f"; results so far are kept in {root}: rerun with --resume --workdir {root}" if cfg.workdir else ""
+            raise DeviceError(f"{e}{hint}") from None
         ovh = combine_rounds(by_model[OVERHEAD_FILE])
         entries = [Entry(key, combine_rounds(by_model[nm]), sum(int(s["n"]) for s in by_model[nm]))
                    for key, nm in zip(keys, names)]
-        dev_meta = dict(doc["device"])
+        dev_meta = dict(device_doc)
         dev_meta["spec"] = cfg.device
+        if cfg.farm:
+            dev_meta["farm"] = list(cfg.devices)
         return LatencyTable(
             device=dev_meta, backend=cfg.backend, precision="fp32", threads=cfg.threads, batch_size=cfg.input_shape[0],
             input_shape=list(cfg.input_shape),
@@ -172,9 +176,143 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
             models=[cfg.model],
             build={"granularity": cfg.granularity, "shard": f"{i}/{n}", "measured": len(entries),
                    "interpolated": 0, "warmup": cfg.warmup, "iters": cfg.iters, "rounds": cfg.rounds, "jobs": cfg.jobs,
+                   "batch": cfg.batch, "devices": list(cfg.devices), "measurements": measured_now,
+                   "resumed": cfg.resume,
                    "measure_wall_s": round(time.monotonic() - t_meas, 2),
                    "wall_s": round(time.monotonic() - t_start, 2)},
         )
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def _read_jsonl(path: Path) -> List[Dict[str, object]]:
+    out = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut by a crash: that model is measured again
+    return out
+
+
+def _measure(cfg: BuildConfig, root: Path, listing: List[str],
+             progress: Optional[Callable[[str, int, int], None]]) -> Tuple[Dict[str, List[Dict[str, float]]], Dict, int]:
+    """Measure every file of ``listing`` ``cfg.rounds`` times in batches over the devices; resumable.
+
+    Returns ``({model: [stats per round]}, device metadata, measurements taken now)``.
+    """
+    import queue
+    import threading
+
+    from host.remote import open_device
+
+    devices = cfg.devices
+    if len(set(devices)) != len(devices) or (len(devices) > 1 and "local" in devices):
+        raise UserError("a device farm needs distinct ssh:// boards (local measurements would share this CPU)")
+    rng = random.Random(0)
+    orders = []
+    for _ in range(cfg.rounds):
+        # A new random order each round (the same on resume), so slow drift of the device spreads over all
+        # entries instead of biasing the ones measured together.
+        order = listing[:]
+        rng.shuffle(order)
+        orders.append(order)
+    results = {r: root / f"results_r{r}.jsonl" for r in range(cfg.rounds)}
+    if not cfg.resume:
+        for p in results.values():
+            if p.exists():
+                p.unlink()
+    done = {r: {rec["model"]: rec for rec in _read_jsonl(results[r])} for r in range(cfg.rounds)}
+    total = cfg.rounds * len(listing)
+    count = [sum(len(d) for d in done.values())]
+    work: "queue.Queue[Tuple[int, int, List[str]]]" = queue.Queue()
+    for r, order in enumerate(orders):
+        todo = [m for m in order if m not in done[r]]
+        for b in range(0, len(todo), cfg.batch):
+            work.put((r, b // cfg.batch, todo[b : b + cfg.batch]))
+    measured_now = [0]
+    lock = threading.Lock()
+    errors: List[BaseException] = []
+    stop = threading.Event()
+    meta: Dict[str, object] = {}
+    # the board-side session folder of this build: stable across resumes of the same work folder
+    session = "table-" + hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:10]
+    if progress:
+        progress("measure", count[0], total)
+
+    def worker(spec: str) -> None:
+        shipped = set()
+        workdir = str(root / "device_local") if spec == "local" else session
+        try:
+            with open_device(spec, workdir=workdir, trust_new_host=cfg.trust_new_host) as dev:
+                while not stop.is_set():
+                    try:
+                        r, b, batch = work.get_nowait()
+                    except queue.Empty:
+                        return
+                    need = [m for m in batch if m not in shipped]
+                    for m in need:
+                        dev.put(str(root / "micro" / m), f"micro/{m}")
+                    shipped.update(need)
+                    lst = root / f"batch_r{r}_b{b}.txt"
+                    lst.write_text("".join(f"micro/{m}\n" for m in batch))
+                    dev.put(str(lst), lst.name)
+
+                    def on_line(line: str) -> None:
+                        if progress and line.startswith("[") and "/" in line:
+                            with lock:
+                                progress("measure", count[0] + int(line[1:line.index("/")]), total)
+
+                    res = dev.run_device(["bench", "--list", lst.name, "--backend", cfg.backend, "--threads",
+                                          str(cfg.threads), "--warmup", str(cfg.warmup), "--iters", str(cfg.iters),
+                                          "--jsonl", f"results_r{r}_b{b}.jsonl", "--json"], on_stderr_line=on_line)
+                    doc = json.loads(res.stdout)
+                    with lock:
+                        if "device" not in meta:
+                            meta["device"] = doc["device"]
+                            (root / "device_info.json").write_text(json.dumps(doc["device"]))
+                        with open(results[r], "a", encoding="utf-8") as f:
+                            for rec in doc["results"]:
+                                rec = {"model": rec["model"], "latency_ms": rec["latency_ms"], "device": spec}
+                                f.write(json.dumps(rec) + "\n")
+                                done[r][rec["model"]] = rec
+                            f.flush()
+                            os.fsync(f.fileno())
+                        count[0] += len(doc["results"])
+                        measured_now[0] += len(doc["results"])
+                        if progress:
+                            progress("measure", count[0], total)
+        except BaseException as e:  # noqa: BLE001 - reported by the caller after the others stop
+            stop.set()
+            errors.append(e)
+
+    if work.qsize():
+        if len(devices) == 1:
+            worker(devices[0])
+        else:
+            threads = [threading.Thread(target=worker, args=(d,), daemon=True) for d in devices]
+            for t in threads:
+                t.start()
+            try:
+                for t in threads:
+                    while t.is_alive():
+                        t.join(0.2)
+            except KeyboardInterrupt:
+                stop.set()
+                raise
+        if errors:
+            raise errors[0]
+    if "device" not in meta:  # everything was measured before this resume: take the metadata from the results
+        meta["device"] = _device_info(cfg, root)
+    by_model: Dict[str, List[Dict[str, float]]] = {}
+    for r in range(cfg.rounds):
+        for m in listing:
+            by_model.setdefault(m, []).append(done[r][m]["latency_ms"])
+    return by_model, meta["device"], measured_now[0]
+
+
+def _device_info(cfg: BuildConfig, root: Path) -> Dict[str, object]:
+    """The device metadata recorded with the first batch (a resume that had nothing left to measure)."""
+    return json.loads((root / "device_info.json").read_text())

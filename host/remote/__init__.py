@@ -1,7 +1,8 @@
 """Devices: where the device side runs. One interface for every kind (ARCHITECTURE.md, "Devices"):
 put files into a work directory, run ``python3 -m device ...`` there, get files back.
 
-Specs: ``local`` (a subprocess on this machine). ``ssh://user@host[:port]`` is the device-side issue's.
+Specs: ``local`` (a subprocess on this machine) and ``ssh://[user@]host[:port][?python=...&root=...]`` (a board,
+through paramiko: :mod:`host.remote.ssh`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class Device(Protocol):
 
     def get(self, remote_rel: str, local_path: str) -> None: ...
 
+    def exists(self, remote_rel: str) -> bool: ...
+
     def run_device(self, args: List[str], timeout_s: Optional[float] = None,
                    on_stderr_line: Optional[Callable[[str], None]] = None, check: bool = True) -> CommandResult: ...
 
@@ -43,21 +46,25 @@ def check_result(spec: str, args: List[str], res: CommandResult) -> CommandResul
     return res
 
 
-def open_device(spec: str, workdir: Optional[str] = None) -> Device:
+def open_device(spec: str, workdir: Optional[str] = None, trust_new_host: bool = False) -> Device:
     """A device for ``spec``.
 
     Args:
-        spec: ``local`` or ``ssh://user@host[:port]``.
-        workdir: the device-side work directory (default: a fresh temporary one for ``local``).
+        spec: ``local`` or ``ssh://[user@]host[:port][?python=...&root=...]``.
+        workdir: the device-side work directory: a folder for ``local``, a session folder name under the
+            board's root for ``ssh://``; kept when given (resume), a fresh one removed on exit by default.
+        trust_new_host: ``ssh://`` only: accept a host not in known_hosts and record its key.
 
     Raises:
-        DeviceError: a malformed or not yet supported spec.
+        DeviceError: a malformed spec (connection errors come when the device is entered).
     """
     if spec == "local":
         from host.remote.local import LocalDevice
 
         return LocalDevice(workdir)
     if spec.startswith("ssh://"):
-        raise DeviceError(f"device {spec!r}: SSH devices are not implemented yet; use --device local")
+        from host.remote.ssh import SshDevice
+
+        return SshDevice(spec, workdir=workdir, trust_new_host=trust_new_host)
     raise DeviceError(f"malformed device spec {spec!r}: expected 'local' or 'ssh://user@host[:port]'")
 

@@ -57,6 +57,9 @@ class LocalDevice:
         else:
             shutil.copyfile(local_path, dst)
 
+    def exists(self, remote_rel: str) -> bool:
+        return self._remote(remote_rel).is_file()
+
     def get(self, remote_rel: str, local_path: str) -> None:
         src = self._remote(remote_rel)
         if not src.exists():

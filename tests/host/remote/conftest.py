@@ -1,0 +1,116 @@
+"""A real OpenSSH server on 127.0.0.1, started by the tests, as the remote device; and a HOME with the client's
+~/.ssh (key, config, known_hosts) for paramiko to use."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
+
+
+@dataclass
+class Sshd:
+    port: int
+    user: str
+    host_pub: str  # "ssh-ed25519 AAAA..."
+    client_key: Path
+    passphrase_key: Path
+    passphrase: str
+    proc: subprocess.Popen
+    dir: Path
+
+    def spec(self, **opts) -> str:
+        q = "&".join(f"{k}={v}" for k, v in {"python": sys.executable, **opts}.items())
+        return f"ssh://{self.user}@127.0.0.1:{self.port}?{q}"
+
+    def session_pids(self):
+        """PIDs of the per-connection sshd processes (children of the listener)."""
+        out = []
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    stat = (d / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                    out.append(int(d.name))
+        return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    if SSHD is None:
+        pytest.skip("openssh-server is not installed (apt-get install openssh-server)")
+    d = tmp_path_factory.mktemp("sshd")
+    keygen = shutil.which("ssh-keygen")
+    subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True)
+    subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(d / "id_ed25519")], check=True)
+    secret = "s3cret-passphrase-do-not-log"
+    subprocess.run([keygen, "-q", "-t", "ed25519", "-N", secret, "-f", str(d / "id_locked")], check=True)
+    (d / "authorized_keys").write_text((d / "id_ed25519.pub").read_text() + (d / "id_locked.pub").read_text())
+    os.chmod(d / "authorized_keys", 0o600)
+    port = _free_port()
+    (d / "sshd_config").write_text(f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {d / 'host_key'}
+AuthorizedKeysFile {d / 'authorized_keys'}
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+PermitRootLogin prohibit-password
+UsePAM no
+StrictModes no
+PidFile {d / 'sshd.pid'}
+Subsystem sftp internal-sftp
+LogLevel ERROR
+""")
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory sshd wants when root
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=open(d / "sshd.log", "w"))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"sshd did not start: {(d / 'sshd.log').read_text()[-500:]}")
+            time.sleep(0.1)
+    host_pub = " ".join((d / "host_key.pub").read_text().split()[:2])
+    yield Sshd(port, getpass.getuser(), host_pub, d / "id_ed25519", d / "id_locked", secret, proc, d)
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def ssh_home(tmp_path, monkeypatch, sshd):
+    """A fresh HOME whose ~/.ssh holds the client key (no known_hosts entry yet). Returns the HOME path."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    shutil.copy(sshd.client_key, home / ".ssh" / "id_ed25519")
+    os.chmod(home / ".ssh" / "id_ed25519", 0o600)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)  # no agent: only this HOME's key
+    return home
+
+
+def trust(home: Path, sshd: Sshd) -> None:
+    """Record the server's real host key in known_hosts, as `ssh-keyscan` + checking the fingerprint would."""
+    with open(home / ".ssh" / "known_hosts", "a") as f:
+        f.write(f"[127.0.0.1]:{sshd.port} {sshd.host_pub}\n")
