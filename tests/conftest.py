@@ -61,3 +61,6 @@ def small_table(tmp_path_factory):
     path = tmp_path_factory.mktemp("table") / "resnet20_g8.json"
     table.save(str(path))
     return path
+
+
+from tests.sshd import ssh_home, sshd  # noqa: E402,F401 - the real-sshd fixtures, shared by the SSH tests

@@ -179,6 +179,7 @@ class SshConnection:
             raise DeviceError(f"cannot connect to {where}: {e.strerror or e}") from None
         if self.trust_new_host:
             client.save_host_keys(self.known_hosts)
+        client.get_transport().set_keepalive(10)  # a silently dead link is noticed instead of hanging
         self._client = client
         return self
 
@@ -319,10 +320,12 @@ class SshDevice:
             one that is removed on exit.
         trust_new_host: see :class:`SshConnection`.
         retries: reconnect-and-rerun attempts when the connection drops.
+        connect_timeout_s: TCP + SSH handshake limit.
+        command_timeout_s: limit of a device command run without its own timeout.
     """
 
     def __init__(self, spec: str, workdir: Optional[str] = None, trust_new_host: bool = False, retries: int = 3,
-                 connect_timeout_s: float = 15.0):
+                 connect_timeout_s: float = 15.0, command_timeout_s: float = 6 * 3600.0):
         self.spec = spec
         self.target = parse_ssh_spec(spec)
         self.conn = SshConnection(self.target.host, self.target.user, self.target.port,
@@ -332,6 +335,7 @@ class SshDevice:
         if "/" in self.session.strip("/") or self.session in ("", ".", "..", "device"):
             raise DeviceError(f"device work directory name {self.session!r} must be a plain folder name")
         self.retries = retries
+        self.command_timeout_s = command_timeout_s  # for device commands run without an explicit timeout
         self.pushed_device: Optional[bool] = None
         self.root = ""
 
@@ -342,8 +346,8 @@ class SshDevice:
 
     def _setup(self) -> None:
         sftp = self.conn.sftp
-        base = self.target.root if self.target.root.startswith("/") else posixpath.join(sftp.normalize("."),
-                                                                                        self.target.root)
+        rel = self.target.root[2:] if self.target.root.startswith("~/") else self.target.root
+        base = rel if rel.startswith("/") else posixpath.join(sftp.normalize("."), rel)
         self.root = base
         self.conn.makedirs(posixpath.join(base, self.session))
         self._push_device()
@@ -425,8 +429,10 @@ class SshDevice:
         """The shell line that runs ``python3 -m device ARGS`` in the session folder (every part quoted). It
         records its PID, so a rerun after a dropped connection can stop the orphan first."""
         q = shlex.quote
+        py = self.target.python
+        py_q = '"$HOME"/' + q(py[2:]) if py.startswith("~/") else q(py)  # ~ expands on the board, quoted otherwise
         return (f"cd {q(self.workdir)} && echo $$ > .device.pid && exec env PYTHONPATH={q(self.root)} "
-                f"{q(self.target.python)} -m device " + " ".join(q(str(a)) for a in args))
+                f"{py_q} -m device " + " ".join(q(str(a)) for a in args))
 
     def run_device(self, args: List[str], timeout_s: Optional[float] = None,
                    on_stderr_line: Optional[Callable[[str], None]] = None, check: bool = True) -> CommandResult:
@@ -447,7 +453,8 @@ class SshDevice:
                 self.conn.run(f"test -f {pidf} && kill $(cat {pidf}) 2>/dev/null; sleep 0.2; true", check=False,
                               timeout_s=30)
             first[0] = False
-            return self.conn.run(line, check=False, timeout_s=timeout_s, on_stderr_line=on_stderr_line)
+            return self.conn.run(line, check=False, timeout_s=timeout_s or self.command_timeout_s,
+                                 on_stderr_line=on_stderr_line)
 
         res = self._with_retry(go)
         return check_result(self.spec, args, res) if check else res

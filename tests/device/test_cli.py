@@ -26,7 +26,11 @@ def tiny_onnx(path, channels=4):
 
 
 def test_importing_device_and_its_help_load_no_torch_host_or_paramiko():
-    code = ("import sys, device, device.__main__, device.bench, device.runners.ort, device.sysinfo\n"
+    code = ("import sys, device, device.__main__, device.bench, device.runners.ort, device.sysinfo, device.thermal\n"
+            "import device.runners.litert, device.runners.tensorrt, device.runners.trtexec\n"
+            "import device.runners.benchmark_model, device.power.tegrastats, device.power.rpi, device.power.hwmon\n"
+            "import device.power.meters, device.power.energy\n"
+            "device.runners.backends()\n"
             "try:\n    device.__main__.main(['--help'])\nexcept SystemExit:\n    pass\n"
             "bad = [m for m in ('torch', 'host', 'paramiko', 'models') if m in sys.modules]\n"
             "print('LOADED', bad)")

@@ -28,8 +28,12 @@ def test_local_device_put_run_get(tmp_path):
 def test_device_specs():
     with pytest.raises(DeviceError, match="malformed device spec"):
         open_device("jetson")
-    with pytest.raises(DeviceError, match="not implemented yet"):
-        open_device("ssh://pi@board")
+    from host.remote.ssh import SshDevice
+
+    dev = open_device("ssh://pi@board:2222?python=/opt/v/bin/python3")  # connects only when entered
+    assert isinstance(dev, SshDevice) and dev.target.port == 2222 and dev.target.python == "/opt/v/bin/python3"
+    with pytest.raises(DeviceError, match="malformed device spec"):
+        open_device("ssh://")
 
 
 def test_a_failing_device_command_raises_with_its_last_error_line():

@@ -1,0 +1,62 @@
+"""Table builds that are interrupted and resumed, and builds spread over a farm of boards over SSH."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from tests.conftest import ROOT, run_cli
+
+ARGS = ["--model", "resnet20", "--granularity", "16", "--warmup", "1", "--iters", "5", "--rounds", "2"]
+TOTAL = 2 * (67 + 1)  # 2 rounds x (67 configurations on the grid of 16 + the overhead graph)
+
+
+def lines(folder):
+    return sum(len([x for x in p.read_text().splitlines() if x.strip()]) for p in folder.glob("results_r*.jsonl"))
+
+
+def test_an_interrupted_build_resumes_without_measuring_anything_twice(tmp_path):
+    out = tmp_path / "t.json"
+    work = tmp_path / "t.json.build"
+    p = subprocess.Popen([sys.executable, "-m", "host.cli", "table", "build", *ARGS, "--batch", "4", "-o", str(out)],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while lines(work) < 12 and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.02)
+    p.send_signal(signal.SIGINT)  # Ctrl-C in the middle of the measurements
+    p.wait(timeout=60)
+    assert not out.exists() and work.is_dir()
+    before = lines(work)
+    assert 12 <= before < TOTAL
+    r = run_cli("-m", "host.cli", "table", "build", *ARGS, "-o", str(out))
+    assert r.returncode == 2 and "--resume" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("-m", "host.cli", "table", "build", *ARGS, "--batch", "4", "--resume", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    t = json.loads(out.read_text())
+    assert len(t["entries"]) == 67 and t["build"]["resumed"]
+    assert t["build"]["measurements"] == TOTAL - before  # nothing measured twice
+    assert not work.exists()  # the default work folder goes once the table is written
+
+
+def test_resume_without_an_interrupted_build_is_refused(tmp_path):
+    r = run_cli("-m", "host.cli", "table", "build", *ARGS, "--resume", "-o", str(tmp_path / "t.json"))
+    assert r.returncode == 2 and "no interrupted build" in r.stderr
+
+
+def test_a_farm_of_two_boards_over_ssh_shares_the_batches(sshd, ssh_home, tmp_path):
+    a, b = sshd.spec(root=str(tmp_path / "board_a")), sshd.spec(root=str(tmp_path / "board_b"))
+    work = tmp_path / "work"
+    r = run_cli("-m", "host.cli", "table", "build", *ARGS, "--batch", "6", "--device", a, "--device", b,
+                "--trust-new-host", "--workdir", str(work), "-o", str(tmp_path / "t.json"),
+                env={"HOME": str(ssh_home), "SSH_AUTH_SOCK": ""})
+    assert r.returncode == 0, r.stderr
+    t = json.loads((tmp_path / "t.json").read_text())
+    assert len(t["entries"]) == 67 and t["device"]["spec"] == a and t["device"]["farm"] == [a, b]
+    assert t["build"]["measurements"] == TOTAL
+    used = [json.loads(x)["device"] for p in work.glob("results_r*.jsonl") for x in p.read_text().splitlines()]
+    assert len(used) == TOTAL and set(used) == {a, b}
+    # each board got only the micro-models of the batches it measured
+    shipped_a = {p.name for p in (tmp_path / "board_a").rglob("micro/*.onnx")}
+    shipped_b = {p.name for p in (tmp_path / "board_b").rglob("micro/*.onnx")}
+    assert shipped_a and shipped_b and len(shipped_a | shipped_b) == 68
