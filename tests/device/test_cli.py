@@ -61,7 +61,7 @@ def test_bench_json_has_statistics_and_device_metadata(tmp_path):
 def test_device_runs_from_a_copied_folder(tmp_path):
     """What a board gets: the device/ folder alone, run as python3 -m device."""
     shutil.copytree(ROOT / "device", tmp_path / "device", ignore=shutil.ignore_patterns("__pycache__"))
-    model = tiny_onnx(tmp_path / "m.onnx")
+    tiny_onnx(tmp_path / "m.onnx")
     r = run_cli("-m", "device", "bench", "m.onnx", "--iters", "10", "--warmup", "1", "--json", cwd=tmp_path,
                 env={"PYTHONPATH": ""})
     assert r.returncode == 0, r.stderr
@@ -80,6 +80,9 @@ def test_jsonl_results_resume_without_remeasuring(tmp_path):
     both = bench_many([str(a), str(b)], jsonl=str(jsonl), iters=5, warmup=1)
     assert both[0] == first[0]  # a.onnx was not measured again
     assert both[1]["model"] == "b.onnx" and both[1]["latency_ms"]["n"] == 5
+    from device.bench import done_in_jsonl
+
+    assert set(done_in_jsonl(str(jsonl))) == {"a.onnx", "b.onnx"}  # b's record starts on its own line
 
 
 @pytest.mark.parametrize("args,msg", [
