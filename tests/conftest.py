@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# Real captures (tegrastats, trtexec, benchmark_model, Raspberry Pi) copied verbatim from the project's
+# ../shared/data, so a clone alone runs the tests; tests/test_captures.py checks the copy is still identical.
+SHARED_DATA = ROOT / "tests" / "data" / "captures"
+UPSTREAM_DATA = ROOT.parent / "shared" / "data"
 
 
 def run_cli(*args: str, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""Raspberry Pi parsers on the real samples in ../shared/data/rpi."""
+"""Raspberry Pi parsers on the real samples in tests/data/captures/rpi (copied from ../shared/data)."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""The tegrastats parser on the real captures in ../shared/data/tegrastats, one test per format in use."""
+"""The tegrastats parser on the real captures in tests/data/captures/tegrastats (copied from ../shared/data), one test per format in use."""
 
 import json
 
@@ -103,7 +103,7 @@ def test_jetpack7_three_value_rails_two_value_temps_and_thor_fragment():
 
 def test_formats_without_a_capture_here():
     """L4T 28 (TX1/TX2), AGX Xavier and Thor: lines written from the formats the issue documents (there is
-    no capture of them in ../shared/data)."""
+    no capture of them in tests/data/captures)."""
     tx1 = parse_line("RAM 1195/3983MB (lfb 414x4MB) cpu [12%,3%,0%,0%]@1734 EMC 4%@1600 AVP 0%@12 GR3D 7%@76 "
                      "GR3D_PCI 0%@76 VDD_IN 2500/2400 VDD_CPU 400/380 VDD_GPU 20/20")
     assert tx1["cpu_load_pct"] == [12.0, 3.0, 0.0, 0.0] and tx1["cpu_freq_mhz"] == [1734] * 4

@@ -1,0 +1,29 @@
+"""``host bench``: interleaved rounds on the local device, with power from a FAKE tegrastats (this machine is
+not a Jetson) and the logs pulled back into --out."""
+
+import json
+
+from tests.conftest import ROOT, SHARED_DATA, run_cli
+from tests.device.test_cli import tiny_onnx
+
+
+def test_host_bench_with_power_pulls_the_logs_back(tmp_path):
+    a = tiny_onnx(tmp_path / "a.onnx")
+    env = {"EDGESHRINK_TEGRASTATS": str(ROOT / "tests" / "fakes" / "fake_tegrastats"),
+           "FAKE_TEGRASTATS_CAPTURE": str(SHARED_DATA / "tegrastats" / "orin-nano_beszel_test.txt")}
+    out = tmp_path / "res"
+    r = run_cli("-m", "host.cli", "bench", str(a), "--iters", "40000", "--rounds", "2", "--power", "tegrastats",
+                "--power-interval-ms", "20", "--idle-s", "0.3", "--out", str(out), "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    m = doc["models"][str(a)]
+    p = m["power"]
+    # the replayed Orin Nano capture alternates VDD_IN 12479 mW and 4824 mW
+    assert 4824 <= p["idle_power_mw"] <= 12479 and 4824 <= p["mean_power_mw"] <= 12479
+    assert p["energy_per_inference_mj"] > 0 and p["total_rails"] == ["VDD_IN"]
+    assert "--power" in doc["device_args"] and len(m["round_medians_ms"]) == 2
+    pulled = sorted(f.name for f in out.iterdir())
+    assert pulled == ["m0_a.onnx.power.csv", "m0_a.onnx.tegrastats.log", "results.json"]
+    assert (out / "m0_a.onnx.power.csv").read_text().startswith("t_ms,total_mw,vdd_in_mw")
+    r = run_cli("-m", "host.cli", "bench", str(a), "--rounds", "0")
+    assert r.returncode == 2 and "--rounds" in r.stderr
