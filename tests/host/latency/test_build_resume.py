@@ -20,12 +20,16 @@ def test_an_interrupted_build_resumes_without_measuring_anything_twice(tmp_path)
     out = tmp_path / "t.json"
     work = tmp_path / "t.json.build"
     p = subprocess.Popen([sys.executable, "-m", "host.cli", "table", "build", *ARGS, "--batch", "4", "-o", str(out)],
-                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "err.txt", "w"),
+                         # a shell that runs the tests in the background ignores SIGINT in its children, and Python
+                         # keeps an ignored SIGINT ignored: give the build the default, as a terminal would
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while lines(work) < 12 and time.monotonic() < deadline and p.poll() is None:
         time.sleep(0.02)
     p.send_signal(signal.SIGINT)  # Ctrl-C in the middle of the measurements
     p.wait(timeout=60)
+    assert p.returncode == 130 and "interrupted" in (tmp_path / "err.txt").read_text()
     assert not out.exists() and work.is_dir()
     before = lines(work)
     assert 12 <= before < TOTAL
