@@ -472,7 +472,12 @@ def cmd_demo(args) -> int:
         ui.log(f"1/3 train: reusing {base}")
     if args.fresh or not table_path.exists():
         ui.log("[bold]2/3 latency table[/]")
-        build_table_cli(args.model, "1x3x32x32", str(table_path), jobs=args.jobs)
+        work = Path(str(table_path) + ".build")
+        if args.fresh and work.exists():
+            shutil.rmtree(work)
+        # an interrupted demo continues its table build where it stopped
+        build_table_cli(args.model, "1x3x32x32", str(table_path), jobs=args.jobs,
+                        resume=any(work.glob("results_r*.jsonl")))
     else:
         ui.log(f"2/3 latency table: reusing {table_path}")
     ui.log("[bold]3/3 NetAdapt[/]")

@@ -53,11 +53,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory):
+def start_sshd(d: Path) -> Sshd:
+    """Start ``sshd -D`` on a free 127.0.0.1 port with fresh host and client keys in folder ``d``.
+
+    Raises:
+        RuntimeError: sshd is not installed or did not start.
+    """
     if SSHD is None:
-        pytest.skip("openssh-server is not installed (apt-get install openssh-server)")
-    d = tmp_path_factory.mktemp("sshd")
+        raise RuntimeError("openssh-server is not installed (apt-get install openssh-server)")
     keygen = shutil.which("ssh-keygen")
     subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True)
     subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(d / "id_ed25519")], check=True)
@@ -84,18 +87,30 @@ LogLevel ERROR
         os.makedirs("/run/sshd", exist_ok=True)  # privilege separation directory sshd wants when root
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=open(d / "sshd.log", "w"))
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             break
         except OSError:
-            if proc.poll() is not None:
-                pytest.fail(f"sshd did not start: {(d / 'sshd.log').read_text()[-500:]}")
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"sshd did not start: {(d / 'sshd.log').read_text()[-500:]}") from None
             time.sleep(0.1)
     host_pub = " ".join((d / "host_key.pub").read_text().split()[:2])
-    yield Sshd(port, getpass.getuser(), host_pub, d / "id_ed25519", d / "id_locked", secret, proc, d)
-    proc.terminate()
-    proc.wait(timeout=10)
+    return Sshd(port, getpass.getuser(), host_pub, d / "id_ed25519", d / "id_locked", secret, proc, d)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    if SSHD is None:
+        pytest.skip("openssh-server is not installed (apt-get install openssh-server)")
+    try:
+        server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    yield server
+    server.proc.terminate()
+    server.proc.wait(timeout=10)
 
 
 @pytest.fixture
