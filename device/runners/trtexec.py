@@ -38,6 +38,17 @@ def trtexec_binary() -> Optional[str]:
     return jp if os.path.exists(jp) else None
 
 
+def tool_identity() -> str:
+    """A short id of the trtexec binary (path, size, mtime): a TensorRT upgrade replaces the binary, so cached
+    engines of the old version, which the new one cannot load, are not reused. Its version is only known after a
+    run, from the output."""
+    import hashlib
+
+    exe = os.path.realpath(trtexec_binary())
+    st = os.stat(exe)
+    return "exec-" + hashlib.sha256(f"{exe}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:10]
+
+
 def check_available() -> str:
     exe = trtexec_binary()
     if exe is None:
@@ -155,9 +166,7 @@ class TrtexecRunner:
         """
         from device.runners.tensorrt import engine_cache_path
 
-        version = "unknown"
-        engine = engine_cache_path(self.path, version, self.precision, self.calib_cache).replace("trtunknown",
-                                                                                                 "trtexec")
+        engine = engine_cache_path(self.path, tool_identity(), self.precision, self.calib_cache)
         os.makedirs(os.path.dirname(engine), exist_ok=True)
         exists = os.path.exists(engine)
         cmd = self.command((warmup_s if warmup_s is not None else 0.2) * 1000.0, iters, engine, exists)

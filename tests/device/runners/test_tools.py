@@ -64,15 +64,22 @@ def tool_env():
 
 
 def test_device_bench_trtexec_through_the_fake_tool_caches_the_engine(tmp_path):
+    import shutil
+
     model = tiny_onnx(tmp_path / "m.onnx")
-    env = dict(tool_env(), EDGESHRINK_ENGINE_CACHE=str(tmp_path / "engines"))
+    tool = tmp_path / "trtexec"
+    shutil.copy2(FAKES / "fake_trtexec", tool)
+    env = dict(tool_env(), EDGESHRINK_ENGINE_CACHE=str(tmp_path / "engines"), EDGESHRINK_TRTEXEC=str(tool))
     runs = []
-    for _ in range(2):
+    for i in range(3):
+        if i == 2:  # a TensorRT upgrade replaces trtexec: the old engines are not reused
+            os.utime(tool, (1, 1))
         r = run_cli("-m", "device", "bench", str(model), "--backend", "trtexec", "--precision", "fp16",
                     "--iters", "100", "--json", "--log-dir", str(tmp_path / "logs"), env=env)
         assert r.returncode == 0, r.stderr
         runs.append(json.loads(r.stdout)["results"][0])
-    first, second = runs
+    first, second, third = runs
+    assert "--saveEngine=" in " ".join(third["tool_command"])
     assert first["latency_ms"]["median"] == 3.09521 and first["throughput_ips"] == 484.641
     assert first["tool"]["gpu_compute_ms"]["mean"] == 2.05867
     cmd = " ".join(first["tool_command"])
