@@ -5,6 +5,7 @@
   host table build | predict          latency lookup tables
   host prune --perf-table TABLE       latency-aware NetAdapt to a budget, confirmed on the device
   host bench MODEL.onnx               measure a model on a device (local or ssh://), with power
+  host export CKPT --format F         ONNX / TFLite / TensorRT artifacts (or --manifest PLAN --jobs N)
   host device pack                    the device side as one zipapp file
   host demo                           the main job on the embedded digits data, in one command
 
@@ -163,6 +164,24 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--cool-down-s", type=float, metavar="S", help="wait this long before each model")
     bn.add_argument("--out", help="folder for results.json and the power / tool logs pulled back from the device")
     bn.add_argument("--json", action="store_true")
+
+    ex = sub.add_parser("export", help="deployable artifacts (ONNX, TFLite, TensorRT) with artifact.json, one or a manifest")
+    ex.add_argument("checkpoint", nargs="?", help="checkpoint .pt (or use --manifest)")
+    ex.add_argument("--format", choices=("onnx", "tflite", "trt"), default="onnx",
+                    help="onnx; tflite (litert-torch, the [tflite] extra); trt (ships the ONNX, plus the int8 "
+                         "calibration cache; the device builds the engine)")
+    ex.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    ex.add_argument("--input", default="1x3x32x32", help="input shape NxCxHxW (fixed)")
+    ex.add_argument("--dynamic-batch", action="store_true", help="ONNX: leave the batch axis free")
+    ex.add_argument("--dataset", default="digits", help="representative set (int8) and test split (int8 top-1)")
+    ex.add_argument("--data-dir")
+    ex.add_argument("--calib-samples", type=int, default=128, help="representative inputs for int8 (training split)")
+    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("-o", "--out", help="output folder (one artifact)")
+    ex.add_argument("--manifest", help="YAML plan of many artifacts (see README)")
+    ex.add_argument("--jobs", type=int, default=1, help="worker processes for a manifest")
+    ex.add_argument("--shard", default="1/1", help="build only share i of N of the manifest")
+    ex.add_argument("--json", action="store_true")
 
     dv = sub.add_parser("device", help="the device-side program").add_subparsers(dest="device_cmd", required=True)
     pk = dv.add_parser("pack", help="write device/ as one runnable zipapp (python3 edgeshrink-device.pyz ...)")
@@ -443,6 +462,56 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from host import ui
+    from host.export import artifact
+
+    if args.manifest:
+        from host.latency.build import parse_shard
+
+        if args.checkpoint or args.out:
+            raise UserError("give either CHECKPOINT -o DIR or --manifest PLAN, not both")
+        if args.jobs < 1:
+            raise UserError("--jobs must be >= 1")
+        try:
+            shard = parse_shard(args.shard)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+        doc = artifact.build_manifest(args.manifest, jobs=args.jobs, shard=shard,
+                                      progress=lambda k, n, r: ui.log(f"[{k}/{n}] {r['id']}: {r['status']}"
+                                                                      + (f" ({r['error']})" if r.get("error") else "")))
+        if args.json:
+            print(json.dumps(doc, indent=1))
+        else:
+            from rich.table import Table
+
+            t = Table(title=f"{args.manifest}: {doc['counts']['built']} built, {doc['counts']['skipped']} skipped, "
+                            f"{doc['counts']['failed']} failed ({doc['wall_s']:.0f} s, {args.jobs} jobs)")
+            for c in ("artifact", "status", "check", "s"):
+                t.add_column(c)
+            for row in artifact.summary_rows(doc["artifacts"]):
+                t.add_row(*row)
+            ui.out.print(t)
+        return 1 if doc["counts"]["failed"] else 0
+    if not args.checkpoint or not args.out:
+        raise UserError("host export needs CHECKPOINT and -o DIR (or --manifest PLAN)")
+    doc = artifact.export_one_cli(args.checkpoint, args.format, args.precision, args.input, args.out, args.dynamic_batch,
+                                  args.dataset, args.data_dir, args.calib_samples, args.seed)
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        chk = doc["check"]
+        msg = f"{doc['format']} {doc['precision']} -> {Path(args.out) / doc['file']} ({doc['sha256'][:12]})"
+        if "max_abs_diff_test" in chk:
+            msg += f"; max |diff| to torch on the test split {chk['max_abs_diff_test']:.2g}"
+        elif "max_abs_diff" in chk:
+            msg += f"; max |diff| to torch {chk['max_abs_diff']:.2g}"
+        if "top1" in chk:
+            msg += f"; test top-1 {chk['top1']:.2f}% vs fp32 {chk['top1_fp32_torch']:.2f}%"
+        ui.log(msg)
+    return 0
+
+
 def cmd_device(args) -> int:
     from host.remote.pack import pack_device
 
@@ -490,7 +559,7 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"models": cmd_models, "train": cmd_train, "prune": cmd_prune, "bench": cmd_bench, "demo": cmd_demo,
-            "device": cmd_device}
+            "device": cmd_device, "export": cmd_export}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -100,14 +100,26 @@ def build_engine(onnx_path: str, precision: str = "fp32", calib_cache: Optional[
     return bytes(plan)
 
 
-def _cache_calibrator(trt, cache_path: str):
-    """An entropy calibrator that only replays a calibration cache (no batches on the device)."""
-    with open(cache_path, "rb") as f:
-        cache = f.read()
+def trt_version_int(version: str) -> int:
+    """TensorRT's integer version as its calibration caches carry it: 8.6.1 -> 8601, 10.3.0 -> 100300."""
+    major, minor, patch = (int(v) for v in (version.split(".") + ["0", "0"])[:3])
+    return major * 10000 + minor * 100 + patch if major >= 10 else major * 1000 + minor * 100 + patch
 
-    class CacheCalibrator(trt.IInt8EntropyCalibrator2):
+
+def _cache_calibrator(trt, cache_path: str):
+    """A calibrator that only replays a calibration cache (no batches on the device). The cache's header names
+    the calibrator (MinMax for the host's max calibration, EntropyCalibration2 for one TensorRT wrote); its
+    version field is set to this TensorRT's, since the scales do not depend on it."""
+    with open(cache_path, "rb") as f:
+        text = f.read().decode("ascii")
+    header, _, body = text.partition("\n")
+    kind = header.split("-", 2)[2] if header.count("-") >= 2 else "EntropyCalibration2"
+    cache = f"TRT-{trt_version_int(trt.__version__)}-{kind}\n{body}".encode("ascii")
+    base = trt.IInt8MinMaxCalibrator if kind.startswith("MinMax") else trt.IInt8EntropyCalibrator2
+
+    class CacheCalibrator(base):
         def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
+            base.__init__(self)
 
         def get_batch_size(self) -> int:
             return 1

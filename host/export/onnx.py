@@ -20,21 +20,53 @@ class ExportCheckError(RuntimeError):
     """The exported graph is invalid or does not match torch within tolerance (a bug, not user input)."""
 
 
-def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str, opset: int = OPSET) -> None:
-    """Export ``model`` (eval mode) at a fixed input ``(N, C, H, W)`` to ``path``; input ``"input"``,
-    output ``"logits"``. Exporter chatter is captured, not printed."""
+def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str, opset: int = OPSET,
+                dynamic_batch: bool = False, slim: bool = False) -> Dict[str, object]:
+    """Export ``model`` (eval mode) at input ``(N, C, H, W)`` to ``path``; input ``"input"``, output ``"logits"``.
+
+    torch's exporter (``dynamo=True``) runs onnxscript's optimizer, which folds constants; with ``slim`` the
+    graph is then simplified by onnxslim. Exporter chatter is captured, not printed; the file is written
+    atomically.
+
+    Args:
+        model: the network.
+        input_shape: ``(N, C, H, W)``; fixed unless ``dynamic_batch``.
+        path: output ``.onnx``.
+        opset: ONNX opset (>= 17).
+        dynamic_batch: leave the batch axis free (``N`` symbolic).
+        slim: simplify with onnxslim.
+
+    Returns:
+        ``{"opset", "dynamic_batch", "slim", "nodes_before_slim", "nodes"}``.
+    """
+    import onnx
+
     model = model.eval()
     x = torch.zeros(*input_shape)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    kwargs = {}
+    if dynamic_batch:
+        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+        if input_shape[0] == 1:
+            x = torch.zeros(2, *input_shape[1:])  # a batch of 1 would be specialised by torch.export
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         prog = torch.onnx.export(model, (x,), dynamo=True, opset_version=opset, input_names=["input"],
-                                 output_names=["logits"], external_data=False, verbose=False)
+                                 output_names=["logits"], external_data=False, verbose=False, optimize=True, **kwargs)
+    proto = prog.model_proto
+    before = len(proto.graph.node)
+    if slim:
+        import onnxslim
+
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            proto = onnxslim.slim(proto)
     # write atomically: an interrupted export never leaves a partial .onnx behind
     from host.io import atomic_path
 
     with atomic_path(path) as tmp:
-        prog.save(str(tmp), external_data=False)
+        onnx.save(proto, str(tmp))
+    return {"opset": opset, "dynamic_batch": dynamic_batch, "slim": slim, "nodes_before_slim": before,
+            "nodes": len(proto.graph.node)}
 
 
 def check_onnx(model: nn.Module, path: str, input_shape: Sequence[int], atol: float = 1e-4, samples: int = 4,
@@ -60,9 +92,13 @@ def check_onnx(model: nn.Module, path: str, input_shape: Sequence[int], atol: fl
     g = torch.Generator().manual_seed(seed)
     worst = 0.0
     model = model.eval()
+    dynamic = not isinstance(sess.get_inputs()[0].shape[0], int)
     with torch.no_grad():
-        for _ in range(samples):
-            x = torch.randn(*input_shape, generator=g)
+        for i in range(samples):
+            shape = list(input_shape)
+            if dynamic and i % 2:
+                shape[0] = 3  # a free batch axis is checked at another batch size too
+            x = torch.randn(*shape, generator=g)
             ref = model(x).numpy()
             got = sess.run(None, {name: x.numpy()})[0]
             worst = max(worst, float(np.max(np.abs(ref - got))))
