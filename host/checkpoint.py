@@ -63,8 +63,13 @@ def model_from_checkpoint(ckpt: Dict[str, Any], expect_model: Optional[str] = No
         raise CheckpointError(f"{path} holds a {name}, not a {expect_model}")
     try:
         model = models.create(name, ckpt["num_classes"], ckpt["channels"])
+        residual = ckpt.get("residual") or {}
+        if residual.get("mode") == "independent":  # host.prune.residual: branches kept their own channels
+            from host.prune.residual import independent_from_dense
+
+            model = independent_from_dense(model, residual["keep"])
         model.load_state_dict(ckpt["state_dict"], strict=True)
-    except (models.UnknownModelError, models.ChannelSpecError) as e:
+    except (models.UnknownModelError, models.ChannelSpecError, ValueError) as e:
         raise CheckpointError(f"{path}: {e}") from None
     except RuntimeError as e:
         first = str(e).splitlines()[0]

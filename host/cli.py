@@ -6,6 +6,7 @@
   host prune --perf-table TABLE       latency-aware NetAdapt to a budget, confirmed on the device
   host bench MODEL.onnx               measure a model on a device (local or ssh://), with power
   host export CKPT --format F         ONNX / TFLite / TensorRT artifacts (or --manifest PLAN --jobs N)
+  host residual CKPT --keep ...        independent residual pruning (index-add / ScatterND)
   host device pack                    the device side as one zipapp file
   host demo                           the main job on the embedded digits data, in one command
 
@@ -182,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--jobs", type=int, default=1, help="worker processes for a manifest")
     ex.add_argument("--shard", default="1/1", help="build only share i of N of the manifest")
     ex.add_argument("--json", action="store_true")
+
+    rs = sub.add_parser("residual", help="independent residual pruning of a CIFAR ResNet: each branch at a "
+                                         "residual add keeps its own channels (index-add, ScatterND in ONNX)")
+    rs.add_argument("checkpoint", help="a resnet* checkpoint (dense, or pruned in the coupled mode)")
+    rs.add_argument("--keep", required=True, help="channels each branch keeps per stage, e.g. layer1=8,layer2=16,layer3=32")
+    rs.add_argument("--finetune-epochs", type=int, default=5, help="fine-tuning epochs after pruning (default 5)")
+    rs.add_argument("--lr", type=float, default=0.01)
+    _add_data_args(rs)
+    rs.add_argument("--out", required=True, help="output folder: model.pt, model.onnx, report.json")
 
     dv = sub.add_parser("device", help="the device-side program").add_subparsers(dest="device_cmd", required=True)
     pk = dv.add_parser("pack", help="write device/ as one runnable zipapp (python3 edgeshrink-device.pyz ...)")
@@ -512,6 +522,59 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_residual(args) -> int:
+    import onnx
+    import torch
+
+    from host import ui
+    from host.checkpoint import load_checkpoint, model_from_checkpoint
+    from host.data import load_dataset
+    from host.export.onnx import check_onnx, export_onnx
+    from host.io import atomic_path, write_json
+    from host.prune.residual import checkpoint_dict, independent_from_dense, parse_stage_widths, select_independent_keep
+    from host.train import TrainConfig, evaluate, train
+
+    try:
+        per_stage = parse_stage_widths(args.keep)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if args.finetune_epochs < 0:
+        raise UserError("--finetune-epochs must be >= 0")
+    ckpt = load_checkpoint(args.checkpoint)
+    if not str(ckpt["model"]).startswith("resnet") or ckpt.get("residual"):
+        raise UserError(f"{args.checkpoint}: independent residual pruning needs a coupled CIFAR ResNet checkpoint, "
+                        f"not {ckpt['model']}{' (already independent)' if ckpt.get('residual') else ''}")
+    data = load_dataset(args.dataset, args.data_dir, seed=args.seed, download=args.download)
+    base = model_from_checkpoint(ckpt, path=args.checkpoint)
+    keep = select_independent_keep(base, per_stage)
+    model = independent_from_dense(base, keep)
+    before = evaluate(model, data, "test")["top1"]
+    ui.log(f"independent branches: union widths {', '.join(f'{k} {len(v)}' for k, v in model.union.items())}; "
+           f"test top-1 before fine-tuning {before:.2f}%")
+    if args.finetune_epochs:
+        torch.manual_seed(args.seed)
+        train(model, data, TrainConfig(epochs=args.finetune_epochs, lr=args.lr, batch_size=64, seed=args.seed))
+    after = evaluate(model, data, "test")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save(checkpoint_dict(model, ckpt["model"], ckpt["channels"], keep, ckpt["num_classes"],
+                                   dataset=data.name, input_shape=list(data.input_shape)), tmp)
+    shape = data.input_shape
+    export_onnx(model, shape, str(out / "model.onnx"), slim=True)
+    check = check_onnx(model, str(out / "model.onnx"), shape)
+    scatter = sum(1 for n in onnx.load(str(out / "model.onnx")).graph.node if n.op_type == "ScatterND")
+    report = {"checkpoint": args.checkpoint, "keep_per_stage": per_stage,
+              "union_widths": {k: len(v) for k, v in model.union.items()},
+              "params": sum(p.numel() for p in model.parameters()), "test_top1_before_finetune": before,
+              "test_top1": after["top1"], "finetune_epochs": args.finetune_epochs, "onnx_check": check,
+              "scatternd_nodes": scatter}
+    write_json(out / "report.json", report)
+    ui.log(f"test top-1 {after['top1']:.2f}% after {args.finetune_epochs} epochs; ONNX with {scatter} ScatterND, "
+           f"max |diff| to torch {check['max_abs_diff']:.2g} -> {out}")
+    return 0
+
+
 def cmd_device(args) -> int:
     from host.remote.pack import pack_device
 
@@ -559,7 +622,7 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"models": cmd_models, "train": cmd_train, "prune": cmd_prune, "bench": cmd_bench, "demo": cmd_demo,
-            "device": cmd_device, "export": cmd_export}
+            "device": cmd_device, "export": cmd_export, "residual": cmd_residual}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
