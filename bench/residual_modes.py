@@ -8,8 +8,8 @@
    u channels of largest summed norm (a bound on the stream width); the add becomes an index-add (ScatterND). Its prediction: table entries (conv1 / projection / classifier inputs at the
    union width, off the grid, interpolated linearly between grid widths) + the index-adds, measured as
    ONNX micro-models (Transpose, ScatterND add, Transpose, Relu) in one device session with an overhead graph.
-   Of all per-stage (u, k) on the grid (u up to two grid steps above the coupled width), the one whose
-   prediction is closest to the coupled one without exceeding it.
+   Of all per-stage (u, k) on the grid (u from one grid step below to two above the coupled width, k <= u),
+   the one whose prediction is closest to the coupled one without exceeding it.
 4. Both fine-tuned identically (same epochs, schedule, seed), test top-1 before and after.
 5. Both exported to ONNX, checked against torch in ONNX Runtime (<= 1e-4), measured side by side on the device
    (interleaved rounds).
@@ -121,7 +121,7 @@ def main() -> int:
     opts = {}
     for st, kc in k_coupled.items():
         full = {"layer1": 16, "layer2": 32, "layer3": 64}[st]
-        opts[st] = [(u, k) for u in (kc, kc + 8, kc + 16) if u <= full for k in range(8, u + 1, 8)]
+        opts[st] = [(u, k) for u in (kc - 8, kc, kc + 8, kc + 16) if 8 <= u <= full for k in range(8, u + 1, 8)]
     for (u1, k1), (u2, k2), (u3, k3) in itertools.product(opts["layer1"], opts["layer2"], opts["layer3"]):
         ks = {"layer1": k1, "layer2": k2, "layer3": k3}
         us = {"layer1": u1, "layer2": u2, "layer3": u3}

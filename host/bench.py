@@ -24,7 +24,8 @@ def _center(rec: Dict[str, object]) -> float:
 def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = "ort", threads: int = 1,
                     warmup: int = 50, iters: int = 300, rounds: int = 3,
                     on_line: Optional[Callable[[str], None]] = None, trust_new_host: bool = False,
-                    device_args: Sequence[str] = (), out_dir: Optional[str] = None) -> Dict[str, object]:
+                    device_args: Sequence[str] = (), out_dir: Optional[str] = None,
+                    calib_cache: Optional[str] = None) -> Dict[str, object]:
     """Benchmark model files on ``device`` in ``rounds`` interleaved rounds.
 
     Args:
@@ -32,6 +33,8 @@ def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = 
         device: ``local`` or ``ssh://...``.
         device_args: extra ``device bench`` options (``--power tegrastats``, ``--precision fp16``, ...).
         out_dir: where power logs and vendor-tool logs from the device are pulled back to.
+        calib_cache: an int8 calibration cache (``host export --format trt --precision int8``) shipped with the
+            models and passed to the device's TensorRT runners.
         trust_new_host: see :func:`host.remote.open_device`.
 
     Returns:
@@ -42,15 +45,19 @@ def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = 
     Raises:
         DeviceError: the device side failed or a file is missing.
     """
-    for p in paths:
+    paths = list(paths)
+    for p in paths + ([calib_cache] if calib_cache else []):
         if not os.path.isfile(p):
-            raise DeviceError(f"model file not found: {p}")
+            raise DeviceError(f"file not found: {p}")
     names = [f"m{i}_{os.path.basename(p)}" for i, p in enumerate(paths)]
     order = [n for _ in range(rounds) for n in names]
     pulled: List[str] = []
     with open_device(device, trust_new_host=trust_new_host) as dev:
         for p, n in zip(paths, names):
             dev.put(p, f"artifacts/{n}")
+        if calib_cache:
+            dev.put(calib_cache, "artifacts/calib.cache")
+            device_args = [*device_args, "--calib-cache", "artifacts/calib.cache"]
         res = dev.run_device(["bench", *[f"artifacts/{n}" for n in order], "--backend", backend, "--threads",
                               str(threads), "--warmup", str(warmup), "--iters", str(iters), "--log-dir", "logs",
                               *device_args, "--json"], on_stderr_line=on_line)

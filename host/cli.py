@@ -156,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--rounds", type=int, default=1, help="interleaved rounds (A B A B ...)")
     bn.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
                     help="engine precision for tensorrt/trtexec")
+    bn.add_argument("--calib-cache", help="int8 calibration cache for tensorrt/trtexec (from host export --format trt)")
     bn.add_argument("--cpus", help="pin the benchmark to these CPUs on the device, e.g. 0-3")
     bn.add_argument("--power", choices=("auto", "tegrastats", "pmic", "hwmon"),
                     help="measure power: tegrastats (Jetson), pmic (Raspberry Pi 5), hwmon (INA219/INA260)")
@@ -439,7 +440,7 @@ def cmd_bench(args) -> int:
         raise UserError("--rounds and --iters must be >= 1")
     res = bench_on_device(args.models, device=args.device, backend=args.backend, threads=args.threads,
                           warmup=args.warmup, iters=args.iters, rounds=args.rounds, device_args=extra,
-                          out_dir=args.out, trust_new_host=args.trust_new_host,
+                          out_dir=args.out, trust_new_host=args.trust_new_host, calib_cache=args.calib_cache,
                           on_line=lambda ln: ui.log(ln) if ln.startswith("[") else None)
     if args.out:
         write_json(Path(args.out) / "results.json", res)

@@ -27,3 +27,21 @@ def test_host_bench_with_power_pulls_the_logs_back(tmp_path):
     assert (out / "m0_a.onnx.power.csv").read_text().startswith("t_ms,total_mw,vdd_in_mw")
     r = run_cli("-m", "host.cli", "bench", str(a), "--rounds", "0")
     assert r.returncode == 2 and "--rounds" in r.stderr
+
+
+def test_a_trt_int8_artifact_ships_with_its_calibration_cache(tmp_path, trained_ckpt):
+    """`host export --format trt --precision int8` then `host bench --backend trtexec --calib-cache` (trtexec is
+    a FAKE replaying the real capture: no TensorRT here)."""
+    r = run_cli("-m", "host.cli", "export", str(trained_ckpt), "--format", "trt", "--precision", "int8",
+                "--calib-samples", "8", "-o", str(tmp_path / "trt"))
+    assert r.returncode == 0, r.stderr
+    env = {"EDGESHRINK_TRTEXEC": str(ROOT / "tests" / "fakes" / "fake_trtexec"),
+           "FAKE_TRTEXEC_CAPTURE": str(SHARED_DATA / "trtexec" / "h100-pcie_trt8.6.1_mvsacmp.txt"),
+           "EDGESHRINK_ENGINE_CACHE": str(tmp_path / "engines")}
+    r = run_cli("-m", "host.cli", "bench", str(tmp_path / "trt" / "model.onnx"), "--backend", "trtexec",
+                "--precision", "int8", "--calib-cache", str(tmp_path / "trt" / "calib.cache"), "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["device_args"][-2:] == ["--calib-cache", "artifacts/calib.cache"]
+    m = next(iter(doc["models"].values()))
+    assert m["median_ms"] == 3.09521  # the replayed capture's median
