@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
 from dataclasses import dataclass
-from typing import Dict, Protocol, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Tuple
 
 import numpy as np
 
@@ -47,3 +48,24 @@ class Runner(Protocol):
     def input_specs(self) -> Dict[str, TensorSpec]: ...
 
     def infer(self, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]: ...
+
+
+def run_tool(name: str, cmd: List[str], parse: Callable[[str], Dict[str, object]], log_path: Optional[str],
+             timeout_s: float) -> Dict[str, object]:
+    """Run a vendor benchmark tool, keep its whole output in ``log_path`` and return ``parse(output)``.
+
+    Raises:
+        RuntimeError: the tool exited non-zero (its last line is in the message) or its output did not parse.
+    """
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    text = r.stdout + "\n" + r.stderr
+    if log_path:
+        with open(log_path, "w", encoding="utf-8") as f:
+            f.write(text)
+    if r.returncode != 0:
+        last = (text.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"{name} failed (exit {r.returncode}): {last}")
+    try:
+        return parse(text)
+    except ValueError as e:
+        raise RuntimeError(f"{e} (full output in {log_path or 'no log'})") from None

@@ -11,10 +11,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from typing import Dict, List, Optional
 
-from device.runners.base import BackendUnavailable
+from device.runners.base import BackendUnavailable, run_tool
 
 _NUM = r"(-?\d+(?:\.\d+)?(?:e[-+]?\d+)?)"
 _COUNT = re.compile(rf"^count=(\d+)(?: first={_NUM})?(?: curr={_NUM})?(?: min={_NUM})?(?: max={_NUM})?"
@@ -153,18 +152,7 @@ class BenchmarkModelRunner:
             RuntimeError: the tool failed (its last line is in the message).
         """
         cmd = self.command(warmup, iters, warmup_s)
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-        text = r.stdout + "\n" + r.stderr
-        if self.log_path:
-            with open(self.log_path, "w", encoding="utf-8") as f:
-                f.write(text)
-        if r.returncode != 0:
-            last = (text.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"benchmark_model failed (exit {r.returncode}): {last}")
-        try:
-            p = parse_benchmark_model(text)
-        except ValueError as e:
-            raise RuntimeError(f"{e} (full output in {self.log_path or 'no log'})") from None
+        p = run_tool("benchmark_model", cmd, parse_benchmark_model, self.log_path, timeout_s)
         mean = p["latency_ms"]["mean"]
         return {"latency_ms": p["latency_ms"], "init_ms": p["init_ms"], "first_inference_ms": p["first_inference_ms"],
                 "throughput_ips": 1000.0 / mean if mean else None,

@@ -13,7 +13,6 @@ install_jetson.sh); ``pip install pycuda``. Follows the TensorRT Python API (>= 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Dict, Optional
 
@@ -39,16 +38,10 @@ def check_available() -> str:
     return f"tensorrt {trt.__version__}"
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def engine_cache_path(onnx_path: str, trt_version: str, precision: str, calib_cache: Optional[str] = None) -> str:
     """Where the plan built from ``onnx_path`` for this TensorRT version and precision is cached."""
+    from device.bench import sha256_file as _sha256
+
     root = os.environ.get("EDGESHRINK_ENGINE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
                                                                      "edgeshrink", "engines")
     parts = [_sha256(onnx_path)[:16], f"trt{trt_version}", precision]

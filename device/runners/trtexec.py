@@ -12,10 +12,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from typing import Dict, Optional
 
-from device.runners.base import BackendUnavailable
+from device.runners.base import BackendUnavailable, run_tool
 
 _STAT = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\)) = (-?\d+(?:\.\d+)?(?:e[-+]?\d+)?) ms")
 _SECTIONS = {"Latency": "latency_ms", "Enqueue Time": "enqueue_ms", "H2D Latency": "h2d_ms",
@@ -170,18 +169,7 @@ class TrtexecRunner:
         os.makedirs(os.path.dirname(engine), exist_ok=True)
         exists = os.path.exists(engine)
         cmd = self.command((warmup_s if warmup_s is not None else 0.2) * 1000.0, iters, engine, exists)
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-        text = r.stdout + r.stderr
-        if self.log_path:
-            with open(self.log_path, "w", encoding="utf-8") as f:
-                f.write(text)
-        if r.returncode != 0:
-            last = (text.strip().splitlines() or ["no output"])[-1]
-            raise RuntimeError(f"trtexec failed (exit {r.returncode}): {last}")
-        try:
-            p = parse_trtexec(text)
-        except ValueError as e:
-            raise RuntimeError(f"{e} (full output in {self.log_path or 'no log'})") from None
+        p = run_tool("trtexec", cmd, parse_trtexec, self.log_path, timeout_s)
         init_s = (p["engine_build_s"] or 0.0) + (p["engine_deserialize_s"] or 0.0)
         return {"latency_ms": p["latency_ms"], "init_ms": init_s * 1000.0, "first_inference_ms": None,
                 "throughput_ips": p["throughput_qps"], "tool": {k: v for k, v in p.items() if k != "latency_ms"},
