@@ -2,7 +2,7 @@
 
   host models                         list registered architectures
   host train                          train a model, write a checkpoint
-  host table build | predict          latency lookup tables
+  host table build | predict | validate   latency lookup tables
   host prune --perf-table TABLE       latency-aware NetAdapt to a budget, confirmed on the device
   host bench MODEL.onnx               measure a model on a device (local or ssh://), with power
   host export CKPT --format F         ONNX / TFLite / TensorRT artifacts (or --manifest PLAN --jobs N)
@@ -113,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted build in its work folder; nothing measured there is measured again")
     b.add_argument("--batch", type=int, default=64, help="micro-models per device command (default 64)")
     b.add_argument("-o", "--out", required=True, help="table JSON to write")
+
+    va = tb.add_parser("validate", help="predicted vs measured latency of random pruned architectures")
+    va.add_argument("table")
+    va.add_argument("--model", default="resnet20")
+    va.add_argument("--num-classes", type=int, default=10)
+    va.add_argument("--samples", type=int, default=30, help="random architectures on the table's grid (default 30)")
+    va.add_argument("--device", help="where to measure (default: the table's device)")
+    va.add_argument("--trust-new-host", action="store_true")
+    va.add_argument("--seed", type=int, default=0)
+    va.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds (default 3)")
+    va.add_argument("--iters", type=int, default=300, help="timed runs per architecture per round")
+    va.add_argument("--out", help="folder for validate.json and the scatter plot validate.png")
+    va.add_argument("--json", action="store_true")
 
     pr = tb.add_parser("predict", help="predicted latency of a model from a table")
     pr.add_argument("table")
@@ -323,6 +336,35 @@ def build_table_cli(model_name: str, input_text: str, out: str, device="local", 
            + (" (the rest before the resume)" if resume else "")
            + f", measuring {b['measure_wall_s']:.1f} s, total {b['wall_s']:.1f} s -> {out}")
     return table
+
+
+def _every_tenth(log):
+    """Progress from the device's ``[i/n] ...`` lines: every tenth and the last."""
+    def on_line(line: str) -> None:
+        if line.startswith("[") and "/" in line and "]" in line:
+            i, n = line[1:line.index("]")].split("/")
+            if i.isdigit() and n.isdigit() and (int(i) % 10 == 0 or i == n):
+                log(line)
+    return on_line
+
+
+def cmd_table_validate(args) -> int:
+    from host import ui
+    from host.latency.validate import validate_table
+
+    if args.rounds < 1 or args.iters < 1:
+        raise UserError("--rounds and --iters must be >= 1")
+    doc = validate_table(args.table, args.model, samples=args.samples, device=args.device, seed=args.seed,
+                         out_dir=args.out, rounds=args.rounds, iters=args.iters, num_classes=args.num_classes,
+                         trust_new_host=args.trust_new_host, on_line=_every_tenth(ui.log))
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        print(f"{args.model} on {doc['device'].get('spec')} ({doc['backend']}, {doc['threads']} thread(s)): "
+                     f"{doc['samples']} random pruned architectures, mean |error| {doc['mean_abs_rel_error']:.2%}, "
+                     f"max {doc['max_abs_rel_error']:.2%}, mean signed {doc['mean_rel_error']:+.2%}, Pearson r "
+                     f"{doc['pearson_r']:.4f}" + (f" -> {args.out}/validate.json, validate.png" if args.out else ""))
+    return 0
 
 
 def cmd_table_build(args) -> int:
@@ -632,7 +674,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         if args.cmd == "table":
-            return {"build": cmd_table_build, "predict": cmd_table_predict}[args.table_cmd](args)
+            return {"build": cmd_table_build, "predict": cmd_table_predict,
+                    "validate": cmd_table_validate}[args.table_cmd](args)
         return COMMANDS[args.cmd](args)
     except (UserError, models.UnknownModelError, models.ChannelSpecError) as e:
         print(f"host: error: {e}", file=sys.stderr)

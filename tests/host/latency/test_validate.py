@@ -1,0 +1,28 @@
+"""``host table validate``: random pruned architectures measured on the device against the table."""
+
+import json
+
+from tests.conftest import run_cli
+
+
+def test_validate_measures_random_architectures_against_the_table(tmp_path, small_table):
+    out = tmp_path / "val"
+    r = run_cli("-m", "host.cli", "table", "validate", str(small_table), "--model", "resnet20", "--samples", "5",
+                "--rounds", "1", "--iters", "30", "--seed", "3", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((out / "validate.json").read_text())
+    assert doc["samples"] == 5 and len({json.dumps(a["widths"], sort_keys=True) for a in doc["architectures"]}) == 5
+    for a in doc["architectures"]:
+        assert a["measured_ms"] > 0 and a["predicted_ms"] > 0
+        assert abs(a["rel_error"] - (a["predicted_ms"] / a["measured_ms"] - 1)) < 1e-12
+        assert all(w % 8 == 0 or w in (16, 32, 64) for w in a["widths"].values())  # on the table's grid
+    errs = [abs(a["rel_error"]) for a in doc["architectures"]]
+    assert doc["max_abs_rel_error"] == max(errs) and abs(doc["mean_abs_rel_error"] - sum(errs) / 5) < 1e-12
+    assert -1 <= doc["pearson_r"] <= 1
+    assert (out / "validate.png").read_bytes()[:4] == b"\x89PNG"
+    assert "mean |error|" in r.stdout
+
+
+def test_validate_refuses_too_few_samples(small_table):
+    r = run_cli("-m", "host.cli", "table", "validate", str(small_table), "--samples", "2")
+    assert r.returncode == 2 and "--samples must be >= 3" in r.stderr
