@@ -2,7 +2,7 @@
 
   host models                         list registered architectures
   host train                          train a model, write a checkpoint
-  host table build | predict | validate   latency lookup tables
+  host table build | predict | validate | import   latency lookup tables
   host prune --perf-table TABLE       latency-aware NetAdapt to a budget, confirmed on the device
   host bench MODEL.onnx               measure a model on a device (local or ssh://), with power
   host export CKPT --format F         ONNX / TFLite / TensorRT artifacts (or --manifest PLAN --jobs N)
@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch", type=int, default=64, help="micro-models per device command (default 64)")
     b.add_argument("-o", "--out", required=True, help="table JSON to write")
 
+    im = tb.add_parser("import", help="convert a foreign latency table (the earlier NetAdapt perf tables)")
+    im.add_argument("file", help="the foreign table (netadapt-pickle: a pickled dict of 2-D numpy arrays)")
+    im.add_argument("--format", choices=("netadapt-pickle",), default="netadapt-pickle")
+    im.add_argument("--model", default="wrn40_2")
+    im.add_argument("-o", "--out", required=True, help="table JSON to write")
+
     va = tb.add_parser("validate", help="predicted vs measured latency of random pruned architectures")
     va.add_argument("table")
     va.add_argument("--model", default="resnet20")
@@ -132,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", default="resnet20")
     pr.add_argument("--num-classes", type=int, default=10)
     pr.add_argument("--channels", help="channel spec JSON (layer name -> out channels), or a checkpoint .pt")
+    pr.add_argument("--channels-format", choices=("json", "netadapt-pickle"), default="json",
+                    help="json (channel spec or checkpoint .pt) or netadapt-pickle (the earlier NetAdapt work's "
+                         "pruned architectures: layer name -> channels kept)")
     pr.add_argument("--backend", help="refuse a table measured with another backend")
     pr.add_argument("--per-layer", action="store_true", help="also print each layer site's share and MACs")
     pr.add_argument("--json", action="store_true", help="JSON on stdout")
@@ -348,6 +357,21 @@ def _every_tenth(log):
     return on_line
 
 
+def cmd_table_import(args) -> int:
+    from host import ui
+    from host.latency.importers import import_netadapt_table
+
+    table = import_netadapt_table(args.file, args.model)
+    table.save(args.out)
+    import models
+    from host.latency.table import TablePredictor
+
+    full = TablePredictor.for_model(table, models.create(args.model)).predict_ms
+    ui.log(f"imported {len(table.entries)} {args.model} configurations from {args.file} ({table.device['board']}, "
+           f"{table.device['runtime']}); unpruned {args.model} sums to {full(TablePredictor.for_model(table, models.create(args.model)).space.full_widths):.2f} ms -> {args.out}")
+    return 0
+
+
 def cmd_table_validate(args) -> int:
     from host import ui
     from host.latency.validate import validate_table
@@ -374,7 +398,11 @@ def cmd_table_build(args) -> int:
     return 0
 
 
-def _read_channels(path: str) -> dict:
+def _read_channels(path: str, fmt: str = "json") -> dict:
+    if fmt == "netadapt-pickle":
+        from host.latency.importers import read_netadapt_channels
+
+        return read_netadapt_channels(path)
     if path.endswith(".pt"):
         from host.checkpoint import load_checkpoint
 
@@ -400,7 +428,7 @@ def cmd_table_predict(args) -> int:
     check_backend(table, args.table, args.backend)
     pred = TablePredictor.for_model(table, models.create(args.model, args.num_classes))
     space = pred.space
-    spec = _read_channels(args.channels) if args.channels else {}
+    spec = _read_channels(args.channels, args.channels_format) if args.channels else {}
     try:
         widths = space.widths_from_spec(spec)
     except ValueError as e:
@@ -674,8 +702,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         if args.cmd == "table":
-            return {"build": cmd_table_build, "predict": cmd_table_predict,
-                    "validate": cmd_table_validate}[args.table_cmd](args)
+            return {"build": cmd_table_build, "predict": cmd_table_predict, "validate": cmd_table_validate,
+                    "import": cmd_table_import}[args.table_cmd](args)
         return COMMANDS[args.cmd](args)
     except (UserError, models.UnknownModelError, models.ChannelSpecError) as e:
         print(f"host: error: {e}", file=sys.stderr)

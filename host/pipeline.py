@@ -72,6 +72,10 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
     out = Path(job.out)
     table = load_table(job.table)
     check_backend(table, job.table, job.backend)
+    if (job.device or table.device.get("spec")) == "imported":
+        raise TableError(f"{job.table} was imported ({table.device.get('board')}, {table.backend}); the pruned network "
+                         "is confirmed on a device that runs that backend, and exporting for it is not wired into "
+                         "prune yet: predict with `host table predict` meanwhile")
     ckpt = load_checkpoint(job.checkpoint)
     base_model = model_from_checkpoint(ckpt, job.model, job.checkpoint)
     name = ckpt["model"]

@@ -1,0 +1,71 @@
+"""Importing the earlier NetAdapt work's Raspberry Pi perf table and its pruned architecture (real files)."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from host.errors import TableError
+from host.latency.importers import import_netadapt_table, read_netadapt_channels, read_netadapt_table
+from tests.conftest import SHARED_DATA, run_cli
+
+NA = SHARED_DATA / "netadapt"
+TABLE = NA / "res-40-2-tf-lite-rasberry-pi.pickle"
+ARCH = NA / "res-40-2-pruned.nbr_channels.pickle"
+
+
+def test_imported_table_reproduces_the_original_sums(tmp_path):
+    """That work predicted 0.35299 s for the unpruned WRN-40-2 and 0.28192 s for its pruned one (sum of layers)."""
+    ref = json.loads((NA / "res-40-2-pruned.nbr_channels.structure.json").read_text())
+    out = tmp_path / "t.json"
+    r = run_cli("-m", "host.cli", "table", "import", str(TABLE), "--format", "netadapt-pickle", "--model", "wrn40_2",
+                "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    t = json.loads(out.read_text())
+    assert t["device"]["board"] == "Raspberry Pi 3B" and t["calibration"]["overhead_ms"] == 0.0
+    assert t["derived_from"][0]["format"] == "netadapt-pickle" and t["smoothing"]["sigma"] == 3
+    assert {e["source"] for e in t["entries"]} == {"imported"}
+    r = run_cli("-m", "host.cli", "table", "predict", str(out), "--model", "wrn40_2", "--json")
+    assert json.loads(r.stdout)["latency_ms_predicted"] == pytest.approx(ref["predicted_unpruned_s"] * 1000, rel=1e-9)
+    r = run_cli("-m", "host.cli", "table", "predict", str(out), "--model", "wrn40_2", "--channels", str(ARCH),
+                "--channels-format", "netadapt-pickle", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["latency_ms_predicted"] == pytest.approx(ref["predicted_latency_s_from_rpi_table"] * 1000,
+                                                                 rel=1e-9)
+
+
+def test_the_pruned_architecture_maps_to_our_channel_spec():
+    spec = read_netadapt_channels(str(ARCH))
+    assert spec["conv1"] == 16 and spec["layer1.0.shortcut"] == 25 and spec["layer3.5.conv2"] == 97
+    assert spec["layer2.3.conv1"] == 64 and len(spec) == 1 + 3 + 36
+
+
+def _dump(path, obj):
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
+    return str(path)
+
+
+def test_bad_pickles_are_refused_with_one_line(tmp_path):
+    good = read_netadapt_table(str(TABLE))
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    with pytest.raises(TableError, match="not allowed"):
+        read_netadapt_table(_dump(tmp_path / "evil.pickle", {"Conv_0": Evil()}))
+    with pytest.raises(TableError, match="unexpected keys"):
+        read_netadapt_table(_dump(tmp_path / "k.pickle", {**good, "Extra": np.zeros((2, 2))}))
+    with pytest.raises(TableError, match="No_Stride_3 must be a 128x128 array"):
+        read_netadapt_table(_dump(tmp_path / "s.pickle", {**good, "No_Stride_3": np.zeros((64, 64))}))
+    with pytest.raises(TableError, match="negative or non-finite"):
+        read_netadapt_table(_dump(tmp_path / "n.pickle", {**good, "FC": -good["FC"]}))
+    (tmp_path / "cut.pickle").write_bytes(TABLE.read_bytes()[:1000])
+    r = run_cli("-m", "host.cli", "table", "import", str(tmp_path / "cut.pickle"), "-o", str(tmp_path / "o.json"))
+    assert r.returncode == 2 and "cut.pickle" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    with pytest.raises(TableError, match="unknown layer name"):
+        read_netadapt_channels(_dump(tmp_path / "a.pickle", {"Conv_0": 16, "Block_9": 3}))
+    with pytest.raises(TableError, match="describe WRN-40-2"):
+        import_netadapt_table(str(TABLE), "resnet20")
