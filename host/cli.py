@@ -2,7 +2,7 @@
 
   host models                         list registered architectures
   host train                          train a model, write a checkpoint
-  host table build | predict | validate | import   latency lookup tables
+  host table build | predict | validate | merge | import   latency lookup tables
   host prune --perf-table TABLE       latency-aware NetAdapt to a budget, confirmed on the device
   host bench MODEL.onnx               measure a model on a device (local or ssh://), with power
   host export CKPT --format F         ONNX / TFLite / TensorRT artifacts (or --manifest PLAN --jobs N)
@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted build in its work folder; nothing measured there is measured again")
     b.add_argument("--batch", type=int, default=64, help="micro-models per device command (default 64)")
     b.add_argument("-o", "--out", required=True, help="table JSON to write")
+
+    mg = tb.add_parser("merge", help="combine repeated runs (median, MAD outliers dropped) and shards; optional smoothing")
+    mg.add_argument("tables", nargs="+", help="table JSON files of one device, backend, precision and input shape")
+    mg.add_argument("-o", "--out", required=True)
+    mg.add_argument("--mad", type=float, default=3.5, help="outlier threshold in scaled MADs (default 3.5; >= 3 runs)")
+    mg.add_argument("--smooth", choices=("gaussian", "monotone"), help="smooth along the channel axes")
+    mg.add_argument("--sigma", type=float, default=3.0, help="gaussian sigma in grid steps (default 3)")
 
     im = tb.add_parser("import", help="convert a foreign latency table (the earlier NetAdapt perf tables)")
     im.add_argument("file", help="the foreign table (netadapt-pickle: a pickled dict of 2-D numpy arrays)")
@@ -355,6 +362,22 @@ def _every_tenth(log):
             if i.isdigit() and n.isdigit() and (int(i) % 10 == 0 or i == n):
                 log(line)
     return on_line
+
+
+def cmd_table_merge(args) -> int:
+    from host import ui
+    from host.latency.merge import merge_tables
+
+    if args.mad <= 0 or args.sigma <= 0:
+        raise UserError("--mad and --sigma must be > 0")
+    table = merge_tables(args.tables, mad_threshold=args.mad, smooth=args.smooth, sigma=args.sigma)
+    table.save(args.out)
+    m = table.build["merge"]
+    runs = "; ".join(f"{d['table']} ({d['typical_deviation']:+.1%})" for d in m["runs_dropped"]) or "none"
+    ui.log(f"merged {m['tables']} tables into {len(table.entries)} entries; runs dropped as outliers: {runs}; "
+           f"{m['entries_dropped']} single entries dropped"
+           + (f"; smoothed ({args.smooth})" if args.smooth else "") + f" -> {args.out}")
+    return 0
 
 
 def cmd_table_import(args) -> int:
@@ -703,7 +726,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.cmd == "table":
             return {"build": cmd_table_build, "predict": cmd_table_predict, "validate": cmd_table_validate,
-                    "import": cmd_table_import}[args.table_cmd](args)
+                    "import": cmd_table_import, "merge": cmd_table_merge}[args.table_cmd](args)
         return COMMANDS[args.cmd](args)
     except (UserError, models.UnknownModelError, models.ChannelSpecError) as e:
         print(f"host: error: {e}", file=sys.stderr)

@@ -1,0 +1,180 @@
+"""Merge latency tables: repeated measurement runs (robustly) and shards (by union), then optional smoothing.
+
+* Runs: every entry takes the median across the tables that hold it. With three or more runs, outliers are
+  found by median absolute deviation (MAD, scaled by 1.4826 to a normal sigma): first whole runs (a run whose
+  typical deviation from the per-entry medians is an outlier among the runs, e.g. a throttled run), then
+  single entries; they are dropped before the median and recorded in ``merge``.
+* Shards (``--shard i/N`` outputs) hold disjoint entries and simply combine.
+* Smoothing along the channel axes, per family of entries that differ only in channels: ``gaussian``
+  (``scipy.ndimage.gaussian_filter`` with ``mode="nearest"``, as the NetAdapt work did; sigma in grid steps)
+  or ``monotone`` (isotonic regression making latency non-decreasing in output, then input channels).
+
+Tables of a different device (CPU, board, runtime), backend, precision, threads or input shape are refused.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from host.errors import TableError
+from host.latency.key import LayerKey
+
+MAD_SCALE = 1.4826
+
+
+def _identity(t) -> Tuple:
+    d = t.device
+    return (d.get("cpu"), d.get("board"), d.get("runtime"), t.backend, t.precision, int(t.threads),
+            tuple(t.input_shape))
+
+
+def _check_compatible(tables, paths: Sequence[str]) -> None:
+    names = ("device CPU", "board", "runtime", "backend", "precision", "threads", "input shape")
+    ref = _identity(tables[0])
+    for t, p in zip(tables[1:], paths[1:]):
+        for name, a, b in zip(names, ref, _identity(t)):
+            if a != b:
+                raise TableError(f"{p}: cannot merge with {paths[0]}: {name} differs ({b!r} vs {a!r})")
+
+
+def _robust_outliers(values: np.ndarray, thresh: float) -> np.ndarray:
+    """Boolean mask of values farther than ``thresh`` scaled MADs from their median (none when MAD is 0)."""
+    med = np.median(values)
+    mad = MAD_SCALE * np.median(np.abs(values - med))
+    if mad <= 0:
+        return np.zeros(values.shape, dtype=bool)
+    return np.abs(values - med) > thresh * mad
+
+
+def merge_tables(paths: Sequence[str], mad_threshold: float = 3.5, smooth: Optional[str] = None,
+                 sigma: float = 3.0):
+    """Merge the tables at ``paths`` into one.
+
+    Args:
+        paths: table JSON files (>= 2): repeated runs and/or shards.
+        mad_threshold: outlier threshold in scaled MADs (runs and entries).
+        smooth: None, ``"gaussian"`` or ``"monotone"``.
+        sigma: gaussian sigma in grid steps.
+
+    Returns:
+        The merged :class:`host.latency.table.LatencyTable`; ``build["merge"]`` records the runs and entries
+        dropped as outliers.
+
+    Raises:
+        TableError: fewer than two tables, an unreadable one, or incompatible ones.
+    """
+    from device.bench import sha256_file
+    from host import __version__
+    from host.latency.table import Entry, LatencyTable, load_table
+
+    if len(paths) < 2:
+        raise TableError("table merge needs two or more tables")
+    if smooth not in (None, "gaussian", "monotone"):
+        raise TableError(f"unknown smoothing {smooth!r}; gaussian or monotone")
+    tables = [load_table(p) for p in paths]
+    _check_compatible(tables, paths)
+    values: Dict[LayerKey, Dict[int, float]] = {}
+    for i, t in enumerate(tables):
+        for e in t.entries:
+            values.setdefault(e.key, {})[i] = float(e.latency_ms["median"])
+    # whole runs: each run's median log-ratio to the per-entry medians, over the entries it shares
+    dropped_runs: List[Dict[str, object]] = []
+    if len(tables) >= 3:
+        shared = {k: v for k, v in values.items() if len(v) >= 3}
+        if shared:
+            med = {k: float(np.median(list(v.values()))) for k, v in shared.items()}
+            dev = np.array([np.median([np.log(v[i] / med[k]) for k, v in shared.items() if i in v] or [0.0])
+                            for i in range(len(tables))])
+            for i in np.flatnonzero(_robust_outliers(dev, mad_threshold)):
+                dropped_runs.append({"table": paths[i], "typical_deviation": float(np.expm1(dev[i]))})
+    bad = {paths.index(d["table"]) for d in dropped_runs}
+    merged: Dict[LayerKey, float] = {}
+    dropped_entries: List[Dict[str, object]] = []
+    counts: Dict[LayerKey, int] = {}
+    for k, v in values.items():
+        runs = {i: x for i, x in v.items() if i not in bad} or v
+        arr = np.array(list(runs.values()))
+        if len(arr) >= 3:
+            mask = _robust_outliers(np.log(arr), mad_threshold)
+            for (i, x), out in zip(runs.items(), mask):
+                if out:
+                    dropped_entries.append({"key": k.to_dict(), "table": paths[i], "median_ms": x})
+            arr = arr[~mask]
+        merged[k] = float(np.median(arr))
+        counts[k] = len(arr)
+    smoothing = None
+    if smooth:
+        merged = _smooth(merged, smooth, sigma)
+        smoothing = {"method": smooth, "sigma_grid_steps": sigma if smooth == "gaussian" else None}
+    ovh = float(np.median([t.overhead_ms for i, t in enumerate(tables) if i not in bad]))
+    cal = dict(tables[0].calibration)
+    cal["overhead_ms"] = ovh
+    base = tables[0]
+    entries = [Entry(k, {"median": merged[k], "runs": counts[k]}, 0, "measured") for k in values]
+    return LatencyTable(
+        device=base.device, backend=base.backend, precision=base.precision, threads=base.threads,
+        batch_size=base.batch_size, input_shape=list(base.input_shape),
+        created_utc=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), tool_version=__version__,
+        calibration=cal, entries=entries, models=sorted({m for t in tables for m in t.models}),
+        build={"granularity": base.build.get("granularity"), "measured": len(entries), "interpolated": 0,
+               "merge": {"tables": len(tables), "mad_threshold": mad_threshold, "runs_dropped": dropped_runs,
+                         "entries_dropped": len(dropped_entries), "entries_dropped_detail": dropped_entries[:200]}},
+        derived_from=[{"file": p, "sha256": sha256_file(p), "created_utc": t.created_utc} for p, t in zip(paths, tables)],
+        smoothing=smoothing,
+    )
+
+
+def _families(merged: Dict[LayerKey, float]) -> Dict[Tuple, Dict[Tuple[int, int], LayerKey]]:
+    fam: Dict[Tuple, Dict[Tuple[int, int], LayerKey]] = {}
+    for k in merged:
+        f = (k.op, k.in_hw, k.kernel, k.stride, k.padding, k.groups, k.fused)
+        fam.setdefault(f, {})[(k.in_channels, k.out_channels)] = k
+    return fam
+
+
+def _smooth(merged: Dict[LayerKey, float], method: str, sigma: float) -> Dict[LayerKey, float]:
+    """Smooth each family on its (in, out) grid; cells missing from the grid are filled from the nearest for
+    the filter and not written back."""
+    out = dict(merged)
+    for cells in _families(merged).values():
+        ins = sorted({i for i, _ in cells})
+        outs = sorted({o for _, o in cells})
+        if len(ins) * len(outs) < 2:
+            continue
+        grid = np.full((len(ins), len(outs)), np.nan)
+        for (i, o), k in cells.items():
+            grid[ins.index(i), outs.index(o)] = merged[k]
+        filled = _fill_nearest(grid)
+        if method == "gaussian":
+            from scipy.ndimage import gaussian_filter
+
+            sm = gaussian_filter(filled, sigma=sigma, mode="nearest")
+        else:
+            sm = _isotonic_2d(filled)
+        for (i, o), k in cells.items():
+            out[k] = float(sm[ins.index(i), outs.index(o)])
+    return out
+
+
+def _fill_nearest(grid: np.ndarray) -> np.ndarray:
+    g = grid.copy()
+    if np.isnan(g).any():
+        from scipy.ndimage import distance_transform_edt
+
+        idx = distance_transform_edt(np.isnan(g), return_distances=False, return_indices=True)
+        g = g[tuple(idx)]
+    return g
+
+
+def _isotonic_2d(grid: np.ndarray) -> np.ndarray:
+    """Non-decreasing along output channels (rows), then along input channels (columns)."""
+    from sklearn.isotonic import IsotonicRegression
+
+    g = grid.copy()
+    for axis in (1, 0):
+        g = np.apply_along_axis(lambda v: IsotonicRegression().fit_transform(np.arange(len(v)), v)
+                                if len(v) > 1 else v, axis, g)
+    return g
