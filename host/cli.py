@@ -2,7 +2,7 @@
 
   host models                         list registered architectures
   host train                          train a model, write a checkpoint
-  host table build | predict | validate | merge | import   latency lookup tables
+  host table build | predict | validate | merge | import | show   latency lookup tables
   host prune --perf-table TABLE       latency-aware NetAdapt to a budget, confirmed on the device
   host bench MODEL.onnx               measure a model on a device (local or ssh://), with power
   host export CKPT --format F         ONNX / TFLite / TensorRT artifacts (or --manifest PLAN --jobs N)
@@ -113,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted build in its work folder; nothing measured there is measured again")
     b.add_argument("--batch", type=int, default=64, help="micro-models per device command (default 64)")
     b.add_argument("-o", "--out", required=True, help="table JSON to write")
+
+    sh = tb.add_parser("show", help="what a table holds, and a latency heatmap per layer type")
+    sh.add_argument("table")
+    sh.add_argument("--out", help="folder for the heatmap PNGs (default: TABLE.show/)")
+    sh.add_argument("--json", action="store_true")
 
     mg = tb.add_parser("merge", help="combine repeated runs (median, MAD outliers dropped) and shards; optional smoothing")
     mg.add_argument("tables", nargs="+", help="table JSON files of one device, backend, precision and input shape")
@@ -362,6 +367,28 @@ def _every_tenth(log):
             if i.isdigit() and n.isdigit() and (int(i) % 10 == 0 or i == n):
                 log(line)
     return on_line
+
+
+def cmd_table_show(args) -> int:
+    from host.latency.show import heatmaps, summarize
+    from host.latency.table import load_table
+
+    table = load_table(args.table)
+    doc = summarize(table)
+    doc["heatmaps"] = heatmaps(table, args.out or args.table + ".show")
+    if args.json:
+        print(json.dumps(doc, indent=1))
+        return 0
+    d = table.device
+    print(f"{args.table}: {doc['entries']} entries ({', '.join(f'{v} {k}' for k, v in doc['by_source'].items())})")
+    print(f"device: {d.get('spec')} | {d.get('board') or d.get('cpu')} | {d.get('runtime')} | backend {table.backend} "
+          f"| {table.precision} | {table.threads} thread(s) | input {'x'.join(map(str, table.input_shape))}")
+    print(f"grid: {doc['granularity']} | overhead {doc['overhead_ms']:.4f} ms ({doc['calibration_method']}) | "
+          f"smoothing: {doc['smoothing'] or 'none'} | derived from {len(doc['derived_from'])} table(s)")
+    for name, n in doc["layer_types"].items():
+        print(f"  {name:45s} {n:6d}")
+    print(f"{len(doc['heatmaps'])} heatmaps in {args.out or args.table + '.show'}/")
+    return 0
 
 
 def cmd_table_merge(args) -> int:
@@ -726,7 +753,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.cmd == "table":
             return {"build": cmd_table_build, "predict": cmd_table_predict, "validate": cmd_table_validate,
-                    "import": cmd_table_import, "merge": cmd_table_merge}[args.table_cmd](args)
+                    "import": cmd_table_import, "merge": cmd_table_merge, "show": cmd_table_show}[args.table_cmd](args)
         return COMMANDS[args.cmd](args)
     except (UserError, models.UnknownModelError, models.ChannelSpecError) as e:
         print(f"host: error: {e}", file=sys.stderr)

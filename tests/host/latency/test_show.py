@@ -1,0 +1,18 @@
+"""``host table show``: the table's provenance and coverage, and one heatmap per layer type."""
+
+import json
+
+from tests.conftest import run_cli
+
+
+def test_show_summarises_and_draws_heatmaps(tmp_path, small_table):
+    r = run_cli("-m", "host.cli", "table", "show", str(small_table), "--out", str(tmp_path / "h"), "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["backend"] == "ort" and doc["by_source"] == {"measured": doc["entries"]}
+    assert sum(doc["layer_types"].values()) == doc["entries"]
+    pngs = sorted((tmp_path / "h").glob("*.png"))
+    assert len(pngs) == len(doc["heatmaps"]) >= 5 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
+    assert any("conv2d_k3_s1_8x8" in p.name for p in pngs)
+    r = run_cli("-m", "host.cli", "table", "show", str(tmp_path / "missing.json"))
+    assert r.returncode == 2 and "no such latency table" in r.stderr
