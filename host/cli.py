@@ -2,11 +2,12 @@
 
   host models                         list registered architectures
   host train                          train a model, write a checkpoint
-  host table build | predict | validate | merge | import | show   latency lookup tables
+  host table build|predict|validate|merge|import|show
+                                      latency lookup tables
   host prune --perf-table TABLE       latency-aware NetAdapt to a budget, confirmed on the device
   host bench MODEL.onnx               measure a model on a device (local or ssh://), with power
   host export CKPT --format F         ONNX / TFLite / TensorRT artifacts (or --manifest PLAN --jobs N)
-  host residual CKPT --keep ...        independent residual pruning (index-add / ScatterND)
+  host residual CKPT --keep ...       independent residual pruning (index-add / ScatterND)
   host device pack                    the device side as one zipapp file
   host demo                           the main job on the embedded digits data, in one command
 
