@@ -18,6 +18,7 @@ from typing import List, Optional
 
 import device
 from device import bench, runners, sysinfo
+from device.options import add_measure_options
 
 
 class UsageError(Exception):
@@ -41,19 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--jsonl", metavar="FILE",
                    help="append one JSON line per model as it is measured; models already there are skipped (resume)")
     b.add_argument("--quiet", action="store_true", help="no per-model progress on stderr")
-    b.add_argument("--warmup-s", type=float, help="also warm up for at least this many seconds (GPU, DVFS)")
-    b.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
-                   help="engine precision for tensorrt/trtexec (other backends run the file as it is)")
+    add_measure_options(b)
     b.add_argument("--calib-cache", help="int8 calibration cache computed on the host (tensorrt, trtexec)")
-    b.add_argument("--cpus", help="pin to these CPUs, e.g. 0-3 or 4,5 (sched_setaffinity)")
-    b.add_argument("--power", choices=("auto", "tegrastats", "pmic", "hwmon"),
-                   help="measure power during the run: tegrastats (Jetson), pmic (Raspberry Pi 5), hwmon (INA219/260)")
-    b.add_argument("--power-interval-ms", type=int, default=100, help="power sampling interval (default 100 ms)")
-    b.add_argument("--idle-s", type=float, default=2.0, help="idle power window before each model (default 2 s)")
     b.add_argument("--log-dir", help="where power logs and vendor-tool output go (default: next to the model)")
-    b.add_argument("--cool-down-to", type=float, metavar="DEGC",
-                   help="before each model, wait until the hottest sensor is at or below this temperature")
-    b.add_argument("--cool-down-s", type=float, metavar="S", help="before each model, wait this many seconds")
 
     k = sub.add_parser("backends", help="list backends, available or not and why")
     k.add_argument("--json", action="store_true")
@@ -145,8 +136,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.power:
         from device.power import meters
 
-        if args.power != "auto" and meters.available().get(args.power):
-            raise UsageError(f"power meter {args.power} is not usable here: {meters.available()[args.power]}")
+        why = meters.available().get(args.power)
+        if args.power != "auto" and why:
+            raise UsageError(f"power meter {args.power} is not usable here: {why}")
     if args.log_dir:
         os.makedirs(args.log_dir, exist_ok=True)
     try:

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from device.options import add_measure_options
+from device.options import forward as forward_measure_options
 from host import __version__
 from host.errors import UserError
 
@@ -186,19 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "trtexec, benchmark_model (see `device backends` on the board)")
     bn.add_argument("--threads", type=int, default=1)
     bn.add_argument("--warmup", type=int, default=50, help="untimed runs before timing")
-    bn.add_argument("--warmup-s", type=float, help="also warm up for at least this many seconds")
     bn.add_argument("--iters", type=int, default=300, help="timed runs per model per round")
     bn.add_argument("--rounds", type=int, default=1, help="interleaved rounds (A B A B ...)")
-    bn.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
-                    help="engine precision for tensorrt/trtexec")
+    add_measure_options(bn)  # the device's own measurement options, forwarded to it
     bn.add_argument("--calib-cache", help="int8 calibration cache for tensorrt/trtexec (from host export --format trt)")
-    bn.add_argument("--cpus", help="pin the benchmark to these CPUs on the device, e.g. 0-3")
-    bn.add_argument("--power", choices=("auto", "tegrastats", "pmic", "hwmon"),
-                    help="measure power: tegrastats (Jetson), pmic (Raspberry Pi 5), hwmon (INA219/INA260)")
-    bn.add_argument("--power-interval-ms", type=int, default=100)
-    bn.add_argument("--idle-s", type=float, default=2.0, help="idle power window before each model (s)")
-    bn.add_argument("--cool-down-to", type=float, metavar="DEGC", help="wait until the board is this cool first")
-    bn.add_argument("--cool-down-s", type=float, metavar="S", help="wait this long before each model")
     bn.add_argument("--out", help="folder for results.json and the power / tool logs pulled back from the device")
     bn.add_argument("--json", action="store_true")
 
@@ -417,9 +410,10 @@ def cmd_table_import(args) -> int:
     import models
     from host.latency.table import TablePredictor
 
-    full = TablePredictor.for_model(table, models.create(args.model)).predict_ms
+    pred = TablePredictor.for_model(table, models.create(args.model))
     ui.log(f"imported {len(table.entries)} {args.model} configurations from {args.file} ({table.device['board']}, "
-           f"{table.device['runtime']}); unpruned {args.model} sums to {full(TablePredictor.for_model(table, models.create(args.model)).space.full_widths):.2f} ms -> {args.out}")
+           f"{table.device['runtime']}); unpruned {args.model} sums to {pred.predict_ms(pred.space.full_widths):.2f} "
+           f"ms -> {args.out}")
     return 0
 
 
@@ -551,12 +545,7 @@ def cmd_bench(args) -> int:
 
     from host.io import write_json
 
-    extra = ["--precision", args.precision, "--power-interval-ms", str(args.power_interval_ms),
-             "--idle-s", str(args.idle_s)]
-    for flag, val in (("--warmup-s", args.warmup_s), ("--cpus", args.cpus), ("--power", args.power),
-                      ("--cool-down-to", args.cool_down_to), ("--cool-down-s", args.cool_down_s)):
-        if val is not None:
-            extra += [flag, str(val)]
+    extra = forward_measure_options(args)
     if args.rounds < 1 or args.iters < 1:
         raise UserError("--rounds and --iters must be >= 1")
     res = bench_on_device(args.models, device=args.device, backend=args.backend, threads=args.threads,

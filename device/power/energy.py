@@ -8,6 +8,7 @@ idle subtracts the idle power first. mW x s = mJ.
 
 from __future__ import annotations
 
+import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -71,6 +72,4 @@ def to_csv(samples: List[Dict[str, object]], path: str) -> None:
             row = [f"{(s['t_s'] - t0) * 1000:.1f}", "" if s.get("total_power_mw") is None else f"{s['total_power_mw']:.1f}"]
             row += ["" if rm.get(r) is None else f"{rm[r]:.1f}" for r in rails]
             f.write(",".join(row) + "\n")
-    import os
-
     os.replace(path + ".tmp", path)

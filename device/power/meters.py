@@ -6,6 +6,7 @@ dicts with ``t_s`` (``time.monotonic()``), ``total_power_mw`` and ``rails_mw``.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
@@ -65,8 +66,10 @@ def _hwmon_reader(path: str) -> Callable[[], Tuple[float, Dict[str, float]]]:
     return read
 
 
+@functools.lru_cache(maxsize=None)
 def available() -> Dict[str, Optional[str]]:
-    """Each meter kind -> None when usable here, else why not."""
+    """Each meter kind -> None when usable here, else why not (probed once per process: the hardware does not
+    change while a benchmark runs)."""
     out: Dict[str, Optional[str]] = {}
     out["tegrastats"] = None if tegrastats.tegrastats_binary() else "tegrastats not found (not a Jetson)"
     if rpi.vcgencmd_binary() is None:

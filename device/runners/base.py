@@ -69,3 +69,24 @@ def run_tool(name: str, cmd: List[str], parse: Callable[[str], Dict[str, object]
         return parse(text)
     except ValueError as e:
         raise RuntimeError(f"{e} (full output in {log_path or 'no log'})") from None
+
+
+class ToolRunner:
+    """Base of the runners that wrap a vendor tool timing itself (``self_timed``): nothing to load or release;
+    they implement ``measure(warmup, iters, warmup_s) -> timing fields`` instead of ``infer``."""
+
+    self_timed = True
+
+    def __init__(self, path: str, threads: int = 1, precision: str = "fp32", calib_cache: Optional[str] = None,
+                 log_path: Optional[str] = None, **_: object):
+        self.path = str(path)
+        self.threads = threads
+        self.precision = precision
+        self.calib_cache = calib_cache
+        self.log_path = log_path  # the tool's full output is kept here (the host pulls it back)
+
+    def __enter__(self) -> "ToolRunner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None

@@ -13,7 +13,7 @@ import re
 import shutil
 from typing import Dict, List, Optional
 
-from device.runners.base import BackendUnavailable, run_tool
+from device.runners.base import BackendUnavailable, ToolRunner, run_tool
 
 _NUM = r"(-?\d+(?:\.\d+)?(?:e[-+]?\d+)?)"
 _COUNT = re.compile(rf"^count=(\d+)(?: first={_NUM})?(?: curr={_NUM})?(?: min={_NUM})?(?: max={_NUM})?"
@@ -116,7 +116,7 @@ def parse_benchmark_model(text: str) -> Dict[str, object]:
     return runs[-1]
 
 
-class BenchmarkModelRunner:
+class BenchmarkModelRunner(ToolRunner):
     """Benchmark a ``.tflite`` file with TFLite's benchmark_model (self-timed).
 
     Args:
@@ -126,18 +126,6 @@ class BenchmarkModelRunner:
     """
 
     name = "benchmark_model"
-    self_timed = True
-
-    def __init__(self, path: str, threads: int = 1, log_path: Optional[str] = None, **_: object):
-        self.path = str(path)
-        self.threads = threads
-        self.log_path = log_path
-
-    def __enter__(self) -> "BenchmarkModelRunner":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
 
     def command(self, warmup: int, iters: int, warmup_s: Optional[float]) -> List[str]:
         return [benchmark_model_binary(), f"--graph={self.path}", f"--num_threads={self.threads}",

@@ -14,7 +14,7 @@ import re
 import shutil
 from typing import Dict, Optional
 
-from device.runners.base import BackendUnavailable, run_tool
+from device.runners.base import BackendUnavailable, ToolRunner, run_tool
 
 _STAT = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\)) = (-?\d+(?:\.\d+)?(?:e[-+]?\d+)?) ms")
 _SECTIONS = {"Latency": "latency_ms", "Enqueue Time": "enqueue_ms", "H2D Latency": "h2d_ms",
@@ -119,7 +119,7 @@ def parse_trtexec(text: str) -> Dict[str, object]:
     return out
 
 
-class TrtexecRunner:
+class TrtexecRunner(ToolRunner):
     """Benchmark an ONNX file with trtexec (self-timed: trtexec's own loop and statistics).
 
     Args:
@@ -130,20 +130,6 @@ class TrtexecRunner:
     """
 
     name = "trtexec"
-    self_timed = True
-
-    def __init__(self, path: str, threads: int = 1, precision: str = "fp32", calib_cache: Optional[str] = None,
-                 log_path: Optional[str] = None, **_: object):
-        self.path = str(path)
-        self.precision = precision
-        self.calib_cache = calib_cache
-        self.log_path = log_path
-
-    def __enter__(self) -> "TrtexecRunner":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
 
     def command(self, warmup_ms: float, iters: int, engine: str, engine_exists: bool) -> list:
         cmd = [trtexec_binary(), f"--onnx={self.path}", f"--warmUp={int(round(warmup_ms))}", f"--iterations={iters}",

@@ -151,7 +151,6 @@ def independent_from_dense(model: nn.Module, keep: Dict[str, Sequence[int]]) -> 
     stem_bn = _bn(model.bn1, k["conv1"])
     stages, union = [], {}
     prev_cols: Sequence[int] = k["conv1"]  # what the stream entering stage 1 carries (stem channels, in order)
-    prev_pos = None  # positions are only needed inside a stage
     for s in (1, 2, 3):
         sname = f"layer{s}"
         u = sorted(set().union(*(k[n] for n in names[sname])))
@@ -178,12 +177,11 @@ def independent_from_dense(model: nn.Module, keep: Dict[str, Sequence[int]]) -> 
             blocks.append(IndependentBlock(conv1, bn1, conv2, bn2, shortcut, IndexAdd(len(u), idx_a, idx_b)))
         stages.append(nn.Sequential(*blocks))
         union[sname] = u
-        prev_cols, prev_pos = u, pos
+        prev_cols = u
     fc = nn.Linear(len(prev_cols), model.fc.out_features)
     with torch.no_grad():
         fc.weight.copy_(model.fc.weight[:, list(prev_cols)])
         fc.bias.copy_(model.fc.bias)
-    del prev_pos
     return IndependentResNet(stem, stem_bn, stages, fc, union).eval()
 
 
@@ -215,20 +213,6 @@ def layer_keys(model: IndependentResNet, input_hw=(32, 32)) -> Dict[str, List]:
             adds.append((a.width, int(a.idx_a.numel()), None if a.idx_b is None else int(a.idx_b.numel()), h, w))
     keys.append(LayerKey("gap_linear", model.fc.in_features, model.fc.out_features, (h, w)))
     return {"layers": keys, "index_adds": adds}
-
-
-class IndexAddMicro(nn.Module):
-    """The micro-model of one index-add (random index sets of the given sizes), for measuring its latency."""
-
-    def __init__(self, width: int, ca: int, cb: Optional[int], seed: int = 0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        ia = torch.randperm(width, generator=g)[:ca].sort().values
-        ib = None if cb is None else torch.randperm(width, generator=g)[:cb].sort().values
-        self.add = IndexAdd(width, ia, ib)
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.add(a, b)
 
 
 def select_independent_keep(model: nn.Module, per_stage: Dict[str, int],

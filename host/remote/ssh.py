@@ -92,7 +92,14 @@ def device_tree_hash(root: Path = DEVICE_PKG) -> str:
     return h.hexdigest()
 
 
-_DROPPED = (EOFError, ConnectionError, socket.error)
+def _dropped(e: BaseException) -> bool:
+    """Whether ``e`` means the connection went away (worth a reconnect), not a file or usage error: EOF, a reset
+    or refused connection, a timeout, paramiko's transport errors, or the plain OSError("Socket is closed")
+    paramiko raises on a dead channel. FileNotFoundError, PermissionError and other OSError subclasses are not."""
+    import paramiko
+
+    return (isinstance(e, (EOFError, ConnectionError, socket.timeout, paramiko.SSHException))
+            or type(e) is OSError)
 
 
 class SshConnection:
@@ -373,8 +380,11 @@ class SshDevice:
         try:
             if self._own and self.root:
                 self.conn.run(["rm", "-rf", "--", posixpath.join(self.root, self.session)], check=False, timeout_s=60)
-        except (DeviceError,) + _DROPPED:
+        except DeviceError:
             pass
+        except Exception as e:  # noqa: BLE001 - cleaning up over a dead connection
+            if not _dropped(e):
+                raise
         finally:
             self.conn.close()
 
@@ -394,7 +404,9 @@ class SshDevice:
         for attempt in range(self.retries + 1):
             try:
                 return fn(*args)
-            except _DROPPED as e:
+            except Exception as e:  # noqa: BLE001 - filtered just below
+                if not _dropped(e):
+                    raise
                 if attempt == self.retries:
                     raise DeviceError(f"lost the connection to {self.target.display} {self.retries + 1} times: "
                                       f"{e}") from None

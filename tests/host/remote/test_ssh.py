@@ -113,6 +113,15 @@ def test_a_failing_device_command_and_a_timeout_are_one_line_errors(sshd, ssh_ho
         assert time.monotonic() - t0 < 3
 
 
+def test_a_missing_local_file_is_not_mistaken_for_a_dropped_connection(sshd, ssh_home, tmp_path):
+    trust(ssh_home, sshd)
+    with open_device(sshd.spec(root=str(tmp_path / "b"))) as dev:
+        t0 = time.monotonic()
+        with pytest.raises(FileNotFoundError):
+            dev.put(str(tmp_path / "nope.onnx"), "a/nope.onnx")
+        assert time.monotonic() - t0 < 1.0  # no reconnect-and-retry with back-off
+
+
 def test_a_dropped_connection_reconnects_and_resumes_without_remeasuring(sshd, ssh_home, tmp_path):
     """The per-connection sshd process is killed while a 12-model bench runs; the device reconnects, stops the
     orphan, and runs the command again, which resumes from its --jsonl file."""
