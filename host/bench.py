@@ -25,7 +25,7 @@ def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = 
                     warmup: int = 50, iters: int = 300, rounds: int = 3,
                     on_line: Optional[Callable[[str], None]] = None, trust_new_host: bool = False,
                     device_args: Sequence[str] = (), out_dir: Optional[str] = None,
-                    calib_cache: Optional[str] = None) -> Dict[str, object]:
+                    calib_cache: Optional[str] = None, interleave: bool = False) -> Dict[str, object]:
     """Benchmark model files on ``device`` in ``rounds`` interleaved rounds.
 
     Args:
@@ -36,6 +36,9 @@ def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = 
         calib_cache: an int8 calibration cache (``host export --format trt --precision int8``) shipped with the
             models and passed to the device's TensorRT runners.
         trust_new_host: see :func:`host.remote.open_device`.
+        interleave: load every model once on the device and time the rounds as round-robin bursts
+            (``device bench --interleave``; ``median_ms`` is then the median of all samples). Without it each
+            round loads each model afresh (what power measurement and self-timed tools need).
 
     Returns:
         ``{"device": metadata, "backend", "threads", "rounds", "models": {path: {"latency_ms": stats of the
@@ -50,7 +53,9 @@ def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = 
         if not os.path.isfile(p):
             raise DeviceError(f"file not found: {p}")
     names = [f"m{i}_{os.path.basename(p)}" for i, p in enumerate(paths)]
-    order = [n for _ in range(rounds) for n in names]
+    order = names if interleave else [n for _ in range(rounds) for n in names]
+    if interleave:
+        device_args = [*device_args, "--interleave", str(rounds)]
     pulled: List[str] = []
     with open_device(device, trust_new_host=trust_new_host) as dev:
         for p, n in zip(paths, names):
@@ -82,11 +87,12 @@ def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = 
         recs = sorted(per[n], key=_center)
         mid = recs[len(recs) // 2]
         out[p] = {"median_ms": _center(mid), "latency_ms": mid["latency_ms"],
-                  "round_medians_ms": [_center(r) for r in per[n]],
+                  "round_medians_ms": mid.get("round_medians_ms") or [_center(r) for r in per[n]],
                   "init_ms": mid["init_ms"], "first_inference_ms": mid["first_inference_ms"], "sha256": mid["sha256"],
                   "power": mid.get("power"), "throttled": any(r.get("throttled") for r in per[n]),
                   "throttle_evidence": sorted({e for r in per[n] for e in r.get("throttle_evidence", [])})}
     dev_meta = dict(doc["device"])
     dev_meta["spec"] = device
-    return {"device": dev_meta, "backend": backend, "threads": threads, "rounds": rounds, "warmup": warmup,
+    return {"device": dev_meta, "backend": backend, "threads": threads, "rounds": rounds, "interleaved": interleave,
+            "warmup": warmup,
             "iters": iters, "device_args": list(device_args), "models": out, "pulled": pulled}

@@ -102,3 +102,31 @@ def test_backends_lists_ort_with_its_version():
     assert r.returncode == 0
     info = json.loads(r.stdout)
     assert info["ort"]["available"] is True and info["ort"]["version"].startswith("onnxruntime")
+
+
+def test_interleaved_bench_times_every_model_in_round_robin_bursts(tmp_path):
+    a, b = tiny_onnx(tmp_path / "a.onnx", 4), tiny_onnx(tmp_path / "b.onnx", 16)
+    jl = tmp_path / "r.jsonl"
+    r = run_cli("-m", "device", "bench", str(a), str(b), "--interleave", "4", "--iters", "10", "--warmup", "2",
+                "--jsonl", str(jl), "--json")
+    assert r.returncode == 0, r.stderr
+    recs = json.loads(r.stdout)["results"]
+    assert [x["model"] for x in recs] == ["a.onnx", "b.onnx"]
+    for x in recs:
+        assert x["interleaved"] and x["rounds"] == 4 and len(x["round_medians_ms"]) == 4
+        assert x["latency_ms"]["n"] == 40
+        assert x["latency_ms"]["min"] <= x["latency_ms"]["median"] <= x["latency_ms"]["max"]
+    assert "[4/4] round 4 of 2 models" in r.stderr
+    # the list is the unit of resume: a rerun reads the records back instead of measuring
+    again = run_cli("-m", "device", "bench", str(a), str(b), "--interleave", "4", "--iters", "10", "--jsonl", str(jl),
+                    "--json")
+    assert json.loads(again.stdout)["results"] == recs and "round" not in again.stderr
+
+
+@pytest.mark.parametrize("extra,msg", [(["--power", "auto"], "cannot be combined with --power"),
+                                       (["--interleave", "-1"], "--interleave must be >= 1")])
+def test_interleave_refusals(tmp_path, extra, msg):
+    a = tiny_onnx(tmp_path / "a.onnx")
+    args = ["--interleave", "2"] if "--interleave" not in extra else []
+    r = run_cli("-m", "device", "bench", str(a), *args, *extra)
+    assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1
