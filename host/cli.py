@@ -115,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--resume", action="store_true",
                    help="continue an interrupted build in its work folder; nothing measured there is measured again")
     b.add_argument("--batch", type=int, default=64, help="micro-models per device command (default 64)")
+    b.add_argument("--interleave", type=int, default=0, metavar="K",
+                   help="each device command loads its batch once and times it in K round-robin bursts of --iters "
+                        "(device bench --interleave; steadier on a drifting CPU); default 0: one burst per model")
+    b.add_argument("--calibrate", type=int, default=0, metavar="N",
+                   help="also measure N random pruned networks of the model and fit a whole-network correction "
+                        "(calibration.fit; 0: none)")
+    b.add_argument("--coarse", type=int, metavar="STEP",
+                   help="measure a coarse grid of STEP channels, check and refine, interpolate the rest of the "
+                        "--granularity grid (entries say which they are)")
+    b.add_argument("--refine-tol", type=float, default=0.03,
+                   help="with --coarse: refine a cell whose check is off by more than this (default 0.03)")
+    b.add_argument("--check-fraction", type=float, default=0.25,
+                   help="with --coarse: share of coarse cells checked by a measurement (default 0.25)")
+    b.add_argument("--refine-rounds", type=int, default=2, help="with --coarse: refinement rounds (default 2)")
     b.add_argument("-o", "--out", required=True, help="table JSON to write")
 
     sh = tb.add_parser("show", help="what a table holds, and a latency heatmap per layer type")
@@ -143,8 +157,13 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("--device", help="where to measure (default: the table's device)")
     va.add_argument("--trust-new-host", action="store_true")
     va.add_argument("--seed", type=int, default=0)
-    va.add_argument("--rounds", type=int, default=3, help="interleaved measurement rounds (default 3)")
-    va.add_argument("--iters", type=int, default=300, help="timed runs per architecture per round")
+    va.add_argument("--rounds", type=int, default=15,
+                    help="round-robin bursts per architecture, all loaded at once (default 15)")
+    va.add_argument("--iters", type=int, default=40, help="timed runs per architecture per burst (default 40)")
+    va.add_argument("--anchors", type=int, default=6,
+                    help="calibration networks of the table measured again to estimate the device's speed drift "
+                         "since the build (default 6; needs a table built with --calibrate)")
+    va.add_argument("--jobs", type=int, default=1, help="processes exporting the architectures")
     va.add_argument("--out", help="folder for validate.json and the scatter plot validate.png")
     va.add_argument("--json", action="store_true")
 
@@ -302,7 +321,8 @@ def cmd_train(args) -> int:
 
 def build_table_cli(model_name: str, input_text: str, out: str, device="local", backend="ort", threads=1,
                     granularity=4, jobs=1, shard="1/1", warmup=30, iters=200, workdir=None, num_classes=10, rounds=3,
-                    resume=False, batch=64, trust_new_host=False):
+                    resume=False, batch=64, trust_new_host=False, coarse=None, refine_tol=0.03, check_fraction=0.25,
+                    refine_rounds=2, calibrate=0, interleave=0):
     import models
     from host import ui
     from host.latency.build import BuildConfig, build_table, parse_shard
@@ -316,6 +336,10 @@ def build_table_cli(model_name: str, input_text: str, out: str, device="local", 
         raise UserError(str(e)) from None
     if min(granularity, jobs, iters, rounds, batch) < 1 or threads < 0 or warmup < 0:
         raise UserError("--granularity, --jobs, --iters, --rounds and --batch must be >= 1; --threads and --warmup >= 0")
+    if calibrate < 0 or interleave < 0 or (calibrate and calibrate < 3):
+        raise UserError("--calibrate must be 0 (none) or >= 3 networks, and --interleave >= 0")
+    if coarse is not None and (refine_tol <= 0 or not 0 < check_fraction <= 1 or refine_rounds < 0):
+        raise UserError("--refine-tol must be > 0, --check-fraction in (0, 1] and --refine-rounds >= 0")
     devices = [device] if isinstance(device, str) else list(device or ["local"])
     own_workdir = workdir is None
     workdir = workdir or out + ".build"
@@ -331,25 +355,44 @@ def build_table_cli(model_name: str, input_text: str, out: str, device="local", 
            f"{threads} thread(s)" + (" (resuming)" if resume else ""))
     cfg = BuildConfig(model_name, shape, num_classes, devices[0], backend, threads, granularity, jobs, shard_t, warmup,
                       iters, rounds, workdir, farm=tuple(devices[1:]), batch=batch, resume=resume,
-                      trust_new_host=trust_new_host)
+                      trust_new_host=trust_new_host, calibrate=calibrate, interleave=interleave)
     with ui.progress() as prog:
         tasks = {}
 
         def progress(stage, done, total):
             if stage not in tasks:
-                tasks[stage] = prog.add_task({"build": "building micro-models", "measure": "measuring on device"}[stage],
+                tasks[stage] = prog.add_task({"build": "building micro-models", "measure": "measuring on device",
+                                              "networks": "measuring calibration networks"}[stage],
                                              total=total)
             prog.update(tasks[stage], completed=done, total=total)
 
-        table = build_table(cfg, keys, progress=progress)
+        if coarse is None:
+            table = build_table(cfg, keys, progress=progress)
+        else:
+            from host.latency.build import build_table_interpolated
+
+            table = build_table_interpolated(cfg, keys, coarse, refine_tol, check_fraction, refine_rounds,
+                                             exhaustive=len(enumerate_keys(space, 1)), progress=progress,
+                                             log=ui.log)
     table.save(out)
     if own_workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     b = table.build
-    ui.log(f"table: {b['measured']} entries measured in {b['rounds']} rounds ({b['interpolated']} interpolated), overhead "
+    ui.log(f"table: {b['measured']} entries measured in {b['rounds']} rounds, {b['interpolated']} interpolated; overhead "
            f"{table.overhead_ms:.4f} ms; {b['measurements']} measurements taken now"
-           + (" (the rest before the resume)" if resume else "")
-           + f", measuring {b['measure_wall_s']:.1f} s, total {b['wall_s']:.1f} s -> {out}")
+           + (" (the rest before the resume)" if resume else "") + f", total {b['wall_s']:.1f} s -> {out}")
+    if b.get("interpolation"):
+        it = b["interpolation"]
+        ui.log(f"interpolation: coarse grid {it['coarse']}, {it['checks']} check measurements (mean |error| "
+               f"{(it['check_mean_abs_rel_error'] or 0):.1%}, max {(it['check_max_abs_rel_error'] or 0):.1%}), methods "
+               f"{it['methods']}; {b['measured']} of {b['target_grid_entries']} entries measured, "
+               f"{b['reduction_vs_exhaustive_per_channel']:.0f}x fewer than the exhaustive per-channel grid "
+               f"({b['exhaustive_per_channel_entries']})")
+    fit = table.calibration.get("fit")
+    if fit:
+        ui.log(f"calibration: {len(fit['networks'])} networks, fit mean |error| {fit['fit_mean_abs_rel_error']:.2%} "
+               f"(uncorrected {fit['uncorrected_mean_abs_rel_error']:.2%}); coefficients "
+               + ", ".join(f"{k} {v:.4g}" for k, v in fit["coefficients"].items()))
     return table
 
 
@@ -425,7 +468,8 @@ def cmd_table_validate(args) -> int:
         raise UserError("--rounds and --iters must be >= 1")
     doc = validate_table(args.table, args.model, samples=args.samples, device=args.device, seed=args.seed,
                          out_dir=args.out, rounds=args.rounds, iters=args.iters, num_classes=args.num_classes,
-                         trust_new_host=args.trust_new_host, on_line=_every_tenth(ui.log))
+                         trust_new_host=args.trust_new_host, on_line=_every_tenth(ui.log), anchors=args.anchors,
+                         jobs=args.jobs)
     if args.json:
         print(json.dumps(doc, indent=1))
     else:
@@ -433,13 +477,18 @@ def cmd_table_validate(args) -> int:
                      f"{doc['samples']} random pruned architectures, mean |error| {doc['mean_abs_rel_error']:.2%}, "
                      f"max {doc['max_abs_rel_error']:.2%}, mean signed {doc['mean_rel_error']:+.2%}, Pearson r "
                      f"{doc['pearson_r']:.4f}" + (f" -> {args.out}/validate.json, validate.png" if args.out else ""))
+        if doc.get("drift"):
+            d = doc["drift"]
+            print(f"device speed now vs at the build (median of {d['anchors']} anchors): x{d['speed_ratio']:.4f}; with "
+                  f"the prediction scaled by it: mean |error| {d['mean_abs_rel_error']:.2%}, max {d['max_abs_rel_error']:.2%}")
     return 0
 
 
 def cmd_table_build(args) -> int:
     build_table_cli(args.model, args.input, args.out, args.device, args.backend, args.threads, args.granularity,
                     args.jobs, args.shard, args.warmup, args.iters, args.workdir, args.num_classes, args.rounds,
-                    args.resume, args.batch, args.trust_new_host)
+                    args.resume, args.batch, args.trust_new_host, args.coarse, args.refine_tol, args.check_fraction,
+                    args.refine_rounds, args.calibrate, args.interleave)
     return 0
 
 

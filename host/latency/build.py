@@ -30,6 +30,7 @@ from host.latency.key import LayerKey
 from host.latency.table import Entry, LatencyTable
 
 OVERHEAD_FILE = "overhead.onnx"
+NETWORKS_FILE = "calibration_networks.json"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class BuildConfig:
     batch: int = 64  # micro-models per device command: results are pulled back after each batch
     resume: bool = False  # continue in ``workdir``: what was measured there is not measured again
     trust_new_host: bool = False  # ssh:// devices: accept and record an unknown host key
+    calibrate: int = 0  # whole calibration networks measured with the micro-models to fit a correction (0: none)
+    calib_seed: int = 1  # seed of the calibration architectures
+    interleave: int = 0  # >0: each device command loads its batch once and times it in this many round-robin bursts
 
     @property
     def devices(self) -> Tuple[str, ...]:
@@ -138,6 +142,8 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
             build_micro_models(missing, str(folder), cfg.jobs)
         if not (folder / OVERHEAD_FILE).exists():
             onnx.save(overhead_model(cfg.input_shape, cfg.num_classes), str(folder / OVERHEAD_FILE))
+        if cfg.calibrate and (i, n) != (1, 1):
+            raise UserError("calibration networks are measured by unsharded builds only (drop --calibrate or --shard)")
         if progress:
             progress("build", len(keys), len(keys))
         t_meas = time.monotonic()
@@ -153,7 +159,7 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
         dev_meta["spec"] = cfg.device
         if cfg.farm:
             dev_meta["farm"] = list(cfg.devices)
-        return LatencyTable(
+        table = LatencyTable(
             device=dev_meta, backend=cfg.backend, precision="fp32", threads=cfg.threads, batch_size=cfg.input_shape[0],
             input_shape=list(cfg.input_shape),
             created_utc=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -165,7 +171,9 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
                 "overhead_model": "reshape+slice graph with the network's input and output shapes",
                 "prediction": "overhead_ms + sum over layer sites of (entry median - overhead_ms)",
                 "not_modelled": "layout reorders and output copies each standalone micro-model pays at its "
-                                "boundaries (ONNX Runtime keeps tensors in its NCHWc layout inside a network)",
+                                "boundaries (ONNX Runtime keeps tensors in its NCHWc layout inside a network), and "
+                                "the cache misses a layer meets inside a network; a fit on whole calibration "
+                                "networks (calibration.fit, --calibrate N) corrects both on average",
                 "fuse_residual_add": True,
                 "fused": "conv2d entries include the BN/ReLU that follow them (ONNX Runtime folds BN, fuses ReLU). "
                          "A residual add is fused into the conv that produces its first operand, as ONNX Runtime "
@@ -175,12 +183,21 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
             entries=entries,
             models=[cfg.model],
             build={"granularity": cfg.granularity, "shard": f"{i}/{n}", "measured": len(entries),
-                   "interpolated": 0, "warmup": cfg.warmup, "iters": cfg.iters, "rounds": cfg.rounds, "jobs": cfg.jobs,
+                   "interpolated": 0, "warmup": cfg.warmup, "iters": cfg.iters, "rounds": cfg.rounds, "interleave": cfg.interleave,
+                   "jobs": cfg.jobs,
                    "batch": cfg.batch, "devices": list(cfg.devices), "measurements": measured_now,
                    "resumed": cfg.resume,
+                   "calibration_networks": 0,
                    "measure_wall_s": round(time.monotonic() - t_meas, 2),
                    "wall_s": round(time.monotonic() - t_start, 2)},
         )
+        if cfg.calibrate:
+            try:
+                calibrate_table(cfg, root, table, progress)
+            except DeviceError as e:
+                hint = f"; results so far are kept in {root}: rerun with --resume --workdir {root}" if cfg.workdir else ""
+                raise DeviceError(f"{e}{hint}") from None
+        return table
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -261,13 +278,16 @@ def _measure(cfg: BuildConfig, root: Path, listing: List[str],
                     dev.put(str(lst), lst.name)
 
                     def on_line(line: str) -> None:
-                        if progress and line.startswith("[") and "/" in line:
+                        if progress and line.startswith("[") and "/" in line and "]" in line:
+                            i, k = (int(v) for v in line[1:line.index("]")].split("/"))
                             with lock:
-                                progress("measure", count[0] + int(line[1:line.index("/")]), total)
+                                progress("measure", count[0] + (i * len(batch) // k if cfg.interleave else i), total)
 
+                    inter = ["--interleave", str(cfg.interleave)] if cfg.interleave else []
                     res = dev.run_device(["bench", "--list", lst.name, "--backend", cfg.backend, "--threads",
                                           str(cfg.threads), "--warmup", str(cfg.warmup), "--iters", str(cfg.iters),
-                                          "--jsonl", f"results_r{r}_b{b}.jsonl", "--json"], on_stderr_line=on_line)
+                                          *inter, "--jsonl", f"results_r{r}_b{b}.jsonl", "--json"],
+                                         on_stderr_line=on_line)
                     doc = json.loads(res.stdout)
                     with lock:
                         if "device" not in meta:
@@ -313,6 +333,129 @@ def _measure(cfg: BuildConfig, root: Path, listing: List[str],
     return by_model, meta["device"], measured_now[0]
 
 
+def calibrate_table(cfg: BuildConfig, root: Path, table: LatencyTable,
+                    progress: Optional[Callable[[str, int, int], None]] = None) -> None:
+    """Export ``cfg.calibrate`` calibration networks of ``cfg.model`` on the table's grid, measure them side by
+    side on the device, and store the fitted correction in ``table.calibration["fit"]`` (see
+    :mod:`host.latency.calibrate`). Resumable: exports and measurements already in ``root`` are reused."""
+    from host.latency.calibrate import calibrate, calibration_archs, export_archs
+    from host.latency.space import build_space
+
+    import models
+
+    space = build_space(models.create(cfg.model, cfg.num_classes), cfg.input_shape)
+    archs = calibration_archs(space, cfg.granularity, cfg.calibrate, cfg.calib_seed)
+    names = export_archs(cfg.model, cfg.num_classes, cfg.input_shape, archs, str(root / "micro"), cfg.jobs)
+    fresh = 0 if (root / NETWORKS_FILE).exists() else len(names)
+    nets = _measure_networks(cfg, root, archs, names, progress)
+    table.build["measurements"] = int(table.build.get("measurements", 0)) + fresh
+    table.build["calibration_networks"] = len(nets)
+    table.calibration["method"] = "overhead-once+fitted"
+    table.calibration["fit"] = calibrate(table, models.create(cfg.model, cfg.num_classes), nets)
+    table.calibration["prediction"] = table.calibration["fit"]["formula"]
+
+
+def _measure_networks(cfg: BuildConfig, root: Path, archs: List[Dict[str, int]], names: List[str],
+                      progress: Optional[Callable[[str, int, int], None]]) -> List[Dict[str, object]]:
+    """Measure the calibration networks side by side in one device command (loaded once, ``max(8, rounds *
+    interleave)`` round-robin bursts), as ``host table validate`` measures networks; kept in
+    ``<workdir>/calibration_networks.json`` for a resume."""
+    from host.bench import bench_on_device
+    from host.io import write_json
+
+    done = root / NETWORKS_FILE
+    if done.exists():
+        return json.loads(done.read_text())["networks"]
+    if progress:
+        progress("networks", 0, len(names))
+    rounds = max(8, cfg.rounds * max(cfg.interleave, 1))
+    meas = bench_on_device([str(root / "micro" / nm) for nm in names], device=cfg.device, backend=cfg.backend,
+                           threads=cfg.threads, warmup=cfg.warmup, iters=cfg.iters, rounds=rounds,
+                           trust_new_host=cfg.trust_new_host, interleave=True)
+    nets = [{"widths": w, "measured_ms": meas["models"][str(root / "micro" / nm)]["median_ms"]}
+            for w, nm in zip(archs, names)]
+    write_json(done, {"networks": nets, "rounds": rounds, "iters": cfg.iters})
+    if progress:
+        progress("networks", len(names), len(names))
+    return nets
+
+
 def _device_info(cfg: BuildConfig, root: Path) -> Dict[str, object]:
     """The device metadata recorded with the first batch (a resume that had nothing left to measure)."""
     return json.loads((root / "device_info.json").read_text())
+
+
+def build_table_interpolated(cfg: BuildConfig, keys: Sequence[LayerKey], coarse: int, tol: float = 0.03,
+                             check_fraction: float = 0.25, refine_rounds: int = 2, exhaustive: Optional[int] = None,
+                             progress: Optional[Callable[[str, int, int], None]] = None,
+                             log: Optional[Callable[[str], None]] = None) -> LatencyTable:
+    """Build the table of ``keys`` from a coarse grid with checks and refinement (:mod:`host.latency.interpolate`).
+
+    Every measuring step is a :func:`build_table` call in one work folder, so an interrupted build resumes
+    (``cfg.resume``) without measuring anything twice. Entries that were not measured say
+    ``"source": "interpolated"`` and their ``latency_ms.interpolation`` method.
+
+    Args:
+        coarse: coarse grid step in channels (a multiple of ``cfg.granularity``).
+        tol, check_fraction, refine_rounds: see :func:`host.latency.interpolate.build_interpolated`.
+        exhaustive: size of the exhaustive per-channel grid, for the report.
+
+    Raises:
+        UserError: a shard, or ``coarse`` not a multiple of the granularity.
+    """
+    from dataclasses import replace
+
+    from host.latency.interpolate import build_interpolated
+
+    if cfg.shard != (1, 1):
+        raise UserError("an interpolated build (--coarse) cannot be sharded; shard an exhaustive build instead")
+    if coarse < cfg.granularity or coarse % cfg.granularity:
+        raise UserError(f"--coarse must be a multiple of --granularity ({cfg.granularity}), got {coarse}")
+    t_start = time.monotonic()
+    tmp = None
+    if cfg.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="edgeshrink-table-")
+    root = Path(cfg.workdir or tmp.name)
+    state: Dict[str, object] = {"calls": 0, "measurements": 0, "last": None}
+    entries: Dict[LayerKey, Entry] = {}
+
+    def measure(ks: List[LayerKey]) -> Dict[LayerKey, float]:
+        if not ks:
+            return {}
+        sub = replace(cfg, workdir=str(root), resume=cfg.resume or state["calls"] > 0, calibrate=0)
+        t = build_table(sub, ks, progress)
+        state["calls"] = int(state["calls"]) + 1
+        state["measurements"] = int(state["measurements"]) + int(t.build["measurements"])
+        state["last"] = t
+        for e in t.entries:
+            entries[e.key] = e
+        return {e.key: float(e.latency_ms["median"]) for e in t.entries}
+
+    try:
+        values, report = build_interpolated(list(keys), measure, coarse, tol, check_fraction, refine_rounds, log=log)
+        last: LatencyTable = state["last"]  # type: ignore[assignment]
+        out_entries = []
+        for k in keys:
+            v, source = values[k]
+            if source == "measured":
+                out_entries.append(entries[k])
+            else:
+                out_entries.append(Entry(k, {"median": v, "interpolation": source.split("-", 1)[1]}, 0, "interpolated"))
+        build = dict(last.build)
+        build.update({"granularity": cfg.granularity, "measured": report["measured"],
+                      "interpolated": report["interpolated"], "measurements": state["measurements"],
+                      "resumed": cfg.resume, "interpolation": report, "target_grid_entries": len(keys),
+                      "exhaustive_per_channel_entries": exhaustive,
+                      "reduction_vs_exhaustive_per_channel": (exhaustive / report["measured"]) if exhaustive else None,
+                      "reduction_vs_target_grid": len(keys) / report["measured"]})
+        table = LatencyTable(device=last.device, backend=last.backend, precision=last.precision, threads=last.threads,
+                             batch_size=last.batch_size, input_shape=list(last.input_shape),
+                             created_utc=last.created_utc, tool_version=last.tool_version,
+                             calibration=dict(last.calibration), entries=out_entries, models=[cfg.model], build=build)
+        if cfg.calibrate:
+            calibrate_table(cfg, root, table, progress)
+        table.build["wall_s"] = round(time.monotonic() - t_start, 2)
+        return table
+    finally:
+        if tmp is not None:
+            tmp.cleanup()

@@ -1,11 +1,13 @@
 """The latency lookup table: JSON schema (ARCHITECTURE.md, "Latency table"), loading with validation,
 atomic saving, and prediction.
 
-Prediction follows the table's ``calibration``: with method ``overhead-once`` every entry was measured as a
-standalone micro-model that pays the fixed per-inference overhead (session run, input binding, output
-fetch) once, so a network's latency is predicted as
-``overhead_ms + sum over layer sites of (entry_ms - overhead_ms)``: the overhead counted once, not once per
-layer (NetAdapt, Yang et al. 2018, Sec. 4.1, builds its latency model from per-layer lookups the same way).
+Prediction follows the table's ``calibration``: every entry was measured as a standalone micro-model that
+pays the fixed per-inference overhead (session run, input binding, output fetch) once, so a network's
+latency is predicted as ``overhead_ms + sum over layer sites of (entry_ms - overhead_ms)``: the overhead
+counted once, not once per layer (NetAdapt, Yang et al. 2018, Sec. 4.1, builds its latency model from
+per-layer lookups the same way). When the calibration holds a ``fit`` (whole calibration networks measured
+with the micro-models, :mod:`host.latency.calibrate`), each site's ``entry - overhead`` is scaled by its
+fitted coefficient and the fitted intercept replaces the overhead.
 """
 
 from __future__ import annotations
@@ -142,7 +144,7 @@ class TablePredictor:
             (a table built for another model).
     """
 
-    def __init__(self, table: LatencyTable, space: PruningSpace):
+    def __init__(self, table: LatencyTable, space: PruningSpace, corrected: bool = True):
         if space.fuse_residual_add != table.fuse_residual_add:
             raise TableError("the pruning space and the table disagree on residual-add fusion; build the space "
                              "with TablePredictor.for_model")
@@ -150,17 +152,37 @@ class TablePredictor:
             raise TableError(f"latency table was measured at input {fmt_shape(table.input_shape)}, "
                              f"not {fmt_shape(space.input_shape)}")
         self.table, self.space = table, space
+        fit = table.calibration.get("fit") if corrected else None
+        if fit and fit.get("model") not in (None, space.model_name):
+            fit = None  # a correction fitted on another model's networks is not transferred
+        self.fit = fit
+        coef = (fit or {}).get("coefficients", {})
+        self._intercept = float(coef.get("intercept_ms", table.overhead_ms))
+        self._scale = {"conv": float(coef.get("conv", 1.0)), "other": float(coef.get("other", 1.0))}
+        self._per_mparam = float(coef.get("weights_ms_per_mparam", 0.0))
         self.predict_ms(space.full_widths)  # fails early on a table for another model
 
     @classmethod
-    def for_model(cls, table: LatencyTable, model) -> "TablePredictor":
-        """Trace ``model`` at the table's input shape with the table's fusion rules."""
+    def for_model(cls, table: LatencyTable, model, corrected: bool = True) -> "TablePredictor":
+        """Trace ``model`` at the table's input shape with the table's fusion rules. ``corrected=False``
+        ignores a fitted calibration (what the fit itself is computed from)."""
         from host.latency.space import build_space
 
-        return cls(table, build_space(model, table.input_shape, fuse_residual_add=table.fuse_residual_add))
+        return cls(table, build_space(model, table.input_shape, fuse_residual_add=table.fuse_residual_add), corrected)
 
     def layer_ms(self, widths: Dict[str, int]) -> List[float]:
-        """Per-site latency in ms (entry minus overhead), in site order."""
+        """Per-site latency in ms (entry minus overhead, times the site's fitted coefficient), in site order."""
+        from host.latency.calibrate import site_class, site_params
+
+        return [self._scale[site_class(op)] * ms + self._per_mparam * site_params(key)
+                for (op, ms), key in zip(self.raw_sites(widths), self.space.keys(widths))]
+
+    def raw_sites(self, widths: Dict[str, int]) -> List[tuple]:
+        """``(op, entry median - overhead)`` per site in ms, uncorrected, in site order.
+
+        Raises:
+            TableError: the table has no entry for a site's configuration.
+        """
         out = []
         ovh = self.table.overhead_ms
         for site in self.space.sites:
@@ -172,12 +194,12 @@ class TablePredictor:
                     f"latency table (built for {built}, granularity {self.table.build.get('granularity', '?')}) has no "
                     f"entry for {self.space.model_name} layer {site.name}: {key.op} {key.in_channels}->{key.out_channels} "
                     f"at {key.in_hw[0]}x{key.in_hw[1]}")
-            out.append(e.latency_ms[STAT] - ovh)
+            out.append((key.op, e.latency_ms[STAT] - ovh))
         return out
 
     def predict_ms(self, widths: Dict[str, int]) -> float:
         """Predicted latency in ms of the model at these group widths."""
-        return self.table.overhead_ms + sum(self.layer_ms(widths))
+        return self._intercept + sum(self.layer_ms(widths))
 
 
 def check_backend(table: LatencyTable, path: str, backend: Optional[str]) -> None:

@@ -36,8 +36,9 @@ def sample_widths(space, granularity: int, samples: int, seed: int = 0) -> List[
 
 
 def validate_table(table_path: str, model_name: str, samples: int = 30, device: Optional[str] = None, seed: int = 0,
-                   out_dir: Optional[str] = None, rounds: int = 3, iters: int = 300, warmup: int = 50,
-                   num_classes: int = 10, trust_new_host: bool = False, on_line=None) -> Dict[str, object]:
+                   out_dir: Optional[str] = None, rounds: int = 15, iters: int = 40, warmup: int = 10,
+                   num_classes: int = 10, trust_new_host: bool = False, on_line=None, anchors: int = 6,
+                   jobs: int = 1, interleave: bool = True) -> Dict[str, object]:
     """Predicted vs measured latency of ``samples`` random pruned architectures of ``model_name``.
 
     Args:
@@ -48,9 +49,17 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
         seed: seed of the draw.
         out_dir: where ``validate.json`` and ``validate.png`` go (nothing written when None).
         rounds, iters, warmup: measurement per architecture (interleaved rounds; the median of round medians).
+            Many short rounds: on a shared CPU the device's speed wanders by several percent within a minute.
+        anchors: calibration networks of the table (``calibration.fit.networks``) measured again among the
+            architectures. The median of (latency now / latency when the table was built) is the device's
+            speed drift since the build; errors are reported raw and with the prediction scaled by it.
+        jobs: processes exporting the architectures.
+        interleave: every architecture loaded once and timed in round-robin bursts (``device bench
+            --interleave``); off for backends that time themselves.
 
     Returns:
         ``{"model", "table", "device", "samples", "mean_abs_rel_error", "max_abs_rel_error", "pearson_r",
+        "drift": {"speed_ratio", "anchors", "mean_abs_rel_error", "max_abs_rel_error", ...} or None,
         "architectures": [{"widths", "predicted_ms", "measured_ms", "rel_error"}], ...}``.
 
     Raises:
@@ -60,7 +69,7 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
 
     import models
     from host.bench import bench_on_device
-    from host.export.onnx import export_onnx
+    from host.latency.calibrate import export_archs
     from host.io import write_json
     from host.latency.table import TablePredictor, load_table
 
@@ -71,32 +80,47 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
     if gran < 1:
         raise UserError(f"{table_path}: the table records no channel grid (build.granularity)")
     pred = TablePredictor.for_model(table, models.create(model_name, num_classes))
-    archs = sample_widths(pred.space, gran, samples, seed)
+    fit_nets = (pred.fit or {}).get("networks", [])
+    taken = {tuple(sorted(n["widths"].items())) for n in fit_nets}
+    archs = [w for w in sample_widths(pred.space, gran, samples + len(taken), seed)
+             if tuple(sorted(w.items())) not in taken][:samples]
+    anchor_nets = fit_nets[:max(0, anchors)]
     spec = table.device.get("spec") or "local"
     with tempfile.TemporaryDirectory(prefix="edgeshrink-validate-") as tmp:
-        paths = []
-        for i, w in enumerate(archs):
-            m = models.create(model_name, num_classes, pred.space.spec_from_widths(w)).eval()
-            p = str(Path(tmp) / f"arch{i:03d}.onnx")
-            export_onnx(m, table.input_shape, p)
-            paths.append(p)
-        meas = bench_on_device(paths, device=device or spec, backend=table.backend, threads=table.threads,
-                               warmup=warmup, iters=iters, rounds=rounds, trust_new_host=trust_new_host, on_line=on_line)
+        names = export_archs(model_name, num_classes, table.input_shape, archs + [n["widths"] for n in anchor_nets],
+                             tmp, jobs)
+        all_paths = [str(Path(tmp) / nm) for nm in names]
+        meas = bench_on_device(all_paths, device=device or spec, backend=table.backend, threads=table.threads,
+                               warmup=warmup, iters=iters, rounds=rounds, trust_new_host=trust_new_host, on_line=on_line,
+                               interleave=interleave)
+    paths, anchor_paths = all_paths[:len(archs)], all_paths[len(archs):]
     rows = []
     for w, p in zip(archs, paths):
         pm, mm = pred.predict_ms(w), meas["models"][p]["median_ms"]
         rows.append({"widths": w, "predicted_ms": pm, "measured_ms": mm, "rel_error": pm / mm - 1,
                      "round_medians_ms": meas["models"][p]["round_medians_ms"]})
+    drift = None
+    if anchor_nets:
+        ratios = [meas["models"][p]["median_ms"] / n["measured_ms"] for p, n in zip(anchor_paths, anchor_nets)]
+        k = float(np.median(ratios))
+        derr = np.array([r["predicted_ms"] * k / r["measured_ms"] - 1 for r in rows])
+        drift = {"speed_ratio": k, "anchors": len(ratios), "anchor_ratios": ratios,
+                 "what": "median over the table's calibration networks of (latency now / latency at build); "
+                         "errors below scale every prediction by it",
+                 "mean_abs_rel_error": float(np.abs(derr).mean()), "max_abs_rel_error": float(np.abs(derr).max()),
+                 "mean_rel_error": float(derr.mean())}
     err = np.abs([r["rel_error"] for r in rows])
     x, y = np.array([r["measured_ms"] for r in rows]), np.array([r["predicted_ms"] for r in rows])
     from scipy.stats import pearsonr
 
     doc = {"schema": "edgeshrink.table_validation", "schema_version": 1, "model": model_name, "table": table_path,
            "table_device": table.device, "device": meas["device"], "backend": table.backend, "threads": table.threads,
-           "granularity": gran, "samples": len(rows), "seed": seed, "rounds": rounds, "iters": iters,
+           "granularity": gran, "samples": len(rows), "seed": seed, "rounds": rounds, "iters": iters, "interleaved": interleave,
            "mean_abs_rel_error": float(err.mean()), "max_abs_rel_error": float(err.max()),
            "mean_rel_error": float(np.mean([r["rel_error"] for r in rows])),
-           "pearson_r": float(pearsonr(x, y)[0]), "architectures": rows}
+           "pearson_r": float(pearsonr(x, y)[0]), "drift": drift,
+           "calibration": {k: v for k, v in table.calibration.items() if k != "fit"},
+           "fit": {k: v for k, v in (pred.fit or {}).items() if k != "networks"} or None, "architectures": rows}
     if out_dir:
         write_json(Path(out_dir) / "validate.json", doc)
         plot_validation(doc, str(Path(out_dir) / "validate.png"))

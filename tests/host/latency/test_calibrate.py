@@ -1,0 +1,77 @@
+"""Whole-network calibration of a latency table: the fit, the corrected predictor, and a build that measures
+calibration networks."""
+
+import json
+
+import numpy as np
+import pytest
+
+import models
+from host.latency.calibrate import features, fit
+from host.latency.table import TablePredictor, load_table
+from tests.conftest import run_cli
+
+
+def test_fit_recovers_known_coefficients():
+    rng = np.random.default_rng(0)
+    X = np.column_stack([np.ones(30), rng.uniform(0.3, 0.6, 30), rng.uniform(0.001, 0.01, 30), rng.uniform(0.05, 0.3, 30)])
+    truth = np.array([0.03, 0.85, 2.0, 0.04])
+    out = fit(X, X @ truth, overhead_ms=0.02)
+    got = np.array(list(out["coefficients"].values()))
+    assert np.allclose(got[[0, 1, 3]], truth[[0, 1, 3]], rtol=0.05)
+    assert out["fit_mean_abs_rel_error"] < 0.005
+    assert out["uncorrected_mean_abs_rel_error"] > 0.01  # the uncorrected model was off
+
+
+def test_fit_refuses_too_few_networks():
+    with pytest.raises(ValueError, match="3 or more networks"):
+        fit(np.ones((2, 4)), np.ones(2), 0.0)
+
+
+def test_corrected_predictor_applies_the_fit_per_site(small_table, tmp_path):
+    table = load_table(str(small_table))
+    raw = TablePredictor.for_model(table, models.create("resnet20"), corrected=False)
+    w = raw.space.full_widths
+    f = features(raw, w)
+    coef = {"intercept_ms": 0.05, "conv": 0.9, "other": 1.5, "weights_ms_per_mparam": 0.02}
+    table.calibration["fit"] = {"model": "resnet20", "coefficients": coef}
+    pred = TablePredictor.for_model(table, models.create("resnet20"))
+    assert pred.predict_ms(w) == pytest.approx(f @ np.array(list(coef.values())), rel=1e-12)
+    assert pred.predict_ms(w) == pytest.approx(0.05 + sum(pred.layer_ms(w)), rel=1e-12)
+    assert raw.predict_ms(w) == pytest.approx(table.overhead_ms + f[1] + f[2], rel=1e-12)
+    # a fit from another model's networks is not applied
+    table.calibration["fit"]["model"] = "resnet56"
+    assert TablePredictor.for_model(table, models.create("resnet20")).predict_ms(w) == pytest.approx(raw.predict_ms(w))
+
+
+def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(tmp_path):
+    out = tmp_path / "t.json"
+    r = run_cli("-m", "host.cli", "table", "build", "--model", "resnet20", "--granularity", "16", "--warmup", "2",
+                "--iters", "5", "--rounds", "1", "--calibrate", "4", "--jobs", "2", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    fit_ = doc["calibration"]["fit"]
+    assert doc["calibration"]["method"] == "overhead-once+fitted" and len(fit_["networks"]) == 4
+    assert fit_["networks"][0]["widths"] == {g: w for g, w in fit_["networks"][0]["widths"].items()}
+    assert all(n["measured_ms"] > 0 for n in fit_["networks"])
+    assert set(fit_["coefficients"]) == {"intercept_ms", "conv", "other", "weights_ms_per_mparam"}
+    assert doc["build"]["calibration_networks"] == 4 and doc["build"]["measurements"] == 67 + 1 + 4
+    assert "calibration: 4 networks" in r.stderr + r.stdout
+    val = tmp_path / "val"
+    v = run_cli("-m", "host.cli", "table", "validate", str(out), "--model", "resnet20", "--samples", "3",
+                "--rounds", "2", "--iters", "5", "--anchors", "2", "--out", str(val))
+    assert v.returncode == 0, v.stderr
+    vd = json.loads((val / "validate.json").read_text())
+    assert vd["drift"]["anchors"] == 2 and len(vd["drift"]["anchor_ratios"]) == 2
+    k = vd["drift"]["speed_ratio"]
+    assert k == pytest.approx(float(np.median(vd["drift"]["anchor_ratios"])))
+    errs = [abs(a["predicted_ms"] * k / a["measured_ms"] - 1) for a in vd["architectures"]]
+    assert vd["drift"]["max_abs_rel_error"] == pytest.approx(max(errs))
+    calib = {json.dumps(n["widths"], sort_keys=True) for n in fit_["networks"]}
+    assert not calib & {json.dumps(a["widths"], sort_keys=True) for a in vd["architectures"]}
+    assert "device speed now vs at the build" in v.stdout
+
+
+def test_calibrate_needs_three_networks(tmp_path):
+    r = run_cli("-m", "host.cli", "table", "build", "--calibrate", "2", "-o", str(tmp_path / "t.json"))
+    assert r.returncode == 2 and "--calibrate must be 0" in r.stderr
