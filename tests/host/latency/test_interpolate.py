@@ -1,0 +1,116 @@
+"""Coarse-grid latency tables: interpolant chosen by check measurements, adaptive refinement, CLI."""
+
+import json
+import math
+
+import pytest
+
+import models
+from host.latency.interpolate import build_interpolated, coarse_axis, group_families
+from host.latency.space import build_space, enumerate_keys
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def wrn_keys():
+    return enumerate_keys(build_space(models.create("wrn16_2"), (1, 3, 32, 32)), 4)
+
+
+def _ceil16(c):
+    return 16 * math.ceil(c / 16)
+
+
+def _padded_cost(k):
+    """ONNX Runtime NCHWc-like: cost of the channels padded to blocks of 16."""
+    return 0.01 + 1e-7 * k.in_hw[0] * k.in_hw[1] * _ceil16(k.in_channels) * _ceil16(k.out_channels) * k.kernel[0] ** 2
+
+
+def _smooth_cost(k):
+    return 0.01 + 1e-7 * k.in_hw[0] * k.in_hw[1] * k.in_channels * k.out_channels * k.kernel[0] ** 2 + 1e-5 * k.out_channels
+
+
+def _measurer(fn, log):
+    def measure(ks):
+        log.extend(ks)
+        return {k: fn(k) for k in ks}
+    return measure
+
+
+def test_coarse_axis_keeps_multiples_and_both_ends():
+    assert coarse_axis([4, 8, 12, 16, 20, 24, 28, 32, 36], 16) == [4, 16, 32, 36]
+
+
+def test_padded_costs_pick_ceil_and_interpolate_exactly(wrn_keys):
+    log = []
+    values, report = build_interpolated(wrn_keys, _measurer(_padded_cost, log), coarse=16, tol=0.02)
+    assert len(set(log)) == len(log)  # nothing measured twice
+    assert report["measured"] == len(log) and report["measured"] + report["interpolated"] == len(wrn_keys)
+    assert report["measured"] * 3 < len(wrn_keys)
+    assert report["methods"]["ceil"] > report["methods"]["linear"]
+    errs = []
+    for k, (v, source) in values.items():
+        if source == "measured":
+            assert v == _padded_cost(k)
+        else:
+            errs.append(abs(v / _padded_cost(k) - 1))
+            if source == "interpolated-ceil" and k.in_channels >= 16:
+                assert v == pytest.approx(_padded_cost(k), rel=1e-9), k  # exact within a padded block
+    assert sum(errs) / len(errs) < 0.02
+
+
+def test_smooth_costs_pick_linear_and_stay_within_tolerance(wrn_keys):
+    sampled, _ = build_interpolated(wrn_keys, _measurer(_smooth_cost, []), coarse=16, tol=0.02)
+    errs = [abs(v / _smooth_cost(k) - 1) for k, (v, s) in sampled.items() if s != "measured"]
+    assert sum(errs) / len(errs) < 0.01
+    # with a check in every cell, refinement holds every interpolated entry to the tolerance
+    log = []
+    values, report = build_interpolated(wrn_keys, _measurer(_smooth_cost, log), coarse=16, tol=0.02, check_fraction=1.0)
+    assert report["methods"]["linear"] >= report["methods"]["ceil"]
+    errs = [abs(v / _smooth_cost(k) - 1) for k, (v, s) in values.items() if s != "measured"]
+    assert max(errs) < 0.02 and len(log) < len(wrn_keys)
+
+
+def test_failed_checks_refine_their_cells(wrn_keys):
+    def kinked(k):  # a jump inside the coarse cells that neither interpolant sees from the corners
+        return _smooth_cost(k) * (1.5 if 40 < k.out_channels < 48 else 1.0)
+
+    log_off, log_on = [], []
+    build_interpolated(wrn_keys, _measurer(kinked, log_off), coarse=16, tol=0.02, rounds=0)
+    _, report = build_interpolated(wrn_keys, _measurer(kinked, log_on), coarse=16, tol=0.02, rounds=2,
+                                   check_fraction=1.0)
+    assert len(log_on) > len(log_off)
+    assert any(c["round"] >= 1 for c in report["check_detail"])
+
+
+def test_families_split_by_layer_type(wrn_keys):
+    fams = group_families(wrn_keys)
+    assert sum(len(f.keys) for f in fams) == len(wrn_keys)
+    assert any(f.tied for f in fams)  # bn / add: in == out
+
+
+def test_bad_interpolation_settings_are_refused(wrn_keys):
+    with pytest.raises(ValueError):
+        build_interpolated(wrn_keys, _measurer(_smooth_cost, []), coarse=0)
+
+
+def test_cli_builds_an_interpolated_table_that_says_which_entries_are_measured(tmp_path):
+    out = tmp_path / "t.json"
+    r = run_cli("-m", "host.cli", "table", "build", "--model", "resnet20", "--granularity", "8", "--coarse", "16",
+                "--warmup", "2", "--iters", "5", "--rounds", "1", "--interleave", "2", "--batch", "400", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    sources = [e["source"] for e in doc["entries"]]
+    b = doc["build"]
+    assert sources.count("measured") == b["measured"] and sources.count("interpolated") == b["interpolated"] > 0
+    assert b["target_grid_entries"] == len(doc["entries"]) == 258
+    assert b["exhaustive_per_channel_entries"] == 15936
+    assert b["measurements"] >= b["measured"]  # + the overhead graph
+    for e in doc["entries"]:
+        if e["source"] == "interpolated":
+            assert e["latency_ms"]["interpolation"] in ("linear", "ceil") and e["latency_ms"]["median"] > 0
+    assert "interpolation: coarse grid 16" in r.stderr + r.stdout
+
+
+def test_cli_refuses_a_coarse_step_off_the_grid(tmp_path):
+    r = run_cli("-m", "host.cli", "table", "build", "--granularity", "8", "--coarse", "12", "-o", str(tmp_path / "t.json"))
+    assert r.returncode == 2 and "--coarse must be a multiple of --granularity" in r.stderr
