@@ -72,10 +72,9 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
     out = Path(job.out)
     table = load_table(job.table)
     check_backend(table, job.table, job.backend)
-    if (job.device or table.device.get("spec")) == "imported":
-        raise TableError(f"{job.table} was imported ({table.device.get('board')}, {table.backend}); the pruned network "
-                         "is confirmed on a device that runs that backend, and exporting for it is not wired into "
-                         "prune yet: predict with `host table predict` meanwhile")
+    # An imported table (the earlier NetAdapt work's Raspberry Pi table) describes a board that is not here:
+    # prune with its predictions and leave the confirmation to `host bench` on that board, unless --device names one.
+    confirm = job.device is not None or table.device.get("spec") not in (None, "imported")
     ckpt = load_checkpoint(job.checkpoint)
     base_model = model_from_checkpoint(ckpt, job.model, job.checkpoint)
     name = ckpt["model"]
@@ -185,22 +184,31 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
     checks = {"baseline": check_onnx(base_model, onnx_base, input_shape),
               "pruned": check_onnx(pruned, onnx_pruned, input_shape)}
     device = job.device or table.device.get("spec") or "local"
-    ui.log(f"measuring baseline and pruned ONNX on {device} ({table.backend}, {table.threads} thread(s), "
-           f"{job.bench_rounds} interleaved rounds of {job.bench_iters} runs)")
-    bench = bench_on_device([onnx_base, onnx_pruned], device=device, backend=table.backend, threads=table.threads,
-                            iters=job.bench_iters, rounds=job.bench_rounds, trust_new_host=job.trust_new_host,
-                            device_args=["--power", job.power] if job.power else [],
-                            out_dir=str(out / "device_logs") if job.power else None)
+    if confirm:
+        ui.log(f"measuring baseline and pruned ONNX on {device} ({table.backend}, {table.threads} thread(s), "
+               f"{job.bench_rounds} interleaved rounds of {job.bench_iters} runs)")
+        bench = bench_on_device([onnx_base, onnx_pruned], device=device, backend=table.backend, threads=table.threads,
+                                iters=job.bench_iters, rounds=job.bench_rounds, trust_new_host=job.trust_new_host,
+                                device_args=["--power", job.power] if job.power else [],
+                                out_dir=str(out / "device_logs") if job.power else None)
+    else:
+        ui.log(f"[yellow]{job.table} was imported ({table.device.get('board')}, {table.device.get('runtime')}): the "
+               "latencies below are the table's predictions; nothing was measured. Confirm on that board with "
+               "`host bench model.onnx --device ssh://...` (or pass --device)[/]")
+        bench = {"device": {"spec": None, "note": "not measured: imported table"}, "rounds": 0, "warmup": 0,
+                 "iters": 0, "models": {onnx_base: None, onnx_pruned: None}}
 
     def side(model, widths, ev, path) -> Dict[str, object]:
         m = bench["models"][path]
         pred = predictor.predict_ms(widths)
+        measured = {"latency_ms_measured": None, "latency_ms_measured_stats": None, "latency_ms_round_medians": None,
+                    "prediction_error": None, "onnx_sha256": _sha(path)} if m is None else {
+            "latency_ms_measured": m["median_ms"], "latency_ms_measured_stats": m["latency_ms"],
+            "latency_ms_round_medians": m["round_medians_ms"],
+            "prediction_error": (pred - m["median_ms"]) / m["median_ms"], "onnx_sha256": m["sha256"]}
         return {"top1": ev["test"]["top1"], "top5": ev["test"]["top5"], "val_top1": ev["val"]["top1"],
-                **_macs_params(model, input_shape), "latency_ms_predicted": pred,
-                "latency_ms_measured": m["median_ms"], "latency_ms_measured_stats": m["latency_ms"],
-                "latency_ms_round_medians": m["round_medians_ms"],
-                "prediction_error": (pred - m["median_ms"]) / m["median_ms"],
-                "channels": models.channel_spec(model), "onnx": os.path.basename(path), "onnx_sha256": m["sha256"]}
+                **_macs_params(model, input_shape), "latency_ms_predicted": pred, **measured,
+                "channels": models.channel_spec(model), "onnx": os.path.basename(path)}
 
     baseline = side(base_model, base_widths, base_eval, onnx_base)
     pruned_side = side(pruned, pruned_widths, pruned_eval, onnx_pruned)
@@ -212,15 +220,17 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
         "precision": table.precision, "threads": table.threads, "table_device": table.device,
         "budget_ms": budget_ms, "budget_fraction": budget_ms / baseline_pred,
         "baseline": baseline, "pruned": pruned_side,
-        "ratios": {"latency_measured": pruned_side["latency_ms_measured"] / baseline["latency_ms_measured"],
+        "confirmed_on_device": confirm,
+        "ratios": {"latency_measured": (pruned_side["latency_ms_measured"] / baseline["latency_ms_measured"])
+                   if confirm else None,
                    "latency_predicted": pruned_side["latency_ms_predicted"] / baseline["latency_ms_predicted"],
                    "macs": pruned_side["macs"] / baseline["macs"], "params": pruned_side["params"] / baseline["params"]},
         "top1_drop": baseline["top1"] - pruned_side["top1"],
         "netadapt": cfg.to_dict(), "iterations": na.history, "long_term": long_term, "onnx_check": checks,
         "measurement": {k: bench[k] for k in ("rounds", "warmup", "iters")},
         "power": {"baseline": bench["models"][onnx_base].get("power"),
-                  "pruned": bench["models"][onnx_pruned].get("power")} if job.power else None,
-        "throttled": any(bench["models"][p]["throttled"] for p in (onnx_base, onnx_pruned)),
+                  "pruned": bench["models"][onnx_pruned].get("power")} if job.power and confirm else None,
+        "throttled": confirm and any(bench["models"][p]["throttled"] for p in (onnx_base, onnx_pruned)),
         "versions": _versions(),
         "wall_s": {"netadapt": round(netadapt_s, 1), "long_term": round(long_term_s, 1),
                    "total": round(time.monotonic() - t_start, 1)},
@@ -263,12 +273,17 @@ def render_report(report: Dict[str, object], console=None) -> None:
             ("params", "params", "{:,}"), ("MACs", "macs", "{:,}"),
             ("latency predicted (ms)", "latency_ms_predicted", "{:.4f}"),
             ("latency measured, median (ms)", "latency_ms_measured", "{:.4f}")]
+    measured = b.get("latency_ms_measured") is not None
     for label, k, f in rows:
+        if b.get(k) is None:
+            t.add_row(label, "not measured", "not measured", "")
+            continue
         ratio = "" if k in ("top1", "top5") else f"{p[k] / b[k]:.3f}"
         t.add_row(label, f.format(b[k]), f.format(p[k]), ratio)
-    t.add_row("latency measured, p90 (ms)", f"{b['latency_ms_measured_stats']['p90']:.4f}",
-              f"{p['latency_ms_measured_stats']['p90']:.4f}", "")
-    t.add_row("prediction error", f"{b['prediction_error']:+.1%}", f"{p['prediction_error']:+.1%}", "")
+    if measured:
+        t.add_row("latency measured, p90 (ms)", f"{b['latency_ms_measured_stats']['p90']:.4f}",
+                  f"{p['latency_ms_measured_stats']['p90']:.4f}", "")
+        t.add_row("prediction error", f"{b['prediction_error']:+.1%}", f"{p['prediction_error']:+.1%}", "")
     pw = report.get("power") or {}
     if pw.get("baseline") and pw.get("pruned"):
         for label, k in (("mean power (mW)", "mean_power_mw"), ("energy / inference (mJ)", "energy_per_inference_mj"),
@@ -279,5 +294,8 @@ def render_report(report: Dict[str, object], console=None) -> None:
     console.print(t)
     if report.get("throttled"):
         console.print("[bold red]the device throttled during the measurement; latencies may be inflated[/]")
+    lm = report["ratios"]["latency_measured"]
     console.print(f"top-1 drop {report['top1_drop']:+.2f} points | {len(report['iterations'])} NetAdapt iterations | "
-                  f"measured latency ratio {report['ratios']['latency_measured']:.3f} | wall {report['wall_s']['total']:.0f} s")
+                  + (f"measured latency ratio {lm:.3f}" if lm is not None else
+                     f"predicted latency ratio {report['ratios']['latency_predicted']:.3f} (imported table: not measured)")
+                  + f" | wall {report['wall_s']['total']:.0f} s")

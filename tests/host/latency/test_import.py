@@ -69,3 +69,28 @@ def test_bad_pickles_are_refused_with_one_line(tmp_path):
         read_netadapt_channels(_dump(tmp_path / "a.pickle", {"Conv_0": 16, "Block_9": 3}))
     with pytest.raises(TableError, match="describe WRN-40-2"):
         import_netadapt_table(str(TABLE), "resnet20")
+
+
+def test_prune_with_the_imported_table_predicts_without_a_device(tmp_path):
+    """`host prune --perf-table T.json --model wrn40_2` with the imported Raspberry Pi table: NetAdapt runs on its
+    predictions, and the report says nothing was measured (the Pi is not here)."""
+    import models
+    from host.checkpoint import save_checkpoint
+
+    table = tmp_path / "pi.json"
+    assert run_cli("-m", "host.cli", "table", "import", str(TABLE), "--model", "wrn40_2", "-o", str(table)).returncode == 0
+    ckpt = tmp_path / "wrn.pt"
+    save_checkpoint(str(ckpt), models.create("wrn40_2", 10), 10, dataset="digits", input_shape=[1, 3, 32, 32])
+    out = tmp_path / "pruned"
+    r = run_cli("-m", "host.cli", "prune", "--perf-table", str(table), "--model", "wrn40_2", "--checkpoint", str(ckpt),
+                "--dataset", "digits", "--budget", "0.97", "--short-term-steps", "1", "--long-term-epochs", "0",
+                "--init-reduction", "0.03", "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["confirmed_on_device"] is False and rep["pruned"]["latency_ms_measured"] is None
+    assert rep["ratios"]["latency_measured"] is None
+    assert rep["pruned"]["latency_ms_predicted"] <= rep["budget_ms"] + 1e-9 < rep["baseline"]["latency_ms_predicted"]
+    assert rep["baseline"]["latency_ms_predicted"] == pytest.approx(352.986, abs=0.01)  # the Pi table's own sum
+    assert rep["table_device"]["board"] == "Raspberry Pi 3B"
+    assert (out / "model.onnx").exists() and (out / "model.pt").exists()
+    assert "nothing was measured" in r.stderr
