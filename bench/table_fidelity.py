@@ -1,0 +1,108 @@
+"""Latency-table fidelity: for resnet20, resnet56 and wrn16_2, build a table on the local device (ONNX Runtime
+CPU, 1 thread, channel grid 8, with whole calibration networks measured among the micro-models), then
+`host table validate` it right away on 30 other random pruned architectures.
+
+Writes bench/results/table_fidelity.json, the tables to latency_tables/<model>_ort_local_1t_g8.json and each
+validation's JSON and scatter plot to bench/results/table_fidelity/<model>/.
+Target (latency-table issue): mean |predicted / measured - 1| <= 1.0% and max <= 3.0% for each model.
+
+    python bench/table_fidelity.py [--models resnet20,resnet56,wrn16_2] [--samples 30] [--calibrate 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MEAN_TARGET, MAX_TARGET = 0.010, 0.030
+
+
+def run_model(name: str, args) -> dict:
+    import models
+    from host.latency.build import BuildConfig, build_table
+    from host.latency.space import build_space, enumerate_keys
+    from host.latency.validate import validate_table
+
+    shape = (1, 3, 32, 32)
+    table_path = ROOT / "latency_tables" / f"{name}_ort_local_1t_g{args.granularity}.json"
+    space = build_space(models.create(name), shape)
+    keys = enumerate_keys(space, args.granularity)
+    t0 = time.monotonic()
+    print(f"[{name}] building: {len(keys)} configurations + {args.calibrate} calibration networks", flush=True)
+    table = build_table(BuildConfig(name, shape, granularity=args.granularity, jobs=2, warmup=args.warmup,
+                                    iters=args.iters, rounds=args.rounds, calibrate=args.calibrate,
+                                    interleave=args.interleave, batch=args.batch), keys)
+    table.save(str(table_path))
+    build_s = time.monotonic() - t0
+    fit = table.calibration["fit"]
+    print(f"[{name}] built in {build_s:.0f} s; fit on {len(fit['networks'])} networks: mean |err| "
+          f"{fit['fit_mean_abs_rel_error']:.2%} (uncorrected {fit['uncorrected_mean_abs_rel_error']:.2%})", flush=True)
+    t1 = time.monotonic()
+    out_dir = ROOT / "bench" / "results" / "table_fidelity" / name
+    doc = validate_table(str(table_path), name, samples=args.samples, seed=args.seed, out_dir=str(out_dir),
+                         rounds=args.val_rounds, iters=args.val_iters, warmup=10, anchors=args.anchors, jobs=2)
+    drift = doc["drift"] or {}
+    print(f"[{name}] validated in {time.monotonic() - t1:.0f} s: mean |err| {doc['mean_abs_rel_error']:.2%}, max "
+          f"{doc['max_abs_rel_error']:.2%}; drift-corrected (speed x{drift.get('speed_ratio', 1):.4f}) "
+          f"{drift.get('mean_abs_rel_error', float('nan')):.2%} / {drift.get('max_abs_rel_error', float('nan')):.2%}",
+          flush=True)
+    return {
+        "model": name, "table": str(table_path.relative_to(ROOT)), "entries": len(table.entries),
+        "measurements": table.build["measurements"], "calibration_networks": len(fit["networks"]),
+        "build_wall_s": round(build_s, 1), "validate_wall_s": round(time.monotonic() - t1, 1),
+        "fit": {k: v for k, v in fit.items() if k != "networks"},
+        "samples": doc["samples"], "seed": args.seed,
+        "mean_abs_rel_error": doc["mean_abs_rel_error"], "max_abs_rel_error": doc["max_abs_rel_error"],
+        "mean_rel_error": doc["mean_rel_error"], "pearson_r": doc["pearson_r"],
+        "drift": {k: v for k, v in drift.items()} or None,
+        "meets_target_raw": doc["mean_abs_rel_error"] <= MEAN_TARGET and doc["max_abs_rel_error"] <= MAX_TARGET,
+        "meets_target_drift_corrected": bool(drift) and drift["mean_abs_rel_error"] <= MEAN_TARGET
+        and drift["max_abs_rel_error"] <= MAX_TARGET,
+        "validation": str((out_dir / "validate.json").relative_to(ROOT)),
+        "plot": str((out_dir / "validate.png").relative_to(ROOT)),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="resnet20,resnet56,wrn16_2")
+    ap.add_argument("--granularity", type=int, default=8)
+    ap.add_argument("--samples", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--calibrate", type=int, default=24)
+    ap.add_argument("--anchors", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=2, help="passes over the micro-models, each in a new order")
+    ap.add_argument("--interleave", type=int, default=8, help="round-robin bursts per pass (device bench --interleave)")
+    ap.add_argument("--batch", type=int, default=300, help="micro-models loaded side by side per device command")
+    ap.add_argument("--iters", type=int, default=25)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--val-rounds", type=int, default=15)
+    ap.add_argument("--val-iters", type=int, default=40)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "table_fidelity.json"))
+    args = ap.parse_args()
+    from host.io import write_json
+
+    t0 = time.monotonic()
+    rows = [run_model(m, args) for m in args.models.split(",")]
+    result = {
+        "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "device": "local", "backend": "ort", "threads": 1, "granularity": args.granularity,
+        "build": {"rounds": args.rounds, "interleave": args.interleave, "batch": args.batch, "iters": args.iters, "warmup": args.warmup, "calibrate": args.calibrate},
+        "validate": {"samples": args.samples, "rounds": args.val_rounds, "iters": args.val_iters,
+                     "anchors": args.anchors},
+        "target": {"mean_abs_rel_error": MEAN_TARGET, "max_abs_rel_error": MAX_TARGET},
+        "models": rows, "wall_s": round(time.monotonic() - t0, 1),
+    }
+    write_json(args.out, result)
+    print(f"-> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

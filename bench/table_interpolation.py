@@ -1,0 +1,96 @@
+"""Cheaper tables: wrn40_2 on the local device (ONNX Runtime CPU, 1 thread), target channel grid 4, measured on
+a coarse grid of 16 with check measurements and adaptive refinement (`host table build --coarse 16`), with
+calibration networks; then validated on random pruned architectures on the grid of 4 (most of whose layers
+use interpolated entries).
+
+Writes bench/results/table_interpolation.json and the validation plot under bench/results/table_interpolation/.
+Target (latency-table issue): >= 10x fewer measurements than the exhaustive per-channel grid, with the fidelity
+of bench/table_fidelity.py held.
+
+    python bench/table_interpolation.py [--samples 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="wrn40_2")
+    ap.add_argument("--granularity", type=int, default=4)
+    ap.add_argument("--coarse", type=int, default=16)
+    ap.add_argument("--samples", type=int, default=30)
+    ap.add_argument("--calibrate", type=int, default=24)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "table_interpolation.json"))
+    args = ap.parse_args()
+    import models
+    from host import ui
+    from host.io import write_json
+    from host.latency.build import BuildConfig, build_table_interpolated
+    from host.latency.space import build_space, enumerate_keys
+    from host.latency.validate import validate_table
+
+    shape = (1, 3, 32, 32)
+    space = build_space(models.create(args.model), shape)
+    keys = enumerate_keys(space, args.granularity)
+    exhaustive = len(enumerate_keys(space, 1))
+    t0 = time.monotonic()
+    cfg = BuildConfig(args.model, shape, granularity=args.granularity, jobs=2, warmup=10, iters=25, rounds=2,
+                      interleave=8, batch=300, calibrate=args.calibrate)
+    table = build_table_interpolated(cfg, keys, args.coarse, exhaustive=exhaustive, log=ui.log)
+    build_s = time.monotonic() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        table_path = str(Path(tmp) / "table.json")  # ~1.5 MB: not kept in the repository
+        table.save(table_path)
+        out_dir = ROOT / "bench" / "results" / "table_interpolation"
+        t1 = time.monotonic()
+        doc = validate_table(table_path, args.model, samples=args.samples, seed=0, out_dir=str(out_dir), rounds=15,
+                             iters=40, warmup=10, anchors=6, jobs=2)
+    b, it = table.build, table.build["interpolation"]
+    drift = doc["drift"] or {}
+    result = {
+        "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": args.model, "device": doc["device"], "backend": "ort", "threads": 1,
+        "granularity": args.granularity, "coarse": args.coarse,
+        "entries": len(table.entries), "measured_entries": b["measured"], "interpolated_entries": b["interpolated"],
+        "measurements": b["measurements"], "exhaustive_per_channel_entries": exhaustive,
+        "reduction_vs_exhaustive_per_channel": exhaustive / b["measured"],
+        "reduction_vs_exhaustive_target_grid": len(keys) / b["measured"],
+        "interpolation": {k: v for k, v in it.items() if k != "check_detail"},
+        "calibration_fit": {k: v for k, v in table.calibration["fit"].items() if k != "networks"},
+        "build_wall_s": round(build_s, 1), "validate_wall_s": round(time.monotonic() - t1, 1),
+        "validation": {"samples": doc["samples"], "mean_abs_rel_error": doc["mean_abs_rel_error"],
+                       "max_abs_rel_error": doc["max_abs_rel_error"], "mean_rel_error": doc["mean_rel_error"],
+                       "pearson_r": doc["pearson_r"], "drift": drift or None,
+                       "interpolated_share_of_sites": _interp_share(table, space, doc)},
+        "meets_10x": exhaustive / b["measured"] >= 10,
+        "plot": str((out_dir / "validate.png").relative_to(ROOT)),
+    }
+    write_json(args.out, result)
+    print(f"{args.model}: {b['measured']} of {len(keys)} entries measured ({exhaustive / b['measured']:.0f}x fewer "
+          f"than the {exhaustive} per-channel configurations), {b['measurements']} measurements, build {build_s:.0f} s; "
+          f"validation mean |err| {doc['mean_abs_rel_error']:.2%}, max {doc['max_abs_rel_error']:.2%} -> {args.out}")
+    return 0
+
+
+def _interp_share(table, space, doc) -> float:
+    """Share of the validated networks' layer sites whose entry was interpolated."""
+    n = k = 0
+    for a in doc["architectures"]:
+        for key in space.keys(a["widths"]):
+            n += 1
+            k += table.lookup(key).source == "interpolated"
+    return k / n if n else 0.0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
