@@ -44,6 +44,15 @@ def parse_cpus(text: Optional[str]) -> Optional[List[int]]:
     return sorted(set(out))
 
 
+def _first_inference(runner, seed: int):
+    """Random feeds for the runner's inputs (seeded) and the time of its first inference in ms."""
+    rng = np.random.default_rng(seed)
+    feeds = {k: s.random(rng) for k, s in runner.input_specs().items()}
+    t0 = time.perf_counter_ns()
+    runner.infer(feeds)
+    return feeds, (time.perf_counter_ns() - t0) / 1e6
+
+
 def bench_model(path: str, backend: str = "ort", threads: int = 1, warmup: int = 50, iters: int = 300,
                 seed: int = 0, warmup_s: Optional[float] = None, precision: str = "fp32",
                 calib_cache: Optional[str] = None, power: Optional[str] = None, power_interval_ms: int = 100,
@@ -120,11 +129,7 @@ def bench_model(path: str, backend: str = "ort", threads: int = 1, warmup: int =
                 timed_n = int(lat["n"] or iters)
             else:
                 init_ms = (time.perf_counter_ns() - t0) / 1e6
-                rng = np.random.default_rng(seed)
-                feeds = {k: s.random(rng) for k, s in runner.input_specs().items()}
-                t0 = time.perf_counter_ns()
-                runner.infer(feeds)
-                first_ms = (time.perf_counter_ns() - t0) / 1e6
+                feeds, first_ms = _first_inference(runner, seed)
                 stats = benchmark(lambda: runner.infer(feeds), warmup=warmup, iters=iters, warmup_s=warmup_s,
                                   window=window)
                 lat, throughput, timed_n = stats.to_dict(), 1000.0 / stats.mean, iters
@@ -222,11 +227,7 @@ def bench_interleaved(paths: List[str], rounds: int, backend: str = "ort", threa
             runner = stack.enter_context(cls(p, threads=threads, precision=precision, calib_cache=calib_cache,
                                              log_path=os.path.join(logs, f"{os.path.basename(p)}.{backend}.log")))
             init_ms = (time.perf_counter_ns() - t0) / 1e6
-            rng = np.random.default_rng(seed)
-            feeds = {k: s.random(rng) for k, s in runner.input_specs().items()}
-            t0 = time.perf_counter_ns()
-            runner.infer(feeds)
-            first_ms = (time.perf_counter_ns() - t0) / 1e6
+            feeds, first_ms = _first_inference(runner, seed)
             loaded.append((runner, feeds, init_ms, first_ms))
         for runner, feeds, _, _ in loaded:
             for _ in range(warmup):

@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="each device command loads its batch once and times it in K round-robin bursts of --iters "
                         "(device bench --interleave; steadier on a drifting CPU); default 0: one burst per model")
     b.add_argument("--calibrate", type=int, default=0, metavar="N",
-                   help="also measure N random pruned networks of the model and fit a whole-network correction "
+                   help="also measure N networks of the model (the unpruned one, N-1 random pruned ones) and fit a "
+                        "whole-network correction "
                         "(calibration.fit; 0: none)")
     b.add_argument("--coarse", type=int, metavar="STEP",
                    help="measure a coarse grid of STEP channels, check and refine, interpolate the rest of the "

@@ -351,7 +351,7 @@ def calibrate_table(cfg: BuildConfig, root: Path, table: LatencyTable,
     table.build["measurements"] = int(table.build.get("measurements", 0)) + fresh
     table.build["calibration_networks"] = len(nets)
     table.calibration["method"] = "overhead-once+fitted"
-    table.calibration["fit"] = calibrate(table, models.create(cfg.model, cfg.num_classes), nets)
+    table.calibration["fit"] = calibrate(table, space, nets)
     table.calibration["prediction"] = table.calibration["fit"]["formula"]
 
 

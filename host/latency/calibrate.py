@@ -101,8 +101,8 @@ def features(predictor, widths: Dict[str, int]) -> np.ndarray:
     """``[1, sum_conv (entry - overhead) ms, sum_other (entry - overhead) ms, conv weights (millions)]`` of one
     architecture, from the table's uncorrected entries."""
     f = np.array([1.0, 0.0, 0.0, 0.0])
-    for (op, ms), key in zip(predictor.raw_sites(widths), predictor.space.keys(widths)):
-        f[1 if site_class(op) == "conv" else 2] += ms
+    for key, ms in predictor.raw_sites(widths):
+        f[1 if site_class(key.op) == "conv" else 2] += ms
         f[3] += site_params(key)
     return f
 
@@ -137,12 +137,12 @@ def fit(X: np.ndarray, y: np.ndarray, overhead_ms: float) -> Dict[str, object]:
             "uncorrected_mean_rel_error": float(raw.mean())}
 
 
-def calibrate(table, model, networks: List[Dict[str, object]]) -> Dict[str, object]:
-    """Fit ``table``'s correction on measured ``networks`` (``[{"widths", "measured_ms"}]``) of ``model`` and
-    return the ``calibration["fit"]`` block (the table is not changed)."""
+def calibrate(table, space, networks: List[Dict[str, object]]) -> Dict[str, object]:
+    """Fit ``table``'s correction on measured ``networks`` (``[{"widths", "measured_ms"}]``) of the model whose
+    pruning ``space`` is given, and return the ``calibration["fit"]`` block (the table is not changed)."""
     from host.latency.table import TablePredictor
 
-    pred = TablePredictor.for_model(table, model, corrected=False)
+    pred = TablePredictor(table, space, corrected=False)
     X = np.array([features(pred, n["widths"]) for n in networks])
     y = np.array([float(n["measured_ms"]) for n in networks])
     out = fit(X, y, table.overhead_ms)

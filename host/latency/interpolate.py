@@ -245,9 +245,8 @@ def build_interpolated(keys: Sequence[LayerKey], measure: Callable[[List[LayerKe
                 lin = float(np.mean([abs(x[2]) for x in rows]))
                 cei = float(np.mean([abs(x[3]) for x in rows]))
                 plan.method[fg.fam] = "ceil" if cei < lin else "linear"
-            use = 3 if plan.method[fg.fam] == "ceil" else 2
             for cell, c, el, ec in rows:
-                err = (el, ec)[use - 2]
+                err = ec if plan.method[fg.fam] == "ceil" else el
                 plan.checks.append({"round": r, "family": _fam_name(fg.fam), "in": c[0], "out": c[1],
                                     "rel_error_linear": el, "rel_error_ceil": ec, "method": plan.method[fg.fam]})
                 if abs(err) > tol and r < rounds:

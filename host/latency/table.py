@@ -174,11 +174,11 @@ class TablePredictor:
         """Per-site latency in ms (entry minus overhead, times the site's fitted coefficient), in site order."""
         from host.latency.calibrate import site_class, site_params
 
-        return [self._scale[site_class(op)] * ms + self._per_mparam * site_params(key)
-                for (op, ms), key in zip(self.raw_sites(widths), self.space.keys(widths))]
+        return [self._scale[site_class(key.op)] * ms + self._per_mparam * site_params(key)
+                for key, ms in self.raw_sites(widths)]
 
     def raw_sites(self, widths: Dict[str, int]) -> List[tuple]:
-        """``(op, entry median - overhead)`` per site in ms, uncorrected, in site order.
+        """``(layer key, entry median - overhead in ms)`` per site, uncorrected, in site order.
 
         Raises:
             TableError: the table has no entry for a site's configuration.
@@ -194,7 +194,7 @@ class TablePredictor:
                     f"latency table (built for {built}, granularity {self.table.build.get('granularity', '?')}) has no "
                     f"entry for {self.space.model_name} layer {site.name}: {key.op} {key.in_channels}->{key.out_channels} "
                     f"at {key.in_hw[0]}x{key.in_hw[1]}")
-            out.append((key.op, e.latency_ms[STAT] - ovh))
+            out.append((key, e.latency_ms[STAT] - ovh))
         return out
 
     def predict_ms(self, widths: Dict[str, int]) -> float:

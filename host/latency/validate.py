@@ -48,7 +48,8 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
         device: where to measure (default: the table's device).
         seed: seed of the draw.
         out_dir: where ``validate.json`` and ``validate.png`` go (nothing written when None).
-        rounds, iters, warmup: measurement per architecture (interleaved rounds; the median of round medians).
+        rounds, iters, warmup: measurement per architecture: with ``interleave`` the median of all
+            ``rounds * iters`` samples, otherwise the median of round medians.
             Many short rounds: on a shared CPU the device's speed wanders by several percent within a minute.
         anchors: calibration networks of the table (``calibration.fit.networks``) measured again among the
             architectures. The median of (latency now / latency when the table was built) is the device's

@@ -52,7 +52,11 @@ def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(
     doc = json.loads(out.read_text())
     fit_ = doc["calibration"]["fit"]
     assert doc["calibration"]["method"] == "overhead-once+fitted" and len(fit_["networks"]) == 4
-    assert fit_["networks"][0]["widths"] == {g: w for g, w in fit_["networks"][0]["widths"].items()}
+    from host.latency.space import build_space
+
+    full = build_space(models.create("resnet20"), (1, 3, 32, 32)).full_widths
+    assert fit_["networks"][0]["widths"] == full  # the unpruned model first, then random pruned ones
+    assert all(n["widths"] != full for n in fit_["networks"][1:])
     assert all(n["measured_ms"] > 0 for n in fit_["networks"])
     assert set(fit_["coefficients"]) == {"intercept_ms", "conv", "other", "weights_ms_per_mparam"}
     assert doc["build"]["calibration_networks"] == 4 and doc["build"]["measurements"] == 67 + 1 + 4
