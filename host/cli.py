@@ -120,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(device bench --interleave; steadier on a drifting CPU); default 0: one burst per model")
     b.add_argument("--calibrate", type=int, default=0, metavar="N",
                    help="also measure N networks of the model (the unpruned one, N-1 random pruned ones) and fit a "
-                        "whole-network correction "
-                        "(calibration.fit; 0: none)")
+                        "whole-network correction with per-configuration terms chosen by cross-validation "
+                        "(calibration.fit; 0: none; on the order of 100 for a 1%% table)")
     b.add_argument("--coarse", type=int, metavar="STEP",
                    help="measure a coarse grid of STEP channels, check and refine, interpolate the rest of the "
                         "--granularity grid (entries say which they are)")
@@ -391,8 +391,12 @@ def build_table_cli(model_name: str, input_text: str, out: str, device="local", 
                f"({b['exhaustive_per_channel_entries']})")
     fit = table.calibration.get("fit")
     if fit:
+        cv = (f"; held out (5-fold) {fit['cv_mean_abs_rel_error']:.2%} mean, {fit['cv_max_abs_rel_error']:.2%} max "
+              f"with {len(fit.get('corrections', []))} per-configuration/family corrections"
+              if fit.get("key_ridge") is not None else "; no per-configuration corrections (they did not help "
+              "held-out networks, or too few networks)")
         ui.log(f"calibration: {len(fit['networks'])} networks, fit mean |error| {fit['fit_mean_abs_rel_error']:.2%} "
-               f"(uncorrected {fit['uncorrected_mean_abs_rel_error']:.2%}); coefficients "
+               f"(uncorrected {fit['uncorrected_mean_abs_rel_error']:.2%}){cv}; coefficients "
                + ", ".join(f"{k} {v:.4g}" for k, v in fit["coefficients"].items()))
     return table
 

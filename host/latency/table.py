@@ -160,6 +160,8 @@ class TablePredictor:
         self._intercept = float(coef.get("intercept_ms", table.overhead_ms))
         self._scale = {"conv": float(coef.get("conv", 1.0)), "other": float(coef.get("other", 1.0))}
         self._per_mparam = float(coef.get("weights_ms_per_mparam", 0.0))
+        self._delta: Dict[tuple, float] = {
+            (c["kind"], LayerKey.from_dict(c["key"])): float(c["delta"]) for c in (fit or {}).get("corrections", [])}
         self.predict_ms(space.full_widths)  # fails early on a table for another model
 
     @classmethod
@@ -171,11 +173,17 @@ class TablePredictor:
         return cls(table, build_space(model, table.input_shape, fuse_residual_add=table.fuse_residual_add), corrected)
 
     def layer_ms(self, widths: Dict[str, int]) -> List[float]:
-        """Per-site latency in ms (entry minus overhead, times the site's fitted coefficient), in site order."""
-        from host.latency.calibrate import site_class, site_params
+        """Per-site latency in ms, in site order: entry minus overhead, times the site's fitted coefficient plus
+        its corrections (family, input and output channel count, configuration; 0 where the fit has none),
+        plus the weights term."""
+        from host.latency.calibrate import correction_labels, site_class, site_params
 
-        return [self._scale[site_class(key.op)] * ms + self._per_mparam * site_params(key)
-                for key, ms in self.raw_sites(widths)]
+        d = self._delta
+        if not d:
+            return [self._scale[site_class(key.op)] * ms + self._per_mparam * site_params(key)
+                    for key, ms in self.raw_sites(widths)]
+        return [(self._scale[site_class(key.op)] + sum(d.get(label, 0.0) for label in correction_labels(key))) * ms
+                + self._per_mparam * site_params(key) for key, ms in self.raw_sites(widths)]
 
     def raw_sites(self, widths: Dict[str, int]) -> List[tuple]:
         """``(layer key, entry median - overhead in ms)`` per site, uncorrected, in site order.

@@ -121,7 +121,9 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
            "mean_rel_error": float(np.mean([r["rel_error"] for r in rows])),
            "pearson_r": float(pearsonr(x, y)[0]), "drift": drift,
            "calibration": {k: v for k, v in table.calibration.items() if k != "fit"},
-           "fit": {k: v for k, v in (pred.fit or {}).items() if k != "networks"} or None, "architectures": rows}
+           "fit": {**{k: v for k, v in pred.fit.items() if k not in ("networks", "corrections")},
+                   "corrections": len(pred.fit.get("corrections", []))} if pred.fit else None,
+           "architectures": rows}
     if out_dir:
         write_json(Path(out_dir) / "validate.json", doc)
         plot_validation(doc, str(Path(out_dir) / "validate.png"))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import models
-from host.latency.calibrate import features, fit
+from host.latency.calibrate import family, features, fit
 from host.latency.table import TablePredictor, load_table
 from tests.conftest import run_cli
 
@@ -21,6 +21,43 @@ def test_fit_recovers_known_coefficients():
     assert np.allclose(got[[0, 1, 3]], truth[[0, 1, 3]], rtol=0.05)
     assert out["fit_mean_abs_rel_error"] < 0.005
     assert out["uncorrected_mean_abs_rel_error"] > 0.01  # the uncorrected model was off
+
+
+def test_per_configuration_corrections_are_learnt_from_networks_and_help_held_out_ones():
+    # 8 configurations whose in-network cost is not the entry's: deltas of -10%..+12% on top of a 0.9 scale
+    rng = np.random.default_rng(1)
+    n, m = 80, 8
+    K = rng.uniform(0.0, 0.1, (n, m)) * (rng.uniform(size=(n, m)) < 0.6)
+    X = np.column_stack([np.ones(n), K.sum(1) + 0.2, rng.uniform(0.001, 0.01, n), rng.uniform(0.05, 0.3, n)])
+    true_delta = np.array([-0.1, 0.12, 0.0, 0.05, -0.06, 0.08, 0.0, -0.03])
+    y = X @ np.array([0.03, 0.9, 1.0, 0.0]) + K @ true_delta
+    train, test = slice(0, 60), slice(60, None)
+    with_keys = fit(X[train], y[train], 0.02, K[train])
+    without = fit(X[train], y[train], 0.02)
+    assert with_keys["key_ridge"] is not None and without["key_ridge"] is None and without["deltas"] is None
+    assert [r["key_ridge"] for r in with_keys["cv"]][0] is None  # "no corrections" was one of the candidates
+    assert with_keys["cv_mean_abs_rel_error"] < with_keys["cv"][0]["cv_mean_abs_rel_error"]
+    c = np.array(list(with_keys["coefficients"].values()))
+    held_with = np.abs((X[test] @ c + K[test] @ with_keys["deltas"]) / y[test] - 1).mean()
+    held_without = np.abs(X[test] @ np.array(list(without["coefficients"].values())) / y[test] - 1).mean()
+    assert held_with < held_without / 3
+    assert np.corrcoef(with_keys["deltas"], true_delta)[0, 1] > 0.9
+
+
+def test_corrected_predictor_adds_family_and_configuration_deltas(small_table):
+    table = load_table(str(small_table))
+    raw = TablePredictor.for_model(table, models.create("resnet20"), corrected=False)
+    w = raw.space.full_widths
+    sites = raw.raw_sites(w)
+    k0 = sites[1][0]  # a 3x3 conv of the first stage: its family has several sites
+    coef = {"intercept_ms": 0.0, "conv": 1.0, "other": 1.0, "weights_ms_per_mparam": 0.0}
+    table.calibration["fit"] = {"model": "resnet20", "coefficients": coef, "corrections": [
+        {"kind": "key", "key": k0.to_dict(), "delta": 0.2},
+        {"kind": "family", "key": family(k0).to_dict(), "delta": -0.05}]}
+    pred = TablePredictor.for_model(table, models.create("resnet20"))
+    want = [ms * (1 + (0.2 if k == k0 else 0) - (0.05 if family(k) == family(k0) else 0)) for k, ms in sites]
+    assert pred.layer_ms(w) == pytest.approx(want, rel=1e-12)
+    assert sum(1 for k, _ in sites if family(k) == family(k0)) > sum(1 for k, _ in sites if k == k0) >= 1
 
 
 def test_fit_refuses_too_few_networks():
