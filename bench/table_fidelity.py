@@ -6,7 +6,7 @@ Writes bench/results/table_fidelity.json, the tables to latency_tables/<model>_o
 validation's JSON and scatter plot to bench/results/table_fidelity/<model>/.
 Target (latency-table issue): mean |predicted / measured - 1| <= 1.0% and max <= 3.0% for each model.
 
-    python bench/table_fidelity.py [--models resnet20,resnet56,wrn16_2] [--samples 30] [--calibrate 24]
+    python bench/table_fidelity.py [--models resnet20,resnet56,wrn16_2] [--samples 30] [--calibrate 120]
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def run_model(name: str, args) -> dict:
         "model": name, "table": str(table_path.relative_to(ROOT)), "entries": len(table.entries),
         "measurements": table.build["measurements"], "calibration_networks": len(fit["networks"]),
         "build_wall_s": round(build_s, 1), "validate_wall_s": round(time.monotonic() - t1, 1),
-        "fit": {k: v for k, v in fit.items() if k != "networks"},
+        "fit": {**{k: v for k, v in fit.items() if k not in ("networks", "corrections")},
+                "corrections": len(fit.get("corrections", []))},
         "samples": doc["samples"], "seed": args.seed,
         "mean_abs_rel_error": doc["mean_abs_rel_error"], "max_abs_rel_error": doc["max_abs_rel_error"],
         "mean_rel_error": doc["mean_rel_error"], "pearson_r": doc["pearson_r"],
@@ -75,8 +76,8 @@ def main() -> int:
     ap.add_argument("--granularity", type=int, default=8)
     ap.add_argument("--samples", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--calibrate", type=int, default=24)
-    ap.add_argument("--anchors", type=int, default=6)
+    ap.add_argument("--calibrate", type=int, default=120)
+    ap.add_argument("--anchors", type=int, default=12)
     ap.add_argument("--rounds", type=int, default=2, help="passes over the micro-models, each in a new order")
     ap.add_argument("--interleave", type=int, default=8, help="round-robin bursts per pass (device bench --interleave)")
     ap.add_argument("--batch", type=int, default=300, help="micro-models loaded side by side per device command")
