@@ -26,6 +26,7 @@ MEAN_TARGET, MAX_TARGET = 0.010, 0.030
 def run_model(name: str, args) -> dict:
     import models
     from host.latency.build import BuildConfig, build_table
+    from host.latency.calibrate import fit_summary
     from host.latency.space import build_space, enumerate_keys
     from host.latency.validate import validate_table
 
@@ -56,8 +57,7 @@ def run_model(name: str, args) -> dict:
         "model": name, "table": str(table_path.relative_to(ROOT)), "entries": len(table.entries),
         "measurements": table.build["measurements"], "calibration_networks": len(fit["networks"]),
         "build_wall_s": round(build_s, 1), "validate_wall_s": round(time.monotonic() - t1, 1),
-        "fit": {**{k: v for k, v in fit.items() if k not in ("networks", "corrections")},
-                "corrections": len(fit.get("corrections", []))},
+        "fit": fit_summary(fit),
         "samples": doc["samples"], "seed": args.seed,
         "mean_abs_rel_error": doc["mean_abs_rel_error"], "max_abs_rel_error": doc["max_abs_rel_error"],
         "mean_rel_error": doc["mean_rel_error"], "pearson_r": doc["pearson_r"],

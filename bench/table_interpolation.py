@@ -36,6 +36,7 @@ def main() -> int:
     from host import ui
     from host.io import write_json
     from host.latency.build import BuildConfig, build_table_interpolated
+    from host.latency.calibrate import fit_summary
     from host.latency.space import build_space, enumerate_keys
     from host.latency.validate import validate_table
 
@@ -66,8 +67,7 @@ def main() -> int:
         "reduction_vs_exhaustive_per_channel": exhaustive / b["measured"],
         "reduction_vs_exhaustive_target_grid": len(keys) / b["measured"],
         "interpolation": {k: v for k, v in it.items() if k != "check_detail"},
-        "calibration_fit": {**{k: v for k, v in table.calibration["fit"].items() if k not in ("networks", "corrections")},
-                            "corrections": len(table.calibration["fit"].get("corrections", []))},
+        "calibration_fit": fit_summary(table.calibration["fit"]),
         "build_wall_s": round(build_s, 1), "validate_wall_s": round(time.monotonic() - t1, 1),
         "validation": {"samples": doc["samples"], "mean_abs_rel_error": doc["mean_abs_rel_error"],
                        "max_abs_rel_error": doc["max_abs_rel_error"], "mean_rel_error": doc["mean_rel_error"],

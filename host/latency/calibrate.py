@@ -162,37 +162,33 @@ def fit(X: np.ndarray, y: np.ndarray, overhead_ms: float, K: Optional[np.ndarray
     m = 0 if K is None else K.shape[1]
     A = np.hstack([X, K]) / y[:, None] if m else X / y[:, None]
     b = np.ones_like(y)
+    prior_A = np.sqrt(RIDGE) * np.diag(1.0 / scale)
+    prior_b = np.sqrt(RIDGE) * prior / scale
 
-    def prior_rows(lam: Optional[float]):
-        d = np.zeros((4 + m, 4 + m))
-        d[:4, :4] = np.sqrt(RIDGE) * np.diag(1.0 / scale)
-        pb = np.concatenate([np.sqrt(RIDGE) * prior / scale, np.zeros(m)])
-        if m:
-            d[4:, 4:] = np.sqrt(lam if lam is not None else 1e12) * np.eye(m)
-        return d, pb
+    def solve(rows: np.ndarray, lam: Optional[float]) -> np.ndarray:
+        """Coefficients (4 + m) from ``rows``; ``lam`` None: no per-configuration terms (their deltas 0)."""
+        if lam is None:
+            return np.concatenate([_solve(A[:, :4], b, rows, prior_A, prior_b), np.zeros(m)])
+        pa = np.zeros((4 + m, 4 + m))
+        pa[:4, :4], pa[4:, 4:] = prior_A, np.sqrt(lam) * np.eye(m)
+        return _solve(A, b, rows, pa, np.concatenate([prior_b, np.zeros(m)]))
 
-    cv = []
-    lam_best: Optional[float] = None
+    cv: List[Dict[str, object]] = []
+    best: Optional[Dict[str, object]] = None
     if m and len(y) >= 2 * folds:
         order = np.random.default_rng(seed).permutation(len(y))
         parts = np.array_split(order, folds)
-        best = None
         for lam in [None, *ridge_grid]:
-            pr, pb = prior_rows(lam)
             errs = np.empty(len(y))
             for part in parts:
-                train = np.setdiff1d(order, part)
-                c = _solve(A, b, train, pr, pb)
-                errs[part] = A[part] @ c - 1
+                errs[part] = A[part] @ solve(np.setdiff1d(order, part), lam) - 1
             row = {"key_ridge": lam, "cv_mean_abs_rel_error": float(np.abs(errs).mean()),
                    "cv_max_abs_rel_error": float(np.abs(errs).max())}
             cv.append(row)
             if best is None or row["cv_mean_abs_rel_error"] < best["cv_mean_abs_rel_error"]:
-                best, lam_best = row, lam
-    pr, pb = prior_rows(lam_best)
-    coef = _solve(A, b, np.arange(len(y)), pr, pb)
-    if lam_best is None:
-        coef[4:] = 0.0
+                best = row
+    lam_best = best["key_ridge"] if best else None
+    coef = solve(np.arange(len(y)), lam_best)
     err = A @ coef - 1
     raw = X @ prior / y - 1
     out = {"coefficients": dict(zip(FEATURES, (float(c) for c in coef[:4]))),
@@ -200,10 +196,9 @@ def fit(X: np.ndarray, y: np.ndarray, overhead_ms: float, K: Optional[np.ndarray
            "fit_mean_abs_rel_error": float(np.abs(err).mean()), "fit_max_abs_rel_error": float(np.abs(err).max()),
            "uncorrected_mean_abs_rel_error": float(np.abs(raw).mean()),
            "uncorrected_mean_rel_error": float(raw.mean())}
-    chosen = next((r for r in cv if r["key_ridge"] == lam_best), None)
-    if chosen:
-        out["cv_mean_abs_rel_error"] = chosen["cv_mean_abs_rel_error"]
-        out["cv_max_abs_rel_error"] = chosen["cv_max_abs_rel_error"]
+    if best:
+        out["cv_mean_abs_rel_error"] = best["cv_mean_abs_rel_error"]
+        out["cv_max_abs_rel_error"] = best["cv_max_abs_rel_error"]
     return out
 
 
@@ -243,16 +238,16 @@ def correction_columns(predictor, networks: Sequence[Dict[str, int]]) -> Tuple[n
     return K, list(cols)
 
 
-def calibrate(table, space, networks: List[Dict[str, object]], per_key: bool = True) -> Dict[str, object]:
+def calibrate(table, space, networks: List[Dict[str, object]]) -> Dict[str, object]:
     """Fit ``table``'s correction on measured ``networks`` (``[{"widths", "measured_ms"}]``) of the model whose
-    pruning ``space`` is given, and return the ``calibration["fit"]`` block (the table is not changed).
-    ``per_key`` adds the per-configuration corrections of :func:`correction_labels` (see :func:`fit`)."""
+    pruning ``space`` is given, with the per-configuration corrections of :func:`correction_labels` (see
+    :func:`fit`), and return the ``calibration["fit"]`` block (the table is not changed)."""
     from host.latency.table import TablePredictor
 
     pred = TablePredictor(table, space, corrected=False)
     X = np.array([features(pred, n["widths"]) for n in networks])
     y = np.array([float(n["measured_ms"]) for n in networks])
-    K, labels = correction_columns(pred, [n["widths"] for n in networks]) if per_key else (None, [])
+    K, labels = correction_columns(pred, [n["widths"] for n in networks])
     out = fit(X, y, table.overhead_ms, K)
     deltas = out.pop("deltas")
     out["corrections"] = [] if deltas is None else [
@@ -266,3 +261,9 @@ def calibrate(table, space, networks: List[Dict[str, object]], per_key: bool = T
                 "sites) or other; a delta not in corrections is 0",
                 "networks": [{"widths": n["widths"], "measured_ms": float(n["measured_ms"])} for n in networks]})
     return out
+
+
+def fit_summary(fit_block: Dict[str, object]) -> Dict[str, object]:
+    """A ``calibration["fit"]`` block for reports: without its networks, with the number of its corrections."""
+    return {**{k: v for k, v in fit_block.items() if k not in ("networks", "corrections")},
+            "corrections": len(fit_block.get("corrections", []))}

@@ -70,7 +70,7 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
 
     import models
     from host.bench import bench_on_device
-    from host.latency.calibrate import export_archs
+    from host.latency.calibrate import export_archs, fit_summary
     from host.io import write_json
     from host.latency.table import TablePredictor, load_table
 
@@ -121,8 +121,7 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
            "mean_rel_error": float(np.mean([r["rel_error"] for r in rows])),
            "pearson_r": float(pearsonr(x, y)[0]), "drift": drift,
            "calibration": {k: v for k, v in table.calibration.items() if k != "fit"},
-           "fit": {**{k: v for k, v in pred.fit.items() if k not in ("networks", "corrections")},
-                   "corrections": len(pred.fit.get("corrections", []))} if pred.fit else None,
+           "fit": fit_summary(pred.fit) if pred.fit else None,
            "architectures": rows}
     if out_dir:
         write_json(Path(out_dir) / "validate.json", doc)
