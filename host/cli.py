@@ -130,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--check-fraction", type=float, default=0.25,
                    help="with --coarse: share of coarse cells checked by a measurement (default 0.25)")
     b.add_argument("--refine-rounds", type=int, default=2, help="with --coarse: refinement rounds (default 2)")
+    b.add_argument("--align", type=int, default=0, metavar="C",
+                   help="with --coarse: the runtime's channel block (16: ONNX Runtime's NCHWc kernels on AVX-512, 8: on "
+                        "AVX2); adds the 'block' interpolant, which reads a partial block at a measured partial block "
+                        "(use --coarse C/2 so every block has one); default 0: linear and ceil only")
     b.add_argument("-o", "--out", required=True, help="table JSON to write")
 
     sh = tb.add_parser("show", help="what a table holds, and a latency heatmap per layer type")
@@ -323,7 +327,7 @@ def cmd_train(args) -> int:
 def build_table_cli(model_name: str, input_text: str, out: str, device="local", backend="ort", threads=1,
                     granularity=4, jobs=1, shard="1/1", warmup=30, iters=200, workdir=None, num_classes=10, rounds=3,
                     resume=False, batch=64, trust_new_host=False, coarse=None, refine_tol=0.03, check_fraction=0.25,
-                    refine_rounds=2, calibrate=0, interleave=0):
+                    refine_rounds=2, calibrate=0, interleave=0, align=0):
     import models
     from host import ui
     from host.latency.build import BuildConfig, build_table, parse_shard
@@ -339,8 +343,8 @@ def build_table_cli(model_name: str, input_text: str, out: str, device="local", 
         raise UserError("--granularity, --jobs, --iters, --rounds and --batch must be >= 1; --threads and --warmup >= 0")
     if calibrate < 0 or interleave < 0 or (calibrate and calibrate < 3):
         raise UserError("--calibrate must be 0 (none) or >= 3 networks, and --interleave >= 0")
-    if coarse is not None and (refine_tol <= 0 or not 0 < check_fraction <= 1 or refine_rounds < 0):
-        raise UserError("--refine-tol must be > 0, --check-fraction in (0, 1] and --refine-rounds >= 0")
+    if coarse is not None and (refine_tol <= 0 or not 0 < check_fraction <= 1 or refine_rounds < 0 or align < 0):
+        raise UserError("--refine-tol must be > 0, --check-fraction in (0, 1], --refine-rounds >= 0 and --align >= 0")
     devices = [device] if isinstance(device, str) else list(device or ["local"])
     own_workdir = workdir is None
     workdir = workdir or out + ".build"
@@ -373,8 +377,8 @@ def build_table_cli(model_name: str, input_text: str, out: str, device="local", 
             from host.latency.build import build_table_interpolated
 
             table = build_table_interpolated(cfg, keys, coarse, refine_tol, check_fraction, refine_rounds,
-                                             exhaustive=len(enumerate_keys(space, 1)), progress=progress,
-                                             log=ui.log)
+                                             exhaustive=len(enumerate_keys(space, 1)), align=align,
+                                             progress=progress, log=ui.log)
     table.save(out)
     if own_workdir:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -493,7 +497,7 @@ def cmd_table_build(args) -> int:
     build_table_cli(args.model, args.input, args.out, args.device, args.backend, args.threads, args.granularity,
                     args.jobs, args.shard, args.warmup, args.iters, args.workdir, args.num_classes, args.rounds,
                     args.resume, args.batch, args.trust_new_host, args.coarse, args.refine_tol, args.check_fraction,
-                    args.refine_rounds, args.calibrate, args.interleave)
+                    args.refine_rounds, args.calibrate, args.interleave, args.align)
     return 0
 
 

@@ -387,6 +387,7 @@ def _device_info(cfg: BuildConfig, root: Path) -> Dict[str, object]:
 
 def build_table_interpolated(cfg: BuildConfig, keys: Sequence[LayerKey], coarse: int, tol: float = 0.03,
                              check_fraction: float = 0.25, refine_rounds: int = 2, exhaustive: Optional[int] = None,
+                             align: int = 0,
                              progress: Optional[Callable[[str, int, int], None]] = None,
                              log: Optional[Callable[[str], None]] = None) -> LatencyTable:
     """Build the table of ``keys`` from a coarse grid with checks and refinement (:mod:`host.latency.interpolate`).
@@ -397,7 +398,7 @@ def build_table_interpolated(cfg: BuildConfig, keys: Sequence[LayerKey], coarse:
 
     Args:
         coarse: coarse grid step in channels (a multiple of ``cfg.granularity``).
-        tol, check_fraction, refine_rounds: see :func:`host.latency.interpolate.build_interpolated`.
+        tol, check_fraction, refine_rounds, align: see :func:`host.latency.interpolate.build_interpolated`.
         exhaustive: size of the exhaustive per-channel grid, for the report.
 
     Raises:
@@ -432,7 +433,8 @@ def build_table_interpolated(cfg: BuildConfig, keys: Sequence[LayerKey], coarse:
         return {e.key: float(e.latency_ms["median"]) for e in t.entries}
 
     try:
-        values, report = build_interpolated(list(keys), measure, coarse, tol, check_fraction, refine_rounds, log=log)
+        values, report = build_interpolated(list(keys), measure, coarse, tol, check_fraction, refine_rounds, log=log,
+                                            align=align)
         last: LatencyTable = state["last"]  # type: ignore[assignment]
         out_entries = []
         for k in keys:

@@ -6,13 +6,17 @@ input and output channels. The build measures, per family, the channel counts on
 
 1. **Checks.** In a share of the coarse cells (``check_fraction``), the grid point nearest the cell's centre
    is measured too.
-2. **Interpolant per family, chosen by the checks.** Two interpolants of the measured points compete:
+2. **Interpolant per family, chosen by the checks.** The interpolants of the measured points compete:
    ``linear`` (piecewise-linear over a Delaunay triangulation in (in, out), scipy's ``LinearNDInterpolator``;
-   ``np.interp`` for one varying axis; NetAdapt's code used scipy's RBF the same way) and ``ceil`` (the least
-   latency among measured points with at least as many channels on both axes). ``ceil`` is what runtimes that pad
-   channels to a block do: ONNX Runtime's NCHWc kernels on AVX-512 pad to 16, so on this CPU a conv with 24
-   output channels costs what one with 32 does. The family takes the interpolant with the smaller mean
-   check error.
+   ``np.interp`` for one varying axis; NetAdapt's code used scipy's RBF the same way), ``ceil`` (the least
+   latency among measured points with at least as many channels on both axes) and, given the runtime's channel
+   block ``align``, ``block``. ``ceil`` and ``block`` are what runtimes that work on channel blocks do: ONNX
+   Runtime's NCHWc kernels on AVX-512 work on blocks of 16, so on this CPU a conv with 20, 24 or 28 output
+   channels costs what one with 24 does, while 32 (aligned, no partial block) can cost a few percent less and
+   fewer than 16 input channels take another path whose cost grows with the channels. ``block`` reads an
+   unaligned count above ``align`` at the measured unaligned count of the same block, and interpolates linearly
+   elsewhere (see :meth:`Interpolant.block`). The family takes the interpolant with the smallest mean check
+   error.
 3. **Refinement.** A cell whose check is off by more than ``tol`` is split in four: its edge midpoints are
    measured and the sub-cells are checked in the next round (``rounds`` at most).
 
@@ -90,11 +94,19 @@ def coarse_points(fg: FamilyGrid, coarse: int) -> List[Point]:
     return sorted(pts)
 
 
-class Interpolant:
-    """Latency of a family at any (in, out) from its measured points."""
+METHODS = ("linear", "ceil", "block")
 
-    def __init__(self, fg: FamilyGrid, measured: Dict[Point, float]):
+
+class Interpolant:
+    """Latency of a family at any (in, out) from its measured points.
+
+    ``align``: the runtime's channel block (0: unknown, ``block`` is then ``linear``).
+    """
+
+    def __init__(self, fg: FamilyGrid, measured: Dict[Point, float], align: int = 0):
         self.fg = fg
+        self.align = align
+        self.measured = dict(measured)
         self.pts = sorted(measured)
         self.vals = np.array([measured[p] for p in self.pts])
         self._lin = None
@@ -126,8 +138,42 @@ class Interpolant:
         up = [v for q, v in zip(self.pts, self.vals) if q[0] >= p[0] and q[1] >= p[1]]
         return float(min(up)) if up else self.linear(p)
 
+    def block(self, p: Point) -> float:
+        """Channel-block interpolation: a partial block costs what any partial count of that block costs.
+
+        A channel count ``c > align`` that is not a multiple of ``align`` stands for every such count of its
+        block (``ceil(c / align)``); other counts stand for themselves. Of the measured points whose channel
+        counts stand for the point's, the nearest (L1) gives the value. Where none was measured, :meth:`linear`
+        at the point with its partial blocks moved to the nearest partial counts measured on their axis (below
+        ``align`` the cost grows with the channels, and linear interpolation follows it).
+        """
+        if not self.align:
+            return self.linear(p)
+        fg, A = self.fg, self.align
+        ins = _block_mates(p[0], A, self.fg.axes[0]) if (fg.vary_in or fg.tied) else [p[0]]
+        outs = _block_mates(p[1], A, self.fg.axes[1]) if fg.vary_out else [p[1]]
+        cands = [(c, c) for c in ins] if fg.tied else [(i, o) for i in ins for o in outs]
+        got = [q for q in cands if q in self.measured]
+        if got:
+            return float(self.measured[min(got, key=lambda q: (abs(q[0] - p[0]) + abs(q[1] - p[1]), -q[0], -q[1]))])
+        axis_vals = [sorted({q[ax] for q in self.measured}) for ax in (0, 1)]
+        moved = tuple(min((v for v in mates if v in axis_vals[ax]), key=lambda v: (abs(v - p[ax]), -v), default=p[ax])
+                      for ax, mates in ((0, ins), (1, outs)))
+        return self.linear((moved[0], moved[0]) if fg.tied else moved)
+
     def __call__(self, p: Point, method: str) -> float:
-        return self.ceil(p) if method == "ceil" else self.linear(p)
+        if method == "ceil":
+            return self.ceil(p)
+        return self.block(p) if method == "block" else self.linear(p)
+
+
+def _block_mates(c: int, align: int, values: Sequence[int]) -> List[int]:
+    """The channel counts among ``values`` that ``c`` stands for: for a partial block above ``align``, every
+    partial count of that block; else ``c`` alone."""
+    if c <= align or c % align == 0:
+        return [c]
+    blk = -(-c // align)
+    return sorted({v for v in values if v % align and -(-v // align) == blk} | {c})
 
 
 def _cells(fg: FamilyGrid, pts: Sequence[Point]) -> List[Tuple[Point, Point]]:
@@ -186,7 +232,7 @@ class Plan:
 
 def build_interpolated(keys: Sequence[LayerKey], measure: Callable[[List[LayerKey]], Dict[LayerKey, float]],
                        coarse: int, tol: float = 0.03, check_fraction: float = 0.25, rounds: int = 2,
-                       seed: int = 0, log: Optional[Callable[[str], None]] = None) -> Tuple[Dict[LayerKey, Tuple[float, str]], Dict[str, object]]:
+                       seed: int = 0, log: Optional[Callable[[str], None]] = None, align: int = 0) -> Tuple[Dict[LayerKey, Tuple[float, str]], Dict[str, object]]:
     """Measure a coarse grid of ``keys``, check, refine, and interpolate the rest.
 
     Args:
@@ -196,19 +242,23 @@ def build_interpolated(keys: Sequence[LayerKey], measure: Callable[[List[LayerKe
         tol: a check whose interpolation is off by more than this relative error refines its cell.
         check_fraction: share of coarse cells that get a check measurement (at least one per family).
         rounds: refinement rounds at most.
+        align: the runtime's channel block (e.g. 16 for ONNX Runtime's NCHWc kernels on AVX-512, 8 on AVX2);
+            > 0 adds the ``block`` interpolant to the candidates. With ``coarse = align / 2`` the coarse grid
+            holds an aligned and an unaligned count of every block.
 
     Returns:
-        ``({key: (latency ms, source)}, report)``; source is ``measured``, ``interpolated-linear`` or
-        ``interpolated-ceil``; the report has the counts and check errors.
+        ``({key: (latency ms, source)}, report)``; source is ``measured`` or ``interpolated-<method>``
+        (``linear``, ``ceil``, ``block``); the report has the counts and check errors.
 
     Raises:
-        ValueError: ``coarse < 1``, ``tol <= 0`` or ``check_fraction`` outside (0, 1].
+        ValueError: ``coarse < 1``, ``tol <= 0``, ``check_fraction`` outside (0, 1] or ``align < 0``.
     """
-    if coarse < 1 or tol <= 0 or not (0 < check_fraction <= 1):
-        raise ValueError("coarse must be >= 1, tol > 0 and check fraction in (0, 1]")
+    if coarse < 1 or tol <= 0 or not (0 < check_fraction <= 1) or align < 0:
+        raise ValueError("coarse must be >= 1, tol > 0, check fraction in (0, 1] and align >= 0")
     say = log or (lambda _m: None)
     rng = random.Random(seed)
     plan = Plan(group_families(keys))
+    methods = METHODS if align else METHODS[:2]
     first = [fg.keys[p] for fg in plan.families for p in coarse_points(fg, coarse)]
     plan.measured.update(measure(first))
     say(f"coarse grid: {len(first)} configurations measured")
@@ -228,27 +278,27 @@ def build_interpolated(keys: Sequence[LayerKey], measure: Callable[[List[LayerKe
         if not probes:
             break
         # interpolants from what was measured before the checks
-        interps = {n: Interpolant(plan.families[n], plan.values(plan.families[n])) for n in {p[0] for p in probes}}
+        interps = {n: Interpolant(plan.families[n], plan.values(plan.families[n]), align)
+                   for n in {p[0] for p in probes}}
         got = measure([plan.families[n].keys[c] for n, _, c in probes])
         plan.measured.update(got)
         by_fam: Dict[int, List[Tuple[Tuple[Point, Point], Point, float, float]]] = {}
         for n, cell, c in probes:
             fg = plan.families[n]
             m = got[fg.keys[c]]
-            by_fam.setdefault(n, []).append((cell, c, interps[n](c, "linear") / m - 1, interps[n](c, "ceil") / m - 1))
+            by_fam.setdefault(n, []).append((cell, c, {meth: interps[n](c, meth) / m - 1 for meth in methods}))
         new_points: List[LayerKey] = []
         pending = {}
         failed = 0
         for n, rows in by_fam.items():
             fg = plan.families[n]
             if fg.fam not in plan.method:  # the first checks of a family choose its interpolant
-                lin = float(np.mean([abs(x[2]) for x in rows]))
-                cei = float(np.mean([abs(x[3]) for x in rows]))
-                plan.method[fg.fam] = "ceil" if cei < lin else "linear"
-            for cell, c, el, ec in rows:
-                err = ec if plan.method[fg.fam] == "ceil" else el
+                plan.method[fg.fam] = min(methods, key=lambda meth: float(np.mean([abs(x[2][meth]) for x in rows])))
+            for cell, c, errs in rows:
+                err = errs[plan.method[fg.fam]]
                 plan.checks.append({"round": r, "family": _fam_name(fg.fam), "in": c[0], "out": c[1],
-                                    "rel_error_linear": el, "rel_error_ceil": ec, "method": plan.method[fg.fam]})
+                                    **{f"rel_error_{meth}": e for meth, e in errs.items()},
+                                    "method": plan.method[fg.fam]})
                 if abs(err) > tol and r < rounds:
                     failed += 1
                     pts, subs = _split(fg, cell, c)
@@ -265,13 +315,13 @@ def build_interpolated(keys: Sequence[LayerKey], measure: Callable[[List[LayerKe
             if k in plan.measured:
                 out[k] = (plan.measured[k], "measured")
             else:
-                interp = interp or Interpolant(fg, plan.values(fg))
+                interp = interp or Interpolant(fg, plan.values(fg), align)
                 out[k] = (interp(p, method), f"interpolated-{method}")
-    errs = [abs(c["rel_error_ceil"] if c["method"] == "ceil" else c["rel_error_linear"]) for c in plan.checks]
+    errs = [abs(c[f"rel_error_{c['method']}"]) for c in plan.checks]
     report = {
-        "coarse": coarse, "refine_tol": tol, "check_fraction": check_fraction, "refine_rounds": rounds,
+        "coarse": coarse, "align": align, "refine_tol": tol, "check_fraction": check_fraction, "refine_rounds": rounds,
         "families": len(plan.families),
-        "methods": {m: sum(1 for v in plan.method.values() if v == m) for m in ("linear", "ceil")},
+        "methods": {m: sum(1 for v in plan.method.values() if v == m) for m in methods},
         "checks": len(plan.checks),
         "check_mean_abs_rel_error": float(np.mean(errs)) if errs else None,
         "check_max_abs_rel_error": float(np.max(errs)) if errs else None,

@@ -29,6 +29,16 @@ def _smooth_cost(k):
     return 0.01 + 1e-7 * k.in_hw[0] * k.in_hw[1] * k.in_channels * k.out_channels * k.kernel[0] ** 2 + 1e-5 * k.out_channels
 
 
+def _blocked(c):
+    """Channel cost of a blocked kernel (block 16): below a block it grows with the channels; above, a partial
+    block costs a whole one and 5% more than an aligned count (the pad and copy)."""
+    return c if c <= 16 else _ceil16(c) * (1.05 if c % 16 else 1.0)
+
+
+def _blocked_cost(k):
+    return 0.01 + 1e-7 * k.in_hw[0] * k.in_hw[1] * _blocked(k.in_channels) * _blocked(k.out_channels) * k.kernel[0] ** 2
+
+
 def _measurer(fn, log):
     def measure(ks):
         log.extend(ks)
@@ -56,6 +66,26 @@ def test_padded_costs_pick_ceil_and_interpolate_exactly(wrn_keys):
             if source == "interpolated-ceil" and k.in_channels >= 16:
                 assert v == pytest.approx(_padded_cost(k), rel=1e-9), k  # exact within a padded block
     assert sum(errs) / len(errs) < 0.02
+
+
+def test_blocked_costs_pick_block_when_the_channel_block_is_known(wrn_keys):
+    log = []
+    values, report = build_interpolated(wrn_keys, _measurer(_blocked_cost, log), coarse=8, tol=0.02, align=16)
+    assert report["align"] == 16 and report["interpolated"] > report["measured"] / 2
+    assert report["methods"]["block"] > report["methods"]["ceil"] + report["methods"]["linear"], report["methods"]
+    blocked = [(k, v) for k, (v, source) in values.items() if source == "interpolated-block"]
+    assert len(blocked) > len(wrn_keys) / 3
+    for k, v in blocked:
+        if k.in_channels > 16 and k.out_channels > 16:  # exact: a partial block read at a partial block
+            assert v == pytest.approx(_blocked_cost(k), rel=1e-9), k
+    # without the block the same measurements interpolate worse
+    plain, _ = build_interpolated(wrn_keys, _measurer(_blocked_cost, []), coarse=8, tol=0.02)
+
+    def mean_err(vals):
+        errs = [abs(v / _blocked_cost(k) - 1) for k, (v, s) in vals.items() if s != "measured"]
+        return sum(errs) / len(errs)
+
+    assert mean_err(values) < 0.005 and mean_err(values) * 3 < mean_err(plain)
 
 
 def test_smooth_costs_pick_linear_and_stay_within_tolerance(wrn_keys):
@@ -96,7 +126,7 @@ def test_bad_interpolation_settings_are_refused(wrn_keys):
 def test_cli_builds_an_interpolated_table_that_says_which_entries_are_measured(tmp_path):
     out = tmp_path / "t.json"
     r = run_cli("-m", "host.cli", "table", "build", "--model", "resnet20", "--granularity", "8", "--coarse", "16",
-                "--warmup", "2", "--iters", "5", "--rounds", "1", "--interleave", "2", "--batch", "400", "-o", str(out))
+                "--align", "16", "--warmup", "2", "--iters", "5", "--rounds", "1", "--interleave", "2", "--batch", "400", "-o", str(out))
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text())
     sources = [e["source"] for e in doc["entries"]]
@@ -107,8 +137,8 @@ def test_cli_builds_an_interpolated_table_that_says_which_entries_are_measured(t
     assert b["measurements"] >= b["measured"]  # + the overhead graph
     for e in doc["entries"]:
         if e["source"] == "interpolated":
-            assert e["latency_ms"]["interpolation"] in ("linear", "ceil") and e["latency_ms"]["median"] > 0
-    assert "interpolation: coarse grid 16" in r.stderr + r.stdout
+            assert e["latency_ms"]["interpolation"] in ("linear", "ceil", "block") and e["latency_ms"]["median"] > 0
+    assert "interpolation: coarse grid 16" in r.stderr + r.stdout and b["interpolation"]["align"] == 16
 
 
 def test_cli_refuses_a_coarse_step_off_the_grid(tmp_path):
