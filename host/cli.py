@@ -2,7 +2,7 @@
 
   host models                         list registered architectures
   host train                          train a model, write a checkpoint
-  host table build|predict|validate|merge|import|show
+  host table build|predict|validate|recalibrate|merge|import|show
                                       latency lookup tables
   host prune --perf-table TABLE       latency-aware NetAdapt to a budget, confirmed on the device
   host bench MODEL.onnx               measure a model on a device (local or ssh://), with power
@@ -169,8 +169,23 @@ def build_parser() -> argparse.ArgumentParser:
                     help="calibration networks of the table measured again to estimate the device's speed drift "
                          "since the build (default 6; needs a table built with --calibrate)")
     va.add_argument("--jobs", type=int, default=1, help="processes exporting the architectures")
+    va.add_argument("--recalibrate", action="store_true",
+                    help="measure all the table's calibration networks among the architectures and also report the "
+                         "errors of the table refitted on them (what 'host table recalibrate' before use gives)")
     va.add_argument("--out", help="folder for validate.json and the scatter plot validate.png")
     va.add_argument("--json", action="store_true")
+
+    rc = tb.add_parser("recalibrate", help="measure a table's calibration networks again and refit its calibration "
+                                           "(the device's speed drifts; no micro-model is measured again)")
+    rc.add_argument("table")
+    rc.add_argument("--model", default="resnet20")
+    rc.add_argument("--num-classes", type=int, default=10)
+    rc.add_argument("--device", help="where to measure (default: the table's device)")
+    rc.add_argument("--trust-new-host", action="store_true")
+    rc.add_argument("--rounds", type=int, default=15, help="round-robin bursts per network (default 15)")
+    rc.add_argument("--iters", type=int, default=40, help="timed runs per network per burst (default 40)")
+    rc.add_argument("--jobs", type=int, default=1, help="processes exporting the networks")
+    rc.add_argument("-o", "--out", required=True, help="table JSON to write (may be TABLE itself)")
 
     pr = tb.add_parser("predict", help="predicted latency of a model from a table")
     pr.add_argument("table")
@@ -469,6 +484,24 @@ def cmd_table_import(args) -> int:
     return 0
 
 
+def cmd_table_recalibrate(args) -> int:
+    from host import ui
+    from host.latency.validate import recalibrate_table
+
+    if args.rounds < 1 or args.iters < 1 or args.jobs < 1:
+        raise UserError("--rounds, --iters and --jobs must be >= 1")
+    r = recalibrate_table(args.table, args.model, args.out, device=args.device, num_classes=args.num_classes,
+                          rounds=args.rounds, iters=args.iters, jobs=args.jobs, trust_new_host=args.trust_new_host,
+                          on_line=_every_tenth(ui.log))
+    f = r["fit"]
+    cv = (f", held out (5-fold) {f['cv_mean_abs_rel_error']:.2%} mean, {f['cv_max_abs_rel_error']:.2%} max"
+          if "cv_mean_abs_rel_error" in f else "")
+    print(f"{r['networks']} calibration networks measured again: speed now / at the last fit x{r['speed_ratio']:.4f} "
+          f"(median; {r['ratio_min']:.4f} to {r['ratio_max']:.4f}); refitted: fit mean |error| "
+          f"{f['fit_mean_abs_rel_error']:.2%}{cv} -> {args.out}")
+    return 0
+
+
 def cmd_table_validate(args) -> int:
     from host import ui
     from host.latency.validate import validate_table
@@ -478,7 +511,7 @@ def cmd_table_validate(args) -> int:
     doc = validate_table(args.table, args.model, samples=args.samples, device=args.device, seed=args.seed,
                          out_dir=args.out, rounds=args.rounds, iters=args.iters, num_classes=args.num_classes,
                          trust_new_host=args.trust_new_host, on_line=_every_tenth(ui.log), anchors=args.anchors,
-                         jobs=args.jobs)
+                         jobs=args.jobs, recalibrate=args.recalibrate)
     if args.json:
         print(json.dumps(doc, indent=1))
     else:
@@ -490,6 +523,10 @@ def cmd_table_validate(args) -> int:
             d = doc["drift"]
             print(f"device speed now vs at the build (median of {d['anchors']} anchors): x{d['speed_ratio']:.4f}; with "
                   f"the prediction scaled by it: mean |error| {d['mean_abs_rel_error']:.2%}, max {d['max_abs_rel_error']:.2%}")
+        if doc.get("recalibrated"):
+            rc = doc["recalibrated"]
+            print(f"refitted on its {rc['networks']} calibration networks measured now: mean |error| "
+                  f"{rc['mean_abs_rel_error']:.2%}, max {rc['max_abs_rel_error']:.2%}, Pearson r {rc['pearson_r']:.4f}")
     return 0
 
 
@@ -801,7 +838,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.cmd == "table":
             return {"build": cmd_table_build, "predict": cmd_table_predict, "validate": cmd_table_validate,
-                    "import": cmd_table_import, "merge": cmd_table_merge, "show": cmd_table_show}[args.table_cmd](args)
+                    "recalibrate": cmd_table_recalibrate, "import": cmd_table_import, "merge": cmd_table_merge, "show": cmd_table_show}[args.table_cmd](args)
         return COMMANDS[args.cmd](args)
     except (UserError, models.UnknownModelError, models.ChannelSpecError) as e:
         print(f"host: error: {e}", file=sys.stderr)

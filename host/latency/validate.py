@@ -38,7 +38,7 @@ def sample_widths(space, granularity: int, samples: int, seed: int = 0) -> List[
 def validate_table(table_path: str, model_name: str, samples: int = 30, device: Optional[str] = None, seed: int = 0,
                    out_dir: Optional[str] = None, rounds: int = 15, iters: int = 40, warmup: int = 10,
                    num_classes: int = 10, trust_new_host: bool = False, on_line=None, anchors: int = 6,
-                   jobs: int = 1, interleave: bool = True) -> Dict[str, object]:
+                   jobs: int = 1, interleave: bool = True, recalibrate: bool = False) -> Dict[str, object]:
     """Predicted vs measured latency of ``samples`` random pruned architectures of ``model_name``.
 
     Args:
@@ -55,12 +55,16 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
             architectures. The median of (latency now / latency when the table was built) is the device's
             speed drift since the build; errors are reported raw and with the prediction scaled by it.
         jobs: processes exporting the architectures.
+        recalibrate: measure all of the table's calibration networks among the architectures (as anchors) and
+            also report the errors of the table refitted on them (``recalibrated``): what ``host table
+            recalibrate`` right before use gives, with calibration and validation in one device session.
         interleave: every architecture loaded once and timed in round-robin bursts (``device bench
             --interleave``); off for backends that time themselves.
 
     Returns:
         ``{"model", "table", "device", "samples", "mean_abs_rel_error", "max_abs_rel_error", "pearson_r",
         "drift": {"speed_ratio", "anchors", "mean_abs_rel_error", "max_abs_rel_error", ...} or None,
+        "recalibrated": {"networks", "mean_abs_rel_error", "max_abs_rel_error", "pearson_r", "fit", ...} or None,
         "architectures": [{"widths", "predicted_ms", "measured_ms", "rel_error"}], ...}``.
 
     Raises:
@@ -69,8 +73,7 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
     import numpy as np
 
     import models
-    from host.bench import bench_on_device
-    from host.latency.calibrate import export_archs, fit_summary
+    from host.latency.calibrate import fit_summary
     from host.io import write_json
     from host.latency.table import TablePredictor, load_table
 
@@ -85,24 +88,21 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
     taken = {tuple(sorted(n["widths"].items())) for n in fit_nets}
     archs = [w for w in sample_widths(pred.space, gran, samples + len(taken), seed)
              if tuple(sorted(w.items())) not in taken][:samples]
-    anchor_nets = fit_nets[:max(0, anchors)]
-    spec = table.device.get("spec") or "local"
-    with tempfile.TemporaryDirectory(prefix="edgeshrink-validate-") as tmp:
-        names = export_archs(model_name, num_classes, table.input_shape, archs + [n["widths"] for n in anchor_nets],
-                             tmp, jobs)
-        all_paths = [str(Path(tmp) / nm) for nm in names]
-        meas = bench_on_device(all_paths, device=device or spec, backend=table.backend, threads=table.threads,
-                               warmup=warmup, iters=iters, rounds=rounds, trust_new_host=trust_new_host, on_line=on_line,
-                               interleave=interleave)
-    paths, anchor_paths = all_paths[:len(archs)], all_paths[len(archs):]
+    if recalibrate and not fit_nets:
+        raise UserError(f"{table_path}: --recalibrate needs a table built with --calibrate N (it has no calibration "
+                        "networks)")
+    anchor_nets = fit_nets if recalibrate else fit_nets[:max(0, anchors)]
+    meas, got = measure_networks(table, model_name, num_classes, archs + [n["widths"] for n in anchor_nets], device,
+                                 rounds, iters, warmup, jobs, trust_new_host, on_line, interleave)
+    now, anchor_now = got[:len(archs)], got[len(archs):]
     rows = []
-    for w, p in zip(archs, paths):
-        pm, mm = pred.predict_ms(w), meas["models"][p]["median_ms"]
+    for w, (mm, rm) in zip(archs, now):
+        pm = pred.predict_ms(w)
         rows.append({"widths": w, "predicted_ms": pm, "measured_ms": mm, "rel_error": pm / mm - 1,
-                     "round_medians_ms": meas["models"][p]["round_medians_ms"]})
+                     "round_medians_ms": rm})
     drift = None
     if anchor_nets:
-        ratios = [meas["models"][p]["median_ms"] / n["measured_ms"] for p, n in zip(anchor_paths, anchor_nets)]
+        ratios = [m / n["measured_ms"] for (m, _rm), n in zip(anchor_now, anchor_nets)]
         k = float(np.median(ratios))
         derr = np.array([r["predicted_ms"] * k / r["measured_ms"] - 1 for r in rows])
         drift = {"speed_ratio": k, "anchors": len(ratios), "anchor_ratios": ratios,
@@ -110,16 +110,34 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
                          "errors below scale every prediction by it",
                  "mean_abs_rel_error": float(np.abs(derr).mean()), "max_abs_rel_error": float(np.abs(derr).max()),
                  "mean_rel_error": float(derr.mean())}
+    from scipy.stats import pearsonr
+
+    recal = None
+    if recalibrate:
+        from host.latency.calibrate import calibrate
+
+        table.calibration["fit"] = calibrate(table, pred.space, [{"widths": n["widths"], "measured_ms": m}
+                                                                 for n, (m, _rm) in zip(anchor_nets, anchor_now)])
+        pred_now = TablePredictor.for_model(table, models.create(model_name, num_classes))
+        for r in rows:
+            r["recalibrated_predicted_ms"] = pred_now.predict_ms(r["widths"])
+        rerr = np.array([r["recalibrated_predicted_ms"] / r["measured_ms"] - 1 for r in rows])
+        recal = {"what": "the table refitted on its calibration networks measured in this session (host table "
+                         "recalibrate), errors of its predictions",
+                 "networks": len(anchor_nets), "mean_abs_rel_error": float(np.abs(rerr).mean()),
+                 "max_abs_rel_error": float(np.abs(rerr).max()), "mean_rel_error": float(rerr.mean()),
+                 "pearson_r": float(pearsonr([r["measured_ms"] for r in rows],
+                                             [r["recalibrated_predicted_ms"] for r in rows])[0]),
+                 "fit": fit_summary(table.calibration["fit"])}
     err = np.abs([r["rel_error"] for r in rows])
     x, y = np.array([r["measured_ms"] for r in rows]), np.array([r["predicted_ms"] for r in rows])
-    from scipy.stats import pearsonr
 
     doc = {"schema": "edgeshrink.table_validation", "schema_version": 1, "model": model_name, "table": table_path,
            "table_device": table.device, "device": meas["device"], "backend": table.backend, "threads": table.threads,
            "granularity": gran, "samples": len(rows), "seed": seed, "rounds": rounds, "iters": iters, "interleaved": interleave,
            "mean_abs_rel_error": float(err.mean()), "max_abs_rel_error": float(err.max()),
            "mean_rel_error": float(np.mean([r["rel_error"] for r in rows])),
-           "pearson_r": float(pearsonr(x, y)[0]), "drift": drift,
+           "pearson_r": float(pearsonr(x, y)[0]), "drift": drift, "recalibrated": recal,
            "calibration": {k: v for k, v in table.calibration.items() if k != "fit"},
            "fit": fit_summary(pred.fit) if pred.fit else None,
            "architectures": rows}
@@ -127,6 +145,70 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
         write_json(Path(out_dir) / "validate.json", doc)
         plot_validation(doc, str(Path(out_dir) / "validate.png"))
     return doc
+
+
+def measure_networks(table, model_name: str, num_classes: int, archs: List[Dict[str, int]], device: Optional[str],
+                     rounds: int, iters: int, warmup: int, jobs: int = 1, trust_new_host: bool = False, on_line=None,
+                     interleave: bool = True):
+    """Export ``archs`` of ``model_name`` at the table's input shape and measure them side by side on ``device``
+    (default: the table's) with the table's backend and threads.
+
+    Returns:
+        ``(bench result, [(median ms, [round medians ms]) per architecture])``.
+    """
+    from host.bench import bench_on_device
+    from host.latency.calibrate import export_archs
+
+    spec = table.device.get("spec") or "local"
+    with tempfile.TemporaryDirectory(prefix="edgeshrink-networks-") as tmp:
+        names = export_archs(model_name, num_classes, table.input_shape, archs, tmp, jobs)
+        paths = [str(Path(tmp) / nm) for nm in names]
+        meas = bench_on_device(paths, device=device or spec, backend=table.backend, threads=table.threads,
+                               warmup=warmup, iters=iters, rounds=rounds, trust_new_host=trust_new_host, on_line=on_line,
+                               interleave=interleave)
+    return meas, [(meas["models"][p]["median_ms"], meas["models"][p]["round_medians_ms"]) for p in paths]
+
+
+def recalibrate_table(table_path: str, model_name: str, out: str, device: Optional[str] = None,
+                      num_classes: int = 10, rounds: int = 15, iters: int = 40, warmup: int = 10, jobs: int = 1,
+                      trust_new_host: bool = False, on_line=None) -> Dict[str, object]:
+    """Measure the table's calibration networks again and refit its calibration on them; the entries stay.
+
+    A device's speed drifts (clocks, thermal state, other load, a runtime update) and not uniformly across
+    networks; refitting on networks measured now re-anchors the table for about the cost of its calibration
+    networks (no micro-model is measured again). The new table records ``calibration.recalibrated``: when,
+    where, and the median speed ratio now / before.
+
+    Returns:
+        ``{"networks", "speed_ratio", "ratio_min", "ratio_max", "fit"}`` (the fit's summary).
+
+    Raises:
+        UserError: a bad table or model, or a table without calibration networks; DeviceError from the device.
+    """
+    import datetime as dt
+
+    import numpy as np
+
+    import models
+    from host.latency.calibrate import calibrate, fit_summary
+    from host.latency.table import TablePredictor, load_table
+
+    table = load_table(table_path)
+    pred = TablePredictor.for_model(table, models.create(model_name, num_classes))
+    nets = (pred.fit or {}).get("networks", [])
+    if not nets:
+        raise UserError(f"{table_path}: no calibration networks to measure again (build the table with --calibrate N)")
+    meas, got = measure_networks(table, model_name, num_classes, [n["widths"] for n in nets], device, rounds, iters,
+                                 warmup, jobs, trust_new_host, on_line)
+    ratios = np.array([m / n["measured_ms"] for (m, _rm), n in zip(got, nets)])
+    table.calibration["fit"] = calibrate(table, pred.space, [{"widths": n["widths"], "measured_ms": m}
+                                                             for n, (m, _rm) in zip(nets, got)])
+    info = {"utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "device": meas["device"],
+            "networks": len(nets), "speed_ratio": float(np.median(ratios)), "ratio_min": float(ratios.min()),
+            "ratio_max": float(ratios.max()), "rounds": rounds, "iters": iters}
+    table.calibration["recalibrated"] = info
+    table.save(out)
+    return {**info, "fit": fit_summary(table.calibration["fit"])}
 
 
 def plot_validation(doc: Dict[str, object], path: str) -> None:

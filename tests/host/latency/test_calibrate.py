@@ -111,6 +111,40 @@ def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(
     calib = {json.dumps(n["widths"], sort_keys=True) for n in fit_["networks"]}
     assert not calib & {json.dumps(a["widths"], sort_keys=True) for a in vd["architectures"]}
     assert "device speed now vs at the build" in v.stdout
+    # validate --recalibrate: every calibration network measured again, and the refitted table's errors
+    val2 = tmp_path / "val2"
+    v2 = run_cli("-m", "host.cli", "table", "validate", str(out), "--model", "resnet20", "--samples", "3",
+                 "--rounds", "2", "--iters", "5", "--recalibrate", "--out", str(val2))
+    assert v2.returncode == 0, v2.stderr
+    vd2 = json.loads((val2 / "validate.json").read_text())
+    rc = vd2["recalibrated"]
+    assert vd2["drift"]["anchors"] == 4 and rc["networks"] == 4 and rc["fit"]["corrections"] >= 0
+    rerrs = [a["recalibrated_predicted_ms"] / a["measured_ms"] - 1 for a in vd2["architectures"]]
+    assert rc["max_abs_rel_error"] == pytest.approx(max(map(abs, rerrs)))
+    assert rc["mean_rel_error"] == pytest.approx(float(np.mean(rerrs)))
+    assert "refitted on its 4 calibration networks measured now" in v2.stdout
+    # table recalibrate: the same refit written as a table; the entries stay
+    new = tmp_path / "t2.json"
+    r2 = run_cli("-m", "host.cli", "table", "recalibrate", str(out), "--model", "resnet20", "--rounds", "2",
+                 "--iters", "5", "-o", str(new))
+    assert r2.returncode == 0, r2.stderr
+    d2 = json.loads(new.read_text())
+    assert d2["entries"] == doc["entries"]
+    nets2 = d2["calibration"]["fit"]["networks"]
+    assert [n["widths"] for n in nets2] == [n["widths"] for n in fit_["networks"]]
+    ratios = [b["measured_ms"] / a["measured_ms"] for a, b in zip(fit_["networks"], nets2)]
+    info = d2["calibration"]["recalibrated"]
+    assert info["networks"] == 4 and info["speed_ratio"] == pytest.approx(float(np.median(ratios)))
+    assert info["ratio_min"] == pytest.approx(min(ratios)) and info["ratio_max"] == pytest.approx(max(ratios))
+    assert "4 calibration networks measured again" in r2.stdout
+
+
+def test_recalibrate_refuses_a_table_without_calibration_networks(small_table, tmp_path):
+    r = run_cli("-m", "host.cli", "table", "recalibrate", str(small_table), "--model", "resnet20",
+                "-o", str(tmp_path / "t.json"))
+    assert r.returncode == 2 and "no calibration networks" in r.stderr and not (tmp_path / "t.json").exists()
+    v = run_cli("-m", "host.cli", "table", "validate", str(small_table), "--model", "resnet20", "--recalibrate")
+    assert v.returncode == 2 and "--recalibrate needs a table built with --calibrate" in v.stderr
 
 
 def test_calibrate_needs_three_networks(tmp_path):
