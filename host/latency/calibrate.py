@@ -45,6 +45,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from host.latency.key import family
+
 FEATURES = ("intercept_ms", "conv", "other", "weights_ms_per_mparam")
 RIDGE = 1e-4  # weight of the prior, in squared relative error per unit of (normalised) coefficient change
 KEY_RIDGE_GRID = (1.0, 0.1, 0.03, 0.01, 0.003, 0.001)  # per-configuration penalties tried by cross-validation
@@ -200,13 +202,6 @@ def fit(X: np.ndarray, y: np.ndarray, overhead_ms: float, K: Optional[np.ndarray
         out["cv_mean_abs_rel_error"] = best["cv_mean_abs_rel_error"]
         out["cv_max_abs_rel_error"] = best["cv_max_abs_rel_error"]
     return out
-
-
-@lru_cache(maxsize=None)
-def family(key):
-    """A configuration's layer family: its key with the channel counts zeroed (same op, resolution, kernel,
-    stride, fusion)."""
-    return replace(key, in_channels=0, out_channels=0)
 
 
 @lru_cache(maxsize=None)

@@ -28,19 +28,15 @@ entries, the check errors and the reduction against the exhaustive per-channel g
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from host.latency.key import LayerKey
+from host.latency.key import LayerKey, family
 
-Family = Tuple
+Family = LayerKey  # a key with its channel counts zeroed (host.latency.key.family)
 Point = Tuple[int, int]
-
-
-def family(key: LayerKey) -> Family:
-    return (key.op, key.in_hw, key.kernel, key.stride, key.padding, key.groups, key.fused)
 
 
 @dataclass
@@ -150,8 +146,9 @@ class Interpolant:
         if not self.align:
             return self.linear(p)
         fg, A = self.fg, self.align
-        ins = _block_mates(p[0], A, self.fg.axes[0]) if (fg.vary_in or fg.tied) else [p[0]]
-        outs = _block_mates(p[1], A, self.fg.axes[1]) if fg.vary_out else [p[1]]
+        ins_all, outs_all = fg.axes
+        ins = _block_mates(p[0], A, ins_all) if (fg.vary_in or fg.tied) else [p[0]]
+        outs = _block_mates(p[1], A, outs_all) if fg.vary_out else [p[1]]
         cands = [(c, c) for c in ins] if fg.tied else [(i, o) for i in ins for o in outs]
         got = [q for q in cands if q in self.measured]
         if got:
@@ -306,7 +303,7 @@ def build_interpolated(keys: Sequence[LayerKey], measure: Callable[[List[LayerKe
                     pending.setdefault(n, []).extend(subs)
         say(f"round {r}: {len(probes)} checks, {failed} off by more than {tol:.0%}; {len(new_points)} points added")
         if new_points:
-            plan.measured.update(measure(sorted(set(new_points), key=lambda k: (family(k), k.in_channels, k.out_channels))))
+            plan.measured.update(measure(sorted(set(new_points), key=astuple)))
     out: Dict[LayerKey, Tuple[float, str]] = {}
     for fg in plan.families:
         method = plan.method.get(fg.fam, "linear")
@@ -333,6 +330,6 @@ def build_interpolated(keys: Sequence[LayerKey], measure: Callable[[List[LayerKe
 
 
 def _fam_name(f: Family) -> str:
-    op, hw, k, s, _p, g, fused = f
-    return f"{op} k{k[0]}x{k[1]} s{s[0]} @{hw[0]}x{hw[1]}" + (f" g{g}" if g != 1 else "") + (
-        "+" + "+".join(fused) if fused else "")
+    k, hw = f.kernel, f.in_hw
+    return f"{f.op} k{k[0]}x{k[1]} s{f.stride[0]} @{hw[0]}x{hw[1]}" + (f" g{f.groups}" if f.groups != 1 else "") + (
+        "+" + "+".join(f.fused) if f.fused else "")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from functools import lru_cache
 from typing import Dict, Tuple
 
 
@@ -44,3 +45,10 @@ class LayerKey:
         if self.op == "gap_linear":
             return self.in_channels * self.out_channels
         return 0
+
+
+@lru_cache(maxsize=None)
+def family(key: LayerKey) -> LayerKey:
+    """A configuration's layer family: its key with the channel counts zeroed (same op, resolution, kernel,
+    stride, padding, groups, fusion). Interpolation works within a family; calibration corrects per family."""
+    return replace(key, in_channels=0, out_channels=0)

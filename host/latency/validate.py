@@ -114,10 +114,7 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
 
     recal = None
     if recalibrate:
-        from host.latency.calibrate import calibrate
-
-        table.calibration["fit"] = calibrate(table, pred.space, [{"widths": n["widths"], "measured_ms": m}
-                                                                 for n, (m, _rm) in zip(anchor_nets, anchor_now)])
+        _refit(table, pred.space, anchor_nets, anchor_now)
         pred_now = TablePredictor.for_model(table, models.create(model_name, num_classes))
         for r in rows:
             r["recalibrated_predicted_ms"] = pred_now.predict_ms(r["widths"])
@@ -190,7 +187,7 @@ def recalibrate_table(table_path: str, model_name: str, out: str, device: Option
     import numpy as np
 
     import models
-    from host.latency.calibrate import calibrate, fit_summary
+    from host.latency.calibrate import fit_summary
     from host.latency.table import TablePredictor, load_table
 
     table = load_table(table_path)
@@ -201,14 +198,22 @@ def recalibrate_table(table_path: str, model_name: str, out: str, device: Option
     meas, got = measure_networks(table, model_name, num_classes, [n["widths"] for n in nets], device, rounds, iters,
                                  warmup, jobs, trust_new_host, on_line)
     ratios = np.array([m / n["measured_ms"] for (m, _rm), n in zip(got, nets)])
-    table.calibration["fit"] = calibrate(table, pred.space, [{"widths": n["widths"], "measured_ms": m}
-                                                             for n, (m, _rm) in zip(nets, got)])
+    _refit(table, pred.space, nets, got)
     info = {"utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "device": meas["device"],
             "networks": len(nets), "speed_ratio": float(np.median(ratios)), "ratio_min": float(ratios.min()),
             "ratio_max": float(ratios.max()), "rounds": rounds, "iters": iters}
     table.calibration["recalibrated"] = info
     table.save(out)
     return {**info, "fit": fit_summary(table.calibration["fit"])}
+
+
+def _refit(table, space, nets: List[Dict[str, object]], got) -> None:
+    """Refit ``table``'s calibration on its calibration networks ``nets`` measured again (``got``: ``(median ms,
+    round medians)`` per network, from :func:`measure_networks`)."""
+    from host.latency.calibrate import calibrate
+
+    table.calibration["fit"] = calibrate(table, space, [{"widths": n["widths"], "measured_ms": m}
+                                                        for n, (m, _rm) in zip(nets, got)])
 
 
 def plot_validation(doc: Dict[str, object], path: str) -> None:

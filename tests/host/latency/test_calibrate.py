@@ -118,7 +118,8 @@ def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(
     assert v2.returncode == 0, v2.stderr
     vd2 = json.loads((val2 / "validate.json").read_text())
     rc = vd2["recalibrated"]
-    assert vd2["drift"]["anchors"] == 4 and rc["networks"] == 4 and rc["fit"]["corrections"] >= 0
+    assert vd2["drift"]["anchors"] == 4 and rc["networks"] == 4 and rc["fit"]["model"] == "resnet20"
+    assert set(rc["fit"]["coefficients"]) == {"intercept_ms", "conv", "other", "weights_ms_per_mparam"}
     rerrs = [a["recalibrated_predicted_ms"] / a["measured_ms"] - 1 for a in vd2["architectures"]]
     assert rc["max_abs_rel_error"] == pytest.approx(max(map(abs, rerrs)))
     assert rc["mean_rel_error"] == pytest.approx(float(np.mean(rerrs)))
