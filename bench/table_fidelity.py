@@ -50,7 +50,7 @@ def run_model(name: str, args) -> dict:
     out_dir = ROOT / "bench" / "results" / "table_fidelity" / name
     doc = validate_table(str(table_path), name, samples=args.samples, seed=args.seed, out_dir=str(out_dir),
                          rounds=args.val_rounds, iters=args.val_iters, warmup=10, anchors=args.anchors, jobs=2,
-                         recalibrate=args.recalibrate)
+                         recalibrate=args.recalibrate, loads=args.val_loads)
     drift = doc["drift"] or {}
     recal = doc.get("recalibrated") or {}
     print(f"[{name}] validated in {time.monotonic() - t1:.0f} s: mean |err| {doc['mean_abs_rel_error']:.2%}, max "
@@ -79,6 +79,8 @@ def run_model(name: str, args) -> dict:
 
 
 def main() -> int:
+    from host.latency.validate import NETWORK_ITERS, NETWORK_LOADS, NETWORK_ROUNDS
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="resnet20,resnet56,wrn16_2")
     ap.add_argument("--granularity", type=int, default=8)
@@ -93,8 +95,9 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=300, help="micro-models loaded side by side per device command")
     ap.add_argument("--iters", type=int, default=25)
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--val-rounds", type=int, default=15)
-    ap.add_argument("--val-iters", type=int, default=40)
+    ap.add_argument("--val-rounds", type=int, default=NETWORK_ROUNDS)
+    ap.add_argument("--val-iters", type=int, default=NETWORK_ITERS)
+    ap.add_argument("--val-loads", type=int, default=NETWORK_LOADS)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "table_fidelity.json"))
     args = ap.parse_args()
     from host.io import write_json
@@ -106,6 +109,7 @@ def main() -> int:
         "device": "local", "backend": "ort", "threads": 1, "granularity": args.granularity,
         "build": {"rounds": args.rounds, "interleave": args.interleave, "batch": args.batch, "iters": args.iters, "warmup": args.warmup, "calibrate": args.calibrate},
         "validate": {"samples": args.samples, "rounds": args.val_rounds, "iters": args.val_iters,
+                     "loads": args.val_loads,
                      "anchors": args.anchors, "recalibrate": args.recalibrate},
         "target": {"mean_abs_rel_error": MEAN_TARGET, "max_abs_rel_error": MAX_TARGET},
         "models": rows, "wall_s": round(time.monotonic() - t0, 1),

@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="load every model once and time them side by side in ROUNDS round-robin bursts of --iters "
                         "(A B C A B C ...): what a drifting device needs to compare models; no power or self-timed "
                         "backends. With --jsonl the whole list is one unit of resume")
+    b.add_argument("--loads", type=int, default=1, metavar="L",
+                   help="with --interleave: share the rounds out over L loadings of the whole list (a loaded session "
+                        "keeps its own offset of ~0.5%% while it is loaded; more loadings average it out); default 1")
     add_measure_options(b)
     b.add_argument("--calib-cache", help="int8 calibration cache computed on the host (tensorrt, trtexec)")
     b.add_argument("--log-dir", help="where power logs and vendor-tool output go (default: next to the model)")
@@ -115,7 +118,8 @@ def _bench_interleaved(args: argparse.Namespace, models: List[str], cpus) -> Lis
 
     recs = bench.bench_interleaved(models, args.interleave, backend=args.backend, threads=args.threads,
                                    warmup=args.warmup, iters=args.iters, seed=args.seed, precision=args.precision,
-                                   calib_cache=args.calib_cache, log_dir=args.log_dir, cpus=cpus, progress=progress)
+                                   calib_cache=args.calib_cache, log_dir=args.log_dir, cpus=cpus, progress=progress,
+                                   loads=args.loads)
     if args.jsonl:
         with open(args.jsonl, "a", encoding="utf-8") as f:
             f.write("".join(json.dumps(r) + "\n" for r in recs))
@@ -174,6 +178,8 @@ def _bench(args: argparse.Namespace) -> int:
         os.makedirs(args.log_dir, exist_ok=True)
     if args.interleave < 0:
         raise UsageError("--interleave must be >= 1 (rounds)")
+    if args.loads != 1 and not 1 <= args.loads <= args.interleave:
+        raise UsageError("--loads needs --interleave ROUNDS and 1 <= L <= ROUNDS")
     if args.interleave and (args.power or args.warmup_s):
         raise UsageError("--interleave cannot be combined with --power or --warmup-s (one model at a time)")
     try:

@@ -25,7 +25,7 @@ def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = 
                     warmup: int = 50, iters: int = 300, rounds: int = 3,
                     on_line: Optional[Callable[[str], None]] = None, trust_new_host: bool = False,
                     device_args: Sequence[str] = (), out_dir: Optional[str] = None,
-                    calib_cache: Optional[str] = None, interleave: bool = False) -> Dict[str, object]:
+                    calib_cache: Optional[str] = None, interleave: bool = False, loads: int = 1) -> Dict[str, object]:
     """Benchmark model files on ``device`` in ``rounds`` interleaved rounds.
 
     Args:
@@ -39,6 +39,8 @@ def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = 
         interleave: load every model once on the device and time the rounds as round-robin bursts
             (``device bench --interleave``; ``median_ms`` is then the median of all samples). Without it each
             round loads each model afresh (what power measurement and self-timed tools need).
+        loads: with ``interleave``, the rounds are shared out over this many loadings of the whole list
+            (``device bench --loads``): a loaded session keeps its own offset while it is loaded.
 
     Returns:
         ``{"device": metadata, "backend", "threads", "rounds", "models": {path: {"latency_ms": stats of the
@@ -55,7 +57,7 @@ def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = 
     names = [f"m{i}_{os.path.basename(p)}" for i, p in enumerate(paths)]
     order = names if interleave else [n for _ in range(rounds) for n in names]
     if interleave:
-        device_args = [*device_args, "--interleave", str(rounds)]
+        device_args = [*device_args, "--interleave", str(rounds), *(["--loads", str(loads)] if loads != 1 else [])]
     pulled: List[str] = []
     with open_device(device, trust_new_host=trust_new_host) as dev:
         for p, n in zip(paths, names):
@@ -94,5 +96,6 @@ def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = 
     dev_meta = dict(doc["device"])
     dev_meta["spec"] = device
     return {"device": dev_meta, "backend": backend, "threads": threads, "rounds": rounds, "interleaved": interleave,
+            "loads": loads if interleave else None,
             "warmup": warmup,
             "iters": iters, "device_args": list(device_args), "models": out, "pulled": pulled}

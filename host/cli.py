@@ -78,6 +78,21 @@ def _add_netadapt_args(p: argparse.ArgumentParser, defaults=NETADAPT_DEFAULTS) -
     g.add_argument("--max-iters", type=int, default=100)
 
 
+def _network_bench_options(p: argparse.ArgumentParser, what: str) -> None:
+    """--rounds/--iters/--loads of whole-network measurements (host table validate / recalibrate)."""
+    from host.latency.validate import NETWORK_ITERS, NETWORK_LOADS, NETWORK_ROUNDS
+
+    p.add_argument("--rounds", type=int, default=NETWORK_ROUNDS,
+                   help=f"round-robin bursts per {what}, all loaded side by side, each round in a new order "
+                        f"(default {NETWORK_ROUNDS})")
+    p.add_argument("--iters", type=int, default=NETWORK_ITERS,
+                   help=f"timed runs per {what} per burst (default {NETWORK_ITERS}: many short bursts follow a "
+                        "device whose speed wanders within a second)")
+    p.add_argument("--loads", type=int, default=None,
+                   help=f"loadings of the whole list the rounds are shared out over (default {NETWORK_LOADS}, at most "
+                        "--rounds: a loaded session keeps its own offset while it is loaded)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="host", description="edgeshrink host side: train, build latency tables, "
                                 "prune with latency-aware NetAdapt, and confirm on the device.")
@@ -162,9 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("--device", help="where to measure (default: the table's device)")
     va.add_argument("--trust-new-host", action="store_true")
     va.add_argument("--seed", type=int, default=0)
-    va.add_argument("--rounds", type=int, default=15,
-                    help="round-robin bursts per architecture, all loaded at once (default 15)")
-    va.add_argument("--iters", type=int, default=40, help="timed runs per architecture per burst (default 40)")
+    _network_bench_options(va, "architecture")
     va.add_argument("--anchors", type=int, default=6,
                     help="calibration networks of the table measured again to estimate the device's speed drift "
                          "since the build (default 6; needs a table built with --calibrate)")
@@ -182,8 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--num-classes", type=int, default=10)
     rc.add_argument("--device", help="where to measure (default: the table's device)")
     rc.add_argument("--trust-new-host", action="store_true")
-    rc.add_argument("--rounds", type=int, default=15, help="round-robin bursts per network (default 15)")
-    rc.add_argument("--iters", type=int, default=40, help="timed runs per network per burst (default 40)")
+    _network_bench_options(rc, "network")
     rc.add_argument("--jobs", type=int, default=1, help="processes exporting the networks")
     rc.add_argument("-o", "--out", required=True, help="table JSON to write (may be TABLE itself)")
 
@@ -492,7 +504,7 @@ def cmd_table_recalibrate(args) -> int:
         raise UserError("--rounds, --iters and --jobs must be >= 1")
     r = recalibrate_table(args.table, args.model, args.out, device=args.device, num_classes=args.num_classes,
                           rounds=args.rounds, iters=args.iters, jobs=args.jobs, trust_new_host=args.trust_new_host,
-                          on_line=_every_tenth(ui.log))
+                          on_line=_every_tenth(ui.log), loads=args.loads)
     f = r["fit"]
     cv = (f", held out (5-fold) {f['cv_mean_abs_rel_error']:.2%} mean, {f['cv_max_abs_rel_error']:.2%} max"
           if "cv_mean_abs_rel_error" in f else "")
@@ -511,7 +523,7 @@ def cmd_table_validate(args) -> int:
     doc = validate_table(args.table, args.model, samples=args.samples, device=args.device, seed=args.seed,
                          out_dir=args.out, rounds=args.rounds, iters=args.iters, num_classes=args.num_classes,
                          trust_new_host=args.trust_new_host, on_line=_every_tenth(ui.log), anchors=args.anchors,
-                         jobs=args.jobs, recalibrate=args.recalibrate)
+                         jobs=args.jobs, recalibrate=args.recalibrate, loads=args.loads)
     if args.json:
         print(json.dumps(doc, indent=1))
     else:

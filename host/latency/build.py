@@ -357,24 +357,24 @@ def calibrate_table(cfg: BuildConfig, root: Path, table: LatencyTable,
 
 def _measure_networks(cfg: BuildConfig, root: Path, archs: List[Dict[str, int]], names: List[str],
                       progress: Optional[Callable[[str, int, int], None]]) -> List[Dict[str, object]]:
-    """Measure the calibration networks side by side in one device command (loaded once, ``max(8, rounds *
-    interleave)`` round-robin bursts), as ``host table validate`` measures networks; kept in
-    ``<workdir>/calibration_networks.json`` for a resume."""
+    """Measure the calibration networks side by side in one device command, as ``host table validate``
+    measures networks (:data:`host.latency.validate.NETWORK_ROUNDS` short bursts over ``NETWORK_LOADS``
+    loadings); kept in ``<workdir>/calibration_networks.json`` for a resume."""
     from host.bench import bench_on_device
     from host.io import write_json
+    from host.latency.validate import NETWORK_ITERS, NETWORK_LOADS, NETWORK_ROUNDS
 
     done = root / NETWORKS_FILE
     if done.exists():
         return json.loads(done.read_text())["networks"]
     if progress:
         progress("networks", 0, len(names))
-    rounds = max(8, cfg.rounds * max(cfg.interleave, 1))
     meas = bench_on_device([str(root / "micro" / nm) for nm in names], device=cfg.device, backend=cfg.backend,
-                           threads=cfg.threads, warmup=cfg.warmup, iters=cfg.iters, rounds=rounds,
-                           trust_new_host=cfg.trust_new_host, interleave=True)
+                           threads=cfg.threads, warmup=cfg.warmup, iters=NETWORK_ITERS, rounds=NETWORK_ROUNDS,
+                           trust_new_host=cfg.trust_new_host, interleave=True, loads=NETWORK_LOADS)
     nets = [{"widths": w, "measured_ms": meas["models"][str(root / "micro" / nm)]["median_ms"]}
             for w, nm in zip(archs, names)]
-    write_json(done, {"networks": nets, "rounds": rounds, "iters": cfg.iters})
+    write_json(done, {"networks": nets, "rounds": NETWORK_ROUNDS, "iters": NETWORK_ITERS, "loads": NETWORK_LOADS})
     if progress:
         progress("networks", len(names), len(names))
     return nets

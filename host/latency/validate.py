@@ -16,6 +16,25 @@ from typing import Dict, List, Optional
 
 from host.errors import UserError
 
+# How whole networks are measured (validation, calibration, recalibration): many short round-robin bursts in a
+# new order each round, the rounds shared out over several loadings. On this project's 2-core VM (150 ResNet-20
+# variants, ONNX Runtime, 1 thread) two such runs agree per network to 0.5% (std), against 1.2% for 15 bursts of
+# 40 in one loading; see device.bench.bench_interleaved.
+NETWORK_ROUNDS, NETWORK_ITERS, NETWORK_LOADS = 150, 4, 5
+
+
+def network_loads(loads: Optional[int], rounds: int) -> int:
+    """The loadings to share ``rounds`` over: ``loads``, or ``min(NETWORK_LOADS, rounds)`` when None.
+
+    Raises:
+        UserError: ``loads`` outside 1..``rounds``.
+    """
+    if loads is None:
+        return max(1, min(NETWORK_LOADS, rounds))
+    if not 1 <= loads <= rounds:
+        raise UserError(f"--loads must be from 1 to --rounds ({rounds}), got {loads}")
+    return loads
+
 
 def sample_widths(space, granularity: int, samples: int, seed: int = 0) -> List[Dict[str, int]]:
     """``samples`` random group-width assignments on the grid (distinct where the space allows)."""
@@ -36,9 +55,10 @@ def sample_widths(space, granularity: int, samples: int, seed: int = 0) -> List[
 
 
 def validate_table(table_path: str, model_name: str, samples: int = 30, device: Optional[str] = None, seed: int = 0,
-                   out_dir: Optional[str] = None, rounds: int = 15, iters: int = 40, warmup: int = 10,
-                   num_classes: int = 10, trust_new_host: bool = False, on_line=None, anchors: int = 6,
-                   jobs: int = 1, interleave: bool = True, recalibrate: bool = False) -> Dict[str, object]:
+                   out_dir: Optional[str] = None, rounds: int = NETWORK_ROUNDS, iters: int = NETWORK_ITERS,
+                   warmup: int = 10, num_classes: int = 10, trust_new_host: bool = False, on_line=None,
+                   anchors: int = 6, jobs: int = 1, interleave: bool = True, recalibrate: bool = False,
+                   loads: Optional[int] = None) -> Dict[str, object]:
     """Predicted vs measured latency of ``samples`` random pruned architectures of ``model_name``.
 
     Args:
@@ -48,9 +68,11 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
         device: where to measure (default: the table's device).
         seed: seed of the draw.
         out_dir: where ``validate.json`` and ``validate.png`` go (nothing written when None).
-        rounds, iters, warmup: measurement per architecture: with ``interleave`` the median of all
-            ``rounds * iters`` samples, otherwise the median of round medians.
-            Many short rounds: on a shared CPU the device's speed wanders by several percent within a minute.
+        rounds, iters, warmup, loads: measurement per architecture: with ``interleave`` the median of all
+            ``rounds * iters`` samples, the rounds shared out over ``loads`` loadings of the whole list;
+            otherwise the median of round medians. Many short rounds: on a shared CPU the device's speed wanders
+            by ~3% within a second; several loadings: a loaded session keeps its own offset (~0.5%). ``loads``
+            None: ``min(NETWORK_LOADS, rounds)``.
         anchors: calibration networks of the table (``calibration.fit.networks``) measured again among the
             architectures. The median of (latency now / latency when the table was built) is the device's
             speed drift since the build; errors are reported raw and with the prediction scaled by it.
@@ -79,6 +101,7 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
 
     if samples < 3:
         raise UserError("--samples must be >= 3 (a correlation needs points)")
+    loads = network_loads(loads, rounds) if interleave else None
     table = load_table(table_path)
     gran = int(table.build.get("granularity", 0) or 0)
     if gran < 1:
@@ -93,7 +116,7 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
                         "networks)")
     anchor_nets = fit_nets if recalibrate else fit_nets[:max(0, anchors)]
     meas, got = measure_networks(table, model_name, num_classes, archs + [n["widths"] for n in anchor_nets], device,
-                                 rounds, iters, warmup, jobs, trust_new_host, on_line, interleave)
+                                 rounds, iters, warmup, jobs, trust_new_host, on_line, interleave, loads)
     now, anchor_now = got[:len(archs)], got[len(archs):]
     rows = []
     for w, (mm, rm) in zip(archs, now):
@@ -132,6 +155,7 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
     doc = {"schema": "edgeshrink.table_validation", "schema_version": 1, "model": model_name, "table": table_path,
            "table_device": table.device, "device": meas["device"], "backend": table.backend, "threads": table.threads,
            "granularity": gran, "samples": len(rows), "seed": seed, "rounds": rounds, "iters": iters, "interleaved": interleave,
+           "loads": loads,
            "mean_abs_rel_error": float(err.mean()), "max_abs_rel_error": float(err.max()),
            "mean_rel_error": float(np.mean([r["rel_error"] for r in rows])),
            "pearson_r": float(pearsonr(x, y)[0]), "drift": drift, "recalibrated": recal,
@@ -146,9 +170,9 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
 
 def measure_networks(table, model_name: str, num_classes: int, archs: List[Dict[str, int]], device: Optional[str],
                      rounds: int, iters: int, warmup: int, jobs: int = 1, trust_new_host: bool = False, on_line=None,
-                     interleave: bool = True):
+                     interleave: bool = True, loads: Optional[int] = None):
     """Export ``archs`` of ``model_name`` at the table's input shape and measure them side by side on ``device``
-    (default: the table's) with the table's backend and threads.
+    (default: the table's) with the table's backend and threads; ``loads`` as :func:`validate_table`.
 
     Returns:
         ``(bench result, [(median ms, [round medians ms]) per architecture])``.
@@ -162,13 +186,14 @@ def measure_networks(table, model_name: str, num_classes: int, archs: List[Dict[
         paths = [str(Path(tmp) / nm) for nm in names]
         meas = bench_on_device(paths, device=device or spec, backend=table.backend, threads=table.threads,
                                warmup=warmup, iters=iters, rounds=rounds, trust_new_host=trust_new_host, on_line=on_line,
-                               interleave=interleave)
+                               interleave=interleave, loads=network_loads(loads, rounds) if interleave else 1)
     return meas, [(meas["models"][p]["median_ms"], meas["models"][p]["round_medians_ms"]) for p in paths]
 
 
 def recalibrate_table(table_path: str, model_name: str, out: str, device: Optional[str] = None,
-                      num_classes: int = 10, rounds: int = 15, iters: int = 40, warmup: int = 10, jobs: int = 1,
-                      trust_new_host: bool = False, on_line=None) -> Dict[str, object]:
+                      num_classes: int = 10, rounds: int = NETWORK_ROUNDS, iters: int = NETWORK_ITERS,
+                      warmup: int = 10, jobs: int = 1, trust_new_host: bool = False, on_line=None,
+                      loads: Optional[int] = None) -> Dict[str, object]:
     """Measure the table's calibration networks again and refit its calibration on them; the entries stay.
 
     A device's speed drifts (clocks, thermal state, other load, a runtime update) and not uniformly across
@@ -190,18 +215,19 @@ def recalibrate_table(table_path: str, model_name: str, out: str, device: Option
     from host.latency.calibrate import fit_summary
     from host.latency.table import TablePredictor, load_table
 
+    loads = network_loads(loads, rounds)
     table = load_table(table_path)
     pred = TablePredictor.for_model(table, models.create(model_name, num_classes))
     nets = (pred.fit or {}).get("networks", [])
     if not nets:
         raise UserError(f"{table_path}: no calibration networks to measure again (build the table with --calibrate N)")
     meas, got = measure_networks(table, model_name, num_classes, [n["widths"] for n in nets], device, rounds, iters,
-                                 warmup, jobs, trust_new_host, on_line)
+                                 warmup, jobs, trust_new_host, on_line, loads=loads)
     ratios = np.array([m / n["measured_ms"] for (m, _rm), n in zip(got, nets)])
     _refit(table, pred.space, nets, got)
     info = {"utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "device": meas["device"],
             "networks": len(nets), "speed_ratio": float(np.median(ratios)), "ratio_min": float(ratios.min()),
-            "ratio_max": float(ratios.max()), "rounds": rounds, "iters": iters}
+            "ratio_max": float(ratios.max()), "rounds": rounds, "iters": iters, "loads": loads}
     table.calibration["recalibrated"] = info
     table.save(out)
     return {**info, "fit": fit_summary(table.calibration["fit"])}
