@@ -123,8 +123,25 @@ def test_interleaved_bench_times_every_model_in_round_robin_bursts(tmp_path):
     assert json.loads(again.stdout)["results"] == recs and "round" not in again.stderr
 
 
+def test_interleaved_rounds_are_shared_out_over_loadings(tmp_path):
+    a, b = tiny_onnx(tmp_path / "a.onnx", 4), tiny_onnx(tmp_path / "b.onnx", 16)
+    r = run_cli("-m", "device", "bench", str(a), str(b), "--interleave", "5", "--loads", "2", "--iters", "6",
+                "--warmup", "1", "--json")
+    assert r.returncode == 0, r.stderr
+    recs = json.loads(r.stdout)["results"]
+    assert [x["model"] for x in recs] == ["a.onnx", "b.onnx"]
+    for x in recs:
+        assert x["loads"] == 2 and x["rounds"] == 5 and len(x["round_medians_ms"]) == 5
+        assert len(x["load_medians_ms"]) == 2 and x["latency_ms"]["n"] == 30
+        lo, hi = min(x["round_medians_ms"]), max(x["round_medians_ms"])
+        assert all(lo <= m <= hi for m in x["load_medians_ms"])  # a loading's median lies within its rounds'
+    assert "[5/5] round 5 of 2 models" in r.stderr
+
+
 @pytest.mark.parametrize("extra,msg", [(["--power", "auto"], "cannot be combined with --power"),
-                                       (["--interleave", "-1"], "--interleave must be >= 1")])
+                                       (["--interleave", "-1"], "--interleave must be >= 1"),
+                                       (["--loads", "3"], "--loads needs --interleave ROUNDS and 1 <= L <= ROUNDS"),
+                                       (["--interleave", "0", "--loads", "2"], "--loads needs --interleave")])
 def test_interleave_refusals(tmp_path, extra, msg):
     a = tiny_onnx(tmp_path / "a.onnx")
     args = ["--interleave", "2"] if "--interleave" not in extra else []

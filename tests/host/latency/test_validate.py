@@ -11,6 +11,7 @@ def test_validate_measures_random_architectures_against_the_table(tmp_path, smal
                 "--rounds", "1", "--iters", "30", "--seed", "3", "--out", str(out))
     assert r.returncode == 0, r.stderr
     doc = json.loads((out / "validate.json").read_text())
+    assert doc["rounds"] == 1 and doc["loads"] == 1  # default loadings: min(5, rounds)
     assert doc["samples"] == 5 and len({json.dumps(a["widths"], sort_keys=True) for a in doc["architectures"]}) == 5
     for a in doc["architectures"]:
         assert a["measured_ms"] > 0 and a["predicted_ms"] > 0
@@ -26,3 +27,9 @@ def test_validate_measures_random_architectures_against_the_table(tmp_path, smal
 def test_validate_refuses_too_few_samples(small_table):
     r = run_cli("-m", "host.cli", "table", "validate", str(small_table), "--samples", "2")
     assert r.returncode == 2 and "--samples must be >= 3" in r.stderr
+
+
+def test_validate_refuses_more_loadings_than_rounds(small_table):
+    r = run_cli("-m", "host.cli", "table", "validate", str(small_table), "--rounds", "2", "--loads", "3")
+    assert r.returncode == 2 and "--loads must be from 1 to --rounds (2), got 3" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
