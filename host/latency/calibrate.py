@@ -19,8 +19,8 @@ the micro-models. ``class`` is conv (conv2d sites) or other (the classifier, sta
 the weights term stands for fetching weights that no longer sit in L2 inside the network.
 
 The global coefficients alone leave about 1.2% mean / 4% max error on held-out resnet20 networks (measured on
-60 networks timed side by side with 0.3% repeatability; merged tables and features such as activation sizes or
-counts of the runtime's reorder nodes did not lower it): each configuration meets its own context in the
+60 networks timed side by side; merged tables and features such as activation sizes or counts of the runtime's
+reorder nodes did not lower it): each configuration meets its own context in the
 network. So each configuration seen in the calibration networks gets a multiplicative correction ``delta``, and
 so do its layer family and the family at its input and at its output channel count (shared levels, learnt
 from more networks than one configuration appears in), ridge-penalised towards 0 with a strength picked by 5-fold cross-validation (including
@@ -28,6 +28,12 @@ from more networks than one configuration appears in), ridge-penalised towards 0
 this lowered the held-out error to about 0.85% mean / 2.2% max, and the error keeps falling as networks are
 added (24: 1.05% / 3.7%), which is why builds should measure on the order of a hundred: they are cheap next to
 the micro-models (one export each, then all timed in one interleaved device command).
+
+How the networks are timed matters as much as the model: timed in 15 bursts of 40 in one loading they carried
+1.2% noise each (std; the device's speed wanders within a second, and a loaded session keeps its own offset),
+and on 120 resnet20 networks the fit's held-out error was 0.81% mean / 4.45% max. Timed as
+:data:`host.latency.validate.NETWORK_ROUNDS` bursts of ``NETWORK_ITERS`` over ``NETWORK_LOADS`` loadings
+(~0.5% noise) it is 0.38% / 1.31% (``bench/table_fidelity.py``).
 
 The correction is linear per layer site, so NetAdapt's per-layer lookups stay additive.
 """
