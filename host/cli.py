@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("--mad", type=float, default=3.5, help="outlier threshold in scaled MADs (default 3.5; >= 3 runs)")
     mg.add_argument("--smooth", choices=("gaussian", "monotone"), help="smooth along the channel axes")
     mg.add_argument("--sigma", type=float, default=3.0, help="gaussian sigma in grid steps (default 3)")
+    mg.add_argument("--num-classes", type=int, default=10,
+                    help="classifier outputs of the calibration networks' model, for refitting the runs' calibration "
+                         "on the merged entries (default 10)")
 
     im = tb.add_parser("import", help="convert a foreign latency table (the earlier NetAdapt perf tables)")
     im.add_argument("file", help="the foreign table (netadapt-pickle: a pickled dict of 2-D numpy arrays)")
@@ -468,15 +471,26 @@ def cmd_table_merge(args) -> int:
     from host import ui
     from host.latency.merge import merge_tables
 
-    if args.mad <= 0 or args.sigma <= 0:
-        raise UserError("--mad and --sigma must be > 0")
-    table = merge_tables(args.tables, mad_threshold=args.mad, smooth=args.smooth, sigma=args.sigma)
+    if args.mad <= 0 or args.sigma <= 0 or args.num_classes < 1:
+        raise UserError("--mad and --sigma must be > 0 and --num-classes >= 1")
+    table = merge_tables(args.tables, mad_threshold=args.mad, smooth=args.smooth, sigma=args.sigma,
+                         num_classes=args.num_classes)
     table.save(args.out)
     m = table.build["merge"]
     runs = "; ".join(f"{d['table']} ({d['typical_deviation']:+.1%})" for d in m["runs_dropped"]) or "none"
-    ui.log(f"merged {m['tables']} tables into {len(table.entries)} entries; runs dropped as outliers: {runs}; "
+    cal = m["calibration"]
+    if cal is None:
+        refit = ""
+    elif cal["refit"]:
+        fit = table.calibration["fit"]
+        refit = (f"; calibration refitted on {cal['networks']} {cal['model']} networks of {len(cal['tables'])} runs "
+                 f"(fit {fit['fit_mean_abs_rel_error']:.2%} mean abs error)")
+    else:
+        refit = f"; {cal['reason']}"
+    ui.log(f"merged {m['tables']} tables into {len(table.entries)} entries ({table.build['measured']} measured, "
+           f"{table.build['interpolated']} interpolated); runs dropped as outliers: {runs}; "
            f"{m['entries_dropped']} single entries dropped"
-           + (f"; smoothed ({args.smooth})" if args.smooth else "") + f" -> {args.out}")
+           + (f"; smoothed ({args.smooth})" if args.smooth else "") + refit + f" -> {args.out}")
     return 0
 
 

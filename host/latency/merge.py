@@ -8,6 +8,11 @@
 * Smoothing along the channel axes, per family of entries that differ only in channels: ``gaussian``
   (``scipy.ndimage.gaussian_filter`` with ``mode="nearest"``, as the NetAdapt work did; sigma in grid steps)
   or ``monotone`` (isotonic regression making latency non-decreasing in output, then input channels).
+* Calibration (:mod:`host.latency.calibrate`): a run's fitted correction belongs to that run's entries, so it is
+  not carried over. The calibration networks of the runs kept (of the model of the first fit) are pooled, each
+  run's measurements scaled by that run's typical ratio to the merged entries (its speed), one median per
+  network, and the correction is fitted again on the merged (and smoothed) entries; ``merge["calibration"]``
+  says what was done. An entry is ``measured`` when any run kept measured it, else ``interpolated``.
 
 Tables of a different device (CPU, board, runtime), backend, precision, threads or input shape are refused.
 """
@@ -50,7 +55,7 @@ def _robust_outliers(values: np.ndarray, thresh: float) -> np.ndarray:
 
 
 def merge_tables(paths: Sequence[str], mad_threshold: float = 3.5, smooth: Optional[str] = None,
-                 sigma: float = 3.0):
+                 sigma: float = 3.0, num_classes: int = 10):
     """Merge the tables at ``paths`` into one.
 
     Args:
@@ -58,10 +63,11 @@ def merge_tables(paths: Sequence[str], mad_threshold: float = 3.5, smooth: Optio
         mad_threshold: outlier threshold in scaled MADs (runs and entries).
         smooth: None, ``"gaussian"`` or ``"monotone"``.
         sigma: gaussian sigma in grid steps.
+        num_classes: classifier outputs of the calibration networks' model (for the refit).
 
     Returns:
         The merged :class:`host.latency.table.LatencyTable`; ``build["merge"]`` records the runs and entries
-        dropped as outliers.
+        dropped as outliers and ``calibration``, the refit (``{"refit": bool, ...}``; None without fits).
 
     Raises:
         TableError: fewer than two tables, an unreadable one, or incompatible ones.
@@ -77,9 +83,11 @@ def merge_tables(paths: Sequence[str], mad_threshold: float = 3.5, smooth: Optio
     tables = [load_table(p) for p in paths]
     _check_compatible(tables, paths)
     values: Dict[LayerKey, Dict[int, float]] = {}
+    sources: Dict[LayerKey, Dict[int, Entry]] = {}
     for i, t in enumerate(tables):
         for e in t.entries:
             values.setdefault(e.key, {})[i] = float(e.latency_ms["median"])
+            sources.setdefault(e.key, {})[i] = e
     # whole runs: each run's median log-ratio to the per-entry medians, over the entries it shares
     dropped_runs: List[Dict[str, object]] = []
     if len(tables) >= 3:
@@ -105,26 +113,76 @@ def merge_tables(paths: Sequence[str], mad_threshold: float = 3.5, smooth: Optio
             arr = arr[~mask]
         merged[k] = float(np.median(arr))
         counts[k] = len(arr)
+    # each run's speed: its typical ratio to the merged entries (1 for a shard)
+    speed = np.array([np.exp(np.median([np.log(v[i] / merged[k]) for k, v in values.items() if i in v] or [0.0]))
+                      for i in range(len(tables))])
     smoothing = None
     if smooth:
         merged = _smooth(merged, smooth, sigma)
         smoothing = {"method": smooth, "sigma_grid_steps": sigma if smooth == "gaussian" else None}
-    ovh = float(np.median([t.overhead_ms for i, t in enumerate(tables) if i not in bad]))
-    cal = dict(tables[0].calibration)
+    keep = [i for i in range(len(tables)) if i not in bad]
+    ovh = float(np.median([tables[i].overhead_ms for i in keep]))
+    base = tables[keep[0]]
+    cal = {k: v for k, v in base.calibration.items() if k not in ("fit", "prediction", "recalibrated")}
     cal["overhead_ms"] = ovh
-    base = tables[0]
-    entries = [Entry(k, {"median": merged[k], "runs": counts[k]}, 0, "measured") for k in values]
-    return LatencyTable(
+    entries = []
+    for k in values:
+        kept = [sources[k][i] for i in keep if i in sources[k]] or list(sources[k].values())
+        lat: Dict[str, object] = {"median": merged[k], "runs": counts[k]}
+        measured = any(e.source == "measured" for e in kept)
+        if not measured and "interpolation" in kept[0].latency_ms:
+            lat["interpolation"] = kept[0].latency_ms["interpolation"]
+        entries.append(Entry(k, lat, 0, "measured" if measured else "interpolated"))
+    n_measured = sum(e.source == "measured" for e in entries)
+    table = LatencyTable(
         device=base.device, backend=base.backend, precision=base.precision, threads=base.threads,
         batch_size=base.batch_size, input_shape=list(base.input_shape),
         created_utc=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), tool_version=__version__,
         calibration=cal, entries=entries, models=sorted({m for t in tables for m in t.models}),
-        build={"granularity": base.build.get("granularity"), "measured": len(entries), "interpolated": 0,
+        build={"granularity": base.build.get("granularity"), "measured": n_measured,
+               "interpolated": len(entries) - n_measured,
                "merge": {"tables": len(tables), "mad_threshold": mad_threshold, "runs_dropped": dropped_runs,
                          "entries_dropped": len(dropped_entries), "entries_dropped_detail": dropped_entries[:200]}},
         derived_from=[{"file": p, "sha256": sha256_file(p), "created_utc": t.created_utc} for p, t in zip(paths, tables)],
         smoothing=smoothing,
     )
+    table.build["merge"]["calibration"] = _refit_calibration(table, tables, paths, keep, speed, num_classes)
+    return table
+
+
+def _refit_calibration(table, tables, paths: Sequence[str], keep: List[int], speed: np.ndarray,
+                       num_classes: int) -> Optional[Dict[str, object]]:
+    """Fit ``table``'s (the merged one) calibration again on the pooled calibration networks of the runs
+    ``keep`` (see the module notes); ``speed[i]``: run i's typical entry ratio to the merged entries.
+
+    Returns:
+        None when no run kept has a fit; else ``{"refit": True, "model", "networks", "tables"}`` or
+        ``{"refit": False, "reason"}`` (the merged table then has no fit, and says ``overhead-once``).
+    """
+    import models
+    from host.errors import UserError
+    from host.latency.calibrate import arch_id, calibrate
+    from host.latency.table import TablePredictor
+
+    fits = [(i, tables[i].calibration["fit"]) for i in keep if tables[i].calibration.get("fit")]
+    if not fits:
+        return None
+    model = fits[0][1].get("model")
+    used = [i for i, f in fits if f.get("model") == model]
+    pooled: Dict[str, Tuple[Dict[str, int], List[float]]] = {}
+    for i in used:
+        for n in tables[i].calibration["fit"].get("networks", []):
+            pooled.setdefault(arch_id(n["widths"]), (n["widths"], []))[1].append(float(n["measured_ms"]) / speed[i])
+    nets = [{"widths": w, "measured_ms": float(np.median(v))} for w, v in pooled.values()]
+    try:
+        space = TablePredictor.for_model(table, models.create(model, num_classes), corrected=False).space
+        fit = calibrate(table, space, nets)
+    except (UserError, TableError, ValueError) as e:
+        table.calibration["method"] = "overhead-once"
+        return {"refit": False, "reason": f"calibration of {model} not refitted: {e}"}
+    table.calibration.update({"method": "overhead-once+fitted", "fit": fit, "prediction": fit["formula"]})
+    return {"refit": True, "model": model, "networks": len(nets), "tables": [paths[i] for i in used],
+            "speed_ratios": [float(speed[i]) for i in used]}
 
 
 def _families(merged: Dict[LayerKey, float]) -> Dict[Tuple, Dict[Tuple[int, int], LayerKey]]:

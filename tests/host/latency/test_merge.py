@@ -75,3 +75,82 @@ def test_incompatible_tables_are_refused(tmp_path, small_table):
     assert r.returncode == 2 and "input shape differs" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     with pytest.raises(TableError, match="two or more"):
         merge_tables([a])
+
+
+def _with_fit(path, model_name="resnet20", speed=1.0, archs=None, truth=None, seed=0):
+    """Give the table at ``path`` a calibration fit on networks measured at ``speed`` times ``truth``."""
+    import models
+    from host.latency.calibrate import calibrate
+    from host.latency.table import TablePredictor
+
+    t = load_table(path)
+    space = TablePredictor.for_model(t, models.create("resnet20"), corrected=False).space
+    rng = np.random.default_rng(seed)
+    nets = [{"widths": w, "measured_ms": truth(w) * speed * (1 + 0.003 * rng.standard_normal())} for w in archs]
+    t.calibration["fit"] = {**calibrate(t, space, nets), "model": model_name}
+    t.calibration["method"] = "overhead-once+fitted"
+    t.calibration["recalibrated"] = {"speed_ratio": speed}
+    t.save(path)
+    return path
+
+
+def test_merging_runs_refits_their_calibration_on_the_merged_entries(tmp_path, small_table):
+    import models
+    from host.latency.calibrate import calibration_archs
+    from host.latency.table import TablePredictor
+
+    base = load_table(str(small_table))
+    raw = TablePredictor.for_model(base, models.create("resnet20"), corrected=False)
+    archs = calibration_archs(raw.space, 8, 12, seed=1)
+
+    def truth(w):  # a device on which whole networks run 8% slower than their layers' sum
+        return 1.08 * raw.predict_ms(w)
+
+    speeds = [1.0, 1.04, 0.97, 1.3]  # the last run is throttled
+    runs = [_with_fit(variant(small_table, tmp_path / f"r{i}.json", factor=s, noise=0.005, seed=i),
+                      speed=s, archs=archs, truth=truth, seed=i) for i, s in enumerate(speeds)]
+    out = tmp_path / "m.json"
+    r = run_cli("-m", "host.cli", "table", "merge", *runs, "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "calibration refitted on 12 resnet20 networks of 3 runs" in r.stderr + r.stdout
+    m = load_table(str(out))
+    cal = m.build["merge"]["calibration"]
+    assert cal["refit"] and cal["tables"] == runs[:3] and cal["networks"] == 12
+    assert cal["speed_ratios"] == pytest.approx([1.0, 1.04, 0.97], abs=0.01)
+    assert m.calibration["method"] == "overhead-once+fitted" and "recalibrated" not in m.calibration
+    # the pooled networks are each run's measurements brought to the merged entries' speed
+    pooled = {json.dumps(sorted(n["widths"].items())): n["measured_ms"] for n in m.calibration["fit"]["networks"]}
+    for w in archs:
+        assert pooled[json.dumps(sorted(w.items()))] == pytest.approx(truth(w), rel=0.01)
+    pred = TablePredictor.for_model(m, models.create("resnet20"))
+    errs = [abs(pred.predict_ms(w) / truth(w) - 1) for w in archs]
+    assert max(errs) < 0.01
+
+
+def test_a_fit_that_cannot_be_refitted_is_dropped_and_entry_sources_are_kept(tmp_path, small_table):
+    import models
+    from host.latency.calibrate import calibration_archs
+    from host.latency.table import TablePredictor
+
+    raw = TablePredictor.for_model(load_table(str(small_table)), models.create("resnet20"), corrected=False)
+    archs = calibration_archs(raw.space, 8, 6, seed=1)
+    runs = []
+    for i in range(2):
+        p = _with_fit(variant(small_table, tmp_path / f"r{i}.json", seed=i), model_name="wrn16_2", archs=archs,
+                      truth=raw.predict_ms, seed=i)
+        d = json.loads(open(p).read())
+        for j, e in enumerate(d["entries"][:4]):  # entry 0 interpolated in both runs, 1-3 in one of them
+            if j == 0 or j % 2 == i:
+                e["source"], e["latency_ms"]["interpolation"] = "interpolated", "linear"
+        open(p, "w").write(json.dumps(d))
+        runs.append(p)
+    m = merge_tables(runs)
+    cal = m.build["merge"]["calibration"]
+    assert cal["refit"] is False and "calibration of wrn16_2 not refitted" in cal["reason"]
+    assert "fit" not in m.calibration and m.calibration["method"] == "overhead-once"
+    src = [e.source for e in m.entries[:4]]
+    assert src == ["interpolated", "measured", "measured", "measured"]
+    assert m.entries[0].latency_ms["interpolation"] == "linear"
+    assert m.build["interpolated"] == 1 and m.build["measured"] == len(m.entries) - 1
+    assert merge_tables([variant(small_table, tmp_path / f"p{i}.json", seed=i) for i in range(2)]).build[
+        "merge"]["calibration"] is None
