@@ -5,10 +5,11 @@ table as built, with the device's speed drift since the build removed, and refit
 measured again in the validation's device session (`host table recalibrate` before use).
 
 Writes bench/results/table_fidelity.json, the tables to latency_tables/<model>_ort_local_1t_g8.json and each
-validation's JSON and scatter plot to bench/results/table_fidelity/<model>/.
+validation's JSON and scatter plot to bench/results/table_fidelity/<model>/; with ``--tag T`` (another CPU, say)
+bench/results/table_fidelity_T.json, latency_tables/T/ and bench/results/table_fidelity_T/<model>/.
 Target (latency-table issue): mean |predicted / measured - 1| <= 1.0% and max <= 3.0% for each model.
 
-    python bench/table_fidelity.py [--models resnet20,resnet56,wrn16_2] [--samples 30] [--calibrate 120]
+    python bench/table_fidelity.py [--models resnet20,resnet56,wrn16_2] [--samples 30] [--calibrate 120] [--tag T]
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ def run_model(name: str, args) -> dict:
     from host.latency.validate import validate_table
 
     shape = (1, 3, 32, 32)
-    table_path = ROOT / "latency_tables" / f"{name}_ort_local_1t_g{args.granularity}.json"
+    tables = ROOT / "latency_tables" / args.tag if args.tag else ROOT / "latency_tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    table_path = tables / f"{name}_ort_local_1t_g{args.granularity}.json"
     space = build_space(models.create(name), shape)
     keys = enumerate_keys(space, args.granularity)
     t0 = time.monotonic()
@@ -47,7 +50,7 @@ def run_model(name: str, args) -> dict:
     print(f"[{name}] built in {build_s:.0f} s; fit on {len(fit['networks'])} networks: mean |err| "
           f"{fit['fit_mean_abs_rel_error']:.2%} (uncorrected {fit['uncorrected_mean_abs_rel_error']:.2%})", flush=True)
     t1 = time.monotonic()
-    out_dir = ROOT / "bench" / "results" / "table_fidelity" / name
+    out_dir = ROOT / "bench" / "results" / ("table_fidelity" + (f"_{args.tag}" if args.tag else "")) / name
     doc = validate_table(str(table_path), name, samples=args.samples, seed=args.seed, out_dir=str(out_dir),
                          rounds=args.val_rounds, iters=args.val_iters, warmup=10, anchors=args.anchors, jobs=2,
                          recalibrate=args.recalibrate, loads=args.val_loads)
@@ -59,7 +62,8 @@ def run_model(name: str, args) -> dict:
           f"recalibrated {recal.get('mean_abs_rel_error', float('nan')):.2%} / "
           f"{recal.get('max_abs_rel_error', float('nan')):.2%}", flush=True)
     return {
-        "model": name, "table": str(table_path.relative_to(ROOT)), "entries": len(table.entries),
+        "model": name, "cpu": table.device.get("cpu"), "runtime": table.device.get("runtime"),
+        "table": str(table_path.relative_to(ROOT)), "entries": len(table.entries),
         "measurements": table.build["measurements"], "calibration_networks": len(fit["networks"]),
         "build_wall_s": round(build_s, 1), "validate_wall_s": round(time.monotonic() - t1, 1),
         "fit": fit_summary(fit),
@@ -98,8 +102,14 @@ def main() -> int:
     ap.add_argument("--val-rounds", type=int, default=NETWORK_ROUNDS)
     ap.add_argument("--val-iters", type=int, default=NETWORK_ITERS)
     ap.add_argument("--val-loads", type=int, default=NETWORK_LOADS)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "table_fidelity.json"))
+    ap.add_argument("--tag", default="", help="a name for this machine: results, plots and tables go beside the "
+                                               "default ones under it instead of replacing them")
+    ap.add_argument("--out", help="results JSON (default bench/results/table_fidelity[_TAG].json)")
     args = ap.parse_args()
+    if args.tag and not all(c.isalnum() or c in "_.-" for c in args.tag):
+        ap.error(f"--tag must be letters, digits, '_', '.' or '-', got {args.tag!r}")
+    args.out = args.out or str(ROOT / "bench" / "results" / (
+        "table_fidelity" + (f"_{args.tag}" if args.tag else "") + ".json"))
     from host.io import write_json
 
     t0 = time.monotonic()
