@@ -287,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--budget", type=float, default=0.5)
     d.add_argument("--jobs", type=int, default=2)
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--calibrate", type=int, default=40, metavar="N",
+                   help="calibration networks measured with the table (host table build --calibrate; default 40, "
+                        "0: none, the plain sum of the micro-models)")
     _add_netadapt_args(d)
     d.add_argument("--fresh", action="store_true", help="redo every step (default: reuse the finished steps in OUT)")
     return p
@@ -841,7 +844,7 @@ def cmd_demo(args) -> int:
             shutil.rmtree(work)
         # an interrupted demo continues its table build where it stopped
         build_table_cli(args.model, "1x3x32x32", str(table_path), jobs=args.jobs,
-                        resume=any(work.glob("results_r*.jsonl")))
+                        resume=any(work.glob("results_r*.jsonl")), calibrate=args.calibrate)
     else:
         ui.log(f"2/3 latency table: reusing {table_path}")
     ui.log("[bold]3/3 NetAdapt[/]")

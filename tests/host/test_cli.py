@@ -117,10 +117,13 @@ def test_prune_end_to_end_with_resume(tmp_path, small_table, trained_ckpt):
 @pytest.mark.slow
 def test_demo_runs_the_main_job(tmp_path):
     r = run_cli("-m", "host.cli", "demo", "--out", str(tmp_path / "demo"), "--epochs", "2",
-                "--short-term-steps", "2", "--long-term-epochs", "1", "--init-reduction", "0.15", "--decay", "0.9")
+                "--short-term-steps", "2", "--long-term-epochs", "1", "--init-reduction", "0.15", "--decay", "0.9",
+                "--calibrate", "12")
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "demo" / "pruned" / "report.json").read_text())
     assert report["pruned"]["latency_ms_predicted"] <= report["budget_ms"]
     assert report["budget_fraction"] == pytest.approx(0.5)
-    assert (tmp_path / "demo" / "table.json").exists() and (tmp_path / "demo" / "base" / "model.pt").exists()
+    assert (tmp_path / "demo" / "base" / "model.pt").exists()
+    fit = json.loads((tmp_path / "demo" / "table.json").read_text())["calibration"]["fit"]
+    assert fit["model"] == "resnet20" and len(fit["networks"]) == 12  # NetAdapt pruned on the calibrated table
     assert "demo finished" in r.stderr
