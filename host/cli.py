@@ -825,6 +825,8 @@ def cmd_demo(args) -> int:
     from host.pipeline import PruneJob, render_report, run_prune
     from host.train import TrainConfig
 
+    if args.calibrate < 0 or 0 < args.calibrate < 3:
+        raise UserError(f"--calibrate must be 0 (none) or >= 3 networks, got {args.calibrate}")
     out = Path(args.out)
     t0 = time.monotonic()
     base = out / "base" / "model.pt"

@@ -127,3 +127,10 @@ def test_demo_runs_the_main_job(tmp_path):
     fit = json.loads((tmp_path / "demo" / "table.json").read_text())["calibration"]["fit"]
     assert fit["model"] == "resnet20" and len(fit["networks"]) == 12  # NetAdapt pruned on the calibrated table
     assert "demo finished" in r.stderr
+
+
+@pytest.mark.parametrize("n", ["2", "-1"])
+def test_demo_refuses_too_few_calibration_networks_before_training(tmp_path, n):
+    r = run_cli("-m", "host.cli", "demo", "--out", str(tmp_path / "demo"), "--calibrate", n)
+    assert r.returncode == 2 and r.stderr.strip() == f"host: error: --calibrate must be 0 (none) or >= 3 networks, got {n}"
+    assert not (tmp_path / "demo").exists()  # nothing was trained
