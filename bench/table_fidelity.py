@@ -34,7 +34,7 @@ def run_model(name: str, args) -> dict:
     from host.latency.validate import validate_table
 
     shape = (1, 3, 32, 32)
-    tables = ROOT / "latency_tables" / args.tag if args.tag else ROOT / "latency_tables"
+    tables = ROOT / "latency_tables" / args.tag
     tables.mkdir(parents=True, exist_ok=True)
     table_path = tables / f"{name}_ort_local_1t_g{args.granularity}.json"
     space = build_space(models.create(name), shape)
@@ -50,7 +50,7 @@ def run_model(name: str, args) -> dict:
     print(f"[{name}] built in {build_s:.0f} s; fit on {len(fit['networks'])} networks: mean |err| "
           f"{fit['fit_mean_abs_rel_error']:.2%} (uncorrected {fit['uncorrected_mean_abs_rel_error']:.2%})", flush=True)
     t1 = time.monotonic()
-    out_dir = ROOT / "bench" / "results" / ("table_fidelity" + (f"_{args.tag}" if args.tag else "")) / name
+    out_dir = ROOT / "bench" / "results" / args.results_name / name
     doc = validate_table(str(table_path), name, samples=args.samples, seed=args.seed, out_dir=str(out_dir),
                          rounds=args.val_rounds, iters=args.val_iters, warmup=10, anchors=args.anchors, jobs=2,
                          recalibrate=args.recalibrate, loads=args.val_loads)
@@ -108,8 +108,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.tag and not all(c.isalnum() or c in "_.-" for c in args.tag):
         ap.error(f"--tag must be letters, digits, '_', '.' or '-', got {args.tag!r}")
-    args.out = args.out or str(ROOT / "bench" / "results" / (
-        "table_fidelity" + (f"_{args.tag}" if args.tag else "") + ".json"))
+    args.results_name = "table_fidelity" + (f"_{args.tag}" if args.tag else "")
+    args.out = args.out or str(ROOT / "bench" / "results" / f"{args.results_name}.json")
     from host.io import write_json
 
     t0 = time.monotonic()

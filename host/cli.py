@@ -357,6 +357,12 @@ def cmd_train(args) -> int:
     return 0
 
 
+def check_calibrate(n: int) -> None:
+    """Raise UserError unless ``n`` calibration networks is 0 (none) or enough for a fit (3 or more)."""
+    if n < 0 or 0 < n < 3:
+        raise UserError(f"--calibrate must be 0 (none) or >= 3 networks, got {n}")
+
+
 def build_table_cli(model_name: str, input_text: str, out: str, device="local", backend="ort", threads=1,
                     granularity=4, jobs=1, shard="1/1", warmup=30, iters=200, workdir=None, num_classes=10, rounds=3,
                     resume=False, batch=64, trust_new_host=False, coarse=None, refine_tol=0.03, check_fraction=0.25,
@@ -374,8 +380,9 @@ def build_table_cli(model_name: str, input_text: str, out: str, device="local", 
         raise UserError(str(e)) from None
     if min(granularity, jobs, iters, rounds, batch) < 1 or threads < 0 or warmup < 0:
         raise UserError("--granularity, --jobs, --iters, --rounds and --batch must be >= 1; --threads and --warmup >= 0")
-    if calibrate < 0 or interleave < 0 or (calibrate and calibrate < 3):
-        raise UserError("--calibrate must be 0 (none) or >= 3 networks, and --interleave >= 0")
+    check_calibrate(calibrate)
+    if interleave < 0:
+        raise UserError(f"--interleave must be >= 0, got {interleave}")
     if coarse is not None and (refine_tol <= 0 or not 0 < check_fraction <= 1 or refine_rounds < 0 or align < 0):
         raise UserError("--refine-tol must be > 0, --check-fraction in (0, 1], --refine-rounds >= 0 and --align >= 0")
     devices = [device] if isinstance(device, str) else list(device or ["local"])
@@ -825,8 +832,7 @@ def cmd_demo(args) -> int:
     from host.pipeline import PruneJob, render_report, run_prune
     from host.train import TrainConfig
 
-    if args.calibrate < 0 or 0 < args.calibrate < 3:
-        raise UserError(f"--calibrate must be 0 (none) or >= 3 networks, got {args.calibrate}")
+    check_calibrate(args.calibrate)  # before training, not after it
     out = Path(args.out)
     t0 = time.monotonic()
     base = out / "base" / "model.pt"

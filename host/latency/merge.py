@@ -82,12 +82,11 @@ def merge_tables(paths: Sequence[str], mad_threshold: float = 3.5, smooth: Optio
         raise TableError(f"unknown smoothing {smooth!r}; gaussian or monotone")
     tables = [load_table(p) for p in paths]
     _check_compatible(tables, paths)
-    values: Dict[LayerKey, Dict[int, float]] = {}
     sources: Dict[LayerKey, Dict[int, Entry]] = {}
     for i, t in enumerate(tables):
         for e in t.entries:
-            values.setdefault(e.key, {})[i] = float(e.latency_ms["median"])
             sources.setdefault(e.key, {})[i] = e
+    values = {k: {i: float(e.latency_ms["median"]) for i, e in v.items()} for k, v in sources.items()}
     # whole runs: each run's median log-ratio to the per-entry medians, over the entries it shares
     dropped_runs: List[Dict[str, object]] = []
     if len(tables) >= 3:
