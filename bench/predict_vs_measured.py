@@ -38,7 +38,7 @@ def main() -> int:
     pred = TablePredictor.for_model(table, models.create("resnet20"))
     widths = pred.space.full_widths
     predicted = pred.predict_ms(widths)
-    naive = sum(table.lookup(k).latency_ms["median"] for k in pred.space.keys(widths))
+    naive = sum(table.lookup(k).ms(table.statistic) for k in pred.space.keys(widths))
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "resnet20.onnx"
         export_onnx(models.create("resnet20").eval(), (1, 3, 32, 32), str(onnx_path))
@@ -46,7 +46,7 @@ def main() -> int:
                               "--backend", "ort", "--threads", "1", "--rounds", "3", "--json"],
                              check=True, capture_output=True, text=True).stdout
     bench = json.loads(out)
-    measured = next(iter(bench["models"].values()))["median_ms"]
+    measured = next(iter(bench["models"].values()))[f"{table.statistic}_ms"]  # what the table predicts
     result = {
         "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": "resnet20", "device": bench["device"], "backend": "ort", "threads": 1,

@@ -21,6 +21,19 @@ def _center(rec: Dict[str, object]) -> float:
     return lat["median"] if lat.get("median") is not None else lat["mean"]
 
 
+def stat_ms(result: Dict[str, object], statistic: str) -> float:
+    """One model's latency from :func:`bench_on_device` by ``statistic`` ("median" or "min", see
+    :data:`host.latency.table.STATISTICS`).
+
+    Raises:
+        DeviceError: the runner reported no such statistic (a self-timed tool without a minimum).
+    """
+    v = result.get(f"{statistic}_ms")
+    if not isinstance(v, (int, float)):
+        raise DeviceError(f"the device reported no {statistic} latency for this backend")
+    return float(v)
+
+
 def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = "ort", threads: int = 1,
                     warmup: int = 50, iters: int = 300, rounds: int = 3,
                     on_line: Optional[Callable[[str], None]] = None, trust_new_host: bool = False,
@@ -44,7 +57,8 @@ def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = 
 
     Returns:
         ``{"device": metadata, "backend", "threads", "rounds", "models": {path: {"latency_ms": stats of the
-        round with the median median, "round_medians_ms": [...], "median_ms": float, "init_ms",
+        round with the median median, "round_medians_ms": [...], "median_ms": float, "min_ms": the fastest run
+        of all rounds (None for tools that report no minimum), "init_ms",
         "first_inference_ms", "sha256", "power", "throttled", "records"}}, "pulled": [local files]}``.
 
     Raises:
@@ -88,7 +102,9 @@ def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = 
     for p, n in zip(paths, names):
         recs = sorted(per[n], key=_center)
         mid = recs[len(recs) // 2]
+        mins = [r["latency_ms"].get("min") for r in per[n]]
         out[p] = {"median_ms": _center(mid), "latency_ms": mid["latency_ms"],
+                  "min_ms": min(mins) if all(isinstance(v, (int, float)) for v in mins) else None,
                   "round_medians_ms": mid.get("round_medians_ms") or [_center(r) for r in per[n]],
                   "init_ms": mid["init_ms"], "first_inference_ms": mid["first_inference_ms"], "sha256": mid["sha256"],
                   "power": mid.get("power"), "throttled": any(r.get("throttled") for r in per[n]),

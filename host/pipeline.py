@@ -14,7 +14,7 @@ import torch
 
 import models
 from host import __version__, ui
-from host.bench import bench_on_device
+from host.bench import bench_on_device, stat_ms
 from host.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from host.data import Dataset, load_dataset
 from host.errors import BudgetError, CheckpointError, TableError, UserError
@@ -201,13 +201,16 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
     def side(model, widths, ev, path) -> Dict[str, object]:
         m = bench["models"][path]
         pred = predictor.predict_ms(widths)
-        measured = {"latency_ms_measured": None, "latency_ms_measured_stats": None, "latency_ms_round_medians": None,
+        measured = {"latency_ms_measured": None, "latency_ms_measured_stats": None, "latency_ms_measured_min": None,
+                    "latency_ms_round_medians": None,
                     "prediction_error": None, "onnx_sha256": _sha(path)} if m is None else {
             "latency_ms_measured": m["median_ms"], "latency_ms_measured_stats": m["latency_ms"],
+            "latency_ms_measured_min": m.get("min_ms"),
             "latency_ms_round_medians": m["round_medians_ms"],
-            "prediction_error": (pred - m["median_ms"]) / m["median_ms"], "onnx_sha256": m["sha256"]}
+            "prediction_error": pred / stat_ms(m, table.statistic) - 1, "onnx_sha256": m["sha256"]}
         return {"top1": ev["test"]["top1"], "top5": ev["test"]["top5"], "val_top1": ev["val"]["top1"],
-                **_macs_params(model, input_shape), "latency_ms_predicted": pred, **measured,
+                **_macs_params(model, input_shape), "latency_ms_predicted": pred,
+                "prediction_statistic": table.statistic, **measured,
                 "channels": models.channel_spec(model), "onnx": os.path.basename(path)}
 
     baseline = side(base_model, base_widths, base_eval, onnx_base)
@@ -271,7 +274,7 @@ def render_report(report: Dict[str, object], console=None) -> None:
     t.add_column("pruned / baseline", justify="right")
     rows = [("test top-1 (%)", "top1", "{:.2f}"), ("test top-5 (%)", "top5", "{:.2f}"),
             ("params", "params", "{:,}"), ("MACs", "macs", "{:,}"),
-            ("latency predicted (ms)", "latency_ms_predicted", "{:.4f}"),
+            (f"latency predicted, {b.get('prediction_statistic') or 'table'} (ms)", "latency_ms_predicted", "{:.4f}"),
             ("latency measured, median (ms)", "latency_ms_measured", "{:.4f}")]
     measured = b.get("latency_ms_measured") is not None
     for label, k, f in rows:
@@ -283,7 +286,11 @@ def render_report(report: Dict[str, object], console=None) -> None:
     if measured:
         t.add_row("latency measured, p90 (ms)", f"{b['latency_ms_measured_stats']['p90']:.4f}",
                   f"{p['latency_ms_measured_stats']['p90']:.4f}", "")
-        t.add_row("prediction error", f"{b['prediction_error']:+.1%}", f"{p['prediction_error']:+.1%}", "")
+        if b.get("latency_ms_measured_min") and p.get("latency_ms_measured_min"):
+            t.add_row("latency measured, min (ms)", f"{b['latency_ms_measured_min']:.4f}",
+                      f"{p['latency_ms_measured_min']:.4f}", f"{p['latency_ms_measured_min'] / b['latency_ms_measured_min']:.3f}")
+        t.add_row(f"prediction error (vs measured {b.get('prediction_statistic', 'median')})",
+                  f"{b['prediction_error']:+.1%}", f"{p['prediction_error']:+.1%}", "")
     pw = report.get("power") or {}
     if pw.get("baseline") and pw.get("pruned"):
         for label, k in (("mean power (mW)", "mean_power_mw"), ("energy / inference (mJ)", "energy_per_inference_mj"),

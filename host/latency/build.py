@@ -55,6 +55,7 @@ class BuildConfig:
     calibrate: int = 0  # whole calibration networks measured with the micro-models to fit a correction (0: none)
     calib_seed: int = 1  # seed of the calibration architectures
     interleave: int = 0  # >0: each device command loads its batch once and times it in this many round-robin bursts
+    statistic: str = "min"  # what entries and calibration networks hold: "min" or "median" (table.STATISTICS)
 
     @property
     def devices(self) -> Tuple[str, ...]:
@@ -74,10 +75,14 @@ def parse_shard(text: str) -> Tuple[int, int]:
 
 def combine_rounds(stats: Sequence[Dict[str, float]]) -> Dict[str, float]:
     """One entry's statistics from several measurement rounds: the median across rounds of each round's
-    median, p90 and std, and the mean of the means; ``rounds_median`` keeps every round's median."""
-    return {"median": median(s["median"] for s in stats), "mean": fmean(s["mean"] for s in stats),
-            "p90": median(s["p90"] for s in stats), "std": median(s["std"] for s in stats),
-            "rounds_median": [s["median"] for s in stats]}
+    median, p90 and std, the mean of the means, and the minimum of the minima (when the rounds report one);
+    ``rounds_median`` keeps every round's median."""
+    out = {"median": median(s["median"] for s in stats), "mean": fmean(s["mean"] for s in stats),
+           "p90": median(s["p90"] for s in stats), "std": median(s["std"] for s in stats),
+           "rounds_median": [s["median"] for s in stats]}
+    if all(isinstance(s.get("min"), (int, float)) for s in stats):
+        out["min"] = min(s["min"] for s in stats)
+    return out
 
 
 def build_micro_models(keys: Sequence[LayerKey], folder: str, jobs: int = 1) -> List[str]:
@@ -118,9 +123,12 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
     """
     from host.errors import DeviceError
     from host.latency.micro import key_id, overhead_model
+    from host.latency.table import STATISTICS
 
     import onnx
 
+    if cfg.statistic not in STATISTICS:
+        raise UserError(f"--statistic must be one of {', '.join(STATISTICS)}, got {cfg.statistic!r}")
     t_start = time.monotonic()
     i, n = cfg.shard
     keys = sorted(keys, key=key_id)[i - 1 :: n]
@@ -153,6 +161,9 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
             hint = f"; results so far are kept in {root}: rerun with --resume --workdir {root}" if cfg.workdir else ""
             raise DeviceError(f"{e}{hint}") from None
         ovh = combine_rounds(by_model[OVERHEAD_FILE])
+        stat = cfg.statistic
+        if stat not in ovh:
+            raise DeviceError(f"the device reported no {stat} latency with backend {cfg.backend} (use --statistic median)")
         entries = [Entry(key, combine_rounds(by_model[nm]), sum(int(s["n"]) for s in by_model[nm]))
                    for key, nm in zip(keys, names)]
         dev_meta = dict(device_doc)
@@ -166,10 +177,10 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
             tool_version=__version__,
             calibration={
                 "method": "overhead-once",
-                "overhead_ms": ovh["median"],
+                "overhead_ms": ovh[stat],
                 "overhead_latency_ms": ovh,
                 "overhead_model": "reshape+slice graph with the network's input and output shapes",
-                "prediction": "overhead_ms + sum over layer sites of (entry median - overhead_ms)",
+                "prediction": f"overhead_ms + sum over layer sites of (entry {stat} - overhead_ms)",
                 "not_modelled": "layout reorders and output copies each standalone micro-model pays at its "
                                 "boundaries (ONNX Runtime keeps tensors in its NCHWc layout inside a network), and "
                                 "the cache misses a layer meets inside a network; a fit on whole calibration "
@@ -180,7 +191,7 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
                          "runs it (the epilogue of an NCHWc Conv with a Sum input); such entries are measured as "
                          "conv+BN because that fusion does not happen in a standalone graph",
             },
-            entries=entries,
+            entries=entries, statistic=stat,
             models=[cfg.model],
             build={"granularity": cfg.granularity, "shard": f"{i}/{n}", "measured": len(entries),
                    "interpolated": 0, "warmup": cfg.warmup, "iters": cfg.iters, "rounds": cfg.rounds, "interleave": cfg.interleave,
@@ -359,25 +370,33 @@ def _measure_networks(cfg: BuildConfig, root: Path, archs: List[Dict[str, int]],
                       progress: Optional[Callable[[str, int, int], None]]) -> List[Dict[str, object]]:
     """Measure the calibration networks side by side in one device command, as ``host table validate``
     measures networks (:data:`host.latency.validate.NETWORK_ROUNDS` short bursts over ``NETWORK_LOADS``
-    loadings); kept in ``<workdir>/calibration_networks.json`` for a resume."""
-    from host.bench import bench_on_device
+    loadings), each network's latency by ``cfg.statistic``; kept in ``<workdir>/calibration_networks.json``
+    (median and minimum both) for a resume."""
+    from host.bench import bench_on_device, stat_ms
     from host.io import write_json
     from host.latency.validate import NETWORK_ITERS, NETWORK_LOADS, NETWORK_ROUNDS
 
     done = root / NETWORKS_FILE
     if done.exists():
-        return json.loads(done.read_text())["networks"]
+        kept = json.loads(done.read_text())["networks"]
+        # files written before the statistic was chosen hold the median as measured_ms
+        vals = [n.get(f"{cfg.statistic}_ms", n.get("measured_ms") if cfg.statistic == "median" else None) for n in kept]
+        if not all(isinstance(v, (int, float)) for v in vals):
+            raise UserError(f"{done} holds no {cfg.statistic} latencies of the calibration networks; delete it to "
+                            "measure them again")
+        return [{"widths": n["widths"], "measured_ms": float(v)} for n, v in zip(kept, vals)]
     if progress:
         progress("networks", 0, len(names))
     meas = bench_on_device([str(root / "micro" / nm) for nm in names], device=cfg.device, backend=cfg.backend,
                            threads=cfg.threads, warmup=cfg.warmup, iters=NETWORK_ITERS, rounds=NETWORK_ROUNDS,
                            trust_new_host=cfg.trust_new_host, interleave=True, loads=NETWORK_LOADS)
-    nets = [{"widths": w, "measured_ms": meas["models"][str(root / "micro" / nm)]["median_ms"]}
-            for w, nm in zip(archs, names)]
+    got = [meas["models"][str(root / "micro" / nm)] for nm in names]
+    nets = [{"widths": w, "median_ms": stat_ms(m, "median"), "min_ms": m.get("min_ms")} for w, m in zip(archs, got)]
+    stat_ms(got[0], cfg.statistic)  # the statistic is there before anything is written
     write_json(done, {"networks": nets, "rounds": NETWORK_ROUNDS, "iters": NETWORK_ITERS, "loads": NETWORK_LOADS})
     if progress:
         progress("networks", len(names), len(names))
-    return nets
+    return [{"widths": n["widths"], "measured_ms": n[f"{cfg.statistic}_ms"]} for n in nets]
 
 
 def _device_info(cfg: BuildConfig, root: Path) -> Dict[str, object]:
@@ -430,7 +449,7 @@ def build_table_interpolated(cfg: BuildConfig, keys: Sequence[LayerKey], coarse:
         state["last"] = t
         for e in t.entries:
             entries[e.key] = e
-        return {e.key: float(e.latency_ms["median"]) for e in t.entries}
+        return {e.key: e.ms(cfg.statistic) for e in t.entries}
 
     try:
         values, report = build_interpolated(list(keys), measure, coarse, tol, check_fraction, refine_rounds, log=log,
@@ -442,7 +461,8 @@ def build_table_interpolated(cfg: BuildConfig, keys: Sequence[LayerKey], coarse:
             if source == "measured":
                 out_entries.append(entries[k])
             else:
-                out_entries.append(Entry(k, {"median": v, "interpolation": source.split("-", 1)[1]}, 0, "interpolated"))
+                out_entries.append(Entry(k, {cfg.statistic: v, "interpolation": source.split("-", 1)[1]}, 0,
+                                         "interpolated"))
         build = dict(last.build)
         build.update({"granularity": cfg.granularity, "measured": report["measured"],
                       "interpolated": report["interpolated"], "measurements": state["measurements"],
@@ -453,7 +473,8 @@ def build_table_interpolated(cfg: BuildConfig, keys: Sequence[LayerKey], coarse:
         table = LatencyTable(device=last.device, backend=last.backend, precision=last.precision, threads=last.threads,
                              batch_size=last.batch_size, input_shape=list(last.input_shape),
                              created_utc=last.created_utc, tool_version=last.tool_version,
-                             calibration=dict(last.calibration), entries=out_entries, models=[cfg.model], build=build)
+                             calibration=dict(last.calibration), entries=out_entries, models=[cfg.model], build=build,
+                             statistic=last.statistic)
         if cfg.calibrate:
             calibrate_table(cfg, root, table, progress)
         table.build["wall_s"] = round(time.monotonic() - t_start, 2)

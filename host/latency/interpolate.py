@@ -234,7 +234,7 @@ def build_interpolated(keys: Sequence[LayerKey], measure: Callable[[List[LayerKe
 
     Args:
         keys: the target configurations (e.g. ``enumerate_keys(space, granularity)``).
-        measure: measures a list of keys on the device and returns their median latency (ms).
+        measure: measures a list of keys on the device and returns their latency (ms) by the table's statistic.
         coarse: coarse grid step in channels (a multiple of the target granularity).
         tol: a check whose interpolation is off by more than this relative error refines its cell.
         check_fraction: share of coarse cells that get a check measurement (at least one per family).

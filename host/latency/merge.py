@@ -33,11 +33,11 @@ MAD_SCALE = 1.4826
 def _identity(t) -> Tuple:
     d = t.device
     return (d.get("cpu"), d.get("board"), d.get("runtime"), t.backend, t.precision, int(t.threads),
-            tuple(t.input_shape))
+            tuple(t.input_shape), t.statistic)
 
 
 def _check_compatible(tables, paths: Sequence[str]) -> None:
-    names = ("device CPU", "board", "runtime", "backend", "precision", "threads", "input shape")
+    names = ("device CPU", "board", "runtime", "backend", "precision", "threads", "input shape", "latency statistic")
     ref = _identity(tables[0])
     for t, p in zip(tables[1:], paths[1:]):
         for name, a, b in zip(names, ref, _identity(t)):
@@ -86,7 +86,8 @@ def merge_tables(paths: Sequence[str], mad_threshold: float = 3.5, smooth: Optio
     for i, t in enumerate(tables):
         for e in t.entries:
             sources.setdefault(e.key, {})[i] = e
-    values = {k: {i: float(e.latency_ms["median"]) for i, e in v.items()} for k, v in sources.items()}
+    stat = tables[0].statistic
+    values = {k: {i: e.ms(stat) for i, e in v.items()} for k, v in sources.items()}
     # whole runs: each run's median log-ratio to the per-entry medians, over the entries it shares
     dropped_runs: List[Dict[str, object]] = []
     if len(tables) >= 3:
@@ -108,7 +109,7 @@ def merge_tables(paths: Sequence[str], mad_threshold: float = 3.5, smooth: Optio
             mask = _robust_outliers(np.log(arr), mad_threshold)
             for (i, x), out in zip(runs.items(), mask):
                 if out:
-                    dropped_entries.append({"key": k.to_dict(), "table": paths[i], "median_ms": x})
+                    dropped_entries.append({"key": k.to_dict(), "table": paths[i], f"{stat}_ms": x})
             arr = arr[~mask]
         merged[k] = float(np.median(arr))
         counts[k] = len(arr)
@@ -127,7 +128,7 @@ def merge_tables(paths: Sequence[str], mad_threshold: float = 3.5, smooth: Optio
     entries = []
     for k in values:
         kept = [sources[k][i] for i in keep if i in sources[k]] or list(sources[k].values())
-        lat: Dict[str, object] = {"median": merged[k], "runs": counts[k]}
+        lat: Dict[str, object] = {stat: merged[k], "runs": counts[k]}
         measured = any(e.source == "measured" for e in kept)
         if not measured and "interpolation" in kept[0].latency_ms:
             lat["interpolation"] = kept[0].latency_ms["interpolation"]
@@ -143,7 +144,7 @@ def merge_tables(paths: Sequence[str], mad_threshold: float = 3.5, smooth: Optio
                "merge": {"tables": len(tables), "mad_threshold": mad_threshold, "runs_dropped": dropped_runs,
                          "entries_dropped": len(dropped_entries), "entries_dropped_detail": dropped_entries[:200]}},
         derived_from=[{"file": p, "sha256": sha256_file(p), "created_utc": t.created_utc} for p, t in zip(paths, tables)],
-        smoothing=smoothing,
+        smoothing=smoothing, statistic=stat,
     )
     table.build["merge"]["calibration"] = _refit_calibration(table, tables, paths, keep, speed, num_classes)
     return table

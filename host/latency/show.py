@@ -21,14 +21,14 @@ def summarize(table) -> Dict[str, object]:
     by_source = Counter(e.source for e in table.entries)
     fams = Counter(family_name(e.key) for e in table.entries)
     return {"device": table.device, "backend": table.backend, "precision": table.precision, "threads": table.threads,
-            "input_shape": table.input_shape, "entries": len(table.entries), "by_source": dict(by_source),
+            "input_shape": table.input_shape, "statistic": table.statistic, "entries": len(table.entries), "by_source": dict(by_source),
             "layer_types": dict(sorted(fams.items())), "overhead_ms": table.overhead_ms,
             "granularity": table.build.get("granularity"), "derived_from": table.derived_from,
             "smoothing": table.smoothing, "calibration_method": table.calibration.get("method")}
 
 
 def heatmaps(table, out_dir: str) -> List[str]:
-    """One PNG per layer type with more than one entry: median latency (ms) over (in, out) channels."""
+    """One PNG per layer type with more than one entry: latency (ms, the table's statistic) over (in, out) channels."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,11 +48,11 @@ def heatmaps(table, out_dir: str) -> List[str]:
         outs = sorted({e.key.out_channels for e in ents})
         grid = np.full((len(outs), len(ins)), np.nan)
         for e in ents:
-            grid[outs.index(e.key.out_channels), ins.index(e.key.in_channels)] = e.latency_ms["median"]
+            grid[outs.index(e.key.out_channels), ins.index(e.key.in_channels)] = e.ms(table.statistic)
         fig, ax = plt.subplots(figsize=(5, 4))
         im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis",
                        extent=(ins[0] - 0.5, ins[-1] + 0.5, outs[0] - 0.5, outs[-1] + 0.5))
-        fig.colorbar(im, ax=ax, label="median latency (ms)")
+        fig.colorbar(im, ax=ax, label=f"{table.statistic} latency (ms)")
         ax.set_xlabel("input channels")
         ax.set_ylabel("output channels")
         ax.set_title(f"{name}\n{table.device.get('board') or table.device.get('cpu')} | {table.backend}", fontsize=8)

@@ -23,15 +23,26 @@ from host.latency.space import PruningSpace
 
 SCHEMA = "edgeshrink.latency_table"
 SCHEMA_VERSION = 1
-STAT = "median"  # the statistic prediction uses
+# The statistic of each timing the entries hold, and so what the table predicts (``LatencyTable.statistic``):
+# "median" of the timed runs, or "min", the fastest run. On a host shared with other tenants (a cloud VM) the speed
+# flips between an uncontended and a contended state (25% apart on this project's AMD EPYC VM) many times a second,
+# and a model's median follows the share of its runs that fell in the contended state: two interleaved runs of 60
+# ResNet-20 variants there agree per model to 1.0-1.4% (std) by the median, 0.2-0.3% by the minimum (Chen &
+# Revels 2016, "Robust benchmarking in noisy environments": timing noise is additive, the minimum is the robust
+# estimate; Python's timeit documents the same). Tables written before this field existed are "median".
+STATISTICS = ("median", "min")
 
 
 @dataclass
 class Entry:
     key: LayerKey
-    latency_ms: Dict[str, object]  # median, mean, p90, std (ms); rounds_median: each round's median
+    latency_ms: Dict[str, object]  # median, min, mean, p90, std (ms); rounds_median: each round's median
     n: int  # timed runs behind the statistics
     source: str = "measured"  # "measured" (on the device) or "interpolated"
+
+    def ms(self, statistic: str) -> float:
+        """The entry's latency in ms by ``statistic`` (the table's :attr:`LatencyTable.statistic`)."""
+        return float(self.latency_ms[statistic])
 
     def to_dict(self) -> Dict[str, object]:
         return {**self.key.to_dict(), "latency_ms": self.latency_ms, "n": self.n, "source": self.source}
@@ -53,6 +64,7 @@ class LatencyTable:
     build: Dict[str, object] = field(default_factory=dict)  # granularity, counts, wall time
     derived_from: List[str] = field(default_factory=list)
     smoothing: Optional[Dict[str, object]] = None
+    statistic: str = "median"  # what every entry's and network's latency is: one of STATISTICS
     _index: Dict[LayerKey, Entry] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -73,7 +85,8 @@ class LatencyTable:
         return {
             "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
             "device": self.device, "backend": self.backend, "precision": self.precision, "threads": self.threads,
-            "batch_size": self.batch_size, "input_shape": list(self.input_shape), "created_utc": self.created_utc,
+            "batch_size": self.batch_size, "input_shape": list(self.input_shape), "statistic": self.statistic,
+            "created_utc": self.created_utc,
             "tool_version": self.tool_version, "models": self.models, "build": self.build,
             "calibration": self.calibration, "entries": [e.to_dict() for e in self.entries],
             "derived_from": self.derived_from, "smoothing": self.smoothing,
@@ -89,7 +102,7 @@ def load_table(path: str) -> LatencyTable:
 
     Raises:
         TableError: unreadable or truncated file, wrong schema, unknown major version, an entry without a
-            positive finite median latency. The message names the file.
+            positive finite latency by the table's statistic, an unknown statistic. The message names the file.
     """
     try:
         with open(path, "r", encoding="utf-8") as f:
@@ -103,16 +116,19 @@ def load_table(path: str) -> LatencyTable:
     if d.get("schema_version") != SCHEMA_VERSION:
         raise TableError(f"{path}: latency table schema version {d.get('schema_version')!r} is not supported "
                          f"(this edgeshrink reads version {SCHEMA_VERSION})")
+    stat = d.get("statistic", "median")
+    if stat not in STATISTICS:
+        raise TableError(f"{path}: unknown latency statistic {stat!r} (known: {', '.join(STATISTICS)})")
     try:
         entries = []
         for i, e in enumerate(d["entries"]):
             lat = e.get("latency_ms") or {}
-            med = lat.get(STAT)
+            med = lat.get(stat)
             # imported tables may hold 0 ms for ops the foreign work folded into others (see importers.py)
             floor_ok = e.get("source") == "imported" and isinstance(med, (int, float)) and med == 0
             if not floor_ok and (not isinstance(med, (int, float)) or not (med > 0) or med == float("inf")):
                 raise TableError(f"{path}: entry {i} ({e.get('op')} {e.get('in_channels')}->{e.get('out_channels')}) "
-                                 f"has no positive {STAT} latency (got {med!r})")
+                                 f"has no positive {stat} latency (got {med!r})")
             stats = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in lat.items()}
             entries.append(Entry(LayerKey.from_dict(e), stats, int(e.get("n", 0)),
                                  e.get("source", "measured")))
@@ -124,7 +140,7 @@ def load_table(path: str) -> LatencyTable:
             batch_size=int(d["batch_size"]), input_shape=[int(v) for v in d["input_shape"]],
             created_utc=d["created_utc"], tool_version=d["tool_version"], calibration=cal, entries=entries,
             models=list(d.get("models", [])), build=dict(d.get("build", {})),
-            derived_from=list(d.get("derived_from", [])), smoothing=d.get("smoothing"),
+            derived_from=list(d.get("derived_from", [])), smoothing=d.get("smoothing"), statistic=stat,
         )
     except TableError:
         raise
@@ -186,7 +202,7 @@ class TablePredictor:
                 + self._per_mparam * site_params(key) for key, ms in self.raw_sites(widths)]
 
     def raw_sites(self, widths: Dict[str, int]) -> List[tuple]:
-        """``(layer key, entry median - overhead in ms)`` per site, uncorrected, in site order.
+        """``(layer key, entry latency (the table's statistic) - overhead in ms)`` per site, uncorrected, in site order.
 
         Raises:
             TableError: the table has no entry for a site's configuration.
@@ -202,7 +218,7 @@ class TablePredictor:
                     f"latency table (built for {built}, granularity {self.table.build.get('granularity', '?')}) has no "
                     f"entry for {self.space.model_name} layer {site.name}: {key.op} {key.in_channels}->{key.out_channels} "
                     f"at {key.in_hw[0]}x{key.in_hw[1]}")
-            out.append((key, e.latency_ms[STAT] - ovh))
+            out.append((key, e.ms(self.table.statistic) - ovh))
         return out
 
     def predict_ms(self, widths: Dict[str, int]) -> float:

@@ -119,13 +119,14 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
                                  rounds, iters, warmup, jobs, trust_new_host, on_line, interleave, loads)
     now, anchor_now = got[:len(archs)], got[len(archs):]
     rows = []
-    for w, (mm, rm) in zip(archs, now):
+    for w, (mm, rm, med) in zip(archs, now):
         pm = pred.predict_ms(w)
         rows.append({"widths": w, "predicted_ms": pm, "measured_ms": mm, "rel_error": pm / mm - 1,
+                     "measured_median_ms": med,
                      "round_medians_ms": rm})
     drift = None
     if anchor_nets:
-        ratios = [m / n["measured_ms"] for (m, _rm), n in zip(anchor_now, anchor_nets)]
+        ratios = [m / n["measured_ms"] for (m, *_), n in zip(anchor_now, anchor_nets)]
         k = float(np.median(ratios))
         derr = np.array([r["predicted_ms"] * k / r["measured_ms"] - 1 for r in rows])
         drift = {"speed_ratio": k, "anchors": len(ratios), "anchor_ratios": ratios,
@@ -154,7 +155,7 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
 
     doc = {"schema": "edgeshrink.table_validation", "schema_version": 1, "model": model_name, "table": table_path,
            "table_device": table.device, "device": meas["device"], "backend": table.backend, "threads": table.threads,
-           "granularity": gran, "samples": len(rows), "seed": seed, "rounds": rounds, "iters": iters, "interleaved": interleave,
+           "granularity": gran, "statistic": table.statistic, "samples": len(rows), "seed": seed, "rounds": rounds, "iters": iters, "interleaved": interleave,
            "loads": loads,
            "mean_abs_rel_error": float(err.mean()), "max_abs_rel_error": float(err.max()),
            "mean_rel_error": float(np.mean([r["rel_error"] for r in rows])),
@@ -175,9 +176,10 @@ def measure_networks(table, model_name: str, num_classes: int, archs: List[Dict[
     (default: the table's) with the table's backend and threads; ``loads`` as :func:`validate_table`.
 
     Returns:
-        ``(bench result, [(median ms, [round medians ms]) per architecture])``.
+        ``(bench result, [(latency ms by the table's statistic, [round medians ms], median ms) per
+        architecture])``.
     """
-    from host.bench import bench_on_device
+    from host.bench import bench_on_device, stat_ms
     from host.latency.calibrate import export_archs
 
     spec = table.device.get("spec") or "local"
@@ -187,7 +189,8 @@ def measure_networks(table, model_name: str, num_classes: int, archs: List[Dict[
         meas = bench_on_device(paths, device=device or spec, backend=table.backend, threads=table.threads,
                                warmup=warmup, iters=iters, rounds=rounds, trust_new_host=trust_new_host, on_line=on_line,
                                interleave=interleave, loads=network_loads(loads, rounds) if interleave else 1)
-    return meas, [(meas["models"][p]["median_ms"], meas["models"][p]["round_medians_ms"]) for p in paths]
+    return meas, [(stat_ms(meas["models"][p], table.statistic), meas["models"][p]["round_medians_ms"],
+                   meas["models"][p]["median_ms"]) for p in paths]
 
 
 def recalibrate_table(table_path: str, model_name: str, out: str, device: Optional[str] = None,
@@ -223,7 +226,7 @@ def recalibrate_table(table_path: str, model_name: str, out: str, device: Option
         raise UserError(f"{table_path}: no calibration networks to measure again (build the table with --calibrate N)")
     meas, got = measure_networks(table, model_name, num_classes, [n["widths"] for n in nets], device, rounds, iters,
                                  warmup, jobs, trust_new_host, on_line, loads=loads)
-    ratios = np.array([m / n["measured_ms"] for (m, _rm), n in zip(got, nets)])
+    ratios = np.array([m / n["measured_ms"] for (m, *_), n in zip(got, nets)])
     _refit(table, pred.space, nets, got)
     info = {"utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "device": meas["device"],
             "networks": len(nets), "speed_ratio": float(np.median(ratios)), "ratio_min": float(ratios.min()),
@@ -234,12 +237,12 @@ def recalibrate_table(table_path: str, model_name: str, out: str, device: Option
 
 
 def _refit(table, space, nets: List[Dict[str, object]], got) -> None:
-    """Refit ``table``'s calibration on its calibration networks ``nets`` measured again (``got``: ``(median ms,
+    """Refit ``table``'s calibration on its calibration networks ``nets`` measured again (``got``: ``(latency ms,
     round medians)`` per network, from :func:`measure_networks`)."""
     from host.latency.calibrate import calibrate
 
     table.calibration["fit"] = calibrate(table, space, [{"widths": n["widths"], "measured_ms": m}
-                                                        for n, (m, _rm) in zip(nets, got)])
+                                                        for n, (m, *_) in zip(nets, got)])
 
 
 def plot_validation(doc: Dict[str, object], path: str) -> None:
@@ -260,7 +263,7 @@ def plot_validation(doc: Dict[str, object], path: str) -> None:
     ax.scatter(x, y, s=14)
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
-    ax.set_xlabel("measured latency (ms)")
+    ax.set_xlabel(f"measured latency, {doc.get('statistic', 'median')} (ms)")
     ax.set_ylabel("table prediction (ms)")
     ax.set_title(f"{doc['model']}: {doc['samples']} pruned networks\nmean |err| {doc['mean_abs_rel_error']:.1%}, "
                  f"max {doc['max_abs_rel_error']:.1%}, r {doc['pearson_r']:.4f}", fontsize=9)

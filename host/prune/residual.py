@@ -246,8 +246,8 @@ def select_independent_keep(model: nn.Module, per_stage: Dict[str, int],
 
 
 def interpolated_entry_ms(table, key: LayerKey) -> float:
-    """A table entry's median latency (ms) for ``key``; when ``key.in_channels`` is off the table's grid (a union
-    width), linear interpolation between the entries at the nearest grid input widths below and above with
+    """A table entry's latency (ms, the table's statistic) for ``key``; when ``key.in_channels`` is off the
+    table's grid (a union width), linear interpolation between the entries at the nearest grid input widths below and above with
     everything else equal.
 
     Raises:
@@ -255,14 +255,14 @@ def interpolated_entry_ms(table, key: LayerKey) -> float:
     """
     e = table.lookup(key)
     if e is not None:
-        return e.latency_ms["median"]
+        return e.ms(table.statistic)
     same = {}
     for ent in table.entries:
         k = ent.key
         if (k.op, k.out_channels, tuple(k.in_hw), tuple(k.kernel), tuple(k.stride), tuple(k.padding), k.groups,
                 tuple(k.fused)) == (key.op, key.out_channels, tuple(key.in_hw), tuple(key.kernel), tuple(key.stride),
                                     tuple(key.padding), key.groups, tuple(key.fused)):
-            same[k.in_channels] = ent.latency_ms["median"]
+            same[k.in_channels] = ent.ms(table.statistic)
     lo = max((c for c in same if c < key.in_channels), default=None)
     hi = min((c for c in same if c > key.in_channels), default=None)
     if lo is None or hi is None:

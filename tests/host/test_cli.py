@@ -111,7 +111,10 @@ def test_prune_end_to_end_with_resume(tmp_path, small_table, trained_ckpt):
     ck = torch.load(out / "model.pt", weights_only=True)
     assert ck["channels"] == p["channels"]
     assert (out / "model.onnx").exists() and (out / "baseline.onnx").exists()
-    assert "latency measured, median (ms)" in r.stdout  # the summary table
+    assert "latency measured, median (ms)" in r.stdout and "latency measured, min (ms)" in r.stdout  # the summary
+    # the table holds minima (its statistic), so its prediction is judged against the measured minimum
+    assert p["prediction_statistic"] == "min" and p["latency_ms_measured_min"] <= p["latency_ms_measured"]
+    assert p["prediction_error"] == pytest.approx(p["latency_ms_predicted"] / p["latency_ms_measured_min"] - 1)
 
 
 @pytest.mark.slow

@@ -23,7 +23,8 @@ def test_built_table_follows_the_schema(small_table):
     e = d["entries"][0]
     for k in ("op", "in_channels", "out_channels", "kernel", "stride", "groups", "in_hw", "fused", "latency_ms", "n"):
         assert k in e
-    assert e["source"] == "measured" and e["latency_ms"]["median"] > 0
+    assert e["source"] == "measured" and 0 < e["latency_ms"]["min"] <= e["latency_ms"]["median"]
+    assert d["statistic"] == "min"  # the default: what the entries are taken by, and the table predicts
     space = build_space(models.create("resnet20"), (1, 3, 32, 32))
     assert len(d["entries"]) == len(enumerate_keys(space, 8)) == d["build"]["measured"]
 
@@ -32,7 +33,7 @@ def test_overhead_is_counted_once(small_table):
     table = load_table(str(small_table))
     pred = TablePredictor.for_model(table, models.create("resnet20"))
     widths = pred.space.full_widths
-    naive = sum(table.lookup(k).latency_ms["median"] for k in pred.space.keys(widths))
+    naive = sum(table.lookup(k).latency_ms["min"] for k in pred.space.keys(widths))
     total = pred.predict_ms(widths)
     assert total == pytest.approx(naive - (len(pred.space.sites) - 1) * table.overhead_ms)
     assert sum(pred.layer_ms(widths)) + table.overhead_ms == pytest.approx(total)
@@ -69,8 +70,11 @@ def _edit(src, dst, fn):
 @pytest.mark.parametrize("edit,msg", [
     (lambda d: d.update(schema_version=2), "schema version 2 is not supported"),
     (lambda d: d.update(schema="something.else"), "not an edgeshrink latency table"),
-    (lambda d: d["entries"][3]["latency_ms"].update(median=-0.01), "entry 3 .* has no positive median latency"),
-    (lambda d: d["entries"][0].pop("latency_ms"), "entry 0 .* has no positive median latency"),
+    (lambda d: d["entries"][3]["latency_ms"].update(min=-0.01), "entry 3 .* has no positive min latency"),
+    (lambda d: d["entries"][0].pop("latency_ms"), "entry 0 .* has no positive min latency"),
+    (lambda d: d.update(statistic="mean"), "unknown latency statistic 'mean'"),
+    (lambda d: [e["latency_ms"].pop("median") for e in d["entries"]] and d.update(statistic="median"),
+     "entry 0 .* has no positive median latency"),
     (lambda d: d["entries"][1].pop("in_hw"), "malformed latency table"),
     (lambda d: d.pop("calibration"), "malformed latency table"),
 ])
@@ -116,3 +120,25 @@ def test_rounds_combine_by_median():
                         {"median": 5.0, "mean": 5.0, "p90": 6.0, "std": 0.9},  # a disturbed round
                         {"median": 1.2, "mean": 1.3, "p90": 1.4, "std": 0.2}])
     assert s["median"] == 1.2 and s["p90"] == 1.4 and s["rounds_median"] == [1.0, 5.0, 1.2]
+    assert "min" not in s  # the rounds reported none
+    s = combine_rounds([{"median": 1.0, "mean": 1.0, "p90": 1.2, "std": 0.1, "min": 0.9},
+                        {"median": 1.2, "mean": 1.3, "p90": 1.4, "std": 0.2, "min": 0.8}])
+    assert s["min"] == 0.8 and s["median"] == 1.1
+
+
+def test_the_table_predicts_by_its_statistic(small_table, tmp_path):
+    """A table taken by the median predicts from the entries' medians, one taken by the minimum from their minima
+    (the overhead is the overhead graph's statistic of the same kind)."""
+    d = json.loads(small_table.read_text())
+    d["statistic"] = "median"
+    d["calibration"]["overhead_ms"] = d["calibration"]["overhead_latency_ms"]["median"]
+    med = load_table(_edit(small_table, tmp_path / "median.json", lambda x: x.update(d)))
+    fast = load_table(str(small_table))
+    assert fast.overhead_ms == fast.calibration["overhead_latency_ms"]["min"] < med.overhead_ms
+    for table, stat in ((med, "median"), (fast, "min")):
+        pred = TablePredictor.for_model(table, models.create("resnet20"))
+        w = pred.space.full_widths
+        naive = sum(table.lookup(k).latency_ms[stat] for k in pred.space.keys(w))
+        assert pred.predict_ms(w) == pytest.approx(naive - (len(pred.space.sites) - 1) * table.overhead_ms)
+    assert TablePredictor.for_model(fast, models.create("resnet20")).predict_ms(w) < \
+        TablePredictor.for_model(med, models.create("resnet20")).predict_ms(w)

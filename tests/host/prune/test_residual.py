@@ -94,8 +94,8 @@ def test_union_width_lookups_interpolate_between_grid_entries(small_table):
     on = LayerKey("conv2d", 16, 32, (32, 32), (3, 3), (2, 2), (1, 1), 1, ("bn", "relu"))
     lo, hi = t.lookup(on), t.lookup(LayerKey("conv2d", 8, 32, (32, 32), (3, 3), (2, 2), (1, 1), 1, ("bn", "relu")))
     mid = LayerKey("conv2d", 12, 32, (32, 32), (3, 3), (2, 2), (1, 1), 1, ("bn", "relu"))
-    assert interpolated_entry_ms(t, on) == lo.latency_ms["median"]
-    assert interpolated_entry_ms(t, mid) == pytest.approx((lo.latency_ms["median"] + hi.latency_ms["median"]) / 2)
+    assert interpolated_entry_ms(t, on) == lo.ms(t.statistic)
+    assert interpolated_entry_ms(t, mid) == pytest.approx((lo.ms(t.statistic) + hi.ms(t.statistic)) / 2)
 
 
 def test_host_residual_cli_and_export_of_its_checkpoint(tmp_path, trained_ckpt):

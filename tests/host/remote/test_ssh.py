@@ -182,4 +182,5 @@ def test_host_bench_over_ssh_from_the_command_line(sshd, ssh_home, tmp_path):
     assert doc["device"]["spec"] == spec and len(doc["models"][str(a)]["round_medians_ms"]) == 2
     for m in doc["models"].values():  # each model's latency is the median of its round medians
         assert m["median_ms"] in m["round_medians_ms"] and m["latency_ms"]["n"] == 50
+        assert 0 < m["min_ms"] <= min(m["latency_ms"]["min"], *m["round_medians_ms"])  # the fastest of both rounds
     assert json.loads((tmp_path / "res" / "results.json").read_text())["models"].keys() == doc["models"].keys()
