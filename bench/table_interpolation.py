@@ -1,20 +1,23 @@
 """Cheaper tables: wrn40_2 on the local device (ONNX Runtime CPU, 1 thread), target channel grid 4, measured on
 a coarse grid of 8 with check measurements and adaptive refinement, interpolants aware of the CPU's channel
-block (`host table build --coarse 8 --align 16` on AVX-512), with calibration networks; then validated on random
+block (`host table build --coarse 8 --align 16` on AVX-512, `--align 8` on AVX2), with calibration networks, every
+latency the fastest run (`--statistic min`, the default); then validated on random
 pruned architectures on the grid of 4 (most of whose layers use interpolated entries), with the table's
 calibration networks measured again among them (`host table validate --recalibrate`).
 
-Writes bench/results/table_interpolation.json and the validation plot under bench/results/table_interpolation/.
+Writes bench/results/table_interpolation.json and the validation under bench/results/table_interpolation/ (with
+``--out X.json``: X.json and X/).
 Target (latency-table issue): >= 10x fewer measurements than the exhaustive per-channel grid, with the fidelity
 of bench/table_fidelity.py held.
 
-    python bench/table_interpolation.py [--samples 30]
+    python bench/table_interpolation.py [--samples 30] [--statistic min|median] [--out X.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 import tempfile
 import time
@@ -37,6 +40,8 @@ def main() -> int:
     ap.add_argument("--anchors", type=int, default=12, help="without --no-recalibrate: all calibration networks")
     ap.add_argument("--no-recalibrate", dest="recalibrate", action="store_false",
                     help="validate the table as built only (and with its drift removed)")
+    ap.add_argument("--statistic", choices=("min", "median"), default="min",
+                    help="what entries and networks are taken by (host table build --statistic; default min)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "table_interpolation.json"))
     args = ap.parse_args()
     if args.align is None:
@@ -55,13 +60,13 @@ def main() -> int:
     exhaustive = len(enumerate_keys(space, 1))
     t0 = time.monotonic()
     cfg = BuildConfig(args.model, shape, granularity=args.granularity, jobs=2, warmup=10, iters=25, rounds=2,
-                      interleave=8, batch=300, calibrate=args.calibrate)
+                      interleave=8, batch=300, calibrate=args.calibrate, statistic=args.statistic)
     table = build_table_interpolated(cfg, keys, args.coarse, exhaustive=exhaustive, align=args.align, log=ui.log)
     build_s = time.monotonic() - t0
     with tempfile.TemporaryDirectory() as tmp:
         table_path = str(Path(tmp) / "table.json")  # ~1.5 MB: not kept in the repository
         table.save(table_path)
-        out_dir = ROOT / "bench" / "results" / "table_interpolation"
+        out_dir = Path(args.out).with_suffix("")  # validate.json and validate.png beside the results
         t1 = time.monotonic()
         doc = validate_table(table_path, args.model, samples=args.samples, seed=0, out_dir=str(out_dir), warmup=10,
                              anchors=args.anchors, jobs=2, recalibrate=args.recalibrate)
@@ -71,7 +76,7 @@ def main() -> int:
     result = {
         "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "model": args.model, "device": doc["device"], "backend": "ort", "threads": 1,
-        "granularity": args.granularity, "coarse": args.coarse, "align": args.align,
+        "granularity": args.granularity, "coarse": args.coarse, "align": args.align, "statistic": table.statistic,
         "entries": len(table.entries), "measured_entries": b["measured"], "interpolated_entries": b["interpolated"],
         "measurements": b["measurements"], "exhaustive_per_channel_entries": exhaustive,
         "reduction_vs_exhaustive_per_channel": exhaustive / b["measured"],
@@ -90,7 +95,7 @@ def main() -> int:
         and drift["max_abs_rel_error"] <= 0.03,
         "meets_fidelity_recalibrated": bool(recal) and recal["mean_abs_rel_error"] <= 0.01
         and recal["max_abs_rel_error"] <= 0.03,
-        "plot": str((out_dir / "validate.png").relative_to(ROOT)),
+        "plot": os.path.relpath(out_dir / "validate.png", ROOT),
     }
     write_json(args.out, result)
     print(f"{args.model}: {b['measured']} of {len(keys)} entries measured ({exhaustive / b['measured']:.0f}x fewer "

@@ -182,7 +182,7 @@ def bench_interleaved(paths: List[str], rounds: int, backend: str = "ort", threa
                       iters: int = 300, seed: int = 0, precision: str = "fp32", calib_cache: Optional[str] = None,
                       log_dir: Optional[str] = None, cpus: Optional[List[int]] = None,
                       progress: Optional[Callable[[int, int, Dict[str, object]], None]] = None,
-                      loads: int = 1) -> List[Dict[str, object]]:
+                      loads: int = 1, keep_samples: bool = False) -> List[Dict[str, object]]:
     """Benchmark several models side by side: every model is loaded and kept loaded, warmed up, then timed in
     round-robin bursts of ``iters`` inferences, each round in a new random order (A C B, B A C, ...); the
     ``rounds`` are split over ``loads`` loadings of the whole list (each in a new random order).
@@ -202,6 +202,7 @@ def bench_interleaved(paths: List[str], rounds: int, backend: str = "ort", threa
         rounds: bursts per model in all (>= ``loads``); ``iters`` timed inferences each, after ``warmup``
             untimed ones per loading, and one untimed inference before each burst.
         loads: loadings of the whole list (>= 1); the rounds are shared out between them as evenly as they go.
+        keep_samples: also return every timed run (``samples_ms``, in the order taken, burst after burst).
         seed: seed of the random input feeds and of the orders.
         Others: as :func:`bench_model`; self-timed runners (trtexec, benchmark_model) and power meters cannot
         interleave.
@@ -209,7 +210,7 @@ def bench_interleaved(paths: List[str], rounds: int, backend: str = "ort", threa
     Returns:
         One record per model in the order of ``paths``, as :func:`bench_model` (``power`` None), with
         ``latency_ms`` over all ``rounds * iters`` samples, ``rounds``, ``loads``, ``round_medians_ms``,
-        ``load_medians_ms`` and ``interleaved: True``; ``init_ms`` and ``first_inference_ms`` are of the first
+        ``load_medians_ms``, ``interleaved: True`` (and ``samples_ms`` with ``keep_samples``); ``init_ms`` and ``first_inference_ms`` are of the first
         loading; the thermal snapshots are of the whole run.
 
     Raises:
@@ -289,6 +290,7 @@ def bench_interleaved(paths: List[str], rounds: int, backend: str = "ort", threa
             "thermal_before": {k: v for k, v in before.items() if k != "t_s"},
             "thermal_after": {k: v for k, v in after.items() if k != "t_s"},
             "throttled": bool(evidence), "throttle_evidence": evidence, "power": None,
+            **({"samples_ms": np.concatenate(sm).tolist()} if keep_samples else {}),
         })
     return out
 

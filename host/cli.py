@@ -475,7 +475,8 @@ def cmd_table_show(args) -> int:
     print(f"{args.table}: {doc['entries']} entries ({', '.join(f'{v} {k}' for k, v in doc['by_source'].items())})")
     print(f"device: {d.get('spec')} | {d.get('board') or d.get('cpu')} | {d.get('runtime')} | backend {table.backend} "
           f"| {table.precision} | {table.threads} thread(s) | input {'x'.join(map(str, table.input_shape))}")
-    print(f"grid: {doc['granularity']} | overhead {doc['overhead_ms']:.4f} ms ({doc['calibration_method']}) | "
+    print(f"grid: {doc['granularity']} | {doc['statistic']} latencies | overhead {doc['overhead_ms']:.4f} ms "
+          f"({doc['calibration_method']}) | "
           f"smoothing: {doc['smoothing'] or 'none'} | derived from {len(doc['derived_from'])} table(s)")
     for name, n in doc["layer_types"].items():
         print(f"  {name:45s} {n:6d}")

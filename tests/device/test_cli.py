@@ -147,3 +147,18 @@ def test_interleave_refusals(tmp_path, extra, msg):
     args = ["--interleave", "2"] if "--interleave" not in extra else []
     r = run_cli("-m", "device", "bench", str(a), *args, *extra)
     assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_interleaved_bench_can_keep_every_timed_run(tmp_path):
+    """``keep_samples``: every timed run, burst after burst, from which the record's statistics were taken."""
+    import numpy as np
+
+    from device.bench import bench_interleaved
+
+    a, b = tiny_onnx(tmp_path / "a.onnx", 4), tiny_onnx(tmp_path / "b.onnx", 16)
+    recs = bench_interleaved([str(a), str(b)], rounds=4, warmup=1, iters=5, loads=2, keep_samples=True)
+    for x in recs:
+        s = np.array(x["samples_ms"])
+        assert s.size == 20 and x["latency_ms"]["min"] == s.min() and x["latency_ms"]["median"] == np.median(s)
+        assert x["round_medians_ms"] == [float(np.median(c)) for c in s.reshape(4, 5)]
+    assert "samples_ms" not in bench_interleaved([str(a)], rounds=1, warmup=0, iters=2)[0]

@@ -14,5 +14,8 @@ def test_show_summarises_and_draws_heatmaps(tmp_path, small_table):
     pngs = sorted((tmp_path / "h").glob("*.png"))
     assert len(pngs) == len(doc["heatmaps"]) >= 5 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
     assert any("conv2d_k3_s1_8x8" in p.name for p in pngs)
+    assert doc["statistic"] == "min"
+    r = run_cli("-m", "host.cli", "table", "show", str(small_table), "--out", str(tmp_path / "h"))
+    assert r.returncode == 0 and "| min latencies |" in r.stdout
     r = run_cli("-m", "host.cli", "table", "show", str(tmp_path / "missing.json"))
     assert r.returncode == 2 and "no such latency table" in r.stderr
