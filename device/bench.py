@@ -210,8 +210,8 @@ def bench_interleaved(paths: List[str], rounds: int, backend: str = "ort", threa
     Returns:
         One record per model in the order of ``paths``, as :func:`bench_model` (``power`` None), with
         ``latency_ms`` over all ``rounds * iters`` samples, ``rounds``, ``loads``, ``round_medians_ms``,
-        ``load_medians_ms``, ``interleaved: True`` (and ``samples_ms`` with ``keep_samples``); ``init_ms`` and ``first_inference_ms`` are of the first
-        loading; the thermal snapshots are of the whole run.
+        ``load_medians_ms``, ``interleaved: True`` (and ``samples_ms`` with ``keep_samples``); ``init_ms`` and
+        ``first_inference_ms`` are of the first loading; the thermal snapshots are of the whole run.
 
     Raises:
         ValueError: ``loads`` < 1 or more loads than rounds.

@@ -227,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(pn)
     bg = pn.add_mutually_exclusive_group()
     bg.add_argument("--budget", type=float, default=0.5, help="target, a fraction of the unpruned predicted latency (default 0.5)")
-    bg.add_argument("--budget-ms", type=float, help="target latency in ms")
+    bg.add_argument("--budget-ms", type=float,
+                    help="target latency in ms, as the table predicts it (its statistic: the fastest run for tables "
+                         "built with --statistic min, the default)")
     _add_netadapt_args(pn)
     pn.add_argument("--device", help="where to measure (default: the table's device)")
     pn.add_argument("--trust-new-host", action="store_true", help="ssh://: accept and record an unknown host key")

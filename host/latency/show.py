@@ -21,7 +21,8 @@ def summarize(table) -> Dict[str, object]:
     by_source = Counter(e.source for e in table.entries)
     fams = Counter(family_name(e.key) for e in table.entries)
     return {"device": table.device, "backend": table.backend, "precision": table.precision, "threads": table.threads,
-            "input_shape": table.input_shape, "statistic": table.statistic, "entries": len(table.entries), "by_source": dict(by_source),
+            "input_shape": table.input_shape, "statistic": table.statistic, "entries": len(table.entries),
+            "by_source": dict(by_source),
             "layer_types": dict(sorted(fams.items())), "overhead_ms": table.overhead_ms,
             "granularity": table.build.get("granularity"), "derived_from": table.derived_from,
             "smoothing": table.smoothing, "calibration_method": table.calibration.get("method")}
