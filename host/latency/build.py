@@ -391,12 +391,12 @@ def _measure_networks(cfg: BuildConfig, root: Path, archs: List[Dict[str, int]],
                            threads=cfg.threads, warmup=cfg.warmup, iters=NETWORK_ITERS, rounds=NETWORK_ROUNDS,
                            trust_new_host=cfg.trust_new_host, interleave=True, loads=NETWORK_LOADS)
     got = [meas["models"][str(root / "micro" / nm)] for nm in names]
+    values = [stat_ms(m, cfg.statistic) for m in got]  # raises before anything is written
     nets = [{"widths": w, "median_ms": stat_ms(m, "median"), "min_ms": m.get("min_ms")} for w, m in zip(archs, got)]
-    stat_ms(got[0], cfg.statistic)  # the statistic is there before anything is written
     write_json(done, {"networks": nets, "rounds": NETWORK_ROUNDS, "iters": NETWORK_ITERS, "loads": NETWORK_LOADS})
     if progress:
         progress("networks", len(names), len(names))
-    return [{"widths": n["widths"], "measured_ms": n[f"{cfg.statistic}_ms"]} for n in nets]
+    return [{"widths": w, "measured_ms": v} for w, v in zip(archs, values)]
 
 
 def _device_info(cfg: BuildConfig, root: Path) -> Dict[str, object]:
