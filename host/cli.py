@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     va.add_argument("--recalibrate", action="store_true",
                     help="measure all the table's calibration networks among the architectures and also report the "
                          "errors of the table refitted on them (what 'host table recalibrate' before use gives)")
+    va.add_argument("--compare", action="append", default=[], metavar="TABLE",
+                    help="also judge this table on the same measured networks, side by side (repeatable; same "
+                         "model, backend and statistic)")
     va.add_argument("--out", help="folder for validate.json and the scatter plot validate.png")
     va.add_argument("--json", action="store_true")
 
@@ -236,8 +239,15 @@ def build_parser() -> argparse.ArgumentParser:
     pn.add_argument("--power", choices=("auto", "tegrastats", "pmic", "hwmon"),
                     help="also measure power and energy per inference on the device")
     pn.add_argument("--backend", help="refuse a table measured with another backend (the table's is used)")
-    pn.add_argument("--bench-iters", type=int, default=300, help="timed runs per model per round")
-    pn.add_argument("--bench-rounds", type=int, default=3, help="interleaved rounds baseline/pruned")
+    pn.add_argument("--bench-seconds", type=float, default=20.0,
+                    help="confirmation: time baseline and pruned side by side, as the table's calibration networks "
+                         "were (round-robin bursts of 4 runs over 5 loadings), for about this long (default 20 s)")
+    pn.add_argument("--bench-iters", type=int, default=300,
+                    help="confirmation with --power or a self-timed backend (trtexec, benchmark_model): timed runs "
+                         "per model per round")
+    pn.add_argument("--bench-rounds", type=int, default=3,
+                    help="confirmation with --power or a self-timed backend: rounds A B A B ..., each model loaded "
+                         "afresh")
     pn.add_argument("--resume", action="store_true", help="continue from the last completed iteration in OUT")
     pn.add_argument("--out", required=True)
     pn.add_argument("--json", action="store_true", help="report JSON on stdout")
@@ -299,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="calibration networks measured with the table (host table build --calibrate; default 40, "
                         "0: none, the plain sum of the micro-models)")
     _add_netadapt_args(d)
+    d.add_argument("--bench-seconds", type=float, default=20.0,
+                   help="confirmation: time baseline and pruned side by side for about this long (default 20 s)")
     d.add_argument("--fresh", action="store_true", help="redo every step (default: reuse the finished steps in OUT)")
     return p
 
@@ -556,7 +568,7 @@ def cmd_table_validate(args) -> int:
     doc = validate_table(args.table, args.model, samples=args.samples, device=args.device, seed=args.seed,
                          out_dir=args.out, rounds=args.rounds, iters=args.iters, num_classes=args.num_classes,
                          trust_new_host=args.trust_new_host, on_line=_every_tenth(ui.log), anchors=args.anchors,
-                         jobs=args.jobs, recalibrate=args.recalibrate, loads=args.loads)
+                         jobs=args.jobs, recalibrate=args.recalibrate, loads=args.loads, compare=args.compare)
     if args.json:
         print(json.dumps(doc, indent=1))
     else:
@@ -573,6 +585,11 @@ def cmd_table_validate(args) -> int:
             rc = doc["recalibrated"]
             print(f"refitted on its {rc['networks']} calibration networks measured now: mean |error| "
                   f"{rc['mean_abs_rel_error']:.2%}, max {rc['max_abs_rel_error']:.2%}, Pearson r {rc['pearson_r']:.4f}")
+        for c in doc["compared"]:
+            extra = "".join(f"; {label} {c[k]['mean_abs_rel_error']:.2%} / {c[k]['max_abs_rel_error']:.2%}"
+                            for k, label in (("drift", "drift removed"), ("recalibrated", "refitted")) if c[k])
+            print(f"compared: {c['table']} on the same networks: mean |error| {c['mean_abs_rel_error']:.2%}, max "
+                  f"{c['max_abs_rel_error']:.2%}, Pearson r {c['pearson_r']:.4f}{extra}")
     return 0
 
 
@@ -668,7 +685,7 @@ def cmd_prune(args) -> int:
                    dataset=args.dataset, data_dir=args.data_dir,
                    budget=None if args.budget_ms is not None else args.budget, budget_ms=args.budget_ms,
                    device=args.device, backend=args.backend, bench_iters=args.bench_iters, bench_rounds=args.bench_rounds,
-                   resume=args.resume, seed=args.seed, trust_new_host=args.trust_new_host, power=args.power)
+                   bench_seconds=args.bench_seconds, resume=args.resume, seed=args.seed, trust_new_host=args.trust_new_host, power=args.power)
     data = load_dataset(args.dataset, args.data_dir, seed=args.seed, download=args.download)
     report = run_prune(job, _netadapt_config(args, args.seed), data=data)
     if args.json:
@@ -867,7 +884,7 @@ def cmd_demo(args) -> int:
         ui.log(f"2/3 latency table: reusing {table_path}")
     ui.log("[bold]3/3 NetAdapt[/]")
     job = PruneJob(table=str(table_path), checkpoint=str(base), out=str(out / "pruned"), model=args.model,
-                   budget=args.budget, resume=not args.fresh, seed=args.seed)
+                   budget=args.budget, resume=not args.fresh, seed=args.seed, bench_seconds=args.bench_seconds)
     report = run_prune(job, _netadapt_config(args, args.seed), data=load_dataset("digits", seed=args.seed))
     render_report(report)
     ui.log(f"demo finished in {time.monotonic() - t0:.0f} s; report: {out / 'pruned' / 'report.json'}")

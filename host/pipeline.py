@@ -14,6 +14,7 @@ import torch
 
 import models
 from host import __version__, ui
+from device.runners import is_self_timed
 from host.bench import bench_on_device, stat_ms
 from host.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from host.data import Dataset, load_dataset
@@ -21,6 +22,7 @@ from host.errors import BudgetError, CheckpointError, TableError, UserError
 from host.export.onnx import check_onnx, export_onnx
 from host.io import write_json
 from host.latency.table import TablePredictor, check_backend, fmt_shape, load_table
+from host.latency.validate import NETWORK_ITERS, NETWORK_LOADS, NETWORK_ROUNDS, network_loads
 from host.prune.netadapt import NetAdapt, NetAdaptConfig
 from host.train import TrainConfig, evaluate, train
 
@@ -41,12 +43,35 @@ class PruneJob:
     budget_ms: Optional[float] = None  # absolute target; overrides budget
     device: Optional[str] = None  # where to measure; default the table's device
     backend: Optional[str] = None  # the backend the user expects the table to be for
-    bench_iters: int = 300
-    bench_rounds: int = 3
+    bench_iters: int = 300  # with power or a self-timed backend: timed runs per model per round
+    bench_rounds: int = 3  # with power or a self-timed backend: rounds, each model loaded afresh
+    bench_seconds: float = 20.0  # otherwise: timed side by side like calibration networks for at least this long
     resume: bool = False
     seed: int = 0
     trust_new_host: bool = False  # ssh:// devices: accept and record an unknown host key
     power: Optional[str] = None  # power meter on the device (tegrastats, pmic, hwmon, auto); None: no power
+
+
+MAX_CONFIRMATION_ROUNDS = 20000
+
+
+def confirmation_rounds(seconds: float, predicted_ms) -> int:
+    """Round-robin bursts for the prune confirmation: enough bursts of :data:`NETWORK_ITERS` runs of every
+    network for about ``seconds`` of timing, judged by the table's predictions (ms), and never fewer than the
+    :data:`NETWORK_ROUNDS` a calibration or validation network gets (at most :data:`MAX_CONFIRMATION_ROUNDS`).
+
+    Why a span and not a count: on a shared CPU the fast state that a table built by the minimum predicts can
+    be absent for seconds (``bench/timing_statistic.py``); calibration networks, timed side by side with a
+    hundred others, are timed over tens of seconds, and two networks timed for 3 s miss it (README, demo).
+
+    Raises:
+        UserError: ``seconds`` not positive.
+    """
+    if not seconds > 0:
+        raise UserError(f"--bench-seconds must be > 0, got {seconds}")
+    per_round_s = NETWORK_ITERS * sum(predicted_ms) / 1000.0
+    want = int(-(-seconds // per_round_s)) if per_round_s > 0 else NETWORK_ROUNDS
+    return max(NETWORK_ROUNDS, min(MAX_CONFIRMATION_ROUNDS, want))
 
 
 def _macs_params(model: torch.nn.Module, input_shape) -> Dict[str, int]:
@@ -185,12 +210,24 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
               "pruned": check_onnx(pruned, onnx_pruned, input_shape)}
     device = job.device or table.device.get("spec") or "local"
     if confirm:
-        ui.log(f"measuring baseline and pruned ONNX on {device} ({table.backend}, {table.threads} thread(s), "
-               f"{job.bench_rounds} interleaved rounds of {job.bench_iters} runs)")
-        bench = bench_on_device([onnx_base, onnx_pruned], device=device, backend=table.backend, threads=table.threads,
-                                iters=job.bench_iters, rounds=job.bench_rounds, trust_new_host=job.trust_new_host,
-                                device_args=["--power", job.power] if job.power else [],
-                                out_dir=str(out / "device_logs") if job.power else None)
+        like_networks = not job.power and not is_self_timed(table.backend)
+        if like_networks:
+            rounds = confirmation_rounds(job.bench_seconds, [baseline_pred, predictor.predict_ms(pruned_widths)])
+            ui.log(f"measuring baseline and pruned ONNX on {device} ({table.backend}, {table.threads} thread(s)) as "
+                   f"the table's calibration networks were: {rounds} round-robin bursts of {NETWORK_ITERS} runs over "
+                   f"{NETWORK_LOADS} loadings (about {job.bench_seconds:g} s)")
+            bench = bench_on_device([onnx_base, onnx_pruned], device=device, backend=table.backend,
+                                    threads=table.threads, iters=NETWORK_ITERS, rounds=rounds,
+                                    trust_new_host=job.trust_new_host, interleave=True,
+                                    loads=network_loads(None, rounds))
+        else:
+            ui.log(f"measuring baseline and pruned ONNX on {device} ({table.backend}, {table.threads} thread(s), "
+                   f"{job.bench_rounds} rounds of {job.bench_iters} runs, each model loaded afresh)")
+            bench = bench_on_device([onnx_base, onnx_pruned], device=device, backend=table.backend,
+                                    threads=table.threads, iters=job.bench_iters, rounds=job.bench_rounds,
+                                    trust_new_host=job.trust_new_host,
+                                    device_args=["--power", job.power] if job.power else [],
+                                    out_dir=str(out / "device_logs") if job.power else None)
     else:
         ui.log(f"[yellow]{job.table} was imported ({table.device.get('board')}, {table.device.get('runtime')}): the "
                "latencies below are the table's predictions; nothing was measured. Confirm on that board with "
@@ -202,11 +239,12 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
         m = bench["models"][path]
         pred = predictor.predict_ms(widths)
         measured = {"latency_ms_measured": None, "latency_ms_measured_stats": None, "latency_ms_measured_min": None,
-                    "latency_ms_round_medians": None,
+                    "latency_ms_round_medians": None, "latency_ms_load_medians": None,
                     "prediction_error": None, "onnx_sha256": _sha(path)} if m is None else {
             "latency_ms_measured": m["median_ms"], "latency_ms_measured_stats": m["latency_ms"],
             "latency_ms_measured_min": m.get("min_ms"),
-            "latency_ms_round_medians": m["round_medians_ms"],
+            "latency_ms_round_medians": None if bench.get("interleaved") else m["round_medians_ms"],
+            "latency_ms_load_medians": m.get("load_medians_ms"),
             "prediction_error": pred / stat_ms(m, table.statistic) - 1, "onnx_sha256": m["sha256"]}
         return {"top1": ev["test"]["top1"], "top5": ev["test"]["top5"], "val_top1": ev["val"]["top1"],
                 **_macs_params(model, input_shape), "latency_ms_predicted": pred,
@@ -230,7 +268,7 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
                    "macs": pruned_side["macs"] / baseline["macs"], "params": pruned_side["params"] / baseline["params"]},
         "top1_drop": baseline["top1"] - pruned_side["top1"],
         "netadapt": cfg.to_dict(), "iterations": na.history, "long_term": long_term, "onnx_check": checks,
-        "measurement": {k: bench[k] for k in ("rounds", "warmup", "iters")},
+        "measurement": {k: bench.get(k) for k in ("rounds", "warmup", "iters", "interleaved", "loads")},
         "power": {"baseline": bench["models"][onnx_base].get("power"),
                   "pruned": bench["models"][onnx_pruned].get("power")} if job.power and confirm else None,
         "throttled": confirm and any(bench["models"][p]["throttled"] for p in (onnx_base, onnx_pruned)),

@@ -75,7 +75,7 @@ def netadapt_ckpt(tmp_path_factory, small_table, trained_ckpt):
     out = tmp_path_factory.mktemp("netadapt") / "pruned"
     r = run_cli("-m", "host.cli", "prune", "--perf-table", str(small_table), "--model", "resnet20", "--checkpoint",
                 str(trained_ckpt), "--dataset", "digits", "--budget", "0.7", "--out", str(out), "--short-term-steps",
-                "2", "--long-term-epochs", "1", "--init-reduction", "0.15", "--decay", "0.9", "--bench-iters", "30",
-                "--bench-rounds", "1")
+                "2", "--long-term-epochs", "1", "--init-reduction", "0.15", "--decay", "0.9", "--bench-seconds",
+                "1")
     assert r.returncode == 0, r.stderr
     return out / "model.pt"

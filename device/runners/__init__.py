@@ -40,6 +40,15 @@ def names() -> Tuple[str, ...]:
     return tuple(_RUNNERS)
 
 
+def is_self_timed(name: str) -> bool:
+    """Whether backend ``name`` wraps a vendor tool that times itself (no runtime needs to be installed here);
+    False for an unknown name (the device refuses it with the list of backends)."""
+    if name not in _RUNNERS:
+        return False
+    module, cls = _RUNNERS[name]
+    return bool(getattr(getattr(importlib.import_module(module), cls), "self_timed", False))
+
+
 def get_runner(name: str) -> Type:
     """The runner class of backend ``name``.
 

@@ -8,7 +8,7 @@ import torch
 from tests.conftest import run_cli
 
 FAST_NETADAPT = ["--short-term-steps", "2", "--long-term-epochs", "1", "--init-reduction", "0.15", "--decay", "0.9",
-                 "--bench-iters", "30", "--bench-rounds", "1"]
+                 "--bench-seconds", "1"]
 
 
 def test_help_loads_no_tensorrt_or_tensorflow():
@@ -115,13 +115,19 @@ def test_prune_end_to_end_with_resume(tmp_path, small_table, trained_ckpt):
     # the table holds minima (its statistic), so its prediction is judged against the measured minimum
     assert p["prediction_statistic"] == "min" and p["latency_ms_measured_min"] <= p["latency_ms_measured"]
     assert p["prediction_error"] == pytest.approx(p["latency_ms_predicted"] / p["latency_ms_measured_min"] - 1)
+    # confirmed as the table's calibration networks are timed: round-robin bursts of 4 over 5 loadings
+    from host.pipeline import confirmation_rounds
+
+    rounds = confirmation_rounds(1.0, [b["latency_ms_predicted"], p["latency_ms_predicted"]])
+    assert report["measurement"] == {"rounds": rounds, "warmup": 50, "iters": 4, "interleaved": True, "loads": 5}
+    assert len(p["latency_ms_load_medians"]) == 5 and p["latency_ms_round_medians"] is None
 
 
 @pytest.mark.slow
 def test_demo_runs_the_main_job(tmp_path):
     r = run_cli("-m", "host.cli", "demo", "--out", str(tmp_path / "demo"), "--epochs", "2",
                 "--short-term-steps", "2", "--long-term-epochs", "1", "--init-reduction", "0.15", "--decay", "0.9",
-                "--calibrate", "12")
+                "--calibrate", "12", "--bench-seconds", "2")
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "demo" / "pruned" / "report.json").read_text())
     assert report["pruned"]["latency_ms_predicted"] <= report["budget_ms"]
