@@ -7,6 +7,10 @@ calibration networks measured again among them (`host table validate --recalibra
 
 Writes bench/results/table_interpolation.json and the validation under bench/results/table_interpolation/ (with
 ``--out X.json``: X.json and X/).
+Then (unless --no-reference) the exhaustive table of the target grid is completed in the same work folder (only
+what the interpolated build did not measure is measured) and calibrated on the same calibration networks, and both
+tables are judged on the same validation networks side by side (`host table validate --compare`): the difference
+is what interpolation costs.
 Target (latency-table issue): >= 10x fewer measurements than the exhaustive per-channel grid, with the fidelity
 of bench/table_fidelity.py held.
 
@@ -21,6 +25,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +47,10 @@ def main() -> int:
                     help="validate the table as built only (and with its drift removed)")
     ap.add_argument("--statistic", choices=("min", "median"), default="min",
                     help="what entries and networks are taken by (host table build --statistic; default min)")
+    ap.add_argument("--no-reference", dest="reference", action="store_false",
+                    help="skip the exhaustive table of the target grid (measured in the same work folder: only the "
+                         "entries the interpolated build did not measure, with the same calibration networks), "
+                         "judged on the same validation networks side by side")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "table_interpolation.json"))
     args = ap.parse_args()
     if args.align is None:
@@ -49,7 +58,7 @@ def main() -> int:
     import models
     from host import ui
     from host.io import write_json
-    from host.latency.build import BuildConfig, build_table_interpolated
+    from host.latency.build import BuildConfig, build_table, build_table_interpolated
     from host.latency.calibrate import fit_summary
     from host.latency.space import build_space, enumerate_keys
     from host.latency.validate import validate_table
@@ -58,18 +67,29 @@ def main() -> int:
     space = build_space(models.create(args.model), shape)
     keys = enumerate_keys(space, args.granularity)
     exhaustive = len(enumerate_keys(space, 1))
-    t0 = time.monotonic()
-    cfg = BuildConfig(args.model, shape, granularity=args.granularity, jobs=2, warmup=10, iters=25, rounds=2,
-                      interleave=8, batch=300, calibrate=args.calibrate, statistic=args.statistic)
-    table = build_table_interpolated(cfg, keys, args.coarse, exhaustive=exhaustive, align=args.align, log=ui.log)
-    build_s = time.monotonic() - t0
     with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.monotonic()
+        cfg = BuildConfig(args.model, shape, granularity=args.granularity, jobs=2, warmup=10, iters=25, rounds=2,
+                          interleave=8, batch=300, calibrate=args.calibrate, statistic=args.statistic,
+                          workdir=str(Path(tmp) / "work"))
+        table = build_table_interpolated(cfg, keys, args.coarse, exhaustive=exhaustive, align=args.align, log=ui.log)
+        build_s = time.monotonic() - t0
         table_path = str(Path(tmp) / "table.json")  # ~1.5 MB: not kept in the repository
         table.save(table_path)
+        compare, ref = [], None
+        if args.reference:
+            # every entry of the target grid: what was measured above is not measured again, the rest is now; the
+            # calibration networks are the same measurements, so the comparison is the interpolation alone
+            t2 = time.monotonic()
+            ref = build_table(replace(cfg, resume=True), keys)
+            ref_s = time.monotonic() - t2
+            ref_path = str(Path(tmp) / "exhaustive.json")
+            ref.save(ref_path)
+            compare = [ref_path]
         out_dir = Path(args.out).with_suffix("")  # validate.json and validate.png beside the results
         t1 = time.monotonic()
         doc = validate_table(table_path, args.model, samples=args.samples, seed=0, out_dir=str(out_dir), warmup=10,
-                             anchors=args.anchors, jobs=2, recalibrate=args.recalibrate)
+                             anchors=args.anchors, jobs=2, recalibrate=args.recalibrate, compare=compare)
     b, it = table.build, table.build["interpolation"]
     drift = doc["drift"] or {}
     recal = doc.get("recalibrated") or {}
@@ -89,6 +109,7 @@ def main() -> int:
                        "pearson_r": doc["pearson_r"], "drift": drift or None, "recalibrated": recal or None,
                        "rounds": doc["rounds"], "iters": doc["iters"], "loads": doc["loads"],
                        "interpolated_share_of_sites": _interp_share(table, space, doc)},
+        "reference": None if ref is None else _reference(ref, ref_s, doc["compared"][0], table),
         "meets_10x": exhaustive / b["measured"] >= 10,
         "meets_fidelity_raw": doc["mean_abs_rel_error"] <= 0.01 and doc["max_abs_rel_error"] <= 0.03,
         "meets_fidelity_drift_corrected": bool(drift) and drift["mean_abs_rel_error"] <= 0.01
@@ -104,7 +125,40 @@ def main() -> int:
           f"{drift.get('mean_abs_rel_error', float('nan')):.2%} / {drift.get('max_abs_rel_error', float('nan')):.2%}; "
           f"recalibrated {recal.get('mean_abs_rel_error', float('nan')):.2%} / "
           f"{recal.get('max_abs_rel_error', float('nan')):.2%} -> {args.out}")
+    if ref is not None:
+        c = doc["compared"][0]
+        print(f"exhaustive table of the grid ({len(ref.entries)} entries), same networks: {c['mean_abs_rel_error']:.2%} / "
+              f"{c['max_abs_rel_error']:.2%}" + "".join(f"; {lbl} {c[k]['mean_abs_rel_error']:.2%} / "
+                                                        f"{c[k]['max_abs_rel_error']:.2%}"
+                                                        for k, lbl in (("drift", "drift removed"),
+                                                                       ("recalibrated", "recalibrated")) if c[k]))
     return 0
+
+
+def _reference(ref, wall_s, judged, table) -> dict:
+    """The exhaustive table of the target grid, judged on the validation networks beside the interpolated one."""
+    from host.latency.calibrate import fit_summary
+
+    return {"entries": len(ref.entries), "measurements_after_the_interpolated_build": ref.build["measurements"],
+            "build_wall_s": round(wall_s, 1), "calibration_fit": fit_summary(ref.calibration["fit"]),
+            "validation": {k: judged[k] for k in ("mean_abs_rel_error", "max_abs_rel_error", "mean_rel_error",
+                                                  "pearson_r", "drift", "recalibrated")},
+            "interpolated_entries_vs_measured": _entry_errors(table, ref),
+            "what": "every configuration of the target grid measured (the interpolated build's measurements reused), "
+                    "calibrated on the same calibration networks; the difference to the interpolated table's errors "
+                    "is what interpolation costs"}
+
+
+def _entry_errors(table, ref) -> dict:
+    """Interpolated entries against the same configurations measured: relative error of the table's statistic."""
+    import numpy as np
+
+    stat = table.statistic
+    e = np.array([table.lookup(r.key).ms(stat) / r.ms(stat) - 1 for r in ref.entries
+                  if table.lookup(r.key).source == "interpolated"])
+    return {"n": int(e.size), "mean_abs_rel_error": float(np.abs(e).mean()) if e.size else None,
+            "max_abs_rel_error": float(np.abs(e).max()) if e.size else None,
+            "mean_rel_error": float(e.mean()) if e.size else None}
 
 
 def _cpu_channel_block() -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import tempfile
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from host.errors import UserError
 
@@ -58,7 +58,7 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
                    out_dir: Optional[str] = None, rounds: int = NETWORK_ROUNDS, iters: int = NETWORK_ITERS,
                    warmup: int = 10, num_classes: int = 10, trust_new_host: bool = False, on_line=None,
                    anchors: int = 6, jobs: int = 1, interleave: bool = True, recalibrate: bool = False,
-                   loads: Optional[int] = None) -> Dict[str, object]:
+                   loads: Optional[int] = None, compare: Sequence[str] = ()) -> Dict[str, object]:
     """Predicted vs measured latency of ``samples`` random pruned architectures of ``model_name``.
 
     Args:
@@ -82,15 +82,20 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
             recalibrate`` right before use gives, with calibration and validation in one device session.
         interleave: every architecture loaded once and timed in round-robin bursts (``device bench
             --interleave``); off for backends that time themselves.
+        compare: more tables of the same model, backend and statistic judged on the same measured networks,
+            side by side (e.g. the exhaustive table of the grid beside an interpolated one). The drift and the
+            refit apply to a compared table whose calibration networks are the first table's.
 
     Returns:
         ``{"model", "table", "device", "samples", "mean_abs_rel_error", "max_abs_rel_error", "pearson_r",
         "drift": {"speed_ratio", "anchors", "mean_abs_rel_error", "max_abs_rel_error", ...} or None,
         "recalibrated": {"networks", "mean_abs_rel_error", "max_abs_rel_error", "pearson_r", "fit", ...} or None,
-        "architectures": [{"widths", "predicted_ms", "measured_ms", "rel_error"}], ...}``.
+        "architectures": [{"widths", "predicted_ms", "measured_ms", "rel_error"}], "compared": [{"table",
+        "mean_abs_rel_error", "max_abs_rel_error", "pearson_r", "drift", "recalibrated", "predicted_ms"}], ...}``.
 
     Raises:
-        UserError: a bad table, model or sample count; DeviceError from the device.
+        UserError: a bad table, model or sample count, or a compared table of another backend or statistic;
+            DeviceError from the device.
     """
     import numpy as np
 
@@ -115,6 +120,10 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
         raise UserError(f"{table_path}: --recalibrate needs a table built with --calibrate N (it has no calibration "
                         "networks)")
     anchor_nets = fit_nets if recalibrate else fit_nets[:max(0, anchors)]
+    others = [(c, load_table(c)) for c in compare]
+    for c, t in others:
+        if (t.backend, t.statistic, tuple(t.input_shape)) != (table.backend, table.statistic, tuple(table.input_shape)):
+            raise UserError(f"{c}: cannot be compared with {table_path}: backend, statistic or input shape differs")
     meas, got = measure_networks(table, model_name, num_classes, archs + [n["widths"] for n in anchor_nets], device,
                                  rounds, iters, warmup, jobs, trust_new_host, on_line, interleave, loads)
     now, anchor_now = got[:len(archs)], got[len(archs):]
@@ -150,6 +159,8 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
                  "pearson_r": float(pearsonr([r["measured_ms"] for r in rows],
                                              [r["recalibrated_predicted_ms"] for r in rows])[0]),
                  "fit": fit_summary(table.calibration["fit"])}
+    compared = [_judge_other(c, t, model_name, num_classes, rows, fit_nets, anchor_nets, anchor_now, drift, recalibrate)
+                for c, t in others]
     err = np.abs([r["rel_error"] for r in rows])
     x, y = np.array([r["measured_ms"] for r in rows]), np.array([r["predicted_ms"] for r in rows])
 
@@ -162,11 +173,43 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
            "pearson_r": float(pearsonr(x, y)[0]), "drift": drift, "recalibrated": recal,
            "calibration": {k: v for k, v in table.calibration.items() if k != "fit"},
            "fit": fit_summary(pred.fit) if pred.fit else None,
-           "architectures": rows}
+           "architectures": rows, "compared": compared}
     if out_dir:
         write_json(Path(out_dir) / "validate.json", doc)
         plot_validation(doc, str(Path(out_dir) / "validate.png"))
     return doc
+
+
+def _errors(pred_ms: Sequence[float], rows: List[Dict[str, object]]) -> Dict[str, float]:
+    import numpy as np
+
+    e = np.array([p / r["measured_ms"] - 1 for p, r in zip(pred_ms, rows)])
+    return {"mean_abs_rel_error": float(np.abs(e).mean()), "max_abs_rel_error": float(np.abs(e).max()),
+            "mean_rel_error": float(e.mean())}
+
+
+def _judge_other(path: str, table, model_name: str, num_classes: int, rows: List[Dict[str, object]],
+                 fit_nets, anchor_nets, anchor_now, drift, recalibrate: bool) -> Dict[str, object]:
+    """A compared table's errors on the measured networks ``rows`` (see :func:`validate_table`)."""
+    from scipy.stats import pearsonr
+
+    import models
+    from host.latency.table import TablePredictor
+
+    pred = TablePredictor.for_model(table, models.create(model_name, num_classes))
+    p = [pred.predict_ms(r["widths"]) for r in rows]
+    out = {"table": path, **_errors(p, rows), "pearson_r": float(pearsonr([r["measured_ms"] for r in rows], p)[0]),
+           "entries": len(table.entries), "build": {k: table.build.get(k) for k in ("measured", "interpolated")},
+           "drift": None, "recalibrated": None, "predicted_ms": p}
+    mine = (pred.fit or {}).get("networks", [])
+    same_nets = [n["widths"] for n in mine] == [n["widths"] for n in fit_nets]
+    if drift and same_nets and [n["measured_ms"] for n in mine] == [n["measured_ms"] for n in fit_nets]:
+        out["drift"] = {"speed_ratio": drift["speed_ratio"], **_errors([v * drift["speed_ratio"] for v in p], rows)}
+    if recalibrate and same_nets:
+        _refit(table, pred.space, anchor_nets, anchor_now)
+        now = TablePredictor.for_model(table, models.create(model_name, num_classes))
+        out["recalibrated"] = _errors([now.predict_ms(r["widths"]) for r in rows], rows)
+    return out
 
 
 def measure_networks(table, model_name: str, num_classes: int, archs: List[Dict[str, int]], device: Optional[str],

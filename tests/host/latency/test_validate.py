@@ -5,10 +5,21 @@ import json
 from tests.conftest import run_cli
 
 
+def _scaled_copy(src, dst, factor):
+    """The table with every latency (entries and overhead) times ``factor``: it predicts ``factor`` times as much."""
+    d = json.loads(src.read_text())
+    for e in d["entries"]:
+        e["latency_ms"] = {k: v * factor if isinstance(v, float) else v for k, v in e["latency_ms"].items()}
+    d["calibration"]["overhead_ms"] *= factor
+    dst.write_text(json.dumps(d))
+    return dst
+
+
 def test_validate_measures_random_architectures_against_the_table(tmp_path, small_table):
     out = tmp_path / "val"
+    slow = _scaled_copy(small_table, tmp_path / "slow.json", 1.1)
     r = run_cli("-m", "host.cli", "table", "validate", str(small_table), "--model", "resnet20", "--samples", "5",
-                "--rounds", "1", "--iters", "30", "--seed", "3", "--out", str(out))
+                "--rounds", "1", "--iters", "30", "--seed", "3", "--out", str(out), "--compare", str(slow))
     assert r.returncode == 0, r.stderr
     doc = json.loads((out / "validate.json").read_text())
     assert doc["rounds"] == 1 and doc["loads"] == 1  # default loadings: min(5, rounds)
@@ -22,6 +33,21 @@ def test_validate_measures_random_architectures_against_the_table(tmp_path, smal
     assert -1 <= doc["pearson_r"] <= 1
     assert (out / "validate.png").read_bytes()[:4] == b"\x89PNG"
     assert "mean |error|" in r.stdout
+    # the compared table is judged on the same measured networks
+    (c,) = doc["compared"]
+    assert c["table"] == str(slow) and c["drift"] is None and c["recalibrated"] is None
+    for a, p in zip(doc["architectures"], c["predicted_ms"]):
+        assert abs(p - 1.1 * a["predicted_ms"]) < 1e-9
+    errs = [abs(p / a["measured_ms"] - 1) for a, p in zip(doc["architectures"], c["predicted_ms"])]
+    assert c["max_abs_rel_error"] == max(errs) and "compared: " + str(slow) in r.stdout
+
+
+def test_validate_refuses_to_compare_a_table_of_another_statistic(tmp_path, small_table):
+    other = tmp_path / "median.json"
+    other.write_text(small_table.read_text().replace('"statistic": "min"', '"statistic": "median"'))
+    r = run_cli("-m", "host.cli", "table", "validate", str(small_table), "--samples", "3", "--compare", str(other))
+    assert r.returncode == 2 and "cannot be compared with" in r.stderr and "statistic" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_validate_refuses_too_few_samples(small_table):
