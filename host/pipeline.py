@@ -68,7 +68,7 @@ def confirmation_rounds(seconds: float, predicted_ms) -> int:
         UserError: ``seconds`` not positive.
     """
     if not seconds > 0:
-        raise UserError(f"--bench-seconds must be > 0, got {seconds}")
+        raise UserError(f"--bench-seconds must be > 0, got {seconds:g}")
     per_round_s = NETWORK_ITERS * sum(predicted_ms) / 1000.0
     want = int(-(-seconds // per_round_s)) if per_round_s > 0 else NETWORK_ROUNDS
     return max(NETWORK_ROUNDS, min(MAX_CONFIRMATION_ROUNDS, want))
@@ -91,10 +91,12 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
 
     Raises:
         UserError subclasses: unreadable table/checkpoint/dataset, table for another model or input shape,
-            unreachable budget, classes that do not match.
+            unreachable budget, classes that do not match, ``bench_seconds`` not positive.
     """
     t_start = time.monotonic()
     out = Path(job.out)
+    if not job.bench_seconds > 0:  # refused before any work, not after NetAdapt
+        raise UserError(f"--bench-seconds must be > 0, got {job.bench_seconds:g}")
     table = load_table(job.table)
     check_backend(table, job.table, job.backend)
     # An imported table (the earlier NetAdapt work's Raspberry Pi table) describes a board that is not here:

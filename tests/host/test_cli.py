@@ -43,6 +43,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, small_table, trained_ckpt
     one_line_error(run_cli(*prune, "--checkpoint", C, "--backend", "litert"), "measured with backend 'ort', not 'litert'")
     one_line_error(run_cli(*prune, "--checkpoint", C, "--budget-ms", "0.001"), "unreachable", "narrowest network")
     one_line_error(run_cli(*prune, "--checkpoint", C, "--budget", "1.5"), "--budget must be a fraction")
+    one_line_error(run_cli(*prune, "--checkpoint", C, "--bench-seconds", "0"), "--bench-seconds must be > 0, got 0")
     one_line_error(run_cli(*prune, "--checkpoint", C, "--dataset", "cifar100", "--data-dir", str(tmp_path)),
                    "cifar-100-python")
     import models
