@@ -137,12 +137,10 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
     if anchor_nets:
         ratios = [m / n["measured_ms"] for (m, *_), n in zip(anchor_now, anchor_nets)]
         k = float(np.median(ratios))
-        derr = np.array([r["predicted_ms"] * k / r["measured_ms"] - 1 for r in rows])
         drift = {"speed_ratio": k, "anchors": len(ratios), "anchor_ratios": ratios,
                  "what": "median over the table's calibration networks of (latency now / latency at build); "
                          "errors below scale every prediction by it",
-                 "mean_abs_rel_error": float(np.abs(derr).mean()), "max_abs_rel_error": float(np.abs(derr).max()),
-                 "mean_rel_error": float(derr.mean())}
+                 **_errors([r["predicted_ms"] * k for r in rows], rows)}
     from scipy.stats import pearsonr
 
     recal = None
@@ -151,11 +149,9 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
         pred_now = TablePredictor.for_model(table, models.create(model_name, num_classes))
         for r in rows:
             r["recalibrated_predicted_ms"] = pred_now.predict_ms(r["widths"])
-        rerr = np.array([r["recalibrated_predicted_ms"] / r["measured_ms"] - 1 for r in rows])
         recal = {"what": "the table refitted on its calibration networks measured in this session (host table "
                          "recalibrate), errors of its predictions",
-                 "networks": len(anchor_nets), "mean_abs_rel_error": float(np.abs(rerr).mean()),
-                 "max_abs_rel_error": float(np.abs(rerr).max()), "mean_rel_error": float(rerr.mean()),
+                 "networks": len(anchor_nets), **_errors([r["recalibrated_predicted_ms"] for r in rows], rows),
                  "pearson_r": float(pearsonr([r["measured_ms"] for r in rows],
                                              [r["recalibrated_predicted_ms"] for r in rows])[0]),
                  "fit": fit_summary(table.calibration["fit"])}
