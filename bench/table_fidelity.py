@@ -75,6 +75,7 @@ def run_model(name: str, args) -> dict:
         "mean_rel_error": doc["mean_rel_error"], "pearson_r": doc["pearson_r"],
         "drift": {k: v for k, v in drift.items()} or None,
         "recalibrated": recal or None,
+        "measurement_noise": doc.get("measurement_noise"),
         "meets_target_raw": doc["mean_abs_rel_error"] <= MEAN_TARGET and doc["max_abs_rel_error"] <= MAX_TARGET,
         "meets_target_drift_corrected": bool(drift) and drift["mean_abs_rel_error"] <= MEAN_TARGET
         and drift["max_abs_rel_error"] <= MAX_TARGET,

@@ -108,6 +108,7 @@ def main() -> int:
                        "max_abs_rel_error": doc["max_abs_rel_error"], "mean_rel_error": doc["mean_rel_error"],
                        "pearson_r": doc["pearson_r"], "drift": drift or None, "recalibrated": recal or None,
                        "rounds": doc["rounds"], "iters": doc["iters"], "loads": doc["loads"],
+                       "measurement_noise": doc.get("measurement_noise"),
                        "interpolated_share_of_sites": _interp_share(table, space, doc)},
         "reference": None if ref is None else _reference(ref, ref_s, doc["compared"][0], table),
         "meets_10x": exhaustive / b["measured"] >= 10,

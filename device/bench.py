@@ -209,8 +209,9 @@ def bench_interleaved(paths: List[str], rounds: int, backend: str = "ort", threa
 
     Returns:
         One record per model in the order of ``paths``, as :func:`bench_model` (``power`` None), with
-        ``latency_ms`` over all ``rounds * iters`` samples, ``rounds``, ``loads``, ``round_medians_ms``,
-        ``load_medians_ms``, ``interleaved: True`` (and ``samples_ms`` with ``keep_samples``); ``init_ms`` and
+        ``latency_ms`` over all ``rounds * iters`` samples, ``rounds``, ``loads``, ``round_medians_ms`` and
+        ``round_mins_ms`` (each burst's median and fastest run, bursts in the order taken), ``load_medians_ms``,
+        ``interleaved: True`` (and ``samples_ms`` with ``keep_samples``); ``init_ms`` and
         ``first_inference_ms`` are of the first loading; the thermal snapshots are of the whole run.
 
     Raises:
@@ -284,7 +285,8 @@ def bench_interleaved(paths: List[str], rounds: int, backend: str = "ort", threa
             "model": os.path.basename(p), "sha256": sha256_file(p), "backend": backend, "precision": precision,
             "threads": threads, "affinity": affinity, "warmup": warmup, "warmup_s": None, "iters": iters,
             "rounds": rounds, "loads": loads, "interleaved": True,
-            "round_medians_ms": [float(np.median(a)) for a in sm], "load_medians_ms": load_medians[i],
+            "round_medians_ms": [float(np.median(a)) for a in sm], "round_mins_ms": [float(a.min()) for a in sm],
+            "load_medians_ms": load_medians[i],
             "init_ms": first[i][0], "first_inference_ms": first[i][1], "latency_ms": stats.to_dict(),
             "throughput_ips": 1000.0 / stats.mean, "cool_down": None,
             "thermal_before": {k: v for k, v in before.items() if k != "t_s"},

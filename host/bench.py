@@ -57,7 +57,8 @@ def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = 
 
     Returns:
         ``{"device": metadata, "backend", "threads", "rounds", "models": {path: {"latency_ms": stats of the
-        round with the median median, "round_medians_ms": [...], "load_medians_ms": [...] (interleaved: the median
+        round with the median median, "round_medians_ms": [...], "round_mins_ms": [...] (each round's fastest run;
+        None entries for tools that report no minimum), "load_medians_ms": [...] (interleaved: the median
         of each loading), "median_ms": float, "min_ms": the fastest run
         of all rounds (None for tools that report no minimum), "init_ms",
         "first_inference_ms", "sha256", "power", "throttled", "records"}}, "pulled": [local files]}``.
@@ -107,6 +108,7 @@ def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = 
         out[p] = {"median_ms": _center(mid), "latency_ms": mid["latency_ms"],
                   "min_ms": min(mins) if all(isinstance(v, (int, float)) for v in mins) else None,
                   "round_medians_ms": mid.get("round_medians_ms") or [_center(r) for r in per[n]],
+                  "round_mins_ms": mid.get("round_mins_ms") or [r["latency_ms"].get("min") for r in per[n]],
                   "load_medians_ms": mid.get("load_medians_ms"),
                   "init_ms": mid["init_ms"], "first_inference_ms": mid["first_inference_ms"], "sha256": mid["sha256"],
                   "power": mid.get("power"), "throttled": any(r.get("throttled") for r in per[n]),

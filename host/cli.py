@@ -577,6 +577,11 @@ def cmd_table_validate(args) -> int:
                      f"{doc['mean_abs_rel_error']:.2%}, "
                      f"max {doc['max_abs_rel_error']:.2%}, mean signed {doc['mean_rel_error']:+.2%}, Pearson r "
                      f"{doc['pearson_r']:.4f}" + (f" -> {args.out}/validate.json, validate.png" if args.out else ""))
+        if doc.get("measurement_noise"):
+            n = doc["measurement_noise"]
+            lo, hi = n["mean_abs_rel_error_floor"]
+            print(f"measurement noise: each network's even vs odd rounds differ by {n['split_half_rms_rel_diff']:.2%} "
+                  f"(rms); an exact table would show a mean |error| of about {lo:.2%}-{hi:.2%} here")
         if doc.get("drift"):
             d = doc["drift"]
             print(f"device speed now vs at the build (median of {d['anchors']} anchors): x{d['speed_ratio']:.4f}; with "

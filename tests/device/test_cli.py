@@ -161,4 +161,5 @@ def test_interleaved_bench_can_keep_every_timed_run(tmp_path):
         s = np.array(x["samples_ms"])
         assert s.size == 20 and x["latency_ms"]["min"] == s.min() and x["latency_ms"]["median"] == np.median(s)
         assert x["round_medians_ms"] == [float(np.median(c)) for c in s.reshape(4, 5)]
+        assert x["round_mins_ms"] == [float(c.min()) for c in s.reshape(4, 5)]
     assert "samples_ms" not in bench_interleaved([str(a)], rounds=1, warmup=0, iters=2)[0]

@@ -33,6 +33,7 @@ def test_validate_measures_random_architectures_against_the_table(tmp_path, smal
     assert -1 <= doc["pearson_r"] <= 1
     assert (out / "validate.png").read_bytes()[:4] == b"\x89PNG"
     assert "mean |error|" in r.stdout
+    assert doc["measurement_noise"] is None and "measurement noise" not in r.stdout  # one round: no halves
     # the compared table is judged on the same measured networks
     (c,) = doc["compared"]
     assert c["table"] == str(slow) and c["drift"] is None and c["recalibrated"] is None
@@ -40,6 +41,46 @@ def test_validate_measures_random_architectures_against_the_table(tmp_path, smal
         assert abs(p - 1.1 * a["predicted_ms"]) < 1e-9
     errs = [abs(p / a["measured_ms"] - 1) for a, p in zip(doc["architectures"], c["predicted_ms"])]
     assert c["max_abs_rel_error"] == max(errs) and "compared: " + str(slow) in r.stdout
+
+
+def test_validate_reports_the_measurement_noise_from_split_rounds(tmp_path, small_table):
+    """Each network's fastest run over its even vs its odd rounds, as measured: the floor no table can beat."""
+    import math
+
+    out = tmp_path / "val"
+    r = run_cli("-m", "host.cli", "table", "validate", str(small_table), "--model", "resnet20", "--samples", "4",
+                "--rounds", "6", "--iters", "3", "--loads", "2", "--seed", "5", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((out / "validate.json").read_text())
+    d = []
+    for a in doc["architectures"]:
+        mins = a["round_mins_ms"]
+        assert len(mins) == 6 and min(mins) == a["measured_ms"]  # a min table: the fastest run of all rounds
+        assert all(m <= med for m, med in zip(mins, a["round_medians_ms"]))
+        d.append(math.log(min(mins[0::2]) / min(mins[1::2])))
+    n = doc["measurement_noise"]
+    s = math.sqrt(sum(x * x for x in d) / len(d))
+    assert n["networks"] == 4 and n["rounds"] == 6 and abs(n["split_half_rms_rel_diff"] - s) < 1e-12
+    assert n["noise_std"] == [s / 2, s / math.sqrt(2)]
+    assert "measurement noise: each network's even vs odd rounds differ by" in r.stdout
+
+
+def test_split_half_noise_by_the_tables_statistic():
+    import math
+
+    from host.latency.validate import split_half_noise
+
+    # even rounds 2% slower than odd ones in every network: ln(1.02) apart, whatever the statistic
+    rows = [{"round_mins_ms": [1.02 * k, 1.0 * k, 1.03 * k, 1.01 * k], "round_medians_ms": [1.2 * k, 1.1 * k] * 2}
+            for k in (1.0, 2.0, 3.0)]
+    lo = split_half_noise(rows, "min")
+    assert lo["networks"] == 3 and abs(lo["split_half_rms_rel_diff"] - math.log(1.02)) < 1e-12
+    assert abs(lo["mean_abs_rel_error_floor"][1] - math.log(1.02) / math.sqrt(2) * math.sqrt(2 / math.pi)) < 1e-12
+    med = split_half_noise(rows, "median")
+    assert abs(med["split_half_rms_rel_diff"] - math.log(1.2 / 1.1)) < 1e-12
+    # a tool without per-round minima, or a single round: nothing to split
+    assert split_half_noise([{"round_mins_ms": [None, None]}] * 3, "min") is None
+    assert split_half_noise([{"round_mins_ms": [1.0]}] * 3, "min") is None
 
 
 def test_validate_refuses_to_compare_a_table_of_another_statistic(tmp_path, small_table):
