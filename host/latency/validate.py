@@ -189,9 +189,9 @@ def split_half_noise(rows: Sequence[Dict[str, object]], statistic: str) -> Optio
     a standard deviation between ``s / 2`` (were the noise to fall as 1/sqrt(runs), as a median's does) and
     ``s / sqrt(2)`` (that of a half; a minimum improves more slowly than 1/sqrt(runs)). A prediction that were
     exact would then show a mean absolute error of sqrt(2/pi) times that (half-normal), which is reported as
-    ``mean_abs_rel_error_floor``. Checked on 150 wrn40_2 networks on a 2-core VM measured in 200 bursts of 4
-    over 20 loadings: s = 1.96%, bounds 0.98-1.39%; the same statistic from 10 other loadings disagreed by
-    1.19% per measurement.
+    ``mean_abs_rel_error_floor``. Checked on 150 wrn40_2 networks on a 2-core VM timed in 200 bursts of 4
+    over 20 loadings, each network's minimum from 10 of the loadings: s = 1.96%, bounds 0.98-1.39%; the
+    minima from the other 10 loadings disagreed with them by 1.19% per measurement.
 
     Args:
         rows: ``{"round_mins_ms": [ms per round] or None, "round_medians_ms": [ms per round]}`` per network.
