@@ -55,6 +55,12 @@ class PruneJob:
 MAX_CONFIRMATION_ROUNDS = 20000
 
 
+def check_bench_seconds(seconds: float) -> None:
+    """Raises UserError unless ``seconds`` (``--bench-seconds``) is positive."""
+    if not seconds > 0:
+        raise UserError(f"--bench-seconds must be > 0, got {seconds:g}")
+
+
 def confirmation_rounds(seconds: float, predicted_ms) -> int:
     """Round-robin bursts for the prune confirmation: enough bursts of :data:`NETWORK_ITERS` runs of every
     network for about ``seconds`` of timing, judged by the table's predictions (ms), and never fewer than the
@@ -67,8 +73,7 @@ def confirmation_rounds(seconds: float, predicted_ms) -> int:
     Raises:
         UserError: ``seconds`` not positive.
     """
-    if not seconds > 0:
-        raise UserError(f"--bench-seconds must be > 0, got {seconds:g}")
+    check_bench_seconds(seconds)
     per_round_s = NETWORK_ITERS * sum(predicted_ms) / 1000.0
     want = int(-(-seconds // per_round_s)) if per_round_s > 0 else NETWORK_ROUNDS
     return max(NETWORK_ROUNDS, min(MAX_CONFIRMATION_ROUNDS, want))
@@ -95,8 +100,7 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
     """
     t_start = time.monotonic()
     out = Path(job.out)
-    if not job.bench_seconds > 0:  # refused before any work, not after NetAdapt
-        raise UserError(f"--bench-seconds must be > 0, got {job.bench_seconds:g}")
+    check_bench_seconds(job.bench_seconds)  # refused before any work, not after NetAdapt
     table = load_table(job.table)
     check_backend(table, job.table, job.backend)
     # An imported table (the earlier NetAdapt work's Raspberry Pi table) describes a board that is not here:

@@ -158,15 +158,13 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
                  "fit": fit_summary(table.calibration["fit"])}
     compared = [_judge_other(c, t, model_name, num_classes, rows, fit_nets, anchor_nets, anchor_now, drift, recalibrate)
                 for c, t in others]
-    err = np.abs([r["rel_error"] for r in rows])
-    x, y = np.array([r["measured_ms"] for r in rows]), np.array([r["predicted_ms"] for r in rows])
+    x, y = [r["measured_ms"] for r in rows], [r["predicted_ms"] for r in rows]
 
     doc = {"schema": "edgeshrink.table_validation", "schema_version": 1, "model": model_name, "table": table_path,
            "table_device": table.device, "device": meas["device"], "backend": table.backend, "threads": table.threads,
            "granularity": gran, "statistic": table.statistic, "samples": len(rows), "seed": seed, "rounds": rounds, "iters": iters, "interleaved": interleave,
            "loads": loads,
-           "mean_abs_rel_error": float(err.mean()), "max_abs_rel_error": float(err.max()),
-           "mean_rel_error": float(np.mean([r["rel_error"] for r in rows])),
+           **_errors(y, rows),
            "pearson_r": float(pearsonr(x, y)[0]), "drift": drift, "recalibrated": recal,
            "measurement_noise": split_half_noise(rows, table.statistic),
            "calibration": {k: v for k, v in table.calibration.items() if k != "fit"},
