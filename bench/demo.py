@@ -9,7 +9,6 @@ budget; top-1 drop <= 2 points; wall time <= 15 minutes on a 2-core CPU).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import subprocess
 import sys
@@ -17,22 +16,23 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgeshrink.device.provenance import utc_now
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def main() -> int:
-    from host.io import write_json
+    from edgeshrink.host.io import write_json
 
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.monotonic()
-        subprocess.run([sys.executable, "-m", "host.cli", "demo", "--out", tmp, "--fresh"], check=True)
+        subprocess.run([sys.executable, "-m", "edgeshrink.host.cli", "demo", "--out", tmp, "--fresh"], check=True)
         wall = time.monotonic() - t0
         report = json.loads((Path(tmp) / "pruned" / "report.json").read_text())
     b, p = report["baseline"], report["pruned"]
     ratio = p["latency_ms_measured"] / b["latency_ms_measured"]
     result = {
-        "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_utc": utc_now(),
         "device": report["device"], "backend": report["backend"], "threads": report["threads"],
         "wall_s": round(wall, 1), "budget_fraction": report["budget_fraction"], "budget_ms": report["budget_ms"],
         "iterations": len(report["iterations"]),

@@ -12,7 +12,6 @@ bench/results/formats.png.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import subprocess
 import sys
@@ -20,8 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgeshrink.device.provenance import utc_now
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 ARTIFACTS = (("onnx", "fp32", "ort"), ("tflite", "fp32", "litert"), ("tflite", "fp16", "litert"),
              ("tflite", "int8", "litert"))
@@ -34,15 +34,15 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=500)
     args = ap.parse_args()
 
-    from host.bench import bench_on_device
-    from host.export.artifact import export_artifact
-    from host.io import write_json
+    from edgeshrink.host.bench import bench_on_device
+    from edgeshrink.host.export.artifact import export_artifact
+    from edgeshrink.host.io import write_json
 
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.checkpoint
         if not ckpt:
-            subprocess.run([sys.executable, "-m", "host.cli", "train", "--model", "resnet20", "--dataset", "digits",
+            subprocess.run([sys.executable, "-m", "edgeshrink.host.cli", "train", "--model", "resnet20", "--dataset", "digits",
                             "--epochs", "20", "--out", f"{tmp}/base"], check=True)
             ckpt = f"{tmp}/base/model.pt"
         docs = {}
@@ -67,8 +67,8 @@ def main() -> int:
         import numpy as np
         import onnxruntime as ort
 
-        from host.data import load_digits
-        from host.export.tflite import TFLiteModel
+        from edgeshrink.host.data import load_digits
+        from edgeshrink.host.export.tflite import TFLiteModel
 
         data = load_digits(seed=0)
         x, y = data.normalize(data.test.images).numpy(), data.test.labels.numpy()
@@ -85,7 +85,7 @@ def main() -> int:
     base = next(r for r in rows if r["format"] == "onnx")
     for r in rows:
         r["latency_vs_onnx_fp32"] = r["median_ms"] / base["median_ms"]
-    doc = {"created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    doc = {"created_utc": utc_now(),
            "device": {k: dev.get(k) for k in ("spec", "hostname", "cpu", "threads")}, "model": "resnet20",
            "dataset": "digits", "rounds": args.rounds, "iters": args.iters, "artifacts": rows,
            "int8_top1_drop_vs_fp32": next(r for r in rows if r["precision"] == "int8")["check"]["top1_drop"],

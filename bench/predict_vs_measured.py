@@ -10,7 +10,6 @@ is reported beside it.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import subprocess
 import sys
@@ -18,37 +17,39 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgeshrink.device.provenance import utc_now
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def main() -> int:
-    import models
-    from host.export.onnx import export_onnx
-    from host.io import write_json
-    from host.latency.table import TablePredictor, load_table
+    from edgeshrink import models
+    from edgeshrink.host.export.onnx import export_onnx
+    from edgeshrink.host.io import write_json
+    from edgeshrink.host.latency.predict import TablePredictor
+    from edgeshrink.host.latency.table import load_table
 
     table_path = ROOT / "latency_tables" / "resnet20_ort_local_1t.json"
     t0 = time.monotonic()
-    subprocess.run([sys.executable, "-m", "host.cli", "table", "build", "--model", "resnet20", "--input", "1x3x32x32",
+    subprocess.run([sys.executable, "-m", "edgeshrink.host.cli", "table", "build", "--model", "resnet20", "--input", "1x3x32x32",
                     "--device", "local", "--backend", "ort", "--threads", "1", "--granularity", "4", "--jobs", "2",
                     "-o", str(table_path)], check=True)
     build_s = time.monotonic() - t0
     table = load_table(str(table_path))
-    pred = TablePredictor.for_model(table, models.create("resnet20"))
+    pred = TablePredictor.for_model(table, models.create_model("resnet20"))
     widths = pred.space.full_widths
     predicted = pred.predict_ms(widths)
     naive = sum(table.lookup(k).ms(table.statistic) for k in pred.space.keys(widths))
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "resnet20.onnx"
-        export_onnx(models.create("resnet20").eval(), (1, 3, 32, 32), str(onnx_path))
-        out = subprocess.run([sys.executable, "-m", "host.cli", "bench", str(onnx_path), "--device", "local",
+        export_onnx(models.create_model("resnet20").eval(), (1, 3, 32, 32), str(onnx_path))
+        out = subprocess.run([sys.executable, "-m", "edgeshrink.host.cli", "bench", str(onnx_path), "--device", "local",
                               "--backend", "ort", "--threads", "1", "--rounds", "3", "--json"],
                              check=True, capture_output=True, text=True).stdout
     bench = json.loads(out)
     measured = next(iter(bench["models"].values()))[f"{table.statistic}_ms"]  # what the table predicts
     result = {
-        "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_utc": utc_now(),
         "model": "resnet20", "device": bench["device"], "backend": "ort", "threads": 1,
         "table": str(table_path.relative_to(ROOT)), "table_entries": len(table.entries),
         "table_build_s": round(build_s, 1), "overhead_ms": table.overhead_ms,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime as dt
 import itertools
 import json
 import sys
@@ -31,8 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgeshrink.device.provenance import utc_now
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def index_add_onnx(width: int, ca: int, cb, h: int, w: int, path: str, seed: int = 0) -> None:
@@ -77,36 +77,36 @@ def main() -> int:
     import onnx
     import torch
 
-    import models
-    from host.bench import bench_on_device
-    from host.data import load_digits
-    from host.export.onnx import check_onnx, export_onnx
-    from host.io import write_json
-    from host.latency.build import BuildConfig, build_table
-    from host.latency.micro import overhead_model
-    from host.latency.space import build_space, enumerate_keys
-    from host.latency.table import TablePredictor
-    from host.prune.residual import (branch_names, independent_from_dense, interpolated_entry_ms, layer_keys,
-                                     select_independent_keep)
-    from host.prune.surgery import prune_group_
-    from host.remote import open_device
-    from host.train import TrainConfig, evaluate, train
+    from edgeshrink import models
+    from edgeshrink.host.bench import bench_on_device
+    from edgeshrink.host.data import load_digits
+    from edgeshrink.host.export.onnx import check_onnx, export_onnx
+    from edgeshrink.host.io import write_json
+    from edgeshrink.host.latency.build import BuildConfig, build_table
+    from edgeshrink.host.latency.micro import overhead_model
+    from edgeshrink.host.latency.space import build_space, enumerate_keys
+    from edgeshrink.host.latency.predict import TablePredictor
+    from edgeshrink.host.prune.residual import interpolated_entry_ms, layer_keys, select_independent_keep
+    from edgeshrink.models.residual import branch_names, independent_from_dense
+    from edgeshrink.host.prune.surgery import prune_group_
+    from edgeshrink.host.remote import open_device
+    from edgeshrink.host.train import TrainConfig, evaluate, train
 
     t_start = time.monotonic()
     shape = (1, 3, 32, 32)
     torch.manual_seed(args.seed)
     data = load_digits(seed=args.seed)
-    base = models.create("resnet56", 10)
+    base = models.create_model("resnet56", 10)
     print(f"training resnet56 on digits for {args.epochs} epochs", flush=True)
     train(base, data, TrainConfig(epochs=args.epochs, lr=0.05, batch_size=64, seed=args.seed))
     base_top1 = evaluate(base, data, "test")["top1"]
 
     print("building the resnet56 latency table (granularity 8)", flush=True)
-    space = build_space(models.create("resnet56"), shape)
+    space = build_space(models.create_model("resnet56"), shape)
     table = build_table(BuildConfig("resnet56", shape, granularity=8, jobs=2, warmup=20, iters=200, rounds=3),
                         enumerate_keys(space, 8))
     ovh = table.overhead_ms
-    pred = TablePredictor.for_model(table, models.create("resnet56"))
+    pred = TablePredictor.for_model(table, models.create_model("resnet56"))
 
     # coupled: half of each stage's residual width
     coupled = copy.deepcopy(base)
@@ -185,7 +185,7 @@ def main() -> int:
         return sum(p.numel() for p in m.parameters())
 
     doc = {
-        "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_utc": utc_now(),
         "device": {k: meas["device"].get(k) for k in ("spec", "cpu", "runtime", "threads")},
         "model": "resnet56", "dataset": "digits", "train_epochs": args.epochs, "finetune_epochs": args.finetune_epochs,
         "base_test_top1": base_top1,

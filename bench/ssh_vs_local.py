@@ -17,7 +17,6 @@ Writes bench/results/ssh_vs_local.json. Needs openssh-server (apt-get install op
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
@@ -28,16 +27,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgeshrink.device.provenance import utc_now
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def main() -> int:
-    import models
-    from host.bench import bench_on_device
-    from host.export.onnx import export_onnx
-    from host.io import write_json
-    from host.remote.ssh import SshDevice
+    from edgeshrink import models
+    from edgeshrink.host.bench import bench_on_device
+    from edgeshrink.host.export.onnx import export_onnx
+    from edgeshrink.host.io import write_json
+    from edgeshrink.host.remote.ssh import SshDevice
     from tests.sshd import start_sshd, trust
 
     tmp = Path(tempfile.mkdtemp(prefix="edgeshrink-sshbench-"))
@@ -52,7 +52,7 @@ def main() -> int:
     spec = server.spec(root=str(tmp / "board"))
     try:
         onnx_path = str(tmp / "resnet20.onnx")
-        export_onnx(models.create("resnet20").eval(), (1, 3, 32, 32), onnx_path)
+        export_onnx(models.create_model("resnet20").eval(), (1, 3, 32, 32), onnx_path)
 
         # 2. session set-up cost
         t0 = time.monotonic()
@@ -79,7 +79,7 @@ def main() -> int:
         for name, dev in (("local", "local"), ("ssh", spec)):
             out = tmp / f"t_{name}.json"
             t0 = time.monotonic()
-            subprocess.run([sys.executable, "-m", "host.cli", "table", "build", "--model", "resnet20", "--granularity",
+            subprocess.run([sys.executable, "-m", "edgeshrink.host.cli", "table", "build", "--model", "resnet20", "--granularity",
                             "16", "--rounds", "1", "--batch", "16", "--device", dev, "-o", str(out)], check=True,
                            env=dict(os.environ), stdout=subprocess.DEVNULL)
             tables[name] = {"wall_s": round(time.monotonic() - t0, 2), "doc": json.loads(out.read_text())}
@@ -90,7 +90,7 @@ def main() -> int:
                 by_key.setdefault(key, {})[name] = e["latency_ms"]["median"]
         ratios = [v["ssh"] / v["local"] for v in by_key.values() if len(v) == 2]
         res = {
-            "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created_utc": utc_now(),
             "device": {"ssh": "OpenSSH server on 127.0.0.1 (same machine)",
                        "cpu": tables["local"]["doc"]["device"]["cpu"], "runtime": tables["local"]["doc"]["device"]["runtime"]},
             "model": "resnet20 (1x3x32x32, ONNX Runtime CPU, 1 thread)",

@@ -17,29 +17,29 @@ Target (latency-table issue): mean |predicted / measured - 1| <= 1.0% and max <=
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import sys
 import time
 from pathlib import Path
 
+from edgeshrink.device.provenance import utc_now
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 MEAN_TARGET, MAX_TARGET = 0.010, 0.030
 
 
 def run_model(name: str, args) -> dict:
-    import models
-    from host.latency.build import BuildConfig, build_table
-    from host.latency.calibrate import fit_summary
-    from host.latency.space import build_space, enumerate_keys
-    from host.latency.validate import validate_table
+    from edgeshrink import models
+    from edgeshrink.host.latency.build import BuildConfig, build_table
+    from edgeshrink.host.latency.fit import fit_summary
+    from edgeshrink.host.latency.space import build_space, enumerate_keys
+    from edgeshrink.host.latency.validate import validate_table
 
     shape = (1, 3, 32, 32)
     tables = ROOT / "latency_tables" / args.tag
     tables.mkdir(parents=True, exist_ok=True)
     table_path = tables / f"{name}_ort_local_1t_g{args.granularity}.json"
-    space = build_space(models.create(name), shape)
+    space = build_space(models.create_model(name), shape)
     keys = enumerate_keys(space, args.granularity)
     t0 = time.monotonic()
     print(f"[{name}] building: {len(keys)} configurations + {args.calibrate} calibration networks", flush=True)
@@ -87,7 +87,7 @@ def run_model(name: str, args) -> dict:
 
 
 def main() -> int:
-    from host.latency.validate import NETWORK_ITERS, NETWORK_LOADS, NETWORK_ROUNDS
+    from edgeshrink.host.latency.networks import NETWORK_ITERS, NETWORK_LOADS, NETWORK_ROUNDS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="resnet20,resnet56,wrn16_2")
@@ -116,12 +116,12 @@ def main() -> int:
         ap.error(f"--tag must be letters, digits, '_', '.' or '-', got {args.tag!r}")
     args.results_name = "table_fidelity" + (f"_{args.tag}" if args.tag else "")
     args.out = args.out or str(ROOT / "bench" / "results" / f"{args.results_name}.json")
-    from host.io import write_json
+    from edgeshrink.host.io import write_json
 
     t0 = time.monotonic()
     rows = [run_model(m, args) for m in args.models.split(",")]
     result = {
-        "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_utc": utc_now(),
         "device": "local", "backend": "ort", "threads": 1, "granularity": args.granularity,
         "statistic": args.statistic,
         "build": {"rounds": args.rounds, "interleave": args.interleave, "batch": args.batch, "iters": args.iters, "warmup": args.warmup, "calibrate": args.calibrate},

@@ -20,7 +20,6 @@ of bench/table_fidelity.py held.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import sys
 import tempfile
@@ -28,8 +27,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from edgeshrink.device.provenance import utc_now
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def main() -> int:
@@ -55,24 +55,24 @@ def main() -> int:
     args = ap.parse_args()
     if args.align is None:
         args.align = _cpu_channel_block()
-    import models
-    from host import ui
-    from host.io import write_json
-    from host.latency.build import BuildConfig, build_table, build_table_interpolated
-    from host.latency.calibrate import fit_summary
-    from host.latency.space import build_space, enumerate_keys
-    from host.latency.validate import validate_table
+    from edgeshrink import models
+    from edgeshrink.host import ui
+    from edgeshrink.host.io import write_json
+    from edgeshrink.host.latency.build import BuildConfig, build_table, build_table_interpolated
+    from edgeshrink.host.latency.fit import fit_summary
+    from edgeshrink.host.latency.space import build_space, enumerate_keys
+    from edgeshrink.host.latency.validate import validate_table
 
     shape = (1, 3, 32, 32)
-    space = build_space(models.create(args.model), shape)
+    space = build_space(models.create_model(args.model), shape)
     keys = enumerate_keys(space, args.granularity)
     exhaustive = len(enumerate_keys(space, 1))
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.monotonic()
         cfg = BuildConfig(args.model, shape, granularity=args.granularity, jobs=2, warmup=10, iters=25, rounds=2,
                           interleave=8, batch=300, calibrate=args.calibrate, statistic=args.statistic,
-                          workdir=str(Path(tmp) / "work"))
-        table = build_table_interpolated(cfg, keys, args.coarse, exhaustive=exhaustive, align=args.align, log=ui.log)
+                          workdir=str(Path(tmp) / "work"), coarse=args.coarse, align=args.align)
+        table = build_table_interpolated(cfg, keys, exhaustive=exhaustive, log=ui.log)
         build_s = time.monotonic() - t0
         table_path = str(Path(tmp) / "table.json")  # ~1.5 MB: not kept in the repository
         table.save(table_path)
@@ -94,7 +94,7 @@ def main() -> int:
     drift = doc["drift"] or {}
     recal = doc.get("recalibrated") or {}
     result = {
-        "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_utc": utc_now(),
         "model": args.model, "device": doc["device"], "backend": "ort", "threads": 1,
         "granularity": args.granularity, "coarse": args.coarse, "align": args.align, "statistic": table.statistic,
         "entries": len(table.entries), "measured_entries": b["measured"], "interpolated_entries": b["interpolated"],
@@ -138,7 +138,7 @@ def main() -> int:
 
 def _reference(ref, wall_s, judged, table) -> dict:
     """The exhaustive table of the target grid, judged on the validation networks beside the interpolated one."""
-    from host.latency.calibrate import fit_summary
+    from edgeshrink.host.latency.fit import fit_summary
 
     return {"entries": len(ref.entries), "measurements_after_the_interpolated_build": ref.build["measurements"],
             "build_wall_s": round(wall_s, 1), "calibration_fit": fit_summary(ref.calibration["fit"]),

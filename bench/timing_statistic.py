@@ -17,15 +17,15 @@ Writes bench/results/timing_statistic.json and timing_statistic.png.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from edgeshrink.device.provenance import utc_now
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # name -> (function of the samples in ms, what it is)
 STATISTICS = {
@@ -42,8 +42,8 @@ STATISTICS = {
 def tight_loop(onnx_path: str, seconds: float) -> dict:
     import numpy as np
 
-    from device.bench import _first_inference
-    from device.runners import get_runner
+    from edgeshrink.device.bench import _first_inference
+    from edgeshrink.device.runners import get_runner
 
     with get_runner("ort")(onnx_path, threads=1) as r:
         feeds, _ = _first_inference(r, 0)
@@ -71,7 +71,7 @@ def tight_loop(onnx_path: str, seconds: float) -> dict:
 def repeatability(paths, runs: int, rounds: int, iters: int, loads: int, log) -> dict:
     import numpy as np
 
-    from device.bench import bench_interleaved
+    from edgeshrink.device.bench import bench_interleaved
 
     samples = []  # runs x networks
     for i in range(runs):
@@ -103,7 +103,7 @@ def plot(result: dict, path: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from host.io import atomic_path
+    from edgeshrink.host.io import atomic_path
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     loop = result["tight_loop"]
@@ -144,20 +144,20 @@ def main() -> int:
     if args.runs < 2 or args.networks < 3:
         ap.error("--runs must be >= 2 and --networks >= 3")
 
-    import models
+    from edgeshrink import models
     import onnxruntime
-    from device.sysinfo import cpu_model
-    from host.io import write_json
-    from host.latency.calibrate import export_archs
-    from host.latency.space import build_space
-    from host.latency.validate import sample_widths
+    from edgeshrink.device.sysinfo import cpu_model
+    from edgeshrink.host.io import write_json
+    from edgeshrink.host.latency.networks import export_archs
+    from edgeshrink.host.latency.space import build_space
+    from edgeshrink.host.latency.networks import sample_widths
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
     t0 = time.monotonic()
     shape = (1, 3, 32, 32)
-    space = build_space(models.create("resnet20"), shape)
+    space = build_space(models.create_model("resnet20"), shape)
     archs = [space.full_widths] + sample_widths(space, 8, args.networks - 1, seed=args.seed)
     with tempfile.TemporaryDirectory(prefix="edgeshrink-timing-") as tmp:
         names = export_archs("resnet20", 10, shape, archs, tmp, jobs=2)
@@ -167,7 +167,7 @@ def main() -> int:
         log(f"{args.runs} runs of {len(paths)} networks")
         rep = repeatability(paths, args.runs, args.rounds, args.iters, args.loads, log)
     result = {
-        "created_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_utc": utc_now(),
         "cpu": cpu_model() or platform.processor(), "runtime": f"onnxruntime {onnxruntime.__version__}",
         "threads": 1, "model": "resnet20", "networks": len(paths), "runs": args.runs, "rounds": args.rounds,
         "iters": args.iters, "loads": args.loads, "seed": args.seed,

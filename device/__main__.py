@@ -16,9 +16,8 @@ import os
 import sys
 from typing import List, Optional
 
-import device
-from device import bench, runners, sysinfo
-from device.options import add_measure_options
+from . import BENCH_SCHEMA, BENCH_SCHEMA_VERSION, __version__, bench, runners, sysinfo
+from .options import add_measure_options
 
 
 class UsageError(Exception):
@@ -27,7 +26,7 @@ class UsageError(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="device", description="edgeshrink device side: benchmarks on this device.")
-    p.add_argument("--version", action="version", version=f"edgeshrink-device {device.__version__}")
+    p.add_argument("--version", action="version", version=f"edgeshrink-device {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     b = sub.add_parser("bench", help="measure inference latency of model files")
@@ -69,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _power(args: argparse.Namespace) -> int:
-    from device.power import meters, tegrastats
+    from .power import meters, tegrastats
 
     if args.power_cmd == "meters":
         avail = meters.available()
@@ -108,7 +107,7 @@ def _bench_interleaved(args: argparse.Namespace, models: List[str], cpus) -> Lis
     if len(set(map(os.path.basename, models))) != len(models):
         raise UsageError("--interleave lists each model once (file names must differ)")
     if args.cool_down_to is not None or args.cool_down_s:
-        from device import thermal
+        from . import thermal
 
         thermal.cool_down(to_c=args.cool_down_to, wait_s=args.cool_down_s)
 
@@ -169,7 +168,7 @@ def _bench(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     if args.power:
-        from device.power import meters
+        from .power import meters
 
         why = meters.available().get(args.power)
         if args.power != "auto" and why:
@@ -200,9 +199,9 @@ def _bench(args: argparse.Namespace) -> int:
     except RuntimeError as e:  # a power meter or a vendor tool failed
         raise UsageError(str(e)) from None
     doc = {
-        "schema": device.BENCH_SCHEMA,
-        "schema_version": device.BENCH_SCHEMA_VERSION,
-        "tool_version": device.__version__,
+        "schema": BENCH_SCHEMA,
+        "schema_version": BENCH_SCHEMA_VERSION,
+        "tool_version": __version__,
         "device": sysinfo.collect(runtime=runtime["version"], threads=args.threads),
         "results": results,
     }
@@ -241,7 +240,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.cmd == "power":
             return _power(args)
         if args.cmd == "info":
-            from device import thermal
+            from . import thermal
 
             info = sysinfo.collect()
             info["thermal"] = {k: v for k, v in thermal.snapshot().items() if k != "t_s"}

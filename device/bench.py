@@ -7,7 +7,6 @@ latency statistics over ``iters`` timed runs after ``warmup`` untimed ones.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -15,16 +14,9 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 
-from device import runners
-from device.stats import benchmark, summarize
-
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from . import runners, thermal
+from .provenance import sha256_file
+from .stats import benchmark, summarize
 
 
 def parse_cpus(text: Optional[str]) -> Optional[List[int]]:
@@ -51,6 +43,21 @@ def _first_inference(runner, seed: int):
     t0 = time.perf_counter_ns()
     runner.infer(feeds)
     return feeds, (time.perf_counter_ns() - t0) / 1e6
+
+
+def _record(path: str, backend: str, precision: str, threads: int, affinity, warmup: int, warmup_s, iters: int,
+            init_ms, first_ms, latency_ms: Dict[str, object], throughput_ips, cool_down, before: Dict[str, object],
+            after: Dict[str, object], power, **extra: object) -> Dict[str, object]:
+    """One model's bench record (the ``results`` items of ``device bench --json``), the same for every mode; the
+    thermal snapshots lose their clock stamp and the throttle verdict is taken from them."""
+    evidence = thermal.throttle_evidence(before, after)
+    return {"model": os.path.basename(path), "sha256": sha256_file(path), "backend": backend, "precision": precision,
+            "threads": threads, "affinity": affinity, "warmup": warmup, "warmup_s": warmup_s, "iters": iters,
+            "init_ms": init_ms, "first_inference_ms": first_ms, "latency_ms": latency_ms,
+            "throughput_ips": throughput_ips, "cool_down": cool_down,
+            "thermal_before": {k: v for k, v in before.items() if k != "t_s"},
+            "thermal_after": {k: v for k, v in after.items() if k != "t_s"},
+            "throttled": bool(evidence), "throttle_evidence": evidence, "power": power, **extra}
 
 
 def bench_model(path: str, backend: str = "ort", threads: int = 1, warmup: int = 50, iters: int = 300,
@@ -89,9 +96,8 @@ def bench_model(path: str, backend: str = "ort", threads: int = 1, warmup: int =
         runners.BackendUnavailable: the backend's runtime is missing.
         RuntimeError: the power meter is not usable, or a vendor tool failed.
     """
-    from device import thermal
-    from device.power import energy
-    from device.power.meters import open_meter
+    from .power import energy
+    from .power.meters import open_meter
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"model file not found: {path}")
@@ -137,7 +143,6 @@ def bench_model(path: str, backend: str = "ort", threads: int = 1, warmup: int =
             if getattr(runner, "engine_path", None):
                 extra["engine"] = {"path": runner.engine_path, "cached": runner.engine_cached}
     after = thermal.snapshot(affinity)
-    evidence = thermal.throttle_evidence(before, after)
     pw = None
     if meter is not None:
         samples = meter.samples()
@@ -153,29 +158,8 @@ def bench_model(path: str, backend: str = "ort", threads: int = 1, warmup: int =
             pw["total_rails"] = samples[0]["total_rails"] if samples else []
             temps = [max(s["temps_c"].values()) for s in samples if s["temps_c"]]
             pw["max_temp_c"] = max(temps) if temps else None
-    rec = {
-        "model": base,
-        "sha256": sha256_file(path),
-        "backend": backend,
-        "precision": precision,
-        "threads": threads,
-        "affinity": affinity,
-        "warmup": warmup,
-        "warmup_s": warmup_s,
-        "iters": iters,
-        "init_ms": init_ms,
-        "first_inference_ms": first_ms,
-        "latency_ms": lat,
-        "throughput_ips": throughput,
-        "cool_down": cooled,
-        "thermal_before": {k: v for k, v in before.items() if k != "t_s"},
-        "thermal_after": {k: v for k, v in after.items() if k != "t_s"},
-        "throttled": bool(evidence),
-        "throttle_evidence": evidence,
-        "power": pw,
-    }
-    rec.update(extra)
-    return rec
+    return _record(path, backend, precision, threads, affinity, warmup, warmup_s, iters, init_ms, first_ms, lat,
+                   throughput, cooled, before, after, pw, **extra)
 
 
 def bench_interleaved(paths: List[str], rounds: int, backend: str = "ort", threads: int = 1, warmup: int = 50,
@@ -220,8 +204,6 @@ def bench_interleaved(paths: List[str], rounds: int, backend: str = "ort", threa
         RuntimeError: a self-timed backend.
         runners.BackendUnavailable: the backend's runtime is missing.
     """
-    from device import thermal
-
     if not 1 <= loads <= rounds:
         raise ValueError(f"interleaved benchmark needs 1 <= loads <= rounds, got loads {loads}, rounds {rounds}")
     for p in paths:
@@ -276,24 +258,15 @@ def bench_interleaved(paths: List[str], rounds: int, backend: str = "ort", threa
                 samples[i].extend(mine[i])
                 load_medians[i].append(float(np.median(np.concatenate(mine[i]))))
     after = thermal.snapshot(affinity)
-    evidence = thermal.throttle_evidence(before, after)
     out = []
     for i, p in enumerate(paths):
         sm = samples[i]
         stats = summarize(np.concatenate(sm))
-        out.append({
-            "model": os.path.basename(p), "sha256": sha256_file(p), "backend": backend, "precision": precision,
-            "threads": threads, "affinity": affinity, "warmup": warmup, "warmup_s": None, "iters": iters,
-            "rounds": rounds, "loads": loads, "interleaved": True,
-            "round_medians_ms": [float(np.median(a)) for a in sm], "round_mins_ms": [float(a.min()) for a in sm],
-            "load_medians_ms": load_medians[i],
-            "init_ms": first[i][0], "first_inference_ms": first[i][1], "latency_ms": stats.to_dict(),
-            "throughput_ips": 1000.0 / stats.mean, "cool_down": None,
-            "thermal_before": {k: v for k, v in before.items() if k != "t_s"},
-            "thermal_after": {k: v for k, v in after.items() if k != "t_s"},
-            "throttled": bool(evidence), "throttle_evidence": evidence, "power": None,
-            **({"samples_ms": np.concatenate(sm).tolist()} if keep_samples else {}),
-        })
+        out.append(_record(
+            p, backend, precision, threads, affinity, warmup, None, iters, first[i][0], first[i][1], stats.to_dict(),
+            1000.0 / stats.mean, None, before, after, None, rounds=rounds, loads=loads, interleaved=True,
+            round_medians_ms=[float(np.median(a)) for a in sm], round_mins_ms=[float(a.min()) for a in sm],
+            load_medians_ms=load_medians[i], **({"samples_ms": np.concatenate(sm).tolist()} if keep_samples else {})))
     return out
 
 

@@ -13,7 +13,7 @@ import os
 import time
 from typing import Callable, Dict, List, Optional
 
-from device.power import rpi
+from .power import rpi
 
 THERMAL_ROOT = "/sys/class/thermal"
 CPU_ROOT = "/sys/devices/system/cpu"

@@ -1,3 +1,3 @@
-"""edgeshrink host side: training, latency tables, NetAdapt pruning, export, devices. Needs torch."""
+"""edgeshrink host side: training, latency tables, pruning, export, devices. Needs torch (the ``[host]`` extra)."""
 
-__version__ = "0.1.0"
+from edgeshrink.device import __version__  # noqa: F401  (one version for both sides)

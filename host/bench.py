@@ -11,8 +11,8 @@ import json
 import os
 from typing import Callable, Dict, List, Optional, Sequence
 
-from host.errors import DeviceError
-from host.remote import open_device
+from edgeshrink.host.errors import DeviceError
+from edgeshrink.host.remote import open_device
 
 
 def _center(rec: Dict[str, object]) -> float:

@@ -1,7 +1,8 @@
-"""Checkpoints: model name + channel spec + state_dict (+ metadata), never a pickled ``nn.Module``.
+"""Checkpoints: model name + channel spec (+ residual spec) + state_dict (+ metadata), never a pickled
+``nn.Module``.
 
-Saved with ``torch.save`` atomically; loaded with ``torch.load(weights_only=True)``, so a checkpoint
-cannot run code. A model is rebuilt with ``models.create(name, num_classes, channels)``.
+Saved with ``torch.save`` atomically; loaded with ``torch.load(weights_only=True)``, so a checkpoint cannot run
+code. A model is rebuilt with ``create_model(name, num_classes, channels, residual=...)``.
 """
 
 from __future__ import annotations
@@ -11,21 +12,25 @@ from typing import Any, Dict, Optional
 import torch
 import torch.nn as nn
 
-import models
-from host.errors import CheckpointError
-from host.io import atomic_path
+from edgeshrink import models
+from edgeshrink.host.errors import CheckpointError
+from edgeshrink.host.io import atomic_path
 
 FORMAT = "edgeshrink.checkpoint"
 VERSION = 1
 
 
 def save_checkpoint(path: str, model: nn.Module, num_classes: int, **meta: Any) -> None:
-    """Write ``{"format", "version", "model", "num_classes", "channels", "state_dict", **meta}`` atomically.
+    """Write ``{"format", "version", "model", "num_classes", "channels", "state_dict", **meta}`` atomically, with
+    ``"residual"`` for an independent-residual network (its ``channels`` are then the dense architecture's).
 
     ``meta`` must hold only tensors, numbers, strings, lists and dicts (what ``weights_only`` loads).
     """
     ckpt = {"format": FORMAT, "version": VERSION, "model": model.model_name, "num_classes": int(num_classes),
-            "channels": models.channel_spec(model), "state_dict": model.state_dict(), **meta}
+            "channels": dict(getattr(model, "dense_channels", None) or models.channel_spec(model)),
+            "state_dict": model.state_dict(), **meta}
+    if getattr(model, "residual", None):
+        ckpt["residual"] = model.residual
     with atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
 
@@ -62,14 +67,9 @@ def model_from_checkpoint(ckpt: Dict[str, Any], expect_model: Optional[str] = No
     if expect_model is not None and expect_model != name:
         raise CheckpointError(f"{path} holds a {name}, not a {expect_model}")
     try:
-        model = models.create(name, ckpt["num_classes"], ckpt["channels"])
-        residual = ckpt.get("residual") or {}
-        if residual.get("mode") == "independent":  # host.prune.residual: branches kept their own channels
-            from host.prune.residual import independent_from_dense
-
-            model = independent_from_dense(model, residual["keep"])
+        model = models.create_model(name, ckpt["num_classes"], ckpt["channels"], residual=ckpt.get("residual"))
         model.load_state_dict(ckpt["state_dict"], strict=True)
-    except (models.UnknownModelError, models.ChannelSpecError, ValueError) as e:
+    except models.ModelError as e:
         raise CheckpointError(f"{path}: {e}") from None
     except RuntimeError as e:
         first = str(e).splitlines()[0]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from host.errors import DatasetError
+from edgeshrink.host.errors import DatasetError
 
 CIFAR_MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
 CIFAR_STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
@@ -135,7 +135,7 @@ def load_digits(seed: int = 0, size: int = 32) -> Dataset:
 
 def _cifar_members(name: str, data_dir: Path, download: bool) -> Dict[str, dict]:
     """The unpickled batches of a CIFAR archive (extracted folder or .tar.gz in ``data_dir``)."""
-    from host import safe_pickle
+    from edgeshrink.host import safe_pickle
 
     archive, folder, md5, train_files, test_files, _ = CIFAR_ARCHIVES[name]
     folder_path, archive_path = data_dir / folder, data_dir / archive

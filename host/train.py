@@ -1,15 +1,17 @@
-"""Training, fine-tuning and evaluation on an in-memory :class:`host.data.Dataset`."""
+"""Training, fine-tuning and evaluation on an in-memory :class:`edgeshrink.host.data.Dataset`, and ``host train``
+(:func:`train_and_save`)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
-from host.data import Dataset
+from edgeshrink.host.data import Dataset
 
 
 @dataclass(frozen=True)
@@ -148,3 +150,48 @@ def fine_tune_steps(model: nn.Module, data: Dataset, steps: int, lr: float = 0.0
             if done >= steps:
                 break
     model.eval()
+
+
+def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: TrainConfig, out: str,
+                   download: bool = False) -> Dict[str, object]:
+    """``host train``: train a registry model from its initialisation and write ``OUT/model.pt`` (a checkpoint)
+    and ``OUT/metrics.json`` (val and test top-1/top-5 in %, the per-epoch history, the config, wall time).
+
+    Returns:
+        The metrics.
+
+    Raises:
+        DatasetError: the dataset is missing or unreadable. ModelError: an unknown model.
+    """
+    import time
+
+    from edgeshrink import models
+    from edgeshrink.host import ui
+    from edgeshrink.host.checkpoint import save_checkpoint
+    from edgeshrink.host.data import load_dataset
+    from edgeshrink.host.io import write_json
+
+    data = load_dataset(dataset, data_dir, seed=cfg.seed, download=download)
+    torch.manual_seed(cfg.seed)
+    model = models.create_model(model_name, data.num_classes)
+    ui.log(f"training {model_name} on {data.name} ({len(data.train)} train / {len(data.val)} val / "
+           f"{len(data.test)} test), {cfg.epochs} epochs, {cfg.optimizer} lr {cfg.lr} {cfg.schedule}")
+    t0 = time.monotonic()
+    with ui.progress() as prog:
+        task = prog.add_task("training", total=None)
+
+        def on_epoch(e, m):
+            if not ui.interactive() and (e % 5 == 0 or e == cfg.epochs):
+                ui.log(f"epoch {e}/{cfg.epochs}: train loss {m['train_loss']:.4f}, val top-1 {m['val_top1']:.2f}%")
+
+        history = train(model, data, cfg, on_epoch=on_epoch, on_step=lambda s, n: prog.update(task, completed=s, total=n))
+    metrics = {"val": evaluate(model, data, "val"), "test": evaluate(model, data, "test"), "history": history,
+               "train_config": cfg.to_dict(), "wall_s": round(time.monotonic() - t0, 1), "dataset": data.name,
+               "model": model_name}
+    save_checkpoint(str(Path(out) / "model.pt"), model, data.num_classes, dataset=data.name,
+                    input_shape=list(data.input_shape), metrics={"val": metrics["val"], "test": metrics["test"]},
+                    train_config=cfg.to_dict())
+    write_json(Path(out) / "metrics.json", metrics)
+    ui.log(f"{model_name}: val top-1 {metrics['val']['top1']:.2f}%, test top-1 {metrics['test']['top1']:.2f}% "
+           f"({metrics['wall_s']:.0f} s) -> {Path(out) / 'model.pt'}")
+    return metrics

@@ -1,4 +1,5 @@
-"""Helpers shared by the architectures to read widths from a channel spec."""
+"""What the architectures share: the model errors, channel specs (conv module name -> output channels) and how
+a model reads its widths from one."""
 
 from __future__ import annotations
 
@@ -6,7 +7,22 @@ from typing import Callable, Dict, Sequence, Set
 
 import torch.nn as nn
 
-from models import ChannelSpecError
+
+class ModelError(ValueError):
+    """A model that cannot be built as asked (the message says why)."""
+
+
+class UnknownModelError(ModelError):
+    """Raised for a model name that is not registered."""
+
+
+class ChannelSpecError(ModelError):
+    """Raised for a channel spec that does not fit the architecture (unknown layer, bad width, broken coupling)."""
+
+
+def channel_spec(model: nn.Module) -> Dict[str, int]:
+    """The channel spec of a built model: every Conv2d's module name -> its output channels."""
+    return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
 
 
 class WidthReader:

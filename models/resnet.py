@@ -16,8 +16,8 @@ from typing import Dict, Optional
 import torch
 import torch.nn as nn
 
-from models import ChannelSpecError, register_model
-from models._spec import WidthReader, build_stages, init_weights_
+from ._spec import ChannelSpecError, WidthReader, build_stages, init_weights_
+from .registry import register_model
 
 STAGE_WIDTHS = (16, 32, 64)
 

@@ -27,7 +27,7 @@ def run_cli(*args: str, cwd=None, env=None, timeout=600) -> subprocess.Completed
 
 @pytest.fixture(scope="session")
 def digits():
-    from host.data import load_digits
+    from edgeshrink.host.data import load_digits
 
     return load_digits(seed=0)
 
@@ -37,12 +37,12 @@ def trained_ckpt(tmp_path_factory, digits):
     """resnet20 trained for 3 epochs on digits: a real checkpoint, well above chance."""
     import torch
 
-    import models
-    from host.checkpoint import save_checkpoint
-    from host.train import TrainConfig, evaluate, train
+    from edgeshrink import models
+    from edgeshrink.host.checkpoint import save_checkpoint
+    from edgeshrink.host.train import TrainConfig, evaluate, train
 
     torch.manual_seed(0)
-    m = models.create("resnet20", 10)
+    m = models.create_model("resnet20", 10)
     train(m, digits, TrainConfig(epochs=3, lr=0.1, batch_size=64))
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
     save_checkpoint(str(path), m, 10, dataset="digits", input_shape=[1, 3, 32, 32],
@@ -53,11 +53,11 @@ def trained_ckpt(tmp_path_factory, digits):
 @pytest.fixture(scope="session")
 def small_table(tmp_path_factory):
     """A real resnet20 table on a coarse grid (granularity 8), measured briefly on this machine."""
-    import models
-    from host.latency.build import BuildConfig, build_table
-    from host.latency.space import build_space, enumerate_keys
+    from edgeshrink import models
+    from edgeshrink.host.latency.build import BuildConfig, build_table
+    from edgeshrink.host.latency.space import build_space, enumerate_keys
 
-    space = build_space(models.create("resnet20"), (1, 3, 32, 32))
+    space = build_space(models.create_model("resnet20"), (1, 3, 32, 32))
     keys = enumerate_keys(space, 8)
     cfg = BuildConfig("resnet20", (1, 3, 32, 32), granularity=8, jobs=2, warmup=3, iters=15, rounds=1)
     table = build_table(cfg, keys)
@@ -73,7 +73,7 @@ from tests.sshd import ssh_home, sshd  # noqa: E402,F401 - the real-sshd fixture
 def netadapt_ckpt(tmp_path_factory, small_table, trained_ckpt):
     """A NetAdapt-pruned resnet20 (``host prune`` with a short schedule on the small table)."""
     out = tmp_path_factory.mktemp("netadapt") / "pruned"
-    r = run_cli("-m", "host.cli", "prune", "--perf-table", str(small_table), "--model", "resnet20", "--checkpoint",
+    r = run_cli("-m", "edgeshrink.host.cli", "prune", "--perf-table", str(small_table), "--model", "resnet20", "--checkpoint",
                 str(trained_ckpt), "--dataset", "digits", "--budget", "0.7", "--out", str(out), "--short-term-steps",
                 "2", "--long-term-epochs", "1", "--init-reduction", "0.15", "--decay", "0.9", "--bench-seconds",
                 "1")

@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
-from device.power import hwmon, rpi, tegrastats
+from . import hwmon, rpi, tegrastats
 
 
 class SamplingMeter:

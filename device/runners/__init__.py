@@ -13,18 +13,18 @@ from __future__ import annotations
 import importlib
 from typing import Dict, Tuple, Type
 
-from device.runners.base import BackendUnavailable, Runner, TensorSpec  # noqa: F401
+from .base import BackendUnavailable, Runner, TensorSpec  # noqa: F401
 
 # backend name -> (module, class). Runners with ``self_timed = True`` wrap a vendor tool that times itself
 # (trtexec, benchmark_model) and implement ``measure(...)`` instead of ``infer``.
 _RUNNERS: Dict[str, Tuple[str, str]] = {
-    "ort": ("device.runners.ort", "OrtRunner"),
-    "ort-cuda": ("device.runners.ort", "OrtCudaRunner"),
-    "ort-tensorrt": ("device.runners.ort", "OrtTensorrtRunner"),
-    "litert": ("device.runners.litert", "LiteRTRunner"),
-    "tensorrt": ("device.runners.tensorrt", "TensorRTRunner"),
-    "trtexec": ("device.runners.trtexec", "TrtexecRunner"),
-    "benchmark_model": ("device.runners.benchmark_model", "BenchmarkModelRunner"),
+    "ort": (".ort", "OrtRunner"),
+    "ort-cuda": (".ort", "OrtCudaRunner"),
+    "ort-tensorrt": (".ort", "OrtTensorrtRunner"),
+    "litert": (".litert", "LiteRTRunner"),
+    "tensorrt": (".tensorrt", "TensorRTRunner"),
+    "trtexec": (".trtexec", "TrtexecRunner"),
+    "benchmark_model": (".benchmark_model", "BenchmarkModelRunner"),
 }
 
 
@@ -46,7 +46,7 @@ def is_self_timed(name: str) -> bool:
     if name not in _RUNNERS:
         return False
     module, cls = _RUNNERS[name]
-    return bool(getattr(getattr(importlib.import_module(module), cls), "self_timed", False))
+    return bool(getattr(getattr(importlib.import_module(module, __package__), cls), "self_timed", False))
 
 
 def get_runner(name: str) -> Type:
@@ -59,7 +59,7 @@ def get_runner(name: str) -> Type:
     if name not in _RUNNERS:
         raise KeyError(f"unknown backend {name!r}; known: {', '.join(_RUNNERS)}")
     module, cls = _RUNNERS[name]
-    mod = importlib.import_module(module)
+    mod = importlib.import_module(module, __package__)
     _check(mod, name)
     return getattr(mod, cls)
 
@@ -69,7 +69,7 @@ def backends() -> Dict[str, Dict[str, object]]:
     out: Dict[str, Dict[str, object]] = {}
     for name, (module, _) in _RUNNERS.items():
         try:
-            mod = importlib.import_module(module)
+            mod = importlib.import_module(module, __package__)
             out[name] = {"available": True, "version": _check(mod, name)}
         except BackendUnavailable as e:
             out[name] = {"available": False, "reason": str(e)}

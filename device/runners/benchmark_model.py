@@ -13,7 +13,7 @@ import re
 import shutil
 from typing import Dict, List, Optional
 
-from device.runners.base import BackendUnavailable, ToolRunner, run_tool
+from .base import BackendUnavailable, ToolRunner, run_tool
 
 _NUM = r"(-?\d+(?:\.\d+)?(?:e[-+]?\d+)?)"
 _COUNT = re.compile(rf"^count=(\d+)(?: first={_NUM})?(?: curr={_NUM})?(?: min={_NUM})?(?: max={_NUM})?"

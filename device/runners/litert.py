@@ -10,7 +10,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from device.runners.base import BackendUnavailable, TensorSpec
+from .base import BackendUnavailable, TensorSpec
 
 _CANDIDATES = (("ai_edge_litert.interpreter", "ai_edge_litert"), ("tflite_runtime.interpreter", "tflite_runtime"))
 

@@ -18,7 +18,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from device.runners.base import BackendUnavailable, TensorSpec, require
+from .base import BackendUnavailable, TensorSpec, require
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -40,7 +40,7 @@ def check_available() -> str:
 
 def engine_cache_path(onnx_path: str, trt_version: str, precision: str, calib_cache: Optional[str] = None) -> str:
     """Where the plan built from ``onnx_path`` for this TensorRT version and precision is cached."""
-    from device.bench import sha256_file as _sha256
+    from ..provenance import sha256_file as _sha256
 
     root = os.environ.get("EDGESHRINK_ENGINE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
                                                                      "edgeshrink", "engines")

@@ -14,7 +14,7 @@ import re
 import shutil
 from typing import Dict, Optional
 
-from device.runners.base import BackendUnavailable, ToolRunner, run_tool
+from .base import BackendUnavailable, ToolRunner, run_tool
 
 _STAT = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\)) = (-?\d+(?:\.\d+)?(?:e[-+]?\d+)?) ms")
 _SECTIONS = {"Latency": "latency_ms", "Enqueue Time": "enqueue_ms", "H2D Latency": "h2d_ms",
@@ -149,7 +149,7 @@ class TrtexecRunner(ToolRunner):
         Raises:
             RuntimeError: trtexec failed (its last line is in the message).
         """
-        from device.runners.tensorrt import engine_cache_path
+        from .tensorrt import engine_cache_path
 
         engine = engine_cache_path(self.path, tool_identity(), self.precision, self.calib_cache)
         os.makedirs(os.path.dirname(engine), exist_ok=True)

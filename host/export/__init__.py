@@ -1,1 +1,2 @@
-"""Deployable artifacts. ONNX here; TFLite and TensorRT come with the export issue."""
+"""Deployable artifacts: ONNX (:mod:`.onnx`), TFLite (:mod:`.tflite`), TensorRT (:mod:`.tensorrt`), one or a
+manifest of many (:mod:`.artifact`)."""

@@ -22,28 +22,22 @@ Manifest (YAML)::
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import os
 import time
 import traceback
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from host import __version__
-from host.errors import UserError
+from edgeshrink.device.provenance import sha256_file, utc_now
+from edgeshrink.host import __version__
+from edgeshrink.host.errors import UserError
 
 FORMATS = ("onnx", "tflite", "trt")
 PRECISIONS = ("fp32", "fp16", "int8")
 ARTIFACT_SCHEMA = "edgeshrink.artifact"
 MANIFEST_SCHEMA = "edgeshrink.export_manifest"
-
-
-def _sha256(path: str) -> str:
-    from device.bench import sha256_file
-
-    return sha256_file(path)
 
 
 def valid_combination(fmt: str, precision: str) -> Optional[str]:
@@ -87,7 +81,7 @@ def is_current(out_dir: Path, want_hash: str) -> bool:
     try:
         doc = json.loads(meta.read_text())
         return doc.get("input_hash") == want_hash and all(
-            (out_dir / f).exists() and _sha256(str(out_dir / f)) == h for f, h in doc["files"].items())
+            (out_dir / f).exists() and sha256_file(str(out_dir / f)) == h for f, h in doc["files"].items())
     except (ValueError, KeyError, OSError):
         return False
 
@@ -109,9 +103,9 @@ def export_artifact(task: Dict[str, object]) -> Dict[str, object]:
     import numpy as np
     import torch
 
-    from host.checkpoint import load_checkpoint, model_from_checkpoint
-    from host.io import write_json
-    from host.latency.table import parse_shape
+    from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint
+    from edgeshrink.host.io import write_json
+    from edgeshrink.host.latency.table import parse_shape
 
     t0 = time.monotonic()
     fmt, prec = str(task["format"]), str(task["precision"])
@@ -125,7 +119,7 @@ def export_artifact(task: Dict[str, object]) -> Dict[str, object]:
     ckpt_path = str(task["checkpoint"])
     if not os.path.isfile(ckpt_path):
         raise UserError(f"checkpoint not found: {ckpt_path}")
-    ckpt_sha = _sha256(ckpt_path)
+    ckpt_sha = sha256_file(ckpt_path)
     out = Path(str(task["out"]))
     want = input_hash(task, ckpt_sha)
     if not task.get("force") and is_current(out, want):
@@ -138,7 +132,7 @@ def export_artifact(task: Dict[str, object]) -> Dict[str, object]:
     data = None
     needs_data = prec == "int8" or (fmt == "tflite" and prec != "fp32")
     if needs_data:
-        from host.data import load_dataset
+        from edgeshrink.host.data import load_dataset
 
         data = load_dataset(str(task.get("dataset") or "digits"), task.get("data_dir"), seed=int(task.get("seed") or 0))
 
@@ -154,14 +148,14 @@ def export_artifact(task: Dict[str, object]) -> Dict[str, object]:
     out.mkdir(parents=True, exist_ok=True)
     info: Dict[str, object] = {}
     if fmt == "onnx":
-        from host.export.onnx import check_onnx, export_onnx
+        from edgeshrink.host.export.onnx import check_onnx, export_onnx
 
         main = "model.onnx"
         info = export_onnx(model, shape, str(out / main), dynamic_batch=bool(task.get("dynamic_batch")), slim=True)
         check = check_onnx(model, str(out / main), shape)
         files = [main]
     elif fmt == "tflite":
-        from host.export.tflite import check_tflite, export_tflite
+        from edgeshrink.host.export.tflite import check_tflite, export_tflite
 
         if task.get("dynamic_batch"):
             raise UserError("--dynamic-batch applies to ONNX; TFLite artifacts have a fixed shape")
@@ -170,8 +164,8 @@ def export_artifact(task: Dict[str, object]) -> Dict[str, object]:
         check = check_tflite(model, str(out / main), shape, prec, test_split() if data is not None else None)
         files = [main]
     else:
-        from host.export.onnx import check_onnx, export_onnx
-        from host.export.tensorrt import calibration_cache
+        from edgeshrink.host.export.onnx import check_onnx, export_onnx
+        from edgeshrink.host.export.tensorrt import calibration_cache
 
         main = "model.onnx"
         info = export_onnx(model, shape, str(out / main), dynamic_batch=bool(task.get("dynamic_batch")), slim=True)
@@ -187,13 +181,13 @@ def export_artifact(task: Dict[str, object]) -> Dict[str, object]:
     doc = {
         "schema": ARTIFACT_SCHEMA, "schema_version": 1,
         "format": fmt, "precision": prec, "input_shape": list(shape), "dynamic_batch": bool(task.get("dynamic_batch")),
-        "file": main, "sha256": _sha256(str(out / main)),
-        "files": {f: _sha256(str(out / f)) for f in files},
+        "file": main, "sha256": sha256_file(str(out / main)),
+        "files": {f: sha256_file(str(out / f)) for f in files},
         "source_checkpoint": {"path": ckpt_path, "sha256": ckpt_sha, "model": ckpt["model"],
                               "channels": ckpt["channels"]},
         "tool_versions": tool_versions(fmt), "export": info, "check": check,
         "input_hash": want,
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created_utc": utc_now(),
         "wall_s": round(time.monotonic() - t0, 2),
     }
     write_json(out / "artifact.json", doc)
@@ -269,7 +263,7 @@ def build_manifest(path: str, jobs: int = 1, shard: Tuple[int, int] = (1, 1),
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from host.io import write_json
+    from edgeshrink.host.io import write_json
 
     t0 = time.monotonic()
     tasks, root = load_manifest(path)
@@ -282,7 +276,7 @@ def build_manifest(path: str, jobs: int = 1, shard: Tuple[int, int] = (1, 1),
     for t in mine:
         ck = str(t["checkpoint"])
         if os.path.isfile(ck):
-            sha.setdefault(ck, _sha256(ck))
+            sha.setdefault(ck, sha256_file(ck))
             if is_current(Path(str(t["out"])), input_hash(t, sha[ck])):
                 doc = json.loads((Path(str(t["out"])) / "artifact.json").read_text())
                 results.append({"id": t["id"], "status": "skipped", "dir": t["out"], "file": doc["file"],
@@ -312,22 +306,3 @@ def build_manifest(path: str, jobs: int = 1, shard: Tuple[int, int] = (1, 1),
     name = "manifest.json" if (i, n) == (1, 1) else f"manifest.shard-{i}-of-{n}.json"
     write_json(root / name, doc)
     return doc
-
-
-def export_one_cli(checkpoint: str, fmt: str, precision: str, input_text: str, out: str, dynamic_batch: bool,
-                   dataset: str, data_dir: Optional[str], calib_samples: int, seed: int) -> Dict[str, object]:
-    return export_artifact({"checkpoint": checkpoint, "format": fmt, "precision": precision, "input": input_text,
-                            "out": out, "dynamic_batch": dynamic_batch, "dataset": dataset, "data_dir": data_dir,
-                            "calib_samples": calib_samples, "seed": seed, "force": True})
-
-
-def summary_rows(results: Sequence[Dict[str, object]]) -> List[List[str]]:
-    rows = []
-    for r in results:
-        chk = r.get("check") or {}
-        diff = chk.get("max_abs_diff_test", chk.get("max_abs_diff"))
-        detail = r.get("error") or (f"max |diff| {diff:.2g}" if diff is not None else "")
-        if "top1" in chk:
-            detail += f", top-1 {chk['top1']:.2f}% (fp32 {chk['top1_fp32_torch']:.2f}%)"
-        rows.append([r["id"], r["status"], detail, f"{r['wall_s']:.1f}"])
-    return rows

@@ -61,7 +61,7 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str, opset: 
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             proto = onnxslim.slim(proto)
     # write atomically: an interrupted export never leaves a partial .onnx behind
-    from host.io import atomic_path
+    from edgeshrink.host.io import atomic_path
 
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))

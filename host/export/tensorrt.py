@@ -33,7 +33,7 @@ def calibration_cache(onnx_path: str, batches: Sequence[np.ndarray], out_path: s
     import onnx
     import onnxruntime as ort
 
-    from host.io import atomic_path
+    from edgeshrink.host.io import atomic_path
 
     model = onnx.shape_inference.infer_shapes(onnx.load(onnx_path))
     g = model.graph

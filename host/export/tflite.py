@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from host.errors import UserError
+from edgeshrink.host.errors import UserError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -73,7 +73,7 @@ def export_tflite(model: nn.Module, input_shape: Sequence[int], path: str, preci
     if precision == "int8" and (calibration is None or len(calibration) == 0):
         raise UserError("int8 TFLite export needs representative inputs from the training split")
     litert_torch = require_tflite_tools()
-    from host.io import atomic_path
+    from edgeshrink.host.io import atomic_path
 
     model = model.eval()
     x = torch.zeros(*input_shape)
@@ -161,7 +161,7 @@ def check_tflite(model: nn.Module, path: str, input_shape: Sequence[int], precis
     Raises:
         ExportCheckError: fp32 differs by more than 1e-4.
     """
-    from host.export.onnx import ExportCheckError
+    from edgeshrink.host.export.onnx import ExportCheckError
 
     tfl = TFLiteModel(path)
     g = torch.Generator().manual_seed(seed)

@@ -1,40 +1,66 @@
-"""Build a latency lookup table by measuring micro-models on a device.
+"""Build a latency lookup table by measuring micro-models on a device (``host table build``).
 
 Steps: enumerate every layer configuration reachable by pruning the model on the channel grid (each
 distinct configuration once), keep this shard's share (``--shard i/N``), build the ONNX micro-models in
 ``jobs`` worker processes, ship them to the device, measure them there one after another with
 ``device bench`` (never in parallel: measurements would share the CPU), and write the table JSON.
 The fixed per-inference overhead is measured on a calibration graph (:func:`micro.overhead_model`) and
-counted once per prediction (see :mod:`host.latency.table`).
+counted once per prediction (see :mod:`edgeshrink.host.latency.predict`). With ``calibrate`` N, whole
+calibration networks are measured after the micro-models and a correction is fitted on them
+(:mod:`edgeshrink.host.latency.fit`); with ``coarse`` a coarse grid is measured and the rest interpolated
+(:mod:`edgeshrink.host.latency.interpolate`).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import multiprocessing as mp
 import os
 import random
+import shutil
 import tempfile
 import time
 from statistics import fmean, median
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from host import __version__
-from host.errors import UserError
-from host.latency.key import LayerKey
-from host.latency.table import Entry, LatencyTable
+from edgeshrink import models
+from edgeshrink.device.provenance import utc_now
+from edgeshrink.host import __version__
+from edgeshrink.host.errors import DeviceError, UserError
+from edgeshrink.host.io import write_json
+from edgeshrink.host.latency.fit import calibrate
+from edgeshrink.host.latency.interpolate import build_interpolated
+from edgeshrink.host.latency.key import LayerKey
+from edgeshrink.host.latency.micro import key_id, overhead_model, save_atomic, write_micro_models
+from edgeshrink.host.latency.networks import NETWORK_ITERS, NETWORK_LOADS, NETWORK_ROUNDS, calibration_archs, \
+    measure_networks
+from edgeshrink.host.latency.space import build_space, enumerate_keys
+from edgeshrink.host.latency.table import STATISTICS, Entry, LatencyTable
+from edgeshrink.host.remote import open_device
 
 OVERHEAD_FILE = "overhead.onnx"
 NETWORKS_FILE = "calibration_networks.json"
+Progress = Optional[Callable[[str, int, int], None]]
+
+
+def check_calibrate(n: int) -> None:
+    """Raise UserError unless ``n`` calibration networks is 0 (none) or enough for a fit (3 or more)."""
+    if n < 0 or 0 < n < 3:
+        raise UserError(f"--calibrate must be 0 (none) or >= 3 networks, got {n}")
 
 
 @dataclass(frozen=True)
 class BuildConfig:
+    """Everything a table build needs, checked when it is made (a bad value raises UserError naming the option).
+
+    Raises:
+        UserError: a value out of range (the message names the command-line option).
+    """
+
     model: str  # registry name
     input_shape: Tuple[int, int, int, int]  # (1, C, H, W)
     num_classes: int = 10
@@ -56,6 +82,42 @@ class BuildConfig:
     calib_seed: int = 1  # seed of the calibration architectures
     interleave: int = 0  # >0: each device command loads its batch once and times it in this many round-robin bursts
     statistic: str = "min"  # what entries and calibration networks hold: "min" or "median" (table.STATISTICS)
+    coarse: Optional[int] = None  # measure a coarse grid of this step and interpolate the rest (None: every entry)
+    refine_tol: float = 0.03  # with coarse: refine a cell whose check is off by more than this
+    check_fraction: float = 0.25  # with coarse: share of coarse cells checked by a measurement
+    refine_rounds: int = 2  # with coarse: refinement rounds at most
+    align: int = 0  # with coarse: the runtime's channel block (0: unknown; adds the "block" interpolant)
+
+    def __post_init__(self):
+        if len(self.input_shape) != 4 or min(self.input_shape) < 1:
+            raise UserError(f"input shape must be N x C x H x W, got {self.input_shape}")
+        if min(self.granularity, self.jobs, self.iters, self.rounds, self.batch) < 1 or self.threads < 0 \
+                or self.warmup < 0:
+            raise UserError("--granularity, --jobs, --iters, --rounds and --batch must be >= 1; --threads and "
+                            "--warmup >= 0")
+        if self.num_classes < 1:
+            raise UserError(f"--num-classes must be >= 1, got {self.num_classes}")
+        check_calibrate(self.calibrate)
+        if self.interleave < 0:
+            raise UserError(f"--interleave must be >= 0, got {self.interleave}")
+        if self.statistic not in STATISTICS:
+            raise UserError(f"--statistic must be one of {', '.join(STATISTICS)}, got {self.statistic!r}")
+        i, n = self.shard
+        if not 1 <= i <= n:
+            raise UserError(f"--shard must be i/N with 1 <= i <= N, got {i}/{n}")
+        if self.coarse is not None:
+            if self.refine_tol <= 0 or not 0 < self.check_fraction <= 1 or self.refine_rounds < 0 or self.align < 0:
+                raise UserError("--refine-tol must be > 0, --check-fraction in (0, 1], --refine-rounds >= 0 and "
+                                "--align >= 0")
+            if self.coarse < self.granularity or self.coarse % self.granularity:
+                raise UserError(f"--coarse must be a multiple of --granularity ({self.granularity}), got "
+                                f"{self.coarse}")
+            if self.shard != (1, 1):
+                raise UserError("an interpolated build (--coarse) cannot be sharded; shard an exhaustive build "
+                                "instead")
+        if self.calibrate and self.shard != (1, 1):
+            raise UserError("calibration networks are measured by unsharded builds only (drop --calibrate or "
+                            "--shard)")
 
     @property
     def devices(self) -> Tuple[str, ...]:
@@ -88,8 +150,6 @@ def combine_rounds(stats: Sequence[Dict[str, float]]) -> Dict[str, float]:
 def build_micro_models(keys: Sequence[LayerKey], folder: str, jobs: int = 1) -> List[str]:
     """Write one ONNX micro-model per key into ``folder`` using ``jobs`` processes; returns file names
     in key order."""
-    from host.latency.micro import key_id, write_micro_models
-
     os.makedirs(folder, exist_ok=True)
     dicts = [k.to_dict() for k in keys]
     if jobs <= 1 or len(dicts) < 2 * jobs:
@@ -121,14 +181,6 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
         DeviceError: a device failed (the message says how to resume).
         UserError: a shard of no keys, or ``resume`` without a work folder.
     """
-    from host.errors import DeviceError
-    from host.latency.micro import key_id, overhead_model
-    from host.latency.table import STATISTICS
-
-    import onnx
-
-    if cfg.statistic not in STATISTICS:
-        raise UserError(f"--statistic must be one of {', '.join(STATISTICS)}, got {cfg.statistic!r}")
     t_start = time.monotonic()
     i, n = cfg.shard
     keys = sorted(keys, key=key_id)[i - 1 :: n]
@@ -149,9 +201,7 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
         if missing:
             build_micro_models(missing, str(folder), cfg.jobs)
         if not (folder / OVERHEAD_FILE).exists():
-            onnx.save(overhead_model(cfg.input_shape, cfg.num_classes), str(folder / OVERHEAD_FILE))
-        if cfg.calibrate and (i, n) != (1, 1):
-            raise UserError("calibration networks are measured by unsharded builds only (drop --calibrate or --shard)")
+            save_atomic(overhead_model(cfg.input_shape, cfg.num_classes), str(folder / OVERHEAD_FILE))
         if progress:
             progress("build", len(keys), len(keys))
         t_meas = time.monotonic()
@@ -173,7 +223,7 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
         table = LatencyTable(
             device=dev_meta, backend=cfg.backend, precision="fp32", threads=cfg.threads, batch_size=cfg.input_shape[0],
             input_shape=list(cfg.input_shape),
-            created_utc=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            created_utc=utc_now(),
             tool_version=__version__,
             calibration={
                 "method": "overhead-once",
@@ -233,8 +283,6 @@ def _measure(cfg: BuildConfig, root: Path, listing: List[str],
     """
     import queue
     import threading
-
-    from host.remote import open_device
 
     devices = cfg.devices
     if len(set(devices)) != len(devices) or (len(devices) > 1 and "local" in devices):
@@ -344,21 +392,14 @@ def _measure(cfg: BuildConfig, root: Path, listing: List[str],
     return by_model, meta["device"], measured_now[0]
 
 
-def calibrate_table(cfg: BuildConfig, root: Path, table: LatencyTable,
-                    progress: Optional[Callable[[str, int, int], None]] = None) -> None:
+def calibrate_table(cfg: BuildConfig, root: Path, table: LatencyTable, progress: Progress = None) -> None:
     """Export ``cfg.calibrate`` calibration networks of ``cfg.model`` on the table's grid, measure them side by
-    side on the device, and store the fitted correction in ``table.calibration["fit"]`` (see
-    :mod:`host.latency.calibrate`). Resumable: exports and measurements already in ``root`` are reused."""
-    from host.latency.calibrate import calibrate, calibration_archs, export_archs
-    from host.latency.space import build_space
-
-    import models
-
-    space = build_space(models.create(cfg.model, cfg.num_classes), cfg.input_shape)
+    side on the device (:mod:`edgeshrink.host.latency.networks`), and store the fitted correction in
+    ``table.calibration["fit"]``. Resumable: exports and measurements already in ``root`` are reused."""
+    space = build_space(models.create_model(cfg.model, cfg.num_classes), cfg.input_shape)
     archs = calibration_archs(space, cfg.granularity, cfg.calibrate, cfg.calib_seed)
-    names = export_archs(cfg.model, cfg.num_classes, cfg.input_shape, archs, str(root / "micro"), cfg.jobs)
-    fresh = 0 if (root / NETWORKS_FILE).exists() else len(names)
-    nets = _measure_networks(cfg, root, archs, names, progress)
+    fresh = 0 if (root / NETWORKS_FILE).exists() else len(archs)
+    nets = _measure_networks(cfg, root, archs, progress)
     table.build["measurements"] = int(table.build.get("measurements", 0)) + fresh
     table.build["calibration_networks"] = len(nets)
     table.calibration["method"] = "overhead-once+fitted"
@@ -366,16 +407,11 @@ def calibrate_table(cfg: BuildConfig, root: Path, table: LatencyTable,
     table.calibration["prediction"] = table.calibration["fit"]["formula"]
 
 
-def _measure_networks(cfg: BuildConfig, root: Path, archs: List[Dict[str, int]], names: List[str],
-                      progress: Optional[Callable[[str, int, int], None]]) -> List[Dict[str, object]]:
-    """Measure the calibration networks side by side in one device command, as ``host table validate``
-    measures networks (:data:`host.latency.validate.NETWORK_ROUNDS` short bursts over ``NETWORK_LOADS``
-    loadings), each network's latency by ``cfg.statistic``; kept in ``<workdir>/calibration_networks.json``
-    (median and minimum both) for a resume."""
-    from host.bench import bench_on_device, stat_ms
-    from host.io import write_json
-    from host.latency.validate import NETWORK_ITERS, NETWORK_LOADS, NETWORK_ROUNDS
-
+def _measure_networks(cfg: BuildConfig, root: Path, archs: List[Dict[str, int]],
+                      progress: Progress) -> List[Dict[str, object]]:
+    """Measure the calibration networks side by side in one device command, as every whole network is measured,
+    each network's latency by ``cfg.statistic``; kept in ``<workdir>/calibration_networks.json`` (median and
+    minimum both) for a resume."""
     done = root / NETWORKS_FILE
     if done.exists():
         kept = json.loads(done.read_text())["networks"]
@@ -386,17 +422,16 @@ def _measure_networks(cfg: BuildConfig, root: Path, archs: List[Dict[str, int]],
                             "measure them again")
         return [{"widths": n["widths"], "measured_ms": float(v)} for n, v in zip(kept, vals)]
     if progress:
-        progress("networks", 0, len(names))
-    meas = bench_on_device([str(root / "micro" / nm) for nm in names], device=cfg.device, backend=cfg.backend,
-                           threads=cfg.threads, warmup=cfg.warmup, iters=NETWORK_ITERS, rounds=NETWORK_ROUNDS,
-                           trust_new_host=cfg.trust_new_host, interleave=True, loads=NETWORK_LOADS)
-    got = [meas["models"][str(root / "micro" / nm)] for nm in names]
-    values = [stat_ms(m, cfg.statistic) for m in got]  # raises before anything is written
-    nets = [{"widths": w, "median_ms": stat_ms(m, "median"), "min_ms": m.get("min_ms")} for w, m in zip(archs, got)]
+        progress("networks", 0, len(archs))
+    _, got = measure_networks(cfg.model, cfg.num_classes, archs, input_shape=cfg.input_shape, device=cfg.device,
+                              backend=cfg.backend, threads=cfg.threads, statistic=cfg.statistic,
+                              rounds=NETWORK_ROUNDS, iters=NETWORK_ITERS, loads=NETWORK_LOADS, warmup=cfg.warmup,
+                              jobs=cfg.jobs, trust_new_host=cfg.trust_new_host, folder=str(root / "micro"))
+    nets = [{"widths": m["widths"], "median_ms": m["median_ms"], "min_ms": m["min_ms"]} for m in got]
     write_json(done, {"networks": nets, "rounds": NETWORK_ROUNDS, "iters": NETWORK_ITERS, "loads": NETWORK_LOADS})
     if progress:
-        progress("networks", len(names), len(names))
-    return [{"widths": w, "measured_ms": v} for w, v in zip(archs, values)]
+        progress("networks", len(archs), len(archs))
+    return [{"widths": m["widths"], "measured_ms": m["measured_ms"]} for m in got]
 
 
 def _device_info(cfg: BuildConfig, root: Path) -> Dict[str, object]:
@@ -404,33 +439,24 @@ def _device_info(cfg: BuildConfig, root: Path) -> Dict[str, object]:
     return json.loads((root / "device_info.json").read_text())
 
 
-def build_table_interpolated(cfg: BuildConfig, keys: Sequence[LayerKey], coarse: int, tol: float = 0.03,
-                             check_fraction: float = 0.25, refine_rounds: int = 2, exhaustive: Optional[int] = None,
-                             align: int = 0,
-                             progress: Optional[Callable[[str, int, int], None]] = None,
-                             log: Optional[Callable[[str], None]] = None) -> LatencyTable:
-    """Build the table of ``keys`` from a coarse grid with checks and refinement (:mod:`host.latency.interpolate`).
+def build_table_interpolated(cfg: BuildConfig, keys: Sequence[LayerKey], exhaustive: Optional[int] = None,
+                             progress: Progress = None, log: Optional[Callable[[str], None]] = None) -> LatencyTable:
+    """Build the table of ``keys`` from the coarse grid ``cfg.coarse`` with checks and refinement
+    (:mod:`edgeshrink.host.latency.interpolate`; ``cfg.refine_tol``, ``check_fraction``, ``refine_rounds`` and
+    ``align`` as :func:`edgeshrink.host.latency.interpolate.build_interpolated` takes them).
 
     Every measuring step is a :func:`build_table` call in one work folder, so an interrupted build resumes
     (``cfg.resume``) without measuring anything twice. Entries that were not measured say
     ``"source": "interpolated"`` and their ``latency_ms.interpolation`` method.
 
     Args:
-        coarse: coarse grid step in channels (a multiple of ``cfg.granularity``).
-        tol, check_fraction, refine_rounds, align: see :func:`host.latency.interpolate.build_interpolated`.
         exhaustive: size of the exhaustive per-channel grid, for the report.
 
     Raises:
-        UserError: a shard, or ``coarse`` not a multiple of the granularity.
+        UserError: ``cfg.coarse`` not set.
     """
-    from dataclasses import replace
-
-    from host.latency.interpolate import build_interpolated
-
-    if cfg.shard != (1, 1):
-        raise UserError("an interpolated build (--coarse) cannot be sharded; shard an exhaustive build instead")
-    if coarse < cfg.granularity or coarse % cfg.granularity:
-        raise UserError(f"--coarse must be a multiple of --granularity ({cfg.granularity}), got {coarse}")
+    if cfg.coarse is None:
+        raise UserError("an interpolated build needs --coarse STEP")
     t_start = time.monotonic()
     tmp = None
     if cfg.workdir is None:
@@ -452,8 +478,8 @@ def build_table_interpolated(cfg: BuildConfig, keys: Sequence[LayerKey], coarse:
         return {e.key: e.ms(cfg.statistic) for e in t.entries}
 
     try:
-        values, report = build_interpolated(list(keys), measure, coarse, tol, check_fraction, refine_rounds, log=log,
-                                            align=align)
+        values, report = build_interpolated(list(keys), measure, cfg.coarse, cfg.refine_tol, cfg.check_fraction,
+                                            cfg.refine_rounds, log=log, align=cfg.align)
         last: LatencyTable = state["last"]  # type: ignore[assignment]
         out_entries = []
         for k in keys:
@@ -482,3 +508,40 @@ def build_table_interpolated(cfg: BuildConfig, keys: Sequence[LayerKey], coarse:
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def build_and_save(cfg: BuildConfig, out: str, log: Callable[[str], None] = lambda _m: None,
+                   progress: Progress = None) -> LatencyTable:
+    """``host table build``: enumerate the configurations of ``cfg.model`` on the grid, build the table (every
+    entry, or a coarse grid and interpolation), write it to ``out`` atomically and return it.
+
+    The work folder (``cfg.workdir``, default ``OUT.build/``) keeps what was measured so an interrupted build
+    continues with ``cfg.resume``; the default one is removed once the table is written.
+
+    Raises:
+        UserError: an interrupted build in the work folder without ``resume``, ``resume`` without one, a bad
+            model or shard. DeviceError: the device failed (the message says how to resume).
+    """
+    own_workdir = cfg.workdir is None
+    workdir = cfg.workdir or out + ".build"
+    if os.path.exists(workdir) and any(Path(workdir).glob("results_r*.jsonl")) and not cfg.resume:
+        raise UserError(f"{workdir} holds an interrupted build: pass --resume to continue it, or delete the folder")
+    if cfg.resume and not os.path.isdir(workdir):
+        raise UserError(f"--resume: no interrupted build in {workdir}")
+    cfg = replace(cfg, workdir=workdir)
+    space = build_space(models.create_model(cfg.model, cfg.num_classes), cfg.input_shape)
+    keys = enumerate_keys(space, cfg.granularity)
+    i, n = cfg.shard
+    log(f"latency table for {cfg.model} at {'x'.join(map(str, cfg.input_shape))}: {len(space.groups)} channel groups, "
+        f"{len(space.sites)} layer sites, {len(keys)} distinct configurations on a grid of {cfg.granularity}"
+        + (f", shard {i}/{n}" if (i, n) != (1, 1) else "") + f"; device {', '.join(cfg.devices)}, {cfg.backend}, "
+        f"{cfg.threads} thread(s)" + (" (resuming)" if cfg.resume else ""))
+    if cfg.coarse is None:
+        table = build_table(cfg, keys, progress=progress)
+    else:
+        table = build_table_interpolated(cfg, keys, exhaustive=len(enumerate_keys(space, 1)), progress=progress,
+                                         log=log)
+    table.save(out)
+    if own_workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return table

@@ -18,12 +18,18 @@ cells"). The file is read with a restricted unpickler that only rebuilds numpy a
 
 from __future__ import annotations
 
-import datetime as _dt
+import pickle
+import re
 from typing import Dict, Tuple
 
 import numpy as np
 
-from host.errors import TableError
+from edgeshrink import models
+from edgeshrink.device.provenance import sha256_file, utc_now
+from edgeshrink.host import __version__, safe_pickle
+from edgeshrink.host.errors import TableError
+from edgeshrink.host.latency.space import build_space
+from edgeshrink.host.latency.table import Entry, LatencyTable
 
 # key -> (in channels, out channels) of the array
 NETADAPT_SHAPES: Dict[str, Tuple[int, int]] = {
@@ -35,10 +41,6 @@ NETADAPT_SHAPES: Dict[str, Tuple[int, int]] = {
 
 
 def _unpickle(path: str, what: str):
-    import pickle
-
-    from host import safe_pickle
-
     try:
         with open(path, "rb") as f:
             return safe_pickle.load(f, encoding="latin1")
@@ -78,8 +80,6 @@ def read_netadapt_table(path: str) -> Dict[str, np.ndarray]:
 
 def _array_for_site(site) -> str:
     """The NetAdapt array that measured this layer site of our wrn40_2 (by the site's module name)."""
-    import re
-
     if site.op == "gap_linear":
         return "FC"
     if site.op == "bn":
@@ -102,16 +102,10 @@ def import_netadapt_table(path: str, model_name: str = "wrn40_2", num_classes: i
     Raises:
         TableError: a bad pickle, or a model other than wrn40_2.
     """
-    import models
-    from device.bench import sha256_file
-    from host import __version__
-    from host.latency.space import build_space
-    from host.latency.table import Entry, LatencyTable
-
     if model_name != "wrn40_2":
         raise TableError(f"the NetAdapt perf tables describe WRN-40-2; --model {model_name} does not match")
     arrays = read_netadapt_table(path)
-    space = build_space(models.create(model_name, num_classes), (1, 3, 32, 32))
+    space = build_space(models.create_model(model_name, num_classes), (1, 3, 32, 32))
     width = {g.name: g.width for g in space.groups}
     found: Dict[object, float] = {}
     for site in space.sites:  # every configuration each layer can take on the per-channel grid
@@ -139,7 +133,7 @@ def import_netadapt_table(path: str, model_name: str = "wrn40_2", num_classes: i
                 "os": "32-bit Raspbian", "runtime": "TensorFlow Lite 1.13.1 benchmark_model", "hostname": None,
                 "governor": None},
         backend="benchmark_model", precision="fp32", threads=1, batch_size=1, input_shape=[1, 3, 32, 32],
-        created_utc=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), tool_version=__version__,
+        created_utc=utc_now(), tool_version=__version__,
         calibration={"method": "sum-of-layers", "overhead_ms": 0.0,
                      "prediction": "sum over layer sites of the entries (the NetAdapt work's model; residual adds "
                                    "not modelled)",
@@ -165,8 +159,6 @@ def read_netadapt_channels(path: str, model_name: str = "wrn40_2") -> Dict[str, 
     Raises:
         TableError: not such a dict, or an unknown layer name.
     """
-    import re
-
     d = _unpickle(path, "NetAdapt architecture")
     if not isinstance(d, dict) or not all(isinstance(v, (int, np.integer)) for v in d.values()):
         raise TableError(f"{path}: expected a dict of layer name -> channels kept")

@@ -33,7 +33,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from host.latency.key import LayerKey, family
+from edgeshrink.host.latency.key import LayerKey, family, family_name
 
 Family = LayerKey  # a key with its channel counts zeroed (host.latency.key.family)
 Point = Tuple[int, int]
@@ -293,7 +293,7 @@ def build_interpolated(keys: Sequence[LayerKey], measure: Callable[[List[LayerKe
                 plan.method[fg.fam] = min(methods, key=lambda meth: float(np.mean([abs(x[2][meth]) for x in rows])))
             for cell, c, errs in rows:
                 err = errs[plan.method[fg.fam]]
-                plan.checks.append({"round": r, "family": _fam_name(fg.fam), "in": c[0], "out": c[1],
+                plan.checks.append({"round": r, "family": family_name(fg.fam), "in": c[0], "out": c[1],
                                     **{f"rel_error_{meth}": e for meth, e in errs.items()},
                                     "method": plan.method[fg.fam]})
                 if abs(err) > tol and r < rounds:
@@ -327,9 +327,3 @@ def build_interpolated(keys: Sequence[LayerKey], measure: Callable[[List[LayerKe
         "check_detail": plan.checks[:400],
     }
     return out, report
-
-
-def _fam_name(f: Family) -> str:
-    k, hw = f.kernel, f.in_hw
-    return f"{f.op} k{k[0]}x{k[1]} s{f.stride[0]} @{hw[0]}x{hw[1]}" + (f" g{f.groups}" if f.groups != 1 else "") + (
-        "+" + "+".join(f.fused) if f.fused else "")

@@ -50,5 +50,26 @@ class LayerKey:
 @lru_cache(maxsize=None)
 def family(key: LayerKey) -> LayerKey:
     """A configuration's layer family: its key with the channel counts zeroed (same op, resolution, kernel,
-    stride, padding, groups, fusion). Interpolation works within a family; calibration corrects per family."""
+    stride, padding, groups, fusion). Interpolation, smoothing and heatmaps work within a family; calibration
+    corrects per family. The one definition of a family in the project."""
     return replace(key, in_channels=0, out_channels=0)
+
+
+def family_at_in(key: LayerKey) -> LayerKey:
+    """The family at the key's input channel count (output channels zeroed)."""
+    return replace(key, out_channels=0)
+
+
+def family_at_out(key: LayerKey) -> LayerKey:
+    """The family at the key's output channel count (input channels zeroed)."""
+    return replace(key, in_channels=0)
+
+
+def family_name(key: LayerKey) -> str:
+    """A family's name, safe in file names: ``conv2d_k3_s1_32x32_bn+relu``, ``gap_linear_8x8_plain``, with
+    ``_g<groups>`` for grouped convolutions."""
+    fused = "+".join(key.fused) or "plain"
+    if key.op == "conv2d":
+        groups = f"_g{key.groups}" if key.groups != 1 else ""
+        return f"{key.op}_k{key.kernel[0]}_s{key.stride[0]}{groups}_{key.in_hw[0]}x{key.in_hw[1]}_{fused}"
+    return f"{key.op}_{key.in_hw[0]}x{key.in_hw[1]}_{fused}"

@@ -8,7 +8,7 @@
 * Smoothing along the channel axes, per family of entries that differ only in channels: ``gaussian``
   (``scipy.ndimage.gaussian_filter`` with ``mode="nearest"``, as the NetAdapt work did; sigma in grid steps)
   or ``monotone`` (isotonic regression making latency non-decreasing in output, then input channels).
-* Calibration (:mod:`host.latency.calibrate`): a run's fitted correction belongs to that run's entries, so it is
+* Calibration (:mod:`edgeshrink.host.latency.fit`): a run's fitted correction belongs to that run's entries, so it is
   not carried over. The calibration networks of the runs kept (of the model of the first fit) are pooled, each
   run's measurements scaled by that run's typical ratio to the merged entries (its speed), one median per
   network, and the correction is fitted again on the merged (and smoothed) entries; ``merge["calibration"]``
@@ -19,13 +19,19 @@ Tables of a different device (CPU, board, runtime), backend, precision, threads 
 
 from __future__ import annotations
 
-import datetime as _dt
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from host.errors import TableError
-from host.latency.key import LayerKey
+from edgeshrink import models
+from edgeshrink.device.provenance import sha256_file, utc_now
+from edgeshrink.host import __version__
+from edgeshrink.host.errors import TableError, UserError
+from edgeshrink.host.latency.fit import calibrate
+from edgeshrink.host.latency.key import LayerKey, family
+from edgeshrink.host.latency.networks import arch_id
+from edgeshrink.host.latency.predict import TablePredictor
+from edgeshrink.host.latency.table import Entry, LatencyTable, load_table
 
 MAD_SCALE = 1.4826
 
@@ -72,10 +78,6 @@ def merge_tables(paths: Sequence[str], mad_threshold: float = 3.5, smooth: Optio
     Raises:
         TableError: fewer than two tables, an unreadable one, or incompatible ones.
     """
-    from device.bench import sha256_file
-    from host import __version__
-    from host.latency.table import Entry, LatencyTable, load_table
-
     if len(paths) < 2:
         raise TableError("table merge needs two or more tables")
     if smooth not in (None, "gaussian", "monotone"):
@@ -137,7 +139,7 @@ def merge_tables(paths: Sequence[str], mad_threshold: float = 3.5, smooth: Optio
     table = LatencyTable(
         device=base.device, backend=base.backend, precision=base.precision, threads=base.threads,
         batch_size=base.batch_size, input_shape=list(base.input_shape),
-        created_utc=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), tool_version=__version__,
+        created_utc=utc_now(), tool_version=__version__,
         calibration=cal, entries=entries, models=sorted({m for t in tables for m in t.models}),
         build={"granularity": base.build.get("granularity"), "measured": n_measured,
                "interpolated": len(entries) - n_measured,
@@ -159,11 +161,6 @@ def _refit_calibration(table, tables, paths: Sequence[str], keep: List[int], spe
         None when no run kept has a fit; else ``{"refit": True, "model", "networks", "tables"}`` or
         ``{"refit": False, "reason"}`` (the merged table then has no fit, and says ``overhead-once``).
     """
-    import models
-    from host.errors import UserError
-    from host.latency.calibrate import arch_id, calibrate
-    from host.latency.table import TablePredictor
-
     fits = [(i, tables[i].calibration["fit"]) for i in keep if tables[i].calibration.get("fit")]
     if not fits:
         return None
@@ -175,7 +172,7 @@ def _refit_calibration(table, tables, paths: Sequence[str], keep: List[int], spe
             pooled.setdefault(arch_id(n["widths"]), (n["widths"], []))[1].append(float(n["measured_ms"]) / speed[i])
     nets = [{"widths": w, "measured_ms": float(np.median(v))} for w, v in pooled.values()]
     try:
-        space = TablePredictor.for_model(table, models.create(model, num_classes), corrected=False).space
+        space = TablePredictor.for_model(table, models.create_model(model, num_classes), corrected=False).space
         fit = calibrate(table, space, nets)
     except (UserError, TableError, ValueError) as e:
         table.calibration["method"] = "overhead-once"
@@ -185,11 +182,10 @@ def _refit_calibration(table, tables, paths: Sequence[str], keep: List[int], spe
             "speed_ratios": [float(speed[i]) for i in used]}
 
 
-def _families(merged: Dict[LayerKey, float]) -> Dict[Tuple, Dict[Tuple[int, int], LayerKey]]:
-    fam: Dict[Tuple, Dict[Tuple[int, int], LayerKey]] = {}
+def _families(merged: Dict[LayerKey, float]) -> Dict[LayerKey, Dict[Tuple[int, int], LayerKey]]:
+    fam: Dict[LayerKey, Dict[Tuple[int, int], LayerKey]] = {}
     for k in merged:
-        f = (k.op, k.in_hw, k.kernel, k.stride, k.padding, k.groups, k.fused)
-        fam.setdefault(f, {})[(k.in_channels, k.out_channels)] = k
+        fam.setdefault(family(k), {})[(k.in_channels, k.out_channels)] = k
     return fam
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from host.latency.key import LayerKey
+from edgeshrink.host.latency.key import LayerKey
 
 OPSET = 18
 
@@ -116,10 +116,17 @@ def write_micro_models(args: Tuple[List[Dict[str, object]], str]) -> List[str]:
         name = key_id(key) + ".onnx"
         path = os.path.join(folder, name)
         if not os.path.exists(path):
-            onnx.save(micro_model(key), path + ".tmp")
-            os.replace(path + ".tmp", path)
+            save_atomic(micro_model(key), path)
         names.append(name)
     return names
+
+
+def save_atomic(model: onnx.ModelProto, path: str) -> None:
+    """Write an ONNX model so that an interrupted write leaves no file under ``path`` (a resumed build takes an
+    existing file as built)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    onnx.save(model, tmp)
+    os.replace(tmp, path)
 
 
 def overhead_model(input_shape, num_classes: int = 10) -> onnx.ModelProto:

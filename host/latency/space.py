@@ -19,7 +19,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from host.latency.key import LayerKey
+from edgeshrink.host.latency.key import LayerKey
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,6 @@
-"""The latency lookup table: JSON schema (ARCHITECTURE.md, "Latency table"), loading with validation,
-atomic saving, and prediction.
-
-Prediction follows the table's ``calibration``: every entry was measured as a standalone micro-model that
-pays the fixed per-inference overhead (session run, input binding, output fetch) once, so a network's
-latency is predicted as ``overhead_ms + sum over layer sites of (entry_ms - overhead_ms)``: the overhead
-counted once, not once per layer (NetAdapt, Yang et al. 2018, Sec. 4.1, builds its latency model from
-per-layer lookups the same way). When the calibration holds a ``fit`` (whole calibration networks measured
-with the micro-models, :mod:`host.latency.calibrate`), each site's ``entry - overhead`` is scaled by its
-fitted coefficient and the fitted intercept replaces the overhead.
+"""The latency lookup table file: its JSON schema (``schema: edgeshrink.latency_table``, version 1; the fields are
+listed in docs/latency.md), loading with validation, and atomic saving. Prediction from a table is
+:mod:`edgeshrink.host.latency.predict`.
 """
 
 from __future__ import annotations
@@ -16,20 +9,17 @@ import json
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from host.errors import TableError
-from host.io import write_json
-from host.latency.key import LayerKey
-from host.latency.space import PruningSpace
+from edgeshrink.host.errors import TableError
+from edgeshrink.host.io import write_json
+from edgeshrink.host.latency.key import LayerKey
 
 SCHEMA = "edgeshrink.latency_table"
 SCHEMA_VERSION = 1
 # The statistic of each timing the entries hold, and so what the table predicts (``LatencyTable.statistic``):
-# "median" of the timed runs, or "min", the fastest run. On a host shared with other tenants (a cloud VM) the speed
-# flips between an uncontended and a contended state (25% apart on this project's AMD EPYC VM) many times a second,
-# and a model's median follows the share of its runs that fell in the contended state: two interleaved runs of 60
-# ResNet-20 variants there agree per model to 1.0-1.4% (std) by the median, 0.2-0.3% by the minimum (Chen &
-# Revels 2016, "Robust benchmarking in noisy environments": timing noise is additive, the minimum is the robust
-# estimate; Python's timeit documents the same). Tables written before this field existed are "median".
+# "median" of the timed runs, or "min", the fastest run. Timing noise on a shared CPU only ever adds, so the
+# minimum is the robust estimate of what a layer costs (Chen & Revels 2016, "Robust benchmarking in noisy
+# environments"); docs/latency.md has the measurements behind the default. Tables written before this field
+# existed are "median".
 STATISTICS = ("median", "min")
 
 
@@ -146,84 +136,6 @@ def load_table(path: str) -> LatencyTable:
         raise
     except (KeyError, TypeError, ValueError) as e:
         raise TableError(f"{path}: malformed latency table ({type(e).__name__}: {e})") from None
-
-
-class TablePredictor:
-    """A latency model over one pruning space: ``predict_ms(widths) -> float`` (what NetAdapt needs).
-
-    Args:
-        table: the latency table.
-        space: the model's pruning space; its input shape must be the table's.
-
-    Raises:
-        TableError: input shape differs, or the table lacks the unpruned model's configurations
-            (a table built for another model).
-    """
-
-    def __init__(self, table: LatencyTable, space: PruningSpace, corrected: bool = True):
-        if space.fuse_residual_add != table.fuse_residual_add:
-            raise TableError("the pruning space and the table disagree on residual-add fusion; build the space "
-                             "with TablePredictor.for_model")
-        if list(space.input_shape) != list(table.input_shape):
-            raise TableError(f"latency table was measured at input {fmt_shape(table.input_shape)}, "
-                             f"not {fmt_shape(space.input_shape)}")
-        self.table, self.space = table, space
-        fit = table.calibration.get("fit") if corrected else None
-        if fit and fit.get("model") not in (None, space.model_name):
-            fit = None  # a correction fitted on another model's networks is not transferred
-        self.fit = fit
-        coef = (fit or {}).get("coefficients", {})
-        self._intercept = float(coef.get("intercept_ms", table.overhead_ms))
-        self._scale = {"conv": float(coef.get("conv", 1.0)), "other": float(coef.get("other", 1.0))}
-        self._per_mparam = float(coef.get("weights_ms_per_mparam", 0.0))
-        self._delta: Dict[tuple, float] = {
-            (c["kind"], LayerKey.from_dict(c["key"])): float(c["delta"]) for c in (fit or {}).get("corrections", [])}
-        self.predict_ms(space.full_widths)  # fails early on a table for another model
-
-    @classmethod
-    def for_model(cls, table: LatencyTable, model, corrected: bool = True) -> "TablePredictor":
-        """Trace ``model`` at the table's input shape with the table's fusion rules. ``corrected=False``
-        ignores a fitted calibration (what the fit itself is computed from)."""
-        from host.latency.space import build_space
-
-        return cls(table, build_space(model, table.input_shape, fuse_residual_add=table.fuse_residual_add), corrected)
-
-    def layer_ms(self, widths: Dict[str, int]) -> List[float]:
-        """Per-site latency in ms, in site order: entry minus overhead, times the site's fitted coefficient plus
-        its corrections (family, input and output channel count, configuration; 0 where the fit has none),
-        plus the weights term."""
-        from host.latency.calibrate import correction_labels, site_class, site_params
-
-        d = self._delta
-        if not d:
-            return [self._scale[site_class(key.op)] * ms + self._per_mparam * site_params(key)
-                    for key, ms in self.raw_sites(widths)]
-        return [(self._scale[site_class(key.op)] + sum(d.get(label, 0.0) for label in correction_labels(key))) * ms
-                + self._per_mparam * site_params(key) for key, ms in self.raw_sites(widths)]
-
-    def raw_sites(self, widths: Dict[str, int]) -> List[tuple]:
-        """``(layer key, entry latency (the table's statistic) - overhead in ms)`` per site, uncorrected, in site order.
-
-        Raises:
-            TableError: the table has no entry for a site's configuration.
-        """
-        out = []
-        ovh = self.table.overhead_ms
-        for site in self.space.sites:
-            key = site.key(widths)
-            e = self.table.lookup(key)
-            if e is None:
-                built = ", ".join(self.table.models) or "unknown models"
-                raise TableError(
-                    f"latency table (built for {built}, granularity {self.table.build.get('granularity', '?')}) has no "
-                    f"entry for {self.space.model_name} layer {site.name}: {key.op} {key.in_channels}->{key.out_channels} "
-                    f"at {key.in_hw[0]}x{key.in_hw[1]}")
-            out.append((key, e.ms(self.table.statistic) - ovh))
-        return out
-
-    def predict_ms(self, widths: Dict[str, int]) -> float:
-        """Predicted latency in ms of the model at these group widths."""
-        return self._intercept + sum(self.layer_ms(widths))
 
 
 def check_backend(table: LatencyTable, path: str, backend: Optional[str]) -> None:

@@ -25,12 +25,12 @@ from typing import Callable, Dict, List, Optional, Protocol
 
 import torch.nn as nn
 
-import models
-from host.data import Dataset
-from host.errors import BudgetError
-from host.latency.space import PruningSpace, channel_grid
-from host.prune.surgery import prune_group_
-from host.train import evaluate, fine_tune_steps
+from edgeshrink import models
+from edgeshrink.host.data import Dataset
+from edgeshrink.host.errors import BudgetError
+from edgeshrink.host.latency.space import PruningSpace, channel_grid
+from edgeshrink.host.prune.surgery import prune_group_
+from edgeshrink.host.train import evaluate, fine_tune_steps
 
 
 class LatencyModel(Protocol):

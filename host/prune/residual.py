@@ -1,188 +1,21 @@
-"""Independent residual pruning (from the Neural Network Shrinking work) for CIFAR ResNets.
+"""Independent residual pruning (from the Neural Network Shrinking work): which channels each residual branch
+keeps, and what the pruned network costs by a latency table.
 
-In the coupled mode (Torch-Pruning's dependency graph, :mod:`host.prune.surgery`) every branch that meets at a
-residual add keeps the same channels: the stem or projection and every ``conv2`` of a stage share one width.
-Here each branch keeps its own channels instead. The add becomes an index-add: each branch's channels are
-scattered into a zero tensor of the union width ``|U|`` (transposed to ``(C, N, H, W)`` so the scatter indexes
-channels), exported to ONNX as ``ScatterND`` with ``reduction="add"`` (opset >= 16).
-
-A stage's stream then carries the union ``U`` of the channels its branches kept (positions in ``U`` order);
-every consumer of the stream (the next blocks' ``conv1``, the next stage's ``conv1`` and projection, the
-classifier) reads those ``|U|`` channels. :func:`independent_from_dense` builds such a network from a dense
-(or coupled-pruned) ``CifarResNet`` and the per-branch kept channel indices, copying weights; with every
-channel kept it computes exactly what the dense network does.
+The network itself (index-adds, ScatterND in ONNX) is model code: :mod:`edgeshrink.models.residual`. Here: each
+branch keeps its own channels by filter L2 norm (:func:`select_independent_keep`), the latency-table keys of such a
+network (:func:`layer_keys`) and table lookups at the union widths it creates (:func:`interpolated_entry_ms`).
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from pathlib import Path
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
 
-from host.latency.key import LayerKey
-
-
-class IndexAdd(nn.Module):
-    """``relu(scatter(a, idx_a) + scatter(b, idx_b))`` into ``width`` channels.
-
-    Args:
-        width: the union width ``|U|``.
-        idx_a: positions in ``U`` of ``a``'s channels, shape ``(C_a,)``.
-        idx_b: positions in ``U`` of ``b``'s channels, or None when ``b`` already has ``width`` channels in ``U``
-            order (an identity shortcut inside a stage).
-
-    Shapes: ``a (N, C_a, H, W)``, ``b (N, C_b, H, W)`` -> ``(N, width, H, W)``.
-    """
-
-    def __init__(self, width: int, idx_a: torch.Tensor, idx_b: Optional[torch.Tensor] = None):
-        super().__init__()
-        self.width = int(width)
-        self.register_buffer("idx_a", torch.as_tensor(idx_a, dtype=torch.long))
-        self.register_buffer("idx_b", None if idx_b is None else torch.as_tensor(idx_b, dtype=torch.long))
-        # A branch that fills the union in order is added, not scattered: besides being cheaper, this avoids an
-        # ONNX optimizer rewrite (onnxscript, torch 2.13's exporter) that replaces a ScatterND whose constant
-        # indices cover the whole tensor by its updates, dropping reduction="add" (found by this module's tests).
-        full = torch.arange(self.width)
-        self.a_full = bool(self.idx_a.numel() == self.width and torch.equal(self.idx_a, full))
-        self.b_full = self.idx_b is None or bool(self.idx_b.numel() == self.width and torch.equal(self.idx_b, full))
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = a.shape
-        if self.a_full and self.b_full:
-            return torch.relu(a + b)
-        if self.b_full:
-            base = b.transpose(0, 1)
-        else:
-            base = a.new_zeros(self.width, n, h, w).index_put((self.idx_b,), b.transpose(0, 1), accumulate=True)
-        if self.a_full:
-            z = base + a.transpose(0, 1)
-        else:
-            z = base.index_put((self.idx_a,), a.transpose(0, 1), accumulate=True)
-        return torch.relu(z.transpose(0, 1))
-
-
-class IndependentBlock(nn.Module):
-    """A basic block whose residual add is an :class:`IndexAdd`."""
-
-    def __init__(self, conv1: nn.Conv2d, bn1: nn.BatchNorm2d, conv2: nn.Conv2d, bn2: nn.BatchNorm2d,
-                 shortcut: Optional[nn.Module], add: IndexAdd):
-        super().__init__()
-        self.conv1, self.bn1, self.relu1 = conv1, bn1, nn.ReLU()
-        self.conv2, self.bn2 = conv2, bn2
-        self.shortcut = shortcut
-        self.add = add
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
-        return self.add(out, x if self.shortcut is None else self.shortcut(x))
-
-
-class IndependentResNet(nn.Module):
-    """A CIFAR ResNet whose residual branches keep channels independently. Input ``(N, 3, 32, 32)``."""
-
-    def __init__(self, stem: nn.Conv2d, stem_bn: nn.BatchNorm2d, stages: List[nn.Sequential], fc: nn.Linear,
-                 union: Dict[str, List[int]]):
-        super().__init__()
-        self.conv1, self.bn1, self.relu = stem, stem_bn, nn.ReLU()
-        self.layer1, self.layer2, self.layer3 = stages
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = fc
-        self.union = union  # stage -> kept original channel indices, in stream order
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(self.pool(x), 1))
-
-
-def _conv(src: nn.Conv2d, rows: Sequence[int], cols: Sequence[int]) -> nn.Conv2d:
-    c = nn.Conv2d(len(cols), len(rows), src.kernel_size, src.stride, src.padding, bias=False)
-    with torch.no_grad():
-        c.weight.copy_(src.weight[list(rows)][:, list(cols)])
-    return c
-
-
-def _bn(src: nn.BatchNorm2d, rows: Sequence[int]) -> nn.BatchNorm2d:
-    b = nn.BatchNorm2d(len(rows), eps=src.eps, momentum=src.momentum)
-    r = list(rows)
-    with torch.no_grad():
-        b.weight.copy_(src.weight[r])
-        b.bias.copy_(src.bias[r])
-        b.running_mean.copy_(src.running_mean[r])
-        b.running_var.copy_(src.running_var[r])
-        b.num_batches_tracked.copy_(src.num_batches_tracked)
-    return b
-
-
-def branch_names(model: nn.Module) -> Dict[str, List[str]]:
-    """Per stage, the branches meeting at its residual adds: the source (``conv1`` for stage 1, else the
-    projection ``layer{s}.0.shortcut.0``) then every block's ``conv2``."""
-    out = {}
-    for s in (1, 2, 3):
-        stage = getattr(model, f"layer{s}")
-        src = "conv1" if s == 1 else f"layer{s}.0.shortcut.0"
-        out[f"layer{s}"] = [src] + [f"layer{s}.{b}.conv2" for b in range(len(stage))]
-    return out
-
-
-def independent_from_dense(model: nn.Module, keep: Dict[str, Sequence[int]]) -> IndependentResNet:
-    """Build the independent-residual network from a ``CifarResNet`` and each branch's kept output channels.
-
-    Args:
-        model: a ``CifarResNet`` (dense, or with its inner widths pruned).
-        keep: branch name (see :func:`branch_names`) -> kept output channel indices of that conv (original
-            numbering). Missing branches keep every channel.
-
-    Raises:
-        ValueError: an unknown branch name, or indices out of range.
-    """
-    names = branch_names(model)
-    mods = dict(model.named_modules())
-    known = {n for v in names.values() for n in v}
-    bad = set(keep) - known
-    if bad:
-        raise ValueError(f"not residual branches of this model: {', '.join(sorted(bad))}")
-    k = {n: sorted(int(i) for i in keep.get(n, range(mods[n].out_channels))) for n in known}
-    for n, idx in k.items():
-        if not idx or idx[-1] >= mods[n].out_channels or idx[0] < 0:
-            raise ValueError(f"{n}: kept channels must be a non-empty subset of 0..{mods[n].out_channels - 1}")
-    stem = _conv(model.conv1, k["conv1"], range(model.conv1.in_channels))
-    stem_bn = _bn(model.bn1, k["conv1"])
-    stages, union = [], {}
-    prev_cols: Sequence[int] = k["conv1"]  # what the stream entering stage 1 carries (stem channels, in order)
-    for s in (1, 2, 3):
-        sname = f"layer{s}"
-        u = sorted(set().union(*(k[n] for n in names[sname])))
-        pos = {c: i for i, c in enumerate(u)}
-        blocks = []
-        for b, blk in enumerate(getattr(model, sname)):
-            cols = prev_cols if b == 0 else u
-            conv1 = _conv(blk.conv1, range(blk.conv1.out_channels), cols)
-            bn1 = _bn(blk.bn1, range(blk.bn1.num_features))
-            kb = k[f"{sname}.{b}.conv2"]
-            conv2 = _conv(blk.conv2, kb, range(blk.conv2.in_channels))
-            bn2 = _bn(blk.bn2, kb)
-            idx_a = torch.tensor([pos[c] for c in kb])
-            shortcut = None
-            if b == 0:
-                if blk.shortcut is not None:
-                    ks = k[f"{sname}.0.shortcut.0"]
-                    shortcut = nn.Sequential(_conv(blk.shortcut[0], ks, prev_cols), _bn(blk.shortcut[1], ks))
-                    idx_b = torch.tensor([pos[c] for c in ks])
-                else:  # stage 1: the stem's output is the identity
-                    idx_b = torch.tensor([pos[c] for c in k["conv1"]])
-            else:
-                idx_b = None
-            blocks.append(IndependentBlock(conv1, bn1, conv2, bn2, shortcut, IndexAdd(len(u), idx_a, idx_b)))
-        stages.append(nn.Sequential(*blocks))
-        union[sname] = u
-        prev_cols = u
-    fc = nn.Linear(len(prev_cols), model.fc.out_features)
-    with torch.no_grad():
-        fc.weight.copy_(model.fc.weight[:, list(prev_cols)])
-        fc.bias.copy_(model.fc.bias)
-    return IndependentResNet(stem, stem_bn, stages, fc, union).eval()
+from edgeshrink.host.latency.key import LayerKey, family_at_out
+from edgeshrink.models.residual import IndependentResNet, branch_names
 
 
 def layer_keys(model: IndependentResNet, input_hw=(32, 32)) -> Dict[str, List]:
@@ -256,13 +89,8 @@ def interpolated_entry_ms(table, key: LayerKey) -> float:
     e = table.lookup(key)
     if e is not None:
         return e.ms(table.statistic)
-    same = {}
-    for ent in table.entries:
-        k = ent.key
-        if (k.op, k.out_channels, tuple(k.in_hw), tuple(k.kernel), tuple(k.stride), tuple(k.padding), k.groups,
-                tuple(k.fused)) == (key.op, key.out_channels, tuple(key.in_hw), tuple(key.kernel), tuple(key.stride),
-                                    tuple(key.padding), key.groups, tuple(key.fused)):
-            same[k.in_channels] = ent.ms(table.statistic)
+    row = family_at_out(key)
+    same = {ent.key.in_channels: ent.ms(table.statistic) for ent in table.entries if family_at_out(ent.key) == row}
     lo = max((c for c in same if c < key.in_channels), default=None)
     hi = min((c for c in same if c > key.in_channels), default=None)
     if lo is None or hi is None:
@@ -286,13 +114,54 @@ def parse_stage_widths(text: str) -> Dict[str, int]:
     return out
 
 
-def checkpoint_dict(model: IndependentResNet, base_name: str, base_channels: Dict[str, int],
-                    keep: Dict[str, List[int]], num_classes: int, **meta) -> Dict[str, object]:
-    """An edgeshrink checkpoint of an independent network: the dense architecture (name + channel spec), each
-    branch's kept channels (``residual``) and the state_dict, so :func:`host.checkpoint.model_from_checkpoint`
-    rebuilds it."""
-    from host.checkpoint import FORMAT, VERSION
+def run_independent(checkpoint: str, per_stage: Dict[str, int], data, out: str, finetune_epochs: int = 5,
+                    lr: float = 0.01, seed: int = 0) -> Dict[str, object]:
+    """``host residual``: prune a coupled CIFAR ResNet checkpoint into independent residual branches (each keeps
+    ``per_stage[stage]`` channels by filter L2 norm), fine-tune, and write ``OUT/model.pt`` (rebuildable by
+    ``host export``), ``OUT/model.onnx`` (ScatterND, checked in ONNX Runtime) and ``OUT/report.json``.
 
-    return {"format": FORMAT, "version": VERSION, "model": base_name, "num_classes": int(num_classes),
-            "channels": dict(base_channels), "residual": {"mode": "independent", "keep": {k: list(v) for k, v in keep.items()}},
-            "state_dict": model.state_dict(), **meta}
+    Returns:
+        The report: kept widths, union widths, params, test top-1 (%) before and after fine-tuning, the ONNX check.
+
+    Raises:
+        UserError: a checkpoint that is not a coupled CIFAR ResNet. CheckpointError: an unreadable one.
+    """
+    import onnx
+
+    from edgeshrink.host import ui
+    from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+    from edgeshrink.host.errors import UserError
+    from edgeshrink.host.export.onnx import check_onnx, export_onnx
+    from edgeshrink.host.io import write_json
+    from edgeshrink.host.train import TrainConfig, evaluate, train
+    from edgeshrink.models.residual import independent_from_dense
+
+    ckpt = load_checkpoint(checkpoint)
+    if not str(ckpt["model"]).startswith("resnet") or ckpt.get("residual"):
+        raise UserError(f"{checkpoint}: independent residual pruning needs a coupled CIFAR ResNet checkpoint, "
+                        f"not {ckpt['model']}{' (already independent)' if ckpt.get('residual') else ''}")
+    base = model_from_checkpoint(ckpt, path=checkpoint)
+    model = independent_from_dense(base, select_independent_keep(base, per_stage))
+    before = evaluate(model, data, "test")["top1"]
+    ui.log(f"independent branches: union widths {', '.join(f'{k} {len(v)}' for k, v in model.union.items())}; "
+           f"test top-1 before fine-tuning {before:.2f}%")
+    if finetune_epochs:
+        torch.manual_seed(seed)
+        train(model, data, TrainConfig(epochs=finetune_epochs, lr=lr, batch_size=64, seed=seed))
+    after = evaluate(model, data, "test")
+    outp = Path(out)
+    save_checkpoint(str(outp / "model.pt"), model, ckpt["num_classes"], dataset=data.name,
+                    input_shape=list(data.input_shape))
+    shape = data.input_shape
+    export_onnx(model, shape, str(outp / "model.onnx"), slim=True)
+    check = check_onnx(model, str(outp / "model.onnx"), shape)
+    scatter = sum(1 for n in onnx.load(str(outp / "model.onnx")).graph.node if n.op_type == "ScatterND")
+    report = {"checkpoint": checkpoint, "keep_per_stage": per_stage,
+              "union_widths": {k: len(v) for k, v in model.union.items()},
+              "params": sum(p.numel() for p in model.parameters()), "test_top1_before_finetune": before,
+              "test_top1": after["top1"], "finetune_epochs": finetune_epochs, "onnx_check": check,
+              "scatternd_nodes": scatter}
+    write_json(outp / "report.json", report)
+    ui.log(f"test top-1 {after['top1']:.2f}% after {finetune_epochs} epochs; ONNX with {scatter} ScatterND, "
+           f"max |diff| to torch {check['max_abs_diff']:.2g} -> {outp}")
+    return report

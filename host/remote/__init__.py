@@ -1,49 +1,16 @@
-"""Devices: where the device side runs. One interface for every kind (ARCHITECTURE.md, "Devices"):
-put files into a work directory, run ``python3 -m device ...`` there, get files back.
+"""Devices: where the device side runs. One interface for every kind (:class:`.base.Device`): put files into a
+work directory, run ``python3 -m device ...`` there, get files back.
 
-Specs: ``local`` (a subprocess on this machine) and ``ssh://[user@]host[:port][?python=...&root=...]`` (a board,
-through paramiko: :mod:`host.remote.ssh`).
+Specs: ``local`` (a subprocess on this machine, :mod:`.local`) and
+``ssh://[user@]host[:port][?python=...&root=...]`` (a board, through paramiko: :mod:`.ssh`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Protocol
+from typing import Optional
 
-from host.errors import DeviceError
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    exit_code: int
-    stdout: str
-    stderr: str
-    duration_s: float
-
-
-class Device(Protocol):
-    spec: str
-
-    def __enter__(self) -> "Device": ...
-
-    def __exit__(self, *exc) -> None: ...
-
-    def put(self, local_path: str, remote_rel: str) -> None: ...
-
-    def get(self, remote_rel: str, local_path: str) -> None: ...
-
-    def exists(self, remote_rel: str) -> bool: ...
-
-    def run_device(self, args: List[str], timeout_s: Optional[float] = None,
-                   on_stderr_line: Optional[Callable[[str], None]] = None, check: bool = True) -> CommandResult: ...
-
-
-def check_result(spec: str, args: List[str], res: CommandResult) -> CommandResult:
-    """Raise DeviceError naming the device, the command and its last stderr line when it failed."""
-    if res.exit_code != 0:
-        last = (res.stderr.strip().splitlines() or ["no output"])[-1]
-        raise DeviceError(f"device {args[0] if args else ''} failed on {spec} (exit {res.exit_code}): {last}")
-    return res
+from edgeshrink.host.errors import DeviceError
+from edgeshrink.host.remote.base import CommandResult, Device, check_result  # noqa: F401  (the interface)
 
 
 def open_device(spec: str, workdir: Optional[str] = None, trust_new_host: bool = False) -> Device:
@@ -59,11 +26,11 @@ def open_device(spec: str, workdir: Optional[str] = None, trust_new_host: bool =
         DeviceError: a malformed spec (connection errors come when the device is entered).
     """
     if spec == "local":
-        from host.remote.local import LocalDevice
+        from edgeshrink.host.remote.local import LocalDevice
 
         return LocalDevice(workdir)
     if spec.startswith("ssh://"):
-        from host.remote.ssh import SshDevice
+        from edgeshrink.host.remote.ssh import SshDevice
 
         return SshDevice(spec, workdir=workdir, trust_new_host=trust_new_host)
     raise DeviceError(f"malformed device spec {spec!r}: expected 'local' or 'ssh://user@host[:port]'")

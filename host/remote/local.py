@@ -13,10 +13,8 @@ import time
 from pathlib import Path
 from typing import Callable, List, Optional
 
-from host.errors import DeviceError
-from host.remote import CommandResult, check_result
-
-DEVICE_PKG = Path(__file__).resolve().parents[2] / "device"
+from edgeshrink.host.errors import DeviceError
+from edgeshrink.host.remote.base import DEVICE_PKG, CommandResult, check_result
 
 
 class LocalDevice:

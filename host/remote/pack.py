@@ -9,9 +9,9 @@ import zipapp
 from pathlib import Path
 from typing import Dict
 
-from host.remote.ssh import DEVICE_PKG, device_tree_hash
+from edgeshrink.host.remote.base import DEVICE_PKG, device_tree_hash
 
-_MAIN = "import sys\nfrom device.__main__ import main\nsys.exit(main())\n"
+_MAIN = "import sys\nfrom device.__main__ import main\nsys.exit(main())\n"  # the package is ``device`` in the archive
 
 
 def pack_device(out: str) -> Dict[str, object]:

@@ -20,7 +20,6 @@ Spec: ``ssh://[user@]host[:port][?python=/path/to/python3&root=/path/on/board]``
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import posixpath
@@ -34,12 +33,11 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence, Union
 from urllib.parse import parse_qs, urlsplit
 
-from host.errors import DeviceError
-from host.remote import CommandResult, check_result
+from edgeshrink.host.errors import DeviceError
+from edgeshrink.host.remote.base import CommandResult, check_result, device_files, device_tree_hash
 
 log = logging.getLogger("edgeshrink.remote.ssh")
 
-DEVICE_PKG = Path(__file__).resolve().parents[2] / "device"
 HASH_FILE = ".edgeshrink-device.sha256"
 PASSPHRASE_ENV = "EDGESHRINK_SSH_PASSPHRASE"
 
@@ -80,16 +78,6 @@ def parse_ssh_spec(spec: str) -> SshSpec:
         raise DeviceError(f"device spec {spec!r}: unknown option(s) {', '.join(sorted(unknown))} (known: python, root)")
     return SshSpec(host=u.hostname, user=u.username, port=port, python=opts.get("python") or "python3",
                    root=opts.get("root") or "edgeshrink")
-
-
-def device_tree_hash(root: Path = DEVICE_PKG) -> str:
-    """sha256 over the device package's files (relative path and content), ``__pycache__`` excluded."""
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc":
-            h.update(p.relative_to(root).as_posix().encode() + b"\0")
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def _dropped(e: BaseException) -> bool:
@@ -369,9 +357,8 @@ class SshDevice:
             return
         log.info("pushing device/ to %s:%s", self.target.host, dev_dir)
         self.conn.run(["rm", "-rf", "--", dev_dir])
-        for p in sorted(DEVICE_PKG.rglob("*")):
-            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc":
-                self.conn.put(str(p), posixpath.join(dev_dir, p.relative_to(DEVICE_PKG).as_posix()))
+        for rel, p in device_files():
+            self.conn.put(str(p), posixpath.join(dev_dir, rel))
         with self.conn.sftp.open(posixpath.join(dev_dir, HASH_FILE), "w") as f:
             f.write(want)  # written last: a cut upload is pushed again next time
         self.pushed_device = True

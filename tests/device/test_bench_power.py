@@ -18,7 +18,7 @@ ITERS = 60000  # a few hundred ms of a tiny model: enough power samples in the t
 
 def bench(tmp_path, *extra, env=None):
     model = tiny_onnx(tmp_path / "m.onnx")
-    r = run_cli("-m", "device", "bench", str(model), "--iters", str(ITERS), "--warmup", "10", "--json",
+    r = run_cli("-m", "edgeshrink.device", "bench", str(model), "--iters", str(ITERS), "--warmup", "10", "--json",
                 "--log-dir", str(tmp_path / "logs"), *extra, env=env)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)["results"][0]
@@ -58,7 +58,7 @@ def test_pi5_pmic_power_and_throttle_state(tmp_path):
 
 def test_no_meter_here_is_a_one_line_error(tmp_path):
     model = tiny_onnx(tmp_path / "m.onnx")
-    r = run_cli("-m", "device", "bench", str(model), "--power", "tegrastats", env={"EDGESHRINK_TEGRASTATS": ""})
+    r = run_cli("-m", "edgeshrink.device", "bench", str(model), "--power", "tegrastats", env={"EDGESHRINK_TEGRASTATS": ""})
     assert r.returncode == 2 and "tegrastats" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
@@ -75,5 +75,5 @@ def test_warmup_by_time_affinity_cool_down_and_thermal_fields(tmp_path):
 
 def test_bad_cpu_list_is_refused(tmp_path):
     model = tiny_onnx(tmp_path / "m.onnx")
-    r = run_cli("-m", "device", "bench", str(model), "--cpus", "zero")
+    r = run_cli("-m", "edgeshrink.device", "bench", str(model), "--cpus", "zero")
     assert r.returncode == 2 and "malformed CPU list" in r.stderr

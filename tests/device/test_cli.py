@@ -25,13 +25,16 @@ def tiny_onnx(path, channels=4):
 
 
 def test_importing_device_and_its_help_load_no_torch_host_or_paramiko():
-    code = ("import sys, device, device.__main__, device.bench, device.runners.ort, device.sysinfo, device.thermal\n"
-            "import device.runners.litert, device.runners.tensorrt, device.runners.trtexec\n"
-            "import device.runners.benchmark_model, device.power.tegrastats, device.power.rpi, device.power.hwmon\n"
-            "import device.power.meters, device.power.energy\n"
-            "device.runners.backends()\n"
-            "try:\n    device.__main__.main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "bad = [m for m in ('torch', 'host', 'paramiko', 'models') if m in sys.modules]\n"
+    mods = ["", ".__main__", ".bench", ".runners.ort", ".sysinfo", ".thermal", ".runners.litert", ".runners.tensorrt",
+            ".runners.trtexec", ".runners.benchmark_model", ".power.tegrastats", ".power.rpi", ".power.hwmon",
+            ".power.meters", ".power.energy", ".provenance"]
+    code = ("import sys, importlib\n"
+            f"for m in {mods!r}:\n    importlib.import_module('edgeshrink.device' + m)\n"
+            "import edgeshrink.device.runners as r, edgeshrink.device.__main__ as dm\n"
+            "r.backends()\n"
+            "try:\n    dm.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'paramiko', 'host', 'models')"
+            " or m.startswith(('edgeshrink.host', 'edgeshrink.models'))]\n"
             "print('LOADED', bad)")
     r = run_cli("-c", code)
     assert r.returncode == 0, r.stderr
@@ -40,7 +43,7 @@ def test_importing_device_and_its_help_load_no_torch_host_or_paramiko():
 
 def test_bench_json_has_statistics_and_device_metadata(tmp_path):
     model = tiny_onnx(tmp_path / "tiny.onnx")
-    r = run_cli("-m", "device", "bench", str(model), "--backend", "ort", "--threads", "1", "--warmup", "5",
+    r = run_cli("-m", "edgeshrink.device", "bench", str(model), "--backend", "ort", "--threads", "1", "--warmup", "5",
                 "--iters", "40", "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
@@ -69,7 +72,7 @@ def test_device_runs_from_a_copied_folder(tmp_path):
 
 
 def test_jsonl_results_resume_without_remeasuring(tmp_path):
-    from device.bench import bench_many
+    from edgeshrink.device.bench import bench_many
 
     a, b = tiny_onnx(tmp_path / "a.onnx"), tiny_onnx(tmp_path / "b.onnx", channels=8)
     jsonl = tmp_path / "r.jsonl"
@@ -79,7 +82,7 @@ def test_jsonl_results_resume_without_remeasuring(tmp_path):
     both = bench_many([str(a), str(b)], jsonl=str(jsonl), iters=5, warmup=1)
     assert both[0] == first[0]  # a.onnx was not measured again
     assert both[1]["model"] == "b.onnx" and both[1]["latency_ms"]["n"] == 5
-    from device.bench import done_in_jsonl
+    from edgeshrink.device.bench import done_in_jsonl
 
     assert set(done_in_jsonl(str(jsonl))) == {"a.onnx", "b.onnx"}  # b's record starts on its own line
 
@@ -91,14 +94,14 @@ def test_jsonl_results_resume_without_remeasuring(tmp_path):
     (["bench"], "no model files given"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, msg):
-    r = run_cli("-m", "device", *args)
+    r = run_cli("-m", "edgeshrink.device", *args)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("device: error: ") and msg in lines[0]
 
 
 def test_backends_lists_ort_with_its_version():
-    r = run_cli("-m", "device", "backends", "--json")
+    r = run_cli("-m", "edgeshrink.device", "backends", "--json")
     assert r.returncode == 0
     info = json.loads(r.stdout)
     assert info["ort"]["available"] is True and info["ort"]["version"].startswith("onnxruntime")
@@ -107,7 +110,7 @@ def test_backends_lists_ort_with_its_version():
 def test_interleaved_bench_times_every_model_in_round_robin_bursts(tmp_path):
     a, b = tiny_onnx(tmp_path / "a.onnx", 4), tiny_onnx(tmp_path / "b.onnx", 16)
     jl = tmp_path / "r.jsonl"
-    r = run_cli("-m", "device", "bench", str(a), str(b), "--interleave", "4", "--iters", "10", "--warmup", "2",
+    r = run_cli("-m", "edgeshrink.device", "bench", str(a), str(b), "--interleave", "4", "--iters", "10", "--warmup", "2",
                 "--jsonl", str(jl), "--json")
     assert r.returncode == 0, r.stderr
     recs = json.loads(r.stdout)["results"]
@@ -118,14 +121,14 @@ def test_interleaved_bench_times_every_model_in_round_robin_bursts(tmp_path):
         assert x["latency_ms"]["min"] <= x["latency_ms"]["median"] <= x["latency_ms"]["max"]
     assert "[4/4] round 4 of 2 models" in r.stderr
     # the list is the unit of resume: a rerun reads the records back instead of measuring
-    again = run_cli("-m", "device", "bench", str(a), str(b), "--interleave", "4", "--iters", "10", "--jsonl", str(jl),
+    again = run_cli("-m", "edgeshrink.device", "bench", str(a), str(b), "--interleave", "4", "--iters", "10", "--jsonl", str(jl),
                     "--json")
     assert json.loads(again.stdout)["results"] == recs and "round" not in again.stderr
 
 
 def test_interleaved_rounds_are_shared_out_over_loadings(tmp_path):
     a, b = tiny_onnx(tmp_path / "a.onnx", 4), tiny_onnx(tmp_path / "b.onnx", 16)
-    r = run_cli("-m", "device", "bench", str(a), str(b), "--interleave", "5", "--loads", "2", "--iters", "6",
+    r = run_cli("-m", "edgeshrink.device", "bench", str(a), str(b), "--interleave", "5", "--loads", "2", "--iters", "6",
                 "--warmup", "1", "--json")
     assert r.returncode == 0, r.stderr
     recs = json.loads(r.stdout)["results"]
@@ -145,7 +148,7 @@ def test_interleaved_rounds_are_shared_out_over_loadings(tmp_path):
 def test_interleave_refusals(tmp_path, extra, msg):
     a = tiny_onnx(tmp_path / "a.onnx")
     args = ["--interleave", "2"] if "--interleave" not in extra else []
-    r = run_cli("-m", "device", "bench", str(a), *args, *extra)
+    r = run_cli("-m", "edgeshrink.device", "bench", str(a), *args, *extra)
     assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
@@ -153,7 +156,7 @@ def test_interleaved_bench_can_keep_every_timed_run(tmp_path):
     """``keep_samples``: every timed run, burst after burst, from which the record's statistics were taken."""
     import numpy as np
 
-    from device.bench import bench_interleaved
+    from edgeshrink.device.bench import bench_interleaved
 
     a, b = tiny_onnx(tmp_path / "a.onnx", 4), tiny_onnx(tmp_path / "b.onnx", 16)
     recs = bench_interleaved([str(a), str(b)], rounds=4, warmup=1, iters=5, loads=2, keep_samples=True)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from device.stats import LatencyStats, benchmark, summarize
+from edgeshrink.device.stats import LatencyStats, benchmark, summarize
 
 
 def test_summarize_matches_numpy_on_known_samples():

@@ -1,7 +1,7 @@
 """Thermal state, throttle evidence and the cool-down gate (clock and sensors injected)."""
 
-from device import thermal
-from device.power import rpi
+from edgeshrink.device import thermal
+from edgeshrink.device.power import rpi
 
 
 def test_cool_down_waits_until_the_target_temperature():

@@ -1,14 +1,14 @@
 import pytest
 import torch
 
-import models
-from host.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from host.errors import CheckpointError
+from edgeshrink import models
+from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from edgeshrink.host.errors import CheckpointError
 
 
 def test_roundtrip_rebuilds_the_pruned_architecture(tmp_path):
     spec = {"layer1.0.conv1": 6, "layer2.1.conv1": 10}
-    m = models.create("resnet20", 10, spec).eval()
+    m = models.create_model("resnet20", 10, spec).eval()
     save_checkpoint(str(tmp_path / "m.pt"), m, 10, dataset="digits")
     ck = load_checkpoint(str(tmp_path / "m.pt"))
     assert ck["model"] == "resnet20" and ck["channels"]["layer1.0.conv1"] == 6 and ck["dataset"] == "digits"
@@ -25,7 +25,7 @@ def test_errors(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(str(tmp_path / "junk.pt"))
-    m = models.create("resnet20", 10)
+    m = models.create_model("resnet20", 10)
     save_checkpoint(str(tmp_path / "r.pt"), m, 10)
     ck = load_checkpoint(str(tmp_path / "r.pt"))
     with pytest.raises(CheckpointError, match="holds a resnet20, not a resnet56"):

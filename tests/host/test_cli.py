@@ -12,7 +12,7 @@ FAST_NETADAPT = ["--short-term-steps", "2", "--long-term-epochs", "1", "--init-r
 
 
 def test_help_loads_no_tensorrt_or_tensorflow():
-    r = run_cli("-c", "import sys, host.cli\ntry:\n    host.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+    r = run_cli("-c", "import sys, edgeshrink.host.cli\ntry:\n    edgeshrink.host.cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
                       "print('LOADED', [m for m in ('tensorrt', 'tensorflow', 'pycuda') if m in sys.modules])")
     assert r.returncode == 0 and "LOADED []" in r.stdout and "host prune" not in r.stderr
     assert "prune" in r.stdout and "demo" in r.stdout
@@ -28,35 +28,35 @@ def one_line_error(r, *needles):
 
 def test_bad_inputs_give_one_line_and_exit_2(tmp_path, small_table, trained_ckpt):
     T, C = str(small_table), str(trained_ckpt)
-    one_line_error(run_cli("-m", "host.cli", "table", "predict", T, "--model", "resnet21"), "unknown model 'resnet21'")
-    one_line_error(run_cli("-m", "host.cli", "table", "predict", str(tmp_path / "none.json")), "no such latency table")
-    one_line_error(run_cli("-m", "host.cli", "table", "predict", T, "--model", "wrn16_2"), "built for resnet20", "wrn16_2")
-    one_line_error(run_cli("-m", "host.cli", "table", "predict", T, "--backend", "tensorrt"),
+    one_line_error(run_cli("-m", "edgeshrink.host.cli", "table", "predict", T, "--model", "resnet21"), "unknown model 'resnet21'")
+    one_line_error(run_cli("-m", "edgeshrink.host.cli", "table", "predict", str(tmp_path / "none.json")), "no such latency table")
+    one_line_error(run_cli("-m", "edgeshrink.host.cli", "table", "predict", T, "--model", "wrn16_2"), "built for resnet20", "wrn16_2")
+    one_line_error(run_cli("-m", "edgeshrink.host.cli", "table", "predict", T, "--backend", "tensorrt"),
                    "measured with backend 'ort', not 'tensorrt'")
-    one_line_error(run_cli("-m", "host.cli", "table", "build", "--input", "3x32x32", "-o", str(tmp_path / "t.json")),
+    one_line_error(run_cli("-m", "edgeshrink.host.cli", "table", "build", "--input", "3x32x32", "-o", str(tmp_path / "t.json")),
                    "1x3x32x32")
-    one_line_error(run_cli("-m", "host.cli", "train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "cifar"),
+    one_line_error(run_cli("-m", "edgeshrink.host.cli", "train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "cifar"),
                            "--out", str(tmp_path / "o")), "cifar-10-python.tar.gz", str(tmp_path / "cifar"))
-    prune = ["-m", "host.cli", "prune", "--perf-table", T, "--out", str(tmp_path / "p")]
+    prune = ["-m", "edgeshrink.host.cli", "prune", "--perf-table", T, "--out", str(tmp_path / "p")]
     one_line_error(run_cli(*prune, "--checkpoint", str(tmp_path / "none.pt")), "no such checkpoint")
     one_line_error(run_cli(*prune, "--checkpoint", C, "--model", "resnet56"), "holds a resnet20, not a resnet56")
     one_line_error(run_cli(*prune, "--checkpoint", C, "--backend", "litert"), "measured with backend 'ort', not 'litert'")
     one_line_error(run_cli(*prune, "--checkpoint", C, "--budget-ms", "0.001"), "unreachable", "narrowest network")
     one_line_error(run_cli(*prune, "--checkpoint", C, "--budget", "1.5"), "--budget must be a fraction")
-    one_line_error(run_cli(*prune, "--checkpoint", C, "--bench-seconds", "0"), "--bench-seconds must be > 0, got 0")
+    one_line_error(run_cli(*prune, "--checkpoint", C, "--bench-seconds", "0"), "--bench-seconds must be > 0 and finite, got 0")
     one_line_error(run_cli(*prune, "--checkpoint", C, "--dataset", "cifar100", "--data-dir", str(tmp_path)),
                    "cifar-100-python")
-    import models
-    from host.checkpoint import save_checkpoint
+    from edgeshrink import models
+    from edgeshrink.host.checkpoint import save_checkpoint
 
     big = tmp_path / "big.pt"
-    save_checkpoint(str(big), models.create("resnet20"), 10, input_shape=[1, 3, 64, 64])
+    save_checkpoint(str(big), models.create_model("resnet20"), 10, input_shape=[1, 3, 64, 64])
     one_line_error(run_cli(*prune, "--checkpoint", str(big)), "measured at input 1x3x32x32", "takes 1x3x64x64")
     assert not (tmp_path / "p").exists()  # refused before anything was written
 
 
 def test_table_predict_json_and_channels(tmp_path, small_table):
-    r = run_cli("-m", "host.cli", "table", "predict", str(small_table), "--json", "--per-layer")
+    r = run_cli("-m", "edgeshrink.host.cli", "table", "predict", str(small_table), "--json", "--per-layer")
     assert r.returncode == 0, r.stderr
     full = json.loads(r.stdout)
     assert full["latency_ms_predicted"] > 0 and len(full["layers"]) == 22 and full["backend"] == "ort"
@@ -64,16 +64,16 @@ def test_table_predict_json_and_channels(tmp_path, small_table):
     assert stem["site"] == "conv1" and stem["macs"] == 32 * 32 * 16 * 3 * 9
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"layer1.0.conv1": 8, "layer2.0.conv1": 8, "layer3.0.conv1": 32}))
-    r = run_cli("-m", "host.cli", "table", "predict", str(small_table), "--channels", str(spec), "--json")
+    r = run_cli("-m", "edgeshrink.host.cli", "table", "predict", str(small_table), "--channels", str(spec), "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["latency_ms_predicted"] < full["latency_ms_predicted"]
     spec.write_text(json.dumps({"layer1.0.conv1": 5}))  # off the table's grid
-    one_line_error(run_cli("-m", "host.cli", "table", "predict", str(small_table), "--channels", str(spec)),
+    one_line_error(run_cli("-m", "edgeshrink.host.cli", "table", "predict", str(small_table), "--channels", str(spec)),
                    "no entry for resnet20 layer layer1.0.conv1")
 
 
 def test_train_writes_checkpoint_and_metrics(tmp_path):
-    r = run_cli("-m", "host.cli", "train", "--model", "resnet20", "--epochs", "1", "--out", str(tmp_path / "b"))
+    r = run_cli("-m", "edgeshrink.host.cli", "train", "--model", "resnet20", "--epochs", "1", "--out", str(tmp_path / "b"))
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert 0 <= m["test"]["top1"] <= 100 and m["test"]["top5"] >= m["test"]["top1"] and len(m["history"]) == 1
@@ -84,7 +84,7 @@ def test_train_writes_checkpoint_and_metrics(tmp_path):
 @pytest.mark.slow
 def test_prune_end_to_end_with_resume(tmp_path, small_table, trained_ckpt):
     out = tmp_path / "pruned"
-    args = ["-m", "host.cli", "prune", "--perf-table", str(small_table), "--model", "resnet20", "--checkpoint",
+    args = ["-m", "edgeshrink.host.cli", "prune", "--perf-table", str(small_table), "--model", "resnet20", "--checkpoint",
             str(trained_ckpt), "--dataset", "digits", "--budget", "0.6", "--out", str(out), *FAST_NETADAPT]
     # interrupted after the first iteration: the state of that iteration is kept
     r = run_cli(*args, "--max-iters", "1")
@@ -117,7 +117,7 @@ def test_prune_end_to_end_with_resume(tmp_path, small_table, trained_ckpt):
     assert p["prediction_statistic"] == "min" and p["latency_ms_measured_min"] <= p["latency_ms_measured"]
     assert p["prediction_error"] == pytest.approx(p["latency_ms_predicted"] / p["latency_ms_measured_min"] - 1)
     # confirmed as the table's calibration networks are timed: round-robin bursts of 4 over 5 loadings
-    from host.pipeline import confirmation_rounds
+    from edgeshrink.host.pipeline.confirm import confirmation_rounds
 
     rounds = confirmation_rounds(1.0, [b["latency_ms_predicted"], p["latency_ms_predicted"]])
     assert report["measurement"] == {"rounds": rounds, "warmup": 50, "iters": 4, "interleaved": True, "loads": 5}
@@ -126,7 +126,7 @@ def test_prune_end_to_end_with_resume(tmp_path, small_table, trained_ckpt):
 
 @pytest.mark.slow
 def test_demo_runs_the_main_job(tmp_path):
-    r = run_cli("-m", "host.cli", "demo", "--out", str(tmp_path / "demo"), "--epochs", "2",
+    r = run_cli("-m", "edgeshrink.host.cli", "demo", "--out", str(tmp_path / "demo"), "--epochs", "2",
                 "--short-term-steps", "2", "--long-term-epochs", "1", "--init-reduction", "0.15", "--decay", "0.9",
                 "--calibrate", "12", "--bench-seconds", "2")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -141,6 +141,6 @@ def test_demo_runs_the_main_job(tmp_path):
 
 @pytest.mark.parametrize("n", ["2", "-1"])
 def test_demo_refuses_too_few_calibration_networks_before_training(tmp_path, n):
-    r = run_cli("-m", "host.cli", "demo", "--out", str(tmp_path / "demo"), "--calibrate", n)
+    r = run_cli("-m", "edgeshrink.host.cli", "demo", "--out", str(tmp_path / "demo"), "--calibrate", n)
     assert r.returncode == 2 and r.stderr.strip() == f"host: error: --calibrate must be 0 (none) or >= 3 networks, got {n}"
     assert not (tmp_path / "demo").exists()  # nothing was trained

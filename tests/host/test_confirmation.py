@@ -2,10 +2,10 @@
 
 import pytest
 
-from device.runners import is_self_timed
-from host.errors import UserError
-from host.latency.validate import NETWORK_ITERS, NETWORK_ROUNDS
-from host.pipeline import MAX_CONFIRMATION_ROUNDS, confirmation_rounds
+from edgeshrink.device.runners import is_self_timed
+from edgeshrink.host.errors import UserError
+from edgeshrink.host.latency.networks import NETWORK_ITERS, NETWORK_ROUNDS
+from edgeshrink.host.pipeline.confirm import MAX_CONFIRMATION_ROUNDS, confirmation_rounds
 
 
 def test_rounds_cover_the_span_by_the_predicted_latencies():

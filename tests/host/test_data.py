@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from host.data import load_cifar, load_dataset, load_imagefolder
-from host.errors import DatasetError
+from edgeshrink.host.data import load_cifar, load_dataset, load_imagefolder
+from edgeshrink.host.errors import DatasetError
 
 
 def test_digits_is_the_real_bundled_set_split_stratified(digits):
@@ -21,7 +21,7 @@ def test_digits_is_the_real_bundled_set_split_stratified(digits):
         counts = torch.bincount(split.labels, minlength=10).float()
         assert counts.min() / counts.max() > 0.85  # stratified: every class about equally present
     # fixed and seeded: the same split every time, a different one with another seed
-    from host.data import load_digits
+    from edgeshrink.host.data import load_digits
 
     again, other = load_digits(seed=0), load_digits(seed=1)
     assert torch.equal(again.test.images, digits.test.images)

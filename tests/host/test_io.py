@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from host.io import atomic_path, write_json
+from edgeshrink.host.io import atomic_path, write_json
 
 
 def test_interrupted_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

@@ -4,7 +4,7 @@ import pickle
 import numpy as np
 import pytest
 
-from host import safe_pickle
+from edgeshrink.host import safe_pickle
 
 
 def test_numpy_arrays_and_containers_load():

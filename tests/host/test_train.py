@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-import models
-from host.train import TrainConfig, evaluate, fine_tune_steps, lr_factor, make_optimizer, train
+from edgeshrink import models
+from edgeshrink.host.train import TrainConfig, evaluate, fine_tune_steps, lr_factor, make_optimizer, train
 
 
 @pytest.mark.parametrize("schedule,epoch,expected", [
@@ -17,17 +17,17 @@ def test_learning_rate_schedules(schedule, epoch, expected):
 
 
 def test_no_weight_decay_on_bn_and_biases():
-    opt = make_optimizer(models.create("resnet20"), TrainConfig(weight_decay=1e-3))
+    opt = make_optimizer(models.create_model("resnet20"), TrainConfig(weight_decay=1e-3))
     decayed, free = opt.param_groups
     assert decayed["weight_decay"] == 1e-3 and free["weight_decay"] == 0.0
     assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim <= 1 for p in free["params"])
-    adam = make_optimizer(models.create("resnet20"), TrainConfig(optimizer="adam", lr=1e-3))
+    adam = make_optimizer(models.create_model("resnet20"), TrainConfig(optimizer="adam", lr=1e-3))
     assert isinstance(adam, torch.optim.Adam)
 
 
 def test_training_learns_digits(digits):
     torch.manual_seed(0)
-    m = models.create("resnet20", 10)
+    m = models.create_model("resnet20", 10)
     before = evaluate(m, digits, "val")["top1"]
     hist = train(m, digits, TrainConfig(epochs=4, lr=0.05, batch_size=64, schedule="cosine"))
     after = evaluate(m, digits, "val")  # about 95% here after 4 epochs
@@ -37,7 +37,7 @@ def test_training_learns_digits(digits):
 
 
 def test_short_term_fine_tuning_changes_weights_and_leaves_eval_mode(digits):
-    m = models.create("resnet20", 10).eval()
+    m = models.create_model("resnet20", 10).eval()
     w0 = m.conv1.weight.detach().clone()
     fine_tune_steps(m, digits, steps=3, lr=0.01)
     assert not torch.equal(w0, m.conv1.weight) and not m.training

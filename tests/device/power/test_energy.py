@@ -2,7 +2,7 @@
 
 import pytest
 
-from device.power.energy import summarize_power, to_csv, window_mean_mw
+from edgeshrink.device.power.energy import summarize_power, to_csv, window_mean_mw
 
 
 def test_idle_and_timed_windows_and_energy_arithmetic():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from device.power import hwmon, rpi
+from edgeshrink.device.power import hwmon, rpi
 from tests.conftest import SHARED_DATA
 
 RPI = (SHARED_DATA / "rpi" / "raspberry-pi5_power_thermal_samples.txt").read_text(encoding="utf-8")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from device.power.tegrastats import TegrastatsError, parse_line, parse_log, total_power
+from edgeshrink.device.power.tegrastats import TegrastatsError, parse_line, parse_log, total_power
 from tests.conftest import SHARED_DATA, run_cli
 
 TEG = SHARED_DATA / "tegrastats"
@@ -142,7 +142,7 @@ def test_total_power_prefers_the_input_rail():
 
 
 def test_cli_prints_one_json_record_per_sample(tmp_path):
-    r = run_cli("-m", "device", "power", "parse-tegrastats", str(TEG / "xavier-nx_tegra_burn.txt"), "--json")
+    r = run_cli("-m", "edgeshrink.device", "power", "parse-tegrastats", str(TEG / "xavier-nx_tegra_burn.txt"), "--json")
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     assert len(lines) == 40
@@ -151,6 +151,6 @@ def test_cli_prints_one_json_record_per_sample(tmp_path):
         assert k in lines[0]
     bad = tmp_path / "bad.log"
     bad.write_text("RAM 1/2MB\nRAM 1/2MB CPU [x]\n")
-    r = run_cli("-m", "device", "power", "parse-tegrastats", str(bad), "--json")
+    r = run_cli("-m", "edgeshrink.device", "power", "parse-tegrastats", str(bad), "--json")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "bad.log" in r.stderr and "line 2" in r.stderr

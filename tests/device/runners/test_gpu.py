@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from device import runners
+from edgeshrink.device import runners
 from tests.device.test_cli import tiny_onnx
 
 

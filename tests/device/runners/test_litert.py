@@ -12,7 +12,7 @@ pytest.importorskip("ai_edge_litert", reason="ai-edge-litert not installed (pip 
 
 
 def test_litert_runner_matches_numpy(tmp_path):
-    from device.runners.litert import LiteRTRunner
+    from edgeshrink.device.runners.litert import LiteRTRunner
 
     w, b = write_fc_tflite(tmp_path / "fc.tflite")
     with LiteRTRunner(str(tmp_path / "fc.tflite"), threads=1) as r:
@@ -25,7 +25,7 @@ def test_litert_runner_matches_numpy(tmp_path):
 
 def test_device_bench_with_litert(tmp_path):
     write_fc_tflite(tmp_path / "fc.tflite")
-    r = run_cli("-m", "device", "bench", str(tmp_path / "fc.tflite"), "--backend", "litert", "--iters", "50",
+    r = run_cli("-m", "edgeshrink.device", "bench", str(tmp_path / "fc.tflite"), "--backend", "litert", "--iters", "50",
                 "--warmup", "5", "--json")
     assert r.returncode == 0, r.stderr
     rec = json.loads(r.stdout)["results"][0]

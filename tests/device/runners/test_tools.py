@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from device.runners.benchmark_model import (BenchmarkModelParseError, parse_benchmark_model,
+from edgeshrink.device.runners.benchmark_model import (BenchmarkModelParseError, parse_benchmark_model,
                                             parse_benchmark_model_runs)
-from device.runners.trtexec import TrtexecParseError, parse_trtexec
+from edgeshrink.device.runners.trtexec import TrtexecParseError, parse_trtexec
 from tests.conftest import ROOT, SHARED_DATA, run_cli
 from tests.device.test_cli import tiny_onnx
 
@@ -74,7 +74,7 @@ def test_device_bench_trtexec_through_the_fake_tool_caches_the_engine(tmp_path):
     for i in range(3):
         if i == 2:  # a TensorRT upgrade replaces trtexec: the old engines are not reused
             os.utime(tool, (1, 1))
-        r = run_cli("-m", "device", "bench", str(model), "--backend", "trtexec", "--precision", "fp16",
+        r = run_cli("-m", "edgeshrink.device", "bench", str(model), "--backend", "trtexec", "--precision", "fp16",
                     "--iters", "100", "--json", "--log-dir", str(tmp_path / "logs"), env=env)
         assert r.returncode == 0, r.stderr
         runs.append(json.loads(r.stdout)["results"][0])
@@ -94,7 +94,7 @@ def test_device_bench_benchmark_model_through_the_fake_tool(tmp_path):
     pytest.importorskip("flatbuffers")
     pytest.importorskip("ai_edge_litert")
     write_fc_tflite(tmp_path / "fc.tflite")
-    r = run_cli("-m", "device", "bench", str(tmp_path / "fc.tflite"), "--backend", "benchmark_model",
+    r = run_cli("-m", "edgeshrink.device", "bench", str(tmp_path / "fc.tflite"), "--backend", "benchmark_model",
                 "--threads", "4", "--iters", "50", "--warmup", "1", "--json", env=tool_env())
     assert r.returncode == 0, r.stderr
     rec = json.loads(r.stdout)["results"][0]
@@ -104,10 +104,10 @@ def test_device_bench_benchmark_model_through_the_fake_tool(tmp_path):
 
 
 def test_tool_failure_is_one_line_exit_2(tmp_path):
-    r = run_cli("-m", "device", "bench", str(tmp_path / "missing.onnx"), "--backend", "trtexec", env=tool_env())
+    r = run_cli("-m", "edgeshrink.device", "bench", str(tmp_path / "missing.onnx"), "--backend", "trtexec", env=tool_env())
     assert r.returncode == 2 and "model file not found" in r.stderr
     bad = tmp_path / "x.onnx"
     bad.write_bytes(b"")
     env = dict(tool_env(), FAKE_TRTEXEC_CAPTURE=os.devnull, EDGESHRINK_ENGINE_CACHE=str(tmp_path / "e"))
-    r = run_cli("-m", "device", "bench", str(bad), "--backend", "trtexec", env=env)
+    r = run_cli("-m", "edgeshrink.device", "bench", str(bad), "--backend", "trtexec", env=env)
     assert r.returncode == 2 and "no 'Latency:' line" in r.stderr and len(r.stderr.strip().splitlines()) == 1

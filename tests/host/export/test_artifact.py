@@ -7,9 +7,9 @@ import struct
 import numpy as np
 import pytest
 
-from host.export.artifact import export_artifact, load_manifest
-from host.export.tensorrt import CACHE_HEADER, calibration_cache, read_calibration_cache
-from host.errors import UserError
+from edgeshrink.host.export.artifact import export_artifact, load_manifest
+from edgeshrink.host.export.tensorrt import CACHE_HEADER, calibration_cache, read_calibration_cache
+from edgeshrink.host.errors import UserError
 from tests.conftest import run_cli
 from tests.device.test_cli import tiny_onnx
 
@@ -60,14 +60,14 @@ def test_bad_combinations_and_inputs_are_user_errors(tmp_path, trained_ckpt):
     (tmp_path / "bad.yaml").write_text("artifacts: [{checkpoint: a.pt, formats: [coreml]}]\n")
     with pytest.raises(UserError, match="unknown format 'coreml'"):
         load_manifest(str(tmp_path / "bad.yaml"))
-    r = run_cli("-m", "host.cli", "export", str(trained_ckpt), "--format", "onnx", "--precision", "fp16",
+    r = run_cli("-m", "edgeshrink.host.cli", "export", str(trained_ckpt), "--format", "onnx", "--precision", "fp16",
                 "-o", str(tmp_path / "y"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_a_missing_tflite_extra_names_it(tmp_path, trained_ckpt):
     code = ("import sys; sys.modules['litert_torch'] = None\n"
-            "from host.cli import main\n"
+            "from edgeshrink.host.cli import main\n"
             f"sys.exit(main(['export', {str(trained_ckpt)!r}, '--format', 'tflite', '-o', {str(tmp_path / 'z')!r}]))")
     r = run_cli("-c", code)
     assert r.returncode == 2 and "[tflite] extra" in r.stderr and len(r.stderr.strip().splitlines()) == 1
@@ -83,7 +83,7 @@ def test_a_manifest_of_12_builds_with_2_jobs_and_a_second_run_builds_nothing(tmp
                   f"  - {{checkpoint: {ck}, name: {name}, formats: [trt], precisions: [fp16, int8]}}\n")
     plan.write_text(f"out: arts\ninput: 1x3x32x32\ndataset: digits\ncalib_samples: 32\nartifacts:\n{items}"
                     f"  - {{checkpoint: {tmp_path / 'missing.pt'}, name: broken, formats: [onnx]}}\n")
-    r = run_cli("-m", "host.cli", "export", "--manifest", str(plan), "--jobs", "2", "--json")
+    r = run_cli("-m", "edgeshrink.host.cli", "export", "--manifest", str(plan), "--jobs", "2", "--json")
     assert r.returncode == 1, r.stderr  # one artifact failed; the other 12 were built
     doc = json.loads(r.stdout)
     assert doc["counts"] == {"built": 12, "skipped": 0, "failed": 1}
@@ -93,10 +93,10 @@ def test_a_manifest_of_12_builds_with_2_jobs_and_a_second_run_builds_nothing(tmp
     for a in doc["artifacts"]:
         if a["status"] == "built":
             assert (tmp_path / "arts" / a["id"] / "artifact.json").exists()
-    r = run_cli("-m", "host.cli", "export", "--manifest", str(plan), "--jobs", "2", "--json")
+    r = run_cli("-m", "edgeshrink.host.cli", "export", "--manifest", str(plan), "--jobs", "2", "--json")
     assert json.loads(r.stdout)["counts"] == {"built": 0, "skipped": 12, "failed": 1}
     # sharding splits the plan without overlap
-    r1 = json.loads(run_cli("-m", "host.cli", "export", "--manifest", str(plan), "--shard", "1/2", "--json").stdout)
-    r2 = json.loads(run_cli("-m", "host.cli", "export", "--manifest", str(plan), "--shard", "2/2", "--json").stdout)
+    r1 = json.loads(run_cli("-m", "edgeshrink.host.cli", "export", "--manifest", str(plan), "--shard", "1/2", "--json").stdout)
+    r2 = json.loads(run_cli("-m", "edgeshrink.host.cli", "export", "--manifest", str(plan), "--shard", "2/2", "--json").stdout)
     ids1, ids2 = {a["id"] for a in r1["artifacts"]}, {a["id"] for a in r2["artifacts"]}
     assert not ids1 & ids2 and len(ids1 | ids2) == 13

@@ -2,13 +2,13 @@ import onnx
 import pytest
 import torch
 
-import models
-from host.export.onnx import ExportCheckError, check_onnx, export_onnx
+from edgeshrink import models
+from edgeshrink.host.export.onnx import ExportCheckError, check_onnx, export_onnx
 
 
 def test_pruned_resnet_exports_and_matches_torch(tmp_path):
     torch.manual_seed(0)
-    m = models.create("resnet20", 10, {"layer1.0.conv1": 4, "layer3.1.conv1": 20}).eval()
+    m = models.create_model("resnet20", 10, {"layer1.0.conv1": 4, "layer3.1.conv1": 20}).eval()
     path = tmp_path / "m.onnx"
     export_onnx(m, (1, 3, 32, 32), str(path))
     res = check_onnx(m, str(path), (1, 3, 32, 32))
@@ -19,7 +19,7 @@ def test_pruned_resnet_exports_and_matches_torch(tmp_path):
 
 
 def test_a_graph_that_differs_from_torch_is_caught(tmp_path):
-    m = models.create("resnet20").eval()
+    m = models.create_model("resnet20").eval()
     path = tmp_path / "m.onnx"
     export_onnx(m, (1, 3, 32, 32), str(path))
     with torch.no_grad():

@@ -4,8 +4,8 @@ import pytest
 
 pytest.importorskip("litert_torch", reason="the [tflite] extra is not installed (pip install -e '.[tflite]')")
 
-from host.export.artifact import export_artifact  # noqa: E402
-from host.export.onnx import ExportCheckError  # noqa: E402
+from edgeshrink.host.export.artifact import export_artifact  # noqa: E402
+from edgeshrink.host.export.onnx import ExportCheckError  # noqa: E402
 
 
 def task(ckpt, out, fmt, prec, **kw):
@@ -49,12 +49,12 @@ def test_a_wrong_tflite_is_caught(tmp_path, trained_ckpt):
     """The check compares against the checkpoint's own model: a file from other weights fails it."""
     import torch
 
-    import models
-    from host.export.tflite import check_tflite, export_tflite
+    from edgeshrink import models
+    from edgeshrink.host.export.tflite import check_tflite, export_tflite
 
-    other = models.create("resnet20")
+    other = models.create_model("resnet20")
     export_tflite(other, (1, 3, 32, 32), str(tmp_path / "other.tflite"))
-    from host.checkpoint import load_checkpoint, model_from_checkpoint
+    from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint
 
     mine = model_from_checkpoint(load_checkpoint(str(trained_ckpt)))
     torch.manual_seed(0)

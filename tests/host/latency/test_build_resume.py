@@ -19,7 +19,7 @@ def lines(folder):
 def test_an_interrupted_build_resumes_without_measuring_anything_twice(tmp_path):
     out = tmp_path / "t.json"
     work = tmp_path / "t.json.build"
-    p = subprocess.Popen([sys.executable, "-m", "host.cli", "table", "build", *ARGS, "--batch", "4", "-o", str(out)],
+    p = subprocess.Popen([sys.executable, "-m", "edgeshrink.host.cli", "table", "build", *ARGS, "--batch", "4", "-o", str(out)],
                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "err.txt", "w"),
                          # a shell that runs the tests in the background ignores SIGINT in its children, and Python
                          # keeps an ignored SIGINT ignored: give the build the default, as a terminal would
@@ -33,9 +33,9 @@ def test_an_interrupted_build_resumes_without_measuring_anything_twice(tmp_path)
     assert not out.exists() and work.is_dir()
     before = lines(work)
     assert 12 <= before < TOTAL
-    r = run_cli("-m", "host.cli", "table", "build", *ARGS, "-o", str(out))
+    r = run_cli("-m", "edgeshrink.host.cli", "table", "build", *ARGS, "-o", str(out))
     assert r.returncode == 2 and "--resume" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = run_cli("-m", "host.cli", "table", "build", *ARGS, "--batch", "4", "--resume", "-o", str(out))
+    r = run_cli("-m", "edgeshrink.host.cli", "table", "build", *ARGS, "--batch", "4", "--resume", "-o", str(out))
     assert r.returncode == 0, r.stderr
     t = json.loads(out.read_text())
     assert len(t["entries"]) == 67 and t["build"]["resumed"]
@@ -44,14 +44,14 @@ def test_an_interrupted_build_resumes_without_measuring_anything_twice(tmp_path)
 
 
 def test_resume_without_an_interrupted_build_is_refused(tmp_path):
-    r = run_cli("-m", "host.cli", "table", "build", *ARGS, "--resume", "-o", str(tmp_path / "t.json"))
+    r = run_cli("-m", "edgeshrink.host.cli", "table", "build", *ARGS, "--resume", "-o", str(tmp_path / "t.json"))
     assert r.returncode == 2 and "no interrupted build" in r.stderr
 
 
 def test_a_farm_of_two_boards_over_ssh_shares_the_batches(sshd, ssh_home, tmp_path):
     a, b = sshd.spec(root=str(tmp_path / "board_a")), sshd.spec(root=str(tmp_path / "board_b"))
     work = tmp_path / "work"
-    r = run_cli("-m", "host.cli", "table", "build", *ARGS, "--batch", "6", "--device", a, "--device", b,
+    r = run_cli("-m", "edgeshrink.host.cli", "table", "build", *ARGS, "--batch", "6", "--device", a, "--device", b,
                 "--trust-new-host", "--workdir", str(work), "-o", str(tmp_path / "t.json"),
                 env={"HOME": str(ssh_home), "SSH_AUTH_SOCK": ""})
     assert r.returncode == 0, r.stderr

@@ -6,9 +6,11 @@ import json
 import numpy as np
 import pytest
 
-import models
-from host.latency.calibrate import family, features, fit
-from host.latency.table import TablePredictor, load_table
+from edgeshrink import models
+from edgeshrink.host.latency.fit import features, fit
+from edgeshrink.host.latency.key import family
+from edgeshrink.host.latency.predict import TablePredictor
+from edgeshrink.host.latency.table import load_table
 from tests.conftest import run_cli
 
 
@@ -46,7 +48,7 @@ def test_per_configuration_corrections_are_learnt_from_networks_and_help_held_ou
 
 def test_corrected_predictor_adds_family_and_configuration_deltas(small_table):
     table = load_table(str(small_table))
-    raw = TablePredictor.for_model(table, models.create("resnet20"), corrected=False)
+    raw = TablePredictor.for_model(table, models.create_model("resnet20"), corrected=False)
     w = raw.space.full_widths
     sites = raw.raw_sites(w)
     k0 = sites[1][0]  # a 3x3 conv of the first stage: its family has several sites
@@ -54,7 +56,7 @@ def test_corrected_predictor_adds_family_and_configuration_deltas(small_table):
     table.calibration["fit"] = {"model": "resnet20", "coefficients": coef, "corrections": [
         {"kind": "key", "key": k0.to_dict(), "delta": 0.2},
         {"kind": "family", "key": family(k0).to_dict(), "delta": -0.05}]}
-    pred = TablePredictor.for_model(table, models.create("resnet20"))
+    pred = TablePredictor.for_model(table, models.create_model("resnet20"))
     want = [ms * (1 + (0.2 if k == k0 else 0) - (0.05 if family(k) == family(k0) else 0)) for k, ms in sites]
     assert pred.layer_ms(w) == pytest.approx(want, rel=1e-12)
     assert sum(1 for k, _ in sites if family(k) == family(k0)) > sum(1 for k, _ in sites if k == k0) >= 1
@@ -67,31 +69,31 @@ def test_fit_refuses_too_few_networks():
 
 def test_corrected_predictor_applies_the_fit_per_site(small_table, tmp_path):
     table = load_table(str(small_table))
-    raw = TablePredictor.for_model(table, models.create("resnet20"), corrected=False)
+    raw = TablePredictor.for_model(table, models.create_model("resnet20"), corrected=False)
     w = raw.space.full_widths
     f = features(raw, w)
     coef = {"intercept_ms": 0.05, "conv": 0.9, "other": 1.5, "weights_ms_per_mparam": 0.02}
     table.calibration["fit"] = {"model": "resnet20", "coefficients": coef}
-    pred = TablePredictor.for_model(table, models.create("resnet20"))
+    pred = TablePredictor.for_model(table, models.create_model("resnet20"))
     assert pred.predict_ms(w) == pytest.approx(f @ np.array(list(coef.values())), rel=1e-12)
     assert pred.predict_ms(w) == pytest.approx(0.05 + sum(pred.layer_ms(w)), rel=1e-12)
     assert raw.predict_ms(w) == pytest.approx(table.overhead_ms + f[1] + f[2], rel=1e-12)
     # a fit from another model's networks is not applied
     table.calibration["fit"]["model"] = "resnet56"
-    assert TablePredictor.for_model(table, models.create("resnet20")).predict_ms(w) == pytest.approx(raw.predict_ms(w))
+    assert TablePredictor.for_model(table, models.create_model("resnet20")).predict_ms(w) == pytest.approx(raw.predict_ms(w))
 
 
 def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(tmp_path):
     out = tmp_path / "t.json"
-    r = run_cli("-m", "host.cli", "table", "build", "--model", "resnet20", "--granularity", "16", "--warmup", "2",
+    r = run_cli("-m", "edgeshrink.host.cli", "table", "build", "--model", "resnet20", "--granularity", "16", "--warmup", "2",
                 "--iters", "5", "--rounds", "1", "--calibrate", "4", "--jobs", "2", "-o", str(out))
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text())
     fit_ = doc["calibration"]["fit"]
     assert doc["calibration"]["method"] == "overhead-once+fitted" and len(fit_["networks"]) == 4
-    from host.latency.space import build_space
+    from edgeshrink.host.latency.space import build_space
 
-    full = build_space(models.create("resnet20"), (1, 3, 32, 32)).full_widths
+    full = build_space(models.create_model("resnet20"), (1, 3, 32, 32)).full_widths
     assert fit_["networks"][0]["widths"] == full  # the unpruned model first, then random pruned ones
     assert all(n["widths"] != full for n in fit_["networks"][1:])
     assert all(n["measured_ms"] > 0 for n in fit_["networks"])
@@ -99,7 +101,7 @@ def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(
     assert doc["build"]["calibration_networks"] == 4 and doc["build"]["measurements"] == 67 + 1 + 4
     assert "calibration: 4 networks" in r.stderr + r.stdout
     val = tmp_path / "val"
-    v = run_cli("-m", "host.cli", "table", "validate", str(out), "--model", "resnet20", "--samples", "3",
+    v = run_cli("-m", "edgeshrink.host.cli", "table", "validate", str(out), "--model", "resnet20", "--samples", "3",
                 "--rounds", "2", "--iters", "5", "--anchors", "2", "--out", str(val))
     assert v.returncode == 0, v.stderr
     vd = json.loads((val / "validate.json").read_text())
@@ -113,7 +115,7 @@ def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(
     assert "device speed now vs at the build" in v.stdout
     # validate --recalibrate: every calibration network measured again, and the refitted table's errors
     val2 = tmp_path / "val2"
-    v2 = run_cli("-m", "host.cli", "table", "validate", str(out), "--model", "resnet20", "--samples", "3",
+    v2 = run_cli("-m", "edgeshrink.host.cli", "table", "validate", str(out), "--model", "resnet20", "--samples", "3",
                  "--rounds", "2", "--iters", "5", "--recalibrate", "--out", str(val2))
     assert v2.returncode == 0, v2.stderr
     vd2 = json.loads((val2 / "validate.json").read_text())
@@ -126,7 +128,7 @@ def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(
     assert "refitted on its 4 calibration networks measured now" in v2.stdout
     # table recalibrate: the same refit written as a table; the entries stay
     new = tmp_path / "t2.json"
-    r2 = run_cli("-m", "host.cli", "table", "recalibrate", str(out), "--model", "resnet20", "--rounds", "2",
+    r2 = run_cli("-m", "edgeshrink.host.cli", "table", "recalibrate", str(out), "--model", "resnet20", "--rounds", "2",
                  "--iters", "5", "-o", str(new))
     assert r2.returncode == 0, r2.stderr
     d2 = json.loads(new.read_text())
@@ -141,13 +143,13 @@ def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(
 
 
 def test_recalibrate_refuses_a_table_without_calibration_networks(small_table, tmp_path):
-    r = run_cli("-m", "host.cli", "table", "recalibrate", str(small_table), "--model", "resnet20",
+    r = run_cli("-m", "edgeshrink.host.cli", "table", "recalibrate", str(small_table), "--model", "resnet20",
                 "-o", str(tmp_path / "t.json"))
     assert r.returncode == 2 and "no calibration networks" in r.stderr and not (tmp_path / "t.json").exists()
-    v = run_cli("-m", "host.cli", "table", "validate", str(small_table), "--model", "resnet20", "--recalibrate")
+    v = run_cli("-m", "edgeshrink.host.cli", "table", "validate", str(small_table), "--model", "resnet20", "--recalibrate")
     assert v.returncode == 2 and "--recalibrate needs a table built with --calibrate" in v.stderr
 
 
 def test_calibrate_needs_three_networks(tmp_path):
-    r = run_cli("-m", "host.cli", "table", "build", "--calibrate", "2", "-o", str(tmp_path / "t.json"))
+    r = run_cli("-m", "edgeshrink.host.cli", "table", "build", "--calibrate", "2", "-o", str(tmp_path / "t.json"))
     assert r.returncode == 2 and "--calibrate must be 0" in r.stderr

@@ -5,15 +5,15 @@ import math
 
 import pytest
 
-import models
-from host.latency.interpolate import build_interpolated, coarse_axis, group_families
-from host.latency.space import build_space, enumerate_keys
+from edgeshrink import models
+from edgeshrink.host.latency.interpolate import build_interpolated, coarse_axis, group_families
+from edgeshrink.host.latency.space import build_space, enumerate_keys
 from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
 def wrn_keys():
-    return enumerate_keys(build_space(models.create("wrn16_2"), (1, 3, 32, 32)), 4)
+    return enumerate_keys(build_space(models.create_model("wrn16_2"), (1, 3, 32, 32)), 4)
 
 
 def _ceil16(c):
@@ -125,7 +125,7 @@ def test_bad_interpolation_settings_are_refused(wrn_keys):
 
 def test_cli_builds_an_interpolated_table_that_says_which_entries_are_measured(tmp_path):
     out = tmp_path / "t.json"
-    r = run_cli("-m", "host.cli", "table", "build", "--model", "resnet20", "--granularity", "8", "--coarse", "16",
+    r = run_cli("-m", "edgeshrink.host.cli", "table", "build", "--model", "resnet20", "--granularity", "8", "--coarse", "16",
                 "--align", "16", "--warmup", "2", "--iters", "5", "--rounds", "1", "--interleave", "2", "--batch", "400", "-o", str(out))
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text())
@@ -142,5 +142,5 @@ def test_cli_builds_an_interpolated_table_that_says_which_entries_are_measured(t
 
 
 def test_cli_refuses_a_coarse_step_off_the_grid(tmp_path):
-    r = run_cli("-m", "host.cli", "table", "build", "--granularity", "8", "--coarse", "12", "-o", str(tmp_path / "t.json"))
+    r = run_cli("-m", "edgeshrink.host.cli", "table", "build", "--granularity", "8", "--coarse", "12", "-o", str(tmp_path / "t.json"))
     assert r.returncode == 2 and "--coarse must be a multiple of --granularity" in r.stderr

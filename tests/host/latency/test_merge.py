@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from host.errors import TableError
-from host.latency.merge import merge_tables
-from host.latency.table import load_table
+from edgeshrink.host.errors import TableError
+from edgeshrink.host.latency.merge import merge_tables
+from edgeshrink.host.latency.table import load_table
 from tests.conftest import run_cli
 
 
@@ -29,7 +29,7 @@ def test_a_throttled_run_and_a_stray_entry_are_dropped_and_recorded(tmp_path, sm
     d["entries"][5]["latency_ms"][d["statistic"]] *= 5  # one disturbed measurement
     open(runs[1], "w").write(json.dumps(d))
     out = tmp_path / "m.json"
-    r = run_cli("-m", "host.cli", "table", "merge", *runs, "-o", str(out))
+    r = run_cli("-m", "edgeshrink.host.cli", "table", "merge", *runs, "-o", str(out))
     assert r.returncode == 0, r.stderr
     m = load_table(str(out))
     merge = m.build["merge"]
@@ -72,7 +72,7 @@ def test_incompatible_tables_are_refused(tmp_path, small_table):
     with pytest.raises(TableError, match="backend differs"):
         merge_tables([a, b])
     c = variant(small_table, tmp_path / "c.json", input_shape=[1, 3, 64, 64])
-    r = run_cli("-m", "host.cli", "table", "merge", a, c, "-o", str(tmp_path / "m.json"))
+    r = run_cli("-m", "edgeshrink.host.cli", "table", "merge", a, c, "-o", str(tmp_path / "m.json"))
     assert r.returncode == 2 and "input shape differs" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     s = variant(small_table, tmp_path / "s.json", statistic="median")
     with pytest.raises(TableError, match="latency statistic differs \\('median' vs 'min'\\)"):
@@ -83,12 +83,12 @@ def test_incompatible_tables_are_refused(tmp_path, small_table):
 
 def _with_fit(path, model_name="resnet20", speed=1.0, archs=None, truth=None, seed=0):
     """Give the table at ``path`` a calibration fit on networks measured at ``speed`` times ``truth``."""
-    import models
-    from host.latency.calibrate import calibrate
-    from host.latency.table import TablePredictor
+    from edgeshrink import models
+    from edgeshrink.host.latency.fit import calibrate
+    from edgeshrink.host.latency.predict import TablePredictor
 
     t = load_table(path)
-    space = TablePredictor.for_model(t, models.create("resnet20"), corrected=False).space
+    space = TablePredictor.for_model(t, models.create_model("resnet20"), corrected=False).space
     rng = np.random.default_rng(seed)
     nets = [{"widths": w, "measured_ms": truth(w) * speed * (1 + 0.003 * rng.standard_normal())} for w in archs]
     t.calibration["fit"] = {**calibrate(t, space, nets), "model": model_name}
@@ -99,12 +99,12 @@ def _with_fit(path, model_name="resnet20", speed=1.0, archs=None, truth=None, se
 
 
 def test_merging_runs_refits_their_calibration_on_the_merged_entries(tmp_path, small_table):
-    import models
-    from host.latency.calibrate import calibration_archs
-    from host.latency.table import TablePredictor
+    from edgeshrink import models
+    from edgeshrink.host.latency.networks import calibration_archs
+    from edgeshrink.host.latency.predict import TablePredictor
 
     base = load_table(str(small_table))
-    raw = TablePredictor.for_model(base, models.create("resnet20"), corrected=False)
+    raw = TablePredictor.for_model(base, models.create_model("resnet20"), corrected=False)
     archs = calibration_archs(raw.space, 8, 12, seed=1)
 
     def truth(w):  # a device on which whole networks run 8% slower than their layers' sum
@@ -114,7 +114,7 @@ def test_merging_runs_refits_their_calibration_on_the_merged_entries(tmp_path, s
     runs = [_with_fit(variant(small_table, tmp_path / f"r{i}.json", factor=s, noise=0.005, seed=i),
                       speed=s, archs=archs, truth=truth, seed=i) for i, s in enumerate(speeds)]
     out = tmp_path / "m.json"
-    r = run_cli("-m", "host.cli", "table", "merge", *runs, "-o", str(out))
+    r = run_cli("-m", "edgeshrink.host.cli", "table", "merge", *runs, "-o", str(out))
     assert r.returncode == 0, r.stderr
     assert "calibration refitted on 12 resnet20 networks of 3 runs" in r.stderr + r.stdout
     m = load_table(str(out))
@@ -126,17 +126,17 @@ def test_merging_runs_refits_their_calibration_on_the_merged_entries(tmp_path, s
     pooled = {json.dumps(sorted(n["widths"].items())): n["measured_ms"] for n in m.calibration["fit"]["networks"]}
     for w in archs:
         assert pooled[json.dumps(sorted(w.items()))] == pytest.approx(truth(w), rel=0.01)
-    pred = TablePredictor.for_model(m, models.create("resnet20"))
+    pred = TablePredictor.for_model(m, models.create_model("resnet20"))
     errs = [abs(pred.predict_ms(w) / truth(w) - 1) for w in archs]
     assert max(errs) < 0.01
 
 
 def test_a_fit_that_cannot_be_refitted_is_dropped_and_entry_sources_are_kept(tmp_path, small_table):
-    import models
-    from host.latency.calibrate import calibration_archs
-    from host.latency.table import TablePredictor
+    from edgeshrink import models
+    from edgeshrink.host.latency.networks import calibration_archs
+    from edgeshrink.host.latency.predict import TablePredictor
 
-    raw = TablePredictor.for_model(load_table(str(small_table)), models.create("resnet20"), corrected=False)
+    raw = TablePredictor.for_model(load_table(str(small_table)), models.create_model("resnet20"), corrected=False)
     archs = calibration_archs(raw.space, 8, 6, seed=1)
     runs = []
     for i in range(2):

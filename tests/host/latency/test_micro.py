@@ -5,8 +5,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from host.latency.key import LayerKey
-from host.latency.micro import micro_model, overhead_model
+from edgeshrink.host.latency.key import LayerKey
+from edgeshrink.host.latency.micro import micro_model, overhead_model
 
 
 @pytest.mark.parametrize("key,out_shape", [
@@ -67,7 +67,7 @@ def test_micro_model_workers_do_not_load_torch():
 
 
 def test_write_micro_models_keeps_existing_files(tmp_path):
-    from host.latency.micro import key_id, write_micro_models
+    from edgeshrink.host.latency.micro import key_id, write_micro_models
 
     key = LayerKey("conv2d", 4, 4, (8, 8), (3, 3), (1, 1), (1, 1), 1, ("bn", "relu"))
     (name,) = write_micro_models(([key.to_dict()], str(tmp_path)))

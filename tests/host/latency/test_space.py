@@ -1,12 +1,12 @@
 import pytest
 
-import models
-from host.latency.space import build_space, channel_grid, enumerate_keys
+from edgeshrink import models
+from edgeshrink.host.latency.space import build_space, channel_grid, enumerate_keys
 
 
 @pytest.fixture(scope="module")
 def r20():
-    return build_space(models.create("resnet20"), (1, 3, 32, 32))
+    return build_space(models.create_model("resnet20"), (1, 3, 32, 32))
 
 
 def test_resnet20_channel_groups_follow_the_residual_couplings(r20):
@@ -31,7 +31,7 @@ def test_sites_fuse_bn_relu_and_the_residual_add_as_onnx_runtime_does(r20):
 
 
 def test_unfused_space_keeps_separate_adds():
-    sp = build_space(models.create("resnet20"), (1, 3, 32, 32), fuse_residual_add=False)
+    sp = build_space(models.create_model("resnet20"), (1, 3, 32, 32), fuse_residual_add=False)
     adds = [s for s in sp.sites if s.op == "add"]
     assert len(adds) == 9 and all(a.fused == ("relu",) for a in adds)
 
@@ -74,7 +74,7 @@ def test_enumeration_measures_each_configuration_once(r20):
 
 
 def test_wide_resnet_space_has_standalone_preactivation_bn():
-    sp = build_space(models.create("wrn16_2"), (1, 3, 32, 32))
+    sp = build_space(models.create_model("wrn16_2"), (1, 3, 32, 32))
     assert len(sp.groups) == 10
     bns = [s for s in sp.sites if s.op == "bn"]
     assert bns and all(s.fused == ("relu",) for s in bns)

@@ -4,11 +4,12 @@ import json
 
 import pytest
 
-import models
-from host.errors import TableError
-from host.latency.build import BuildConfig, build_table, combine_rounds, parse_shard
-from host.latency.space import build_space, enumerate_keys
-from host.latency.table import TablePredictor, load_table, parse_shape
+from edgeshrink import models
+from edgeshrink.host.errors import TableError
+from edgeshrink.host.latency.build import BuildConfig, build_table, combine_rounds, parse_shard
+from edgeshrink.host.latency.space import build_space, enumerate_keys
+from edgeshrink.host.latency.predict import TablePredictor
+from edgeshrink.host.latency.table import load_table, parse_shape
 
 
 def test_built_table_follows_the_schema(small_table):
@@ -25,13 +26,13 @@ def test_built_table_follows_the_schema(small_table):
         assert k in e
     assert e["source"] == "measured" and 0 < e["latency_ms"]["min"] <= e["latency_ms"]["median"]
     assert d["statistic"] == "min"  # the default: what the entries are taken by, and the table predicts
-    space = build_space(models.create("resnet20"), (1, 3, 32, 32))
+    space = build_space(models.create_model("resnet20"), (1, 3, 32, 32))
     assert len(d["entries"]) == len(enumerate_keys(space, 8)) == d["build"]["measured"]
 
 
 def test_overhead_is_counted_once(small_table):
     table = load_table(str(small_table))
-    pred = TablePredictor.for_model(table, models.create("resnet20"))
+    pred = TablePredictor.for_model(table, models.create_model("resnet20"))
     widths = pred.space.full_widths
     naive = sum(table.lookup(k).latency_ms["min"] for k in pred.space.keys(widths))
     total = pred.predict_ms(widths)
@@ -41,7 +42,7 @@ def test_overhead_is_counted_once(small_table):
 
 def test_prediction_shrinks_with_channels(small_table):
     table = load_table(str(small_table))
-    pred = TablePredictor.for_model(table, models.create("resnet20"))
+    pred = TablePredictor.for_model(table, models.create_model("resnet20"))
     full = pred.predict_ms(pred.space.full_widths)
     half = pred.predict_ms({g.name: max(8, g.width // 2) for g in pred.space.groups})
     assert half < 0.8 * full
@@ -50,12 +51,12 @@ def test_prediction_shrinks_with_channels(small_table):
 def test_table_for_another_model_is_refused(small_table):
     table = load_table(str(small_table))
     with pytest.raises(TableError, match=r"built for resnet20.*no entry for wrn16_2"):
-        TablePredictor.for_model(table, models.create("wrn16_2"))
+        TablePredictor.for_model(table, models.create_model("wrn16_2"))
 
 
 def test_table_for_another_input_shape_is_refused(small_table):
     table = load_table(str(small_table))
-    space = build_space(models.create("resnet20"), (1, 3, 64, 64))
+    space = build_space(models.create_model("resnet20"), (1, 3, 64, 64))
     with pytest.raises(TableError, match="measured at input 1x3x32x32, not 1x3x64x64"):
         TablePredictor(table, space)
 
@@ -101,7 +102,7 @@ def test_truncated_table_is_refused(small_table, tmp_path):
 
 
 def test_shards_split_the_work_without_overlap():
-    space = build_space(models.create("resnet20"), (1, 3, 32, 32))
+    space = build_space(models.create_model("resnet20"), (1, 3, 32, 32))
     keys = enumerate_keys(space, 16)
     tables = [build_table(BuildConfig("resnet20", (1, 3, 32, 32), granularity=16, shard=(i, 2), warmup=1, iters=3,
                                       rounds=1), keys) for i in (1, 2)]
@@ -142,9 +143,9 @@ def test_the_table_predicts_by_its_statistic(small_table, tmp_path):
     fast = load_table(str(small_table))
     assert fast.overhead_ms == fast.calibration["overhead_latency_ms"]["min"] < med.overhead_ms
     for table, stat in ((med, "median"), (fast, "min")):
-        pred = TablePredictor.for_model(table, models.create("resnet20"))
+        pred = TablePredictor.for_model(table, models.create_model("resnet20"))
         w = pred.space.full_widths
         naive = sum(table.lookup(k).latency_ms[stat] for k in pred.space.keys(w))
         assert pred.predict_ms(w) == pytest.approx(naive - (len(pred.space.sites) - 1) * table.overhead_ms)
-    assert TablePredictor.for_model(fast, models.create("resnet20")).predict_ms(w) < \
-        TablePredictor.for_model(med, models.create("resnet20")).predict_ms(w)
+    assert TablePredictor.for_model(fast, models.create_model("resnet20")).predict_ms(w) < \
+        TablePredictor.for_model(med, models.create_model("resnet20")).predict_ms(w)

@@ -18,7 +18,7 @@ def _scaled_copy(src, dst, factor):
 def test_validate_measures_random_architectures_against_the_table(tmp_path, small_table):
     out = tmp_path / "val"
     slow = _scaled_copy(small_table, tmp_path / "slow.json", 1.1)
-    r = run_cli("-m", "host.cli", "table", "validate", str(small_table), "--model", "resnet20", "--samples", "5",
+    r = run_cli("-m", "edgeshrink.host.cli", "table", "validate", str(small_table), "--model", "resnet20", "--samples", "5",
                 "--rounds", "1", "--iters", "30", "--seed", "3", "--out", str(out), "--compare", str(slow))
     assert r.returncode == 0, r.stderr
     doc = json.loads((out / "validate.json").read_text())
@@ -48,7 +48,7 @@ def test_validate_reports_the_measurement_noise_from_split_rounds(tmp_path, smal
     import math
 
     out = tmp_path / "val"
-    r = run_cli("-m", "host.cli", "table", "validate", str(small_table), "--model", "resnet20", "--samples", "4",
+    r = run_cli("-m", "edgeshrink.host.cli", "table", "validate", str(small_table), "--model", "resnet20", "--samples", "4",
                 "--rounds", "6", "--iters", "3", "--loads", "2", "--seed", "5", "--out", str(out))
     assert r.returncode == 0, r.stderr
     doc = json.loads((out / "validate.json").read_text())
@@ -68,7 +68,7 @@ def test_validate_reports_the_measurement_noise_from_split_rounds(tmp_path, smal
 def test_split_half_noise_by_the_tables_statistic():
     import math
 
-    from host.latency.validate import split_half_noise
+    from edgeshrink.host.latency.validate import split_half_noise
 
     # even rounds 2% slower than odd ones in every network: ln(1.02) apart, whatever the statistic
     rows = [{"round_mins_ms": [1.02 * k, 1.0 * k, 1.03 * k, 1.01 * k], "round_medians_ms": [1.2 * k, 1.1 * k] * 2}
@@ -86,17 +86,17 @@ def test_split_half_noise_by_the_tables_statistic():
 def test_validate_refuses_to_compare_a_table_of_another_statistic(tmp_path, small_table):
     other = tmp_path / "median.json"
     other.write_text(small_table.read_text().replace('"statistic": "min"', '"statistic": "median"'))
-    r = run_cli("-m", "host.cli", "table", "validate", str(small_table), "--samples", "3", "--compare", str(other))
+    r = run_cli("-m", "edgeshrink.host.cli", "table", "validate", str(small_table), "--samples", "3", "--compare", str(other))
     assert r.returncode == 2 and "cannot be compared with" in r.stderr and "statistic" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_validate_refuses_too_few_samples(small_table):
-    r = run_cli("-m", "host.cli", "table", "validate", str(small_table), "--samples", "2")
+    r = run_cli("-m", "edgeshrink.host.cli", "table", "validate", str(small_table), "--samples", "2")
     assert r.returncode == 2 and "--samples must be >= 3" in r.stderr
 
 
 def test_validate_refuses_more_loadings_than_rounds(small_table):
-    r = run_cli("-m", "host.cli", "table", "validate", str(small_table), "--rounds", "2", "--loads", "3")
+    r = run_cli("-m", "edgeshrink.host.cli", "table", "validate", str(small_table), "--rounds", "2", "--loads", "3")
     assert r.returncode == 2 and "--loads must be from 1 to --rounds (2), got 3" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

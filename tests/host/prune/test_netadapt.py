@@ -2,18 +2,19 @@
 
 import pytest
 
-import models
-from host.checkpoint import load_checkpoint, model_from_checkpoint
-from host.errors import BudgetError
-from host.latency.table import TablePredictor, load_table
-from host.prune.netadapt import NetAdapt, NetAdaptConfig
+from edgeshrink import models
+from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint
+from edgeshrink.host.errors import BudgetError
+from edgeshrink.host.latency.predict import TablePredictor
+from edgeshrink.host.latency.table import load_table
+from edgeshrink.host.prune.netadapt import NetAdapt, NetAdaptConfig
 
 
 @pytest.fixture(scope="module")
 def setup(small_table, trained_ckpt):
     table = load_table(str(small_table))
     model = model_from_checkpoint(load_checkpoint(str(trained_ckpt)))
-    pred = TablePredictor.for_model(table, models.create("resnet20"))
+    pred = TablePredictor.for_model(table, models.create_model("resnet20"))
     return model, pred
 
 
@@ -60,7 +61,7 @@ def test_run_meets_the_budget_and_records_history(setup, digits):
     assert {"target_ms", "chosen_group", "val_top1", "predicted_ms"} <= set(h)
     # the pruned network is a valid architecture of the registry
     spec = models.channel_spec(pruned)
-    models.create("resnet20", 10, spec).load_state_dict(pruned.state_dict())
+    models.create_model("resnet20", 10, spec).load_state_dict(pruned.state_dict())
 
 
 @pytest.mark.parametrize("select", ["ratio", "accuracy"])
@@ -90,9 +91,9 @@ def test_expected_iterations_follow_the_schedule(setup, digits):
 
 def test_an_already_pruned_model_starts_from_its_own_latency(setup, digits):
     model, pred = setup
-    from host.prune.surgery import prune_group_
+    from edgeshrink.host.prune.surgery import prune_group_
 
-    narrow = models.create("resnet20", 10, models.channel_spec(model))
+    narrow = models.create_model("resnet20", 10, models.channel_spec(model))
     narrow.load_state_dict(model.state_dict())
     prune_group_(narrow, pred.space.groups[0].members, 8, (1, 3, 32, 32))
     na = NetAdapt(narrow, digits, pred.space, pred, NetAdaptConfig(budget_ms=0.1, granularity=8))

@@ -4,16 +4,16 @@ import onnx
 import pytest
 import torch
 
-import models
-from host.export.onnx import check_onnx, export_onnx
-from host.latency.key import LayerKey
-from host.prune.residual import (IndexAdd, branch_names, independent_from_dense, interpolated_entry_ms, layer_keys,
-                                 select_independent_keep)
+from edgeshrink import models
+from edgeshrink.host.export.onnx import check_onnx, export_onnx
+from edgeshrink.host.latency.key import LayerKey
+from edgeshrink.host.prune.residual import interpolated_entry_ms, layer_keys, select_independent_keep
+from edgeshrink.models.residual import IndexAdd, branch_names, independent_from_dense
 
 
 def randomized_resnet20():
     torch.manual_seed(0)
-    m = models.create("resnet20").eval()
+    m = models.create_model("resnet20").eval()
     for mod in m.modules():
         if isinstance(mod, torch.nn.BatchNorm2d):  # non-trivial BN so equality means something
             mod.running_mean.uniform_(-0.5, 0.5)
@@ -80,15 +80,15 @@ def test_an_independent_network_trains():
 
 def test_bad_branch_names_are_refused():
     with pytest.raises(ValueError, match="not residual branches"):
-        independent_from_dense(models.create("resnet20"), {"layer1.0.conv1": [0]})
+        independent_from_dense(models.create_model("resnet20"), {"layer1.0.conv1": [0]})
 
 
 def test_union_width_lookups_interpolate_between_grid_entries(small_table):
-    from host.latency.table import load_table
+    from edgeshrink.host.latency.table import load_table
 
     t = load_table(str(small_table))
-    ind = independent_from_dense(models.create("resnet20"),
-                                 select_independent_keep(models.create("resnet20"), {"layer3": 16}))
+    ind = independent_from_dense(models.create_model("resnet20"),
+                                 select_independent_keep(models.create_model("resnet20"), {"layer3": 16}))
     keys = layer_keys(ind)
     assert len(keys["index_adds"]) == 9 and len(keys["layers"]) == 22
     on = LayerKey("conv2d", 16, 32, (32, 32), (3, 3), (2, 2), (1, 1), 1, ("bn", "relu"))
@@ -104,19 +104,19 @@ def test_host_residual_cli_and_export_of_its_checkpoint(tmp_path, trained_ckpt):
     from tests.conftest import run_cli
 
     out = tmp_path / "ind"
-    r = run_cli("-m", "host.cli", "residual", str(trained_ckpt), "--keep", "layer1=8,layer2=16,layer3=32",
+    r = run_cli("-m", "edgeshrink.host.cli", "residual", str(trained_ckpt), "--keep", "layer1=8,layer2=16,layer3=32",
                 "--finetune-epochs", "1", "--out", str(out))
     assert r.returncode == 0, r.stderr
     rep = json.loads((out / "report.json").read_text())
     assert rep["scatternd_nodes"] == 9 + 3 and rep["onnx_check"]["max_abs_diff"] <= 1e-4
     assert rep["union_widths"]["layer3"] >= 32
-    from host.checkpoint import load_checkpoint, model_from_checkpoint
-    from host.data import load_digits
-    from host.train import evaluate
+    from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint
+    from edgeshrink.host.data import load_digits
+    from edgeshrink.host.train import evaluate
 
     rebuilt = model_from_checkpoint(load_checkpoint(str(out / "model.pt")))  # the independent network again
     assert evaluate(rebuilt, load_digits(seed=0), "test")["top1"] == pytest.approx(rep["test_top1"])
-    r = run_cli("-m", "host.cli", "export", str(out / "model.pt"), "--format", "onnx", "-o", str(tmp_path / "ex"))
+    r = run_cli("-m", "edgeshrink.host.cli", "export", str(out / "model.pt"), "--format", "onnx", "-o", str(tmp_path / "ex"))
     assert r.returncode == 0, r.stderr  # the checkpoint rebuilds the independent network
-    r = run_cli("-m", "host.cli", "residual", str(trained_ckpt), "--keep", "layer9=3", "--out", str(tmp_path / "x"))
+    r = run_cli("-m", "edgeshrink.host.cli", "residual", str(trained_ckpt), "--keep", "layer9=3", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "malformed --keep" in r.stderr

@@ -1,13 +1,13 @@
 import torch
 
-import models
-from host.latency.space import build_space
-from host.prune.surgery import filter_l2_importance, prune_group_
+from edgeshrink import models
+from edgeshrink.host.latency.space import build_space
+from edgeshrink.host.prune.surgery import filter_l2_importance, prune_group_
 
 
 def test_residual_group_pruning_keeps_the_largest_l2_filters_everywhere():
     torch.manual_seed(0)
-    m = models.create("resnet20").eval()
+    m = models.create_model("resnet20").eval()
     members = next(g.members for g in build_space(m, (1, 3, 32, 32)).groups if g.name == "layer2.0.conv2")
     scores = filter_l2_importance(m, members)
     before = {n: m.get_submodule(n).weight.detach().clone() for n in members}
@@ -22,12 +22,12 @@ def test_residual_group_pruning_keeps_the_largest_l2_filters_everywhere():
 
 def test_pruned_model_equals_its_rebuild_from_channel_spec():
     torch.manual_seed(0)
-    m = models.create("resnet20").eval()
+    m = models.create_model("resnet20").eval()
     space = build_space(m, (1, 3, 32, 32))
     for g, keep in (("conv1", 8), ("layer1.1.conv1", 4), ("layer3.0.conv2", 40)):
         prune_group_(m, next(x.members for x in space.groups if x.name == g), keep, (1, 3, 32, 32))
     spec = models.channel_spec(m)
-    rebuilt = models.create("resnet20", 10, spec).eval()
+    rebuilt = models.create_model("resnet20", 10, spec).eval()
     rebuilt.load_state_dict(m.state_dict())
     x = torch.randn(3, 3, 32, 32)
     assert torch.allclose(rebuilt(x), m(x))
@@ -35,7 +35,7 @@ def test_pruned_model_equals_its_rebuild_from_channel_spec():
 
 
 def test_wide_resnet_internal_group():
-    m = models.create("wrn16_2").eval()
+    m = models.create_model("wrn16_2").eval()
     prune_group_(m, ("layer2.1.conv1",), 10, (1, 3, 32, 32))
     assert m.layer2[1].conv1.out_channels == 10 and m.layer2[1].bn2.num_features == 10
     assert m(torch.zeros(1, 3, 32, 32)).shape == (1, 10)

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from host.errors import DeviceError
-from host.remote import open_device
+from edgeshrink.host.errors import DeviceError
+from edgeshrink.host.remote import open_device
 from tests.device.test_cli import tiny_onnx
 
 
@@ -28,7 +28,7 @@ def test_local_device_put_run_get(tmp_path):
 def test_device_specs():
     with pytest.raises(DeviceError, match="malformed device spec"):
         open_device("jetson")
-    from host.remote.ssh import SshDevice
+    from edgeshrink.host.remote.ssh import SshDevice
 
     dev = open_device("ssh://pi@board:2222?python=/opt/v/bin/python3")  # connects only when entered
     assert isinstance(dev, SshDevice) and dev.target.port == 2222 and dev.target.python == "/opt/v/bin/python3"

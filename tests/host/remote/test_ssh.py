@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from host.errors import DeviceError
-from host.remote import open_device
-from host.remote.ssh import SshConnection, SshDevice, device_tree_hash, parse_ssh_spec
+from edgeshrink.host.errors import DeviceError
+from edgeshrink.host.remote import open_device
+from edgeshrink.host.remote.ssh import SshConnection, SshDevice, device_tree_hash, parse_ssh_spec
 from tests.conftest import run_cli
 from tests.device.test_cli import tiny_onnx
 from tests.sshd import trust
@@ -172,10 +172,10 @@ def test_host_bench_over_ssh_from_the_command_line(sshd, ssh_home, tmp_path):
     a, b = tiny_onnx(tmp_path / "a.onnx", 4), tiny_onnx(tmp_path / "b.onnx", 32)
     spec = sshd.spec(root=str(tmp_path / "board"))
     env = {"HOME": str(ssh_home), "SSH_AUTH_SOCK": ""}
-    r = run_cli("-m", "host.cli", "bench", str(a), str(b), "--device", spec, "--iters", "50", "--rounds", "2",
+    r = run_cli("-m", "edgeshrink.host.cli", "bench", str(a), str(b), "--device", spec, "--iters", "50", "--rounds", "2",
                 "--json", env=env)
     assert r.returncode == 2 and "unknown host" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = run_cli("-m", "host.cli", "bench", str(a), str(b), "--device", spec, "--iters", "50", "--rounds", "2",
+    r = run_cli("-m", "edgeshrink.host.cli", "bench", str(a), str(b), "--device", spec, "--iters", "50", "--rounds", "2",
                 "--trust-new-host", "--out", str(tmp_path / "res"), "--json", env=env)
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)

@@ -1,123 +1,42 @@
-"""Whole-network calibration of a latency table: calibration networks measured with the micro-models, and a
-least-squares correction fitted on them (the table's ``calibration["fit"]``).
+"""Whole-network calibration of a latency table: the least-squares correction fitted on measured calibration
+networks (the table's ``calibration["fit"]``), which :class:`edgeshrink.host.latency.predict.TablePredictor`
+applies.
 
-Why: a standalone micro-model is not the layer inside the network. On ONNX Runtime's CPU provider each one
-pays a ``ReorderInput`` / ``ReorderOutput`` pair (NCHW <-> NCHWc) and an output copy that the network does not
-pay, while inside the network a convolution runs 5-15% slower than alone because the other layers evict its
-weights and activations from L1/L2 (measured with ORT's profiler on resnet20: a 16->16 3x3 conv at 32x32 takes
-34 us standalone, 39-41 us in the network). The two effects have opposite signs and different scaling, so
-summing entries over-predicts by 4-10%.
+Why: a standalone micro-model is not the layer inside the network. On ONNX Runtime's CPU provider each one pays
+a ``ReorderInput`` / ``ReorderOutput`` pair (NCHW <-> NCHWc) and an output copy that the network does not pay,
+while inside the network a convolution runs slower than alone because the other layers evict its weights and
+activations from L1/L2. The two effects have opposite signs and different scaling, so summing entries is off by
+several percent, and each configuration meets its own neighbours (docs/latency.md has the measurements).
 
-What is fitted (relative least squares, with a weak ridge prior on the uncorrected model):
+What is fitted (relative least squares, with a weak ridge prior on the uncorrected model)::
 
     latency_ms ~= intercept_ms + sum over sites of (coef[class] + delta[family] + delta[family, in]
                                  + delta[family, out] + delta[configuration]) * (entry - overhead)
                   + a_w * conv weights (millions)
 
-over ``n`` random pruned architectures of the table's model, exported to ONNX and measured side by side after
-the micro-models. ``class`` is conv (conv2d sites) or other (the classifier, standalone BN and unfused adds);
-the weights term stands for fetching weights that no longer sit in L2 inside the network.
-
-The global coefficients alone leave about 1.2% mean / 4% max error on held-out resnet20 networks (measured on
-60 networks timed side by side; merged tables and features such as activation sizes or counts of the runtime's
-reorder nodes did not lower it): each configuration meets its own context in the
-network. So each configuration seen in the calibration networks gets a multiplicative correction ``delta``, and
-so do its layer family and the family at its input and at its output channel count (shared levels, learnt
-from more networks than one configuration appears in), ridge-penalised towards 0 with a strength picked by 5-fold cross-validation (including
-"no corrections"); the cross-validated errors are stored with the fit. On those 60 networks, training on 48,
-this lowered the held-out error to about 0.85% mean / 2.2% max, and the error keeps falling as networks are
-added (24: 1.05% / 3.7%), which is why builds should measure on the order of a hundred: they are cheap next to
-the micro-models (one export each, then all timed in one interleaved device command).
-
-How the networks are timed matters as much as the model: timed in 15 bursts of 40 in one loading they carried
-1.2% noise each (std; the device's speed wanders within a second, and a loaded session keeps its own offset),
-and on 120 resnet20 networks the fit's held-out error was 0.81% mean / 4.45% max. Timed as
-:data:`host.latency.validate.NETWORK_ROUNDS` bursts of ``NETWORK_ITERS`` over ``NETWORK_LOADS`` loadings
-(~0.5% noise) it is 0.38% / 1.31% (``bench/table_fidelity.py``).
+over random pruned architectures of the table's model, exported to ONNX and measured side by side after the
+micro-models (:mod:`edgeshrink.host.latency.networks`). ``class`` is conv (conv2d sites) or other (the classifier,
+standalone BN and unfused adds); the weights term stands for fetching weights that no longer sit in L2 inside
+the network. Each configuration seen in the calibration networks gets a multiplicative correction ``delta``, and
+so do its layer family and the family at its input and at its output channel count (shared levels, learnt from
+more networks than one configuration appears in), ridge-penalised towards 0 with a strength picked by 5-fold
+cross-validation (including "no corrections"); the cross-validated errors are stored with the fit. The error
+keeps falling as networks are added, which is why builds should measure on the order of a hundred.
 
 The correction is linear per layer site, so NetAdapt's per-layer lookups stay additive.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import multiprocessing as mp
-import os
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import replace
-from functools import lru_cache
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from host.latency.key import family
+from edgeshrink.host.latency.predict import TablePredictor, correction_labels, site_class, site_params
 
 FEATURES = ("intercept_ms", "conv", "other", "weights_ms_per_mparam")
 RIDGE = 1e-4  # weight of the prior, in squared relative error per unit of (normalised) coefficient change
 KEY_RIDGE_GRID = (1.0, 0.1, 0.03, 0.01, 0.003, 0.001)  # per-configuration penalties tried by cross-validation
-
-
-def site_class(op: str) -> str:
-    """Which fitted coefficient a site of ``op`` uses."""
-    return "conv" if op == "conv2d" else "other"
-
-
-def arch_id(widths: Dict[str, int]) -> str:
-    """A stable file name for an architecture (group widths)."""
-    blob = json.dumps(sorted(widths.items())).encode()
-    return "net_" + hashlib.sha1(blob).hexdigest()[:12]
-
-
-def calibration_archs(space, granularity: int, n: int, seed: int = 1) -> List[Dict[str, int]]:
-    """The unpruned model plus ``n - 1`` random architectures on the table's grid (seeded)."""
-    from host.latency.validate import sample_widths
-
-    full = space.full_widths
-    rest = [w for w in sample_widths(space, granularity, n, seed) if w != full]
-    return ([full] + rest)[:n]
-
-
-def _export_worker(args: Tuple[str, int, List[int], List[Tuple[Dict[str, int], str]]]) -> List[str]:
-    model_name, num_classes, shape, jobs = args
-    import models
-    from host.export.onnx import export_onnx
-    from host.latency.space import build_space
-
-    space = build_space(models.create(model_name, num_classes), shape)
-    done = []
-    for widths, path in jobs:
-        if not os.path.exists(path):
-            m = models.create(model_name, num_classes, space.spec_from_widths(widths)).eval()
-            export_onnx(m, shape, path + ".tmp.onnx")
-            os.replace(path + ".tmp.onnx", path)
-        done.append(path)
-    return done
-
-
-def export_archs(model_name: str, num_classes: int, shape: Sequence[int], archs: Sequence[Dict[str, int]],
-                 folder: str, jobs: int = 1) -> List[str]:
-    """Export each architecture to ``folder/<arch_id>.onnx`` (existing files are kept: resumable); returns the
-    file names in order. ``jobs`` > 1 exports in spawned processes."""
-    os.makedirs(folder, exist_ok=True)
-    names = [arch_id(w) + ".onnx" for w in archs]
-    todo = [(w, os.path.join(folder, nm)) for w, nm in zip(archs, names) if not os.path.exists(os.path.join(folder, nm))]
-    if todo:
-        if jobs <= 1 or len(todo) < 2:
-            _export_worker((model_name, num_classes, list(shape), todo))
-        else:
-            chunks = [todo[i::jobs] for i in range(jobs)]
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
-                list(pool.map(_export_worker, [(model_name, num_classes, list(shape), c) for c in chunks]))
-    return names
-
-
-def site_params(key) -> float:
-    """Weights of a conv site in millions (what is fetched from beyond L2 when the network's working set
-    does not fit); 0 for other ops."""
-    if key.op != "conv2d":
-        return 0.0
-    return key.in_channels // key.groups * key.out_channels * key.kernel[0] * key.kernel[1] / 1e6
 
 
 def features(predictor, widths: Dict[str, int]) -> np.ndarray:
@@ -210,15 +129,6 @@ def fit(X: np.ndarray, y: np.ndarray, overhead_ms: float, K: Optional[np.ndarray
     return out
 
 
-@lru_cache(maxsize=None)
-def correction_labels(key) -> Tuple[tuple, ...]:
-    """The corrections a site of configuration ``key`` takes: its family's, its family's at its input channel
-    count (``"in"``, out channels zeroed), at its output channel count (``"out"``, in channels zeroed), and its
-    own (``"key"``). The shared levels carry what one configuration's few networks cannot."""
-    return (("family", family(key)), ("in", replace(key, out_channels=0)), ("out", replace(key, in_channels=0)),
-            ("key", key))
-
-
 def correction_columns(predictor, networks: Sequence[Dict[str, int]]) -> Tuple[np.ndarray, List[tuple]]:
     """``(n, m)`` per-correction sums of (entry - overhead) ms and the ``m`` column labels
     ``(kind, LayerKey)`` of :func:`correction_labels`, for the configurations seen in ``networks`` (group
@@ -243,8 +153,6 @@ def calibrate(table, space, networks: List[Dict[str, object]]) -> Dict[str, obje
     """Fit ``table``'s correction on measured ``networks`` (``[{"widths", "measured_ms"}]``) of the model whose
     pruning ``space`` is given, with the per-configuration corrections of :func:`correction_labels` (see
     :func:`fit`), and return the ``calibration["fit"]`` block (the table is not changed)."""
-    from host.latency.table import TablePredictor
-
     pred = TablePredictor(table, space, corrected=False)
     X = np.array([features(pred, n["widths"]) for n in networks])
     y = np.array([float(n["measured_ms"]) for n in networks])

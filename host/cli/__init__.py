@@ -1,0 +1,52 @@
+"""``host`` (also ``edgeshrink``): the host-side command line, one module per command group.
+
+  host models | train                 registered architectures; train a model, write a checkpoint
+  host table build|predict|validate|recalibrate|merge|import|show
+                                      latency lookup tables
+  host prune --perf-table TABLE       latency-aware NetAdapt to a budget, confirmed on the device
+  host bench MODEL.onnx               measure a model on a device (local or ssh://), with power
+  host export CKPT --format F         ONNX / TFLite / TensorRT artifacts (or --manifest PLAN --jobs N)
+  host residual CKPT --keep ...       independent residual pruning (index-add / ScatterND)
+  host device pack                    the device side as one zipapp file
+  host demo                           the main job on the embedded digits data, in one command
+
+User errors print one line and exit with code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import List, Optional
+
+from edgeshrink.host import __version__
+from edgeshrink.host.cli import bench, demo, device, export, prune, table, train
+from edgeshrink.host.errors import UserError
+
+GROUPS = (train, table, prune, bench, export, device, demo)  # each adds its own subcommands (``register``)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="host", description="edgeshrink host side: train, build latency tables, "
+                                "prune with latency-aware NetAdapt, and confirm on the device.")
+    p.add_argument("--version", action="version", version=f"edgeshrink {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for group in GROUPS:
+        group.register(sub)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run one command; returns its exit code (0, 1 for a manifest with failed artifacts, 2 for bad input, 130
+    when interrupted)."""
+    args = build_parser().parse_args(argv)
+    from edgeshrink.models import ModelError
+
+    try:
+        return args.func(args)
+    except (UserError, ModelError) as e:
+        print(f"host: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("host: interrupted", file=sys.stderr)
+        return 130

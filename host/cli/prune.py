@@ -1,0 +1,61 @@
+"""``host prune``: a pruning method to a latency budget, confirmed on the device."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgeshrink.host.cli.args import add_data_args, add_netadapt_args, netadapt_config
+
+
+def register(sub) -> None:
+    pn = sub.add_parser("prune", help="NetAdapt to a latency budget, then export and measure on the device")
+    pn.add_argument("--perf-table", required=True, help="latency table JSON (host table build)")
+    pn.add_argument("--model", help="expected architecture (checked against the checkpoint)")
+    pn.add_argument("--checkpoint", required=True)
+    add_data_args(pn)
+    bg = pn.add_mutually_exclusive_group()
+    bg.add_argument("--budget", type=float, default=0.5, help="target, a fraction of the unpruned predicted latency (default 0.5)")
+    bg.add_argument("--budget-ms", type=float,
+                    help="target latency in ms, as the table predicts it (its statistic: the fastest run for tables "
+                         "built with --statistic min, the default)")
+    add_netadapt_args(pn)
+    pn.add_argument("--device", help="where to measure (default: the table's device)")
+    pn.add_argument("--trust-new-host", action="store_true", help="ssh://: accept and record an unknown host key")
+    pn.add_argument("--power", choices=("auto", "tegrastats", "pmic", "hwmon"),
+                    help="also measure power and energy per inference on the device")
+    pn.add_argument("--backend", help="refuse a table measured with another backend (the table's is used)")
+    pn.add_argument("--bench-seconds", type=float, default=20.0,
+                    help="confirmation: time baseline and pruned side by side, as the table's calibration networks "
+                         "were (round-robin bursts of 4 runs over 5 loadings), for about this long (default 20 s)")
+    pn.add_argument("--bench-iters", type=int, default=300,
+                    help="confirmation with --power or a self-timed backend (trtexec, benchmark_model): timed runs "
+                         "per model per round")
+    pn.add_argument("--bench-rounds", type=int, default=3,
+                    help="confirmation with --power or a self-timed backend: rounds A B A B ..., each model loaded "
+                         "afresh")
+    pn.add_argument("--resume", action="store_true", help="continue from the last completed iteration in OUT")
+    pn.add_argument("--out", required=True)
+    pn.add_argument("--json", action="store_true", help="report JSON on stdout")
+    pn.set_defaults(func=cmd_prune)
+
+
+def cmd_prune(args) -> int:
+    from edgeshrink.host import ui
+    from edgeshrink.host.data import load_dataset
+    from edgeshrink.host.pipeline import PruneJob, render_report, run_prune
+
+    job = PruneJob(table=args.perf_table, checkpoint=args.checkpoint, out=args.out, model=args.model,
+                   dataset=args.dataset, data_dir=args.data_dir,
+                   budget=None if args.budget_ms is not None else args.budget, budget_ms=args.budget_ms,
+                   device=args.device, backend=args.backend, bench_iters=args.bench_iters, bench_rounds=args.bench_rounds,
+                   bench_seconds=args.bench_seconds, resume=args.resume, seed=args.seed, trust_new_host=args.trust_new_host, power=args.power)
+    data = load_dataset(args.dataset, args.data_dir, seed=args.seed, download=args.download)
+    report = run_prune(job, netadapt_config(args, args.seed), data=data)
+    if args.json:
+        render_report(report, ui.err)
+        print(json.dumps(report, indent=1))
+    else:
+        render_report(report)
+        print(f"report: {Path(args.out) / 'report.json'}")
+    return 0

@@ -1,0 +1,48 @@
+"""``host models`` and ``host train``."""
+
+from __future__ import annotations
+
+from edgeshrink.host.cli.args import add_data_args, add_train_args
+from edgeshrink.host.errors import UserError
+
+
+def register(sub) -> None:
+    m = sub.add_parser("models", help="list model architectures")
+    m.set_defaults(func=cmd_models)
+    t = sub.add_parser("train", help="train a model and write OUT/model.pt and OUT/metrics.json")
+    t.add_argument("--model", default="resnet20")
+    add_data_args(t)
+    add_train_args(t)
+    t.add_argument("--out", required=True, help="output folder")
+    t.set_defaults(func=cmd_train)
+
+
+def cmd_models(args) -> int:
+    from edgeshrink import models
+
+    for n in models.list_models():
+        print(n)
+    return 0
+
+
+def train_config(args):
+    """The training settings of parsed ``args``.
+
+    Raises:
+        UserError: a setting out of range.
+    """
+    from edgeshrink.host.train import TrainConfig
+
+    if args.epochs < 1:
+        raise UserError("--epochs must be >= 1")
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                       momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
+                       step_size=args.step_size, milestones=tuple(args.milestones), gamma=args.gamma,
+                       power=args.power, label_smoothing=args.label_smoothing, seed=args.seed)
+
+
+def cmd_train(args) -> int:
+    from edgeshrink.host.train import train_and_save
+
+    train_and_save(args.model, args.dataset, args.data_dir, train_config(args), args.out, args.download)
+    return 0

@@ -1,0 +1,119 @@
+"""Predicting a network's latency from a latency table: ``TablePredictor.predict_ms(widths) -> ms``, what
+NetAdapt and every other method need.
+
+Every entry was measured as a standalone micro-model that pays the fixed per-inference overhead (session run,
+input binding, output fetch) once, so a network's latency is predicted as ``overhead_ms + sum over layer sites of
+(entry_ms - overhead_ms)``: the overhead counted once, not once per layer (NetAdapt, Yang et al. 2018, Sec. 4.1,
+builds its latency model from per-layer lookups the same way). When the calibration holds a ``fit`` (whole
+calibration networks measured with the micro-models, :mod:`edgeshrink.host.latency.fit`), each site's ``entry -
+overhead`` is scaled by its class's fitted coefficient plus its corrections, and the fitted intercept replaces the
+overhead::
+
+    latency_ms = intercept_ms + sum over sites of (coef[class] + delta[family] + delta[family, in]
+                 + delta[family, out] + delta[configuration]) * (entry - overhead) + a_w * conv weights (millions)
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Dict, List, Tuple
+
+from edgeshrink.host.errors import TableError
+from edgeshrink.host.latency.key import LayerKey, family, family_at_in, family_at_out
+from edgeshrink.host.latency.space import PruningSpace, build_space
+from edgeshrink.host.latency.table import LatencyTable, fmt_shape
+
+
+def site_class(op: str) -> str:
+    """Which fitted coefficient a site of ``op`` uses: ``conv`` (conv2d sites) or ``other``."""
+    return "conv" if op == "conv2d" else "other"
+
+
+def site_params(key: LayerKey) -> float:
+    """Weights of a conv site in millions (what is fetched from beyond L2 when the network's working set
+    does not fit); 0 for other ops."""
+    if key.op != "conv2d":
+        return 0.0
+    return key.in_channels // key.groups * key.out_channels * key.kernel[0] * key.kernel[1] / 1e6
+
+
+@lru_cache(maxsize=None)
+def correction_labels(key: LayerKey) -> Tuple[tuple, ...]:
+    """The corrections a site of configuration ``key`` takes: its family's, its family's at its input channel
+    count (``"in"``), at its output channel count (``"out"``), and its own (``"key"``). The shared levels carry
+    what one configuration's few networks cannot."""
+    return (("family", family(key)), ("in", family_at_in(key)), ("out", family_at_out(key)), ("key", key))
+
+
+class TablePredictor:
+    """A latency model over one pruning space: ``predict_ms(widths) -> float`` (what NetAdapt needs).
+
+    Args:
+        table: the latency table.
+        space: the model's pruning space; its input shape must be the table's.
+
+    Raises:
+        TableError: input shape differs, or the table lacks the unpruned model's configurations
+            (a table built for another model).
+    """
+
+    def __init__(self, table: LatencyTable, space: PruningSpace, corrected: bool = True):
+        if space.fuse_residual_add != table.fuse_residual_add:
+            raise TableError("the pruning space and the table disagree on residual-add fusion; build the space "
+                             "with TablePredictor.for_model")
+        if list(space.input_shape) != list(table.input_shape):
+            raise TableError(f"latency table was measured at input {fmt_shape(table.input_shape)}, "
+                             f"not {fmt_shape(space.input_shape)}")
+        self.table, self.space = table, space
+        fit = table.calibration.get("fit") if corrected else None
+        if fit and fit.get("model") not in (None, space.model_name):
+            fit = None  # a correction fitted on another model's networks is not transferred
+        self.fit = fit
+        coef = (fit or {}).get("coefficients", {})
+        self._intercept = float(coef.get("intercept_ms", table.overhead_ms))
+        self._scale = {"conv": float(coef.get("conv", 1.0)), "other": float(coef.get("other", 1.0))}
+        self._per_mparam = float(coef.get("weights_ms_per_mparam", 0.0))
+        self._delta: Dict[tuple, float] = {
+            (c["kind"], LayerKey.from_dict(c["key"])): float(c["delta"]) for c in (fit or {}).get("corrections", [])}
+        self.predict_ms(space.full_widths)  # fails early on a table for another model
+
+    @classmethod
+    def for_model(cls, table: LatencyTable, model, corrected: bool = True) -> "TablePredictor":
+        """Trace ``model`` at the table's input shape with the table's fusion rules. ``corrected=False``
+        ignores a fitted calibration (what the fit itself is computed from)."""
+        return cls(table, build_space(model, table.input_shape, fuse_residual_add=table.fuse_residual_add), corrected)
+
+    def layer_ms(self, widths: Dict[str, int]) -> List[float]:
+        """Per-site latency in ms, in site order: entry minus overhead, times the site's fitted coefficient plus
+        its corrections (family, input and output channel count, configuration; 0 where the fit has none),
+        plus the weights term."""
+        d = self._delta
+        if not d:
+            return [self._scale[site_class(key.op)] * ms + self._per_mparam * site_params(key)
+                    for key, ms in self.raw_sites(widths)]
+        return [(self._scale[site_class(key.op)] + sum(d.get(label, 0.0) for label in correction_labels(key))) * ms
+                + self._per_mparam * site_params(key) for key, ms in self.raw_sites(widths)]
+
+    def raw_sites(self, widths: Dict[str, int]) -> List[tuple]:
+        """``(layer key, entry latency (the table's statistic) - overhead in ms)`` per site, uncorrected, in site order.
+
+        Raises:
+            TableError: the table has no entry for a site's configuration.
+        """
+        out = []
+        ovh = self.table.overhead_ms
+        for site in self.space.sites:
+            key = site.key(widths)
+            e = self.table.lookup(key)
+            if e is None:
+                built = ", ".join(self.table.models) or "unknown models"
+                raise TableError(
+                    f"latency table (built for {built}, granularity {self.table.build.get('granularity', '?')}) has no "
+                    f"entry for {self.space.model_name} layer {site.name}: {key.op} {key.in_channels}->{key.out_channels} "
+                    f"at {key.in_hw[0]}x{key.in_hw[1]}")
+            out.append((key, e.ms(self.table.statistic) - ovh))
+        return out
+
+    def predict_ms(self, widths: Dict[str, int]) -> float:
+        """Predicted latency in ms of the model at these group widths."""
+        return self._intercept + sum(self.layer_ms(widths))

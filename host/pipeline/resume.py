@@ -1,0 +1,63 @@
+"""The resume state of a prune's method: the model after each completed NetAdapt iteration and its history, in
+``OUT/netadapt_state.pt`` (``torch.save`` of tensors and plain data, read back with ``weights_only``), so an
+interrupted ``host prune`` continues with ``--resume`` where it stopped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from edgeshrink import models
+from edgeshrink.host.errors import UserError
+from edgeshrink.host.io import atomic_path
+
+STATE_FILE = "netadapt_state.pt"
+
+
+class ResumeState:
+    """``OUT/netadapt_state.pt`` of one prune: tied to the input checkpoint (by sha256) and the budget.
+
+    Args:
+        out: the prune's output folder.
+        checkpoint_sha: sha256 of the input checkpoint.
+        budget_ms: the prune's budget.
+    """
+
+    def __init__(self, out: str, checkpoint_sha: str, budget_ms: float):
+        self.path = Path(out) / STATE_FILE
+        self.checkpoint_sha, self.budget_ms = checkpoint_sha, budget_ms
+
+    def load(self, name: str, num_classes: int) -> Optional[Tuple[nn.Module, List[Dict[str, object]]]]:
+        """The saved model and history, or None when there is no state.
+
+        Raises:
+            UserError: the state belongs to another checkpoint or budget, or cannot be read.
+        """
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for a corrupt file
+            raise UserError(f"{self.path}: not a readable resume state ({type(e).__name__}); remove it or drop "
+                            "--resume") from None
+        if not isinstance(state, dict) or state.get("checkpoint_sha") != self.checkpoint_sha or \
+                abs(float(state.get("budget_ms", -1)) - self.budget_ms) > 1e-9:
+            raise UserError(f"{self.path} belongs to another checkpoint or budget; remove it or drop --resume")
+        model = models.create_model(name, num_classes, state["channels"])
+        model.load_state_dict(state["state_dict"])
+        return model, list(state["history"])
+
+    def save(self, model: nn.Module, history: List[Dict[str, object]]) -> None:
+        """Write the state after a completed iteration, atomically."""
+        with atomic_path(self.path) as tmp:
+            torch.save({"checkpoint_sha": self.checkpoint_sha, "budget_ms": self.budget_ms,
+                        "channels": models.channel_spec(model), "state_dict": model.state_dict(),
+                        "history": history}, tmp)
+
+    def clear(self) -> None:
+        """Remove the state once the run is complete (model.pt holds the result)."""
+        if self.path.exists():
+            self.path.unlink()
