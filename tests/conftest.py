@@ -1,11 +1,16 @@
-"""Shared fixtures: real small inputs (the digits data, a briefly trained resnet20, a coarse latency table
-measured on this machine with ONNX Runtime through the ``local`` device)."""
+"""Shared fixtures and helpers.
+
+The fast tier (``-m "not slow"``) uses tables with a known answer (:mod:`tests.tables`), untrained checkpoints
+and in-process CLI calls (``host_cli``); the full tier adds what trains or measures for real: a briefly trained
+resnet20, a table measured on this machine with ONNX Runtime through the ``local`` device, end-to-end runs.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,11 +23,44 @@ UPSTREAM_DATA = ROOT.parent / "shared" / "data"
 
 
 def run_cli(*args: str, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:
-    """Run ``python -m host ...`` / ``python -m device ...`` style commands in a subprocess."""
+    """Run ``python ARGS`` in a subprocess (``-m edgeshrink.device ...``, ``-c ...``): for what must be a separate
+    process (import checks, the device folder or zipapp on its own, signals)."""
     e = dict(os.environ)
     e.update(env or {})
     return subprocess.run([sys.executable, *args], cwd=cwd or ROOT, env=e, capture_output=True, text=True,
                           timeout=timeout)
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def host_cli(capsys):
+    """``host_cli(*args)`` runs ``host ARGS`` in this process (``edgeshrink.host.cli.main``) and returns its exit
+    code, stdout and stderr."""
+    from edgeshrink.host.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        got = capsys.readouterr()
+        return CliResult(code, got.out, got.err)
+
+    return run
+
+
+def one_line_error(r: CliResult, *needles: str, prog: str = "host") -> str:
+    """Assert ``r`` is one line ``PROG: error: ...`` with exit code 2 holding every needle; returns the line."""
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{prog}: error: "), r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
 
 
 @pytest.fixture(scope="session")
@@ -33,8 +71,49 @@ def digits():
 
 
 @pytest.fixture(scope="session")
+def untrained_ckpt(tmp_path_factory):
+    """An initialised, untrained resnet20 checkpoint (digits: 10 classes, 1x3x32x32)."""
+    import torch
+
+    from edgeshrink import models
+    from edgeshrink.host.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "untrained.pt"
+    save_checkpoint(str(path), models.create_model("resnet20", 10), 10, dataset="digits", input_shape=[1, 3, 32, 32])
+    return path
+
+
+@pytest.fixture(scope="session")
+def pruned_ckpt(tmp_path_factory):
+    """A pruned (untrained) resnet20 checkpoint: the architecture NetAdapt leaves, rebuilt from a channel spec."""
+    import torch
+
+    from edgeshrink import models
+    from edgeshrink.host.checkpoint import save_checkpoint
+
+    torch.manual_seed(1)
+    spec = {"conv1": 8, "layer1.0.conv2": 8, "layer1.1.conv2": 8, "layer1.2.conv2": 8, "layer1.0.conv1": 4,
+            "layer2.1.conv1": 16, "layer3.0.conv1": 32, "layer3.2.conv1": 24}
+    path = tmp_path_factory.mktemp("ckpt") / "pruned.pt"
+    save_checkpoint(str(path), models.create_model("resnet20", 10, spec), 10, dataset="digits",
+                    input_shape=[1, 3, 32, 32])
+    return path
+
+
+@pytest.fixture(scope="session")
+def formula_table(tmp_path_factory):
+    """A resnet20 table on the grid of 8 whose entries come from :func:`tests.tables.formula_ms` (statistic min)."""
+    from tests.tables import synthetic_table
+
+    path = tmp_path_factory.mktemp("table") / "resnet20_formula_g8.json"
+    synthetic_table("resnet20", 8).save(str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
 def trained_ckpt(tmp_path_factory, digits):
-    """resnet20 trained for 3 epochs on digits: a real checkpoint, well above chance."""
+    """resnet20 trained for 3 epochs on digits: a real checkpoint, well above chance (full tier)."""
     import torch
 
     from edgeshrink import models
@@ -52,7 +131,7 @@ def trained_ckpt(tmp_path_factory, digits):
 
 @pytest.fixture(scope="session")
 def small_table(tmp_path_factory):
-    """A real resnet20 table on a coarse grid (granularity 8), measured briefly on this machine."""
+    """A real resnet20 table on a coarse grid (granularity 8), measured briefly on this machine (full tier)."""
     from edgeshrink import models
     from edgeshrink.host.latency.build import BuildConfig, build_table
     from edgeshrink.host.latency.space import build_space, enumerate_keys
@@ -67,15 +146,3 @@ def small_table(tmp_path_factory):
 
 
 from tests.sshd import ssh_home, sshd  # noqa: E402,F401 - the real-sshd fixtures, shared by the SSH tests
-
-
-@pytest.fixture(scope="session")
-def netadapt_ckpt(tmp_path_factory, small_table, trained_ckpt):
-    """A NetAdapt-pruned resnet20 (``host prune`` with a short schedule on the small table)."""
-    out = tmp_path_factory.mktemp("netadapt") / "pruned"
-    r = run_cli("-m", "edgeshrink.host.cli", "prune", "--perf-table", str(small_table), "--model", "resnet20", "--checkpoint",
-                str(trained_ckpt), "--dataset", "digits", "--budget", "0.7", "--out", str(out), "--short-term-steps",
-                "2", "--long-term-epochs", "1", "--init-reduction", "0.15", "--decay", "0.9", "--bench-seconds",
-                "1")
-    assert r.returncode == 0, r.stderr
-    return out / "model.pt"

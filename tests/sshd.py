@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
+# tests that need the server skip at collection, before any fixture runs
+needs_sshd = pytest.mark.skipif(SSHD is None, reason="openssh-server is not installed (apt-get install openssh-server)")
 
 
 @dataclass

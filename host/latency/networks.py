@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from edgeshrink.host.errors import UserError
-from edgeshrink.host.latency.space import channel_grid
 
 NETWORK_ROUNDS, NETWORK_ITERS, NETWORK_LOADS = 150, 4, 5
 
@@ -45,6 +44,8 @@ def network_loads(loads: Optional[int], rounds: int) -> int:
 
 def sample_widths(space, granularity: int, samples: int, seed: int = 0) -> List[Dict[str, int]]:
     """``samples`` random group-width assignments on the grid (distinct where the space allows), seeded."""
+    from edgeshrink.host.latency.space import channel_grid  # torch: not at import, so `host --help` stays fast
+
     rng = random.Random(seed)
     grids = {g.name: channel_grid(g.width, granularity) for g in space.groups}
     out, seen = [], set()

@@ -3,17 +3,17 @@ not a Jetson) and the logs pulled back into --out."""
 
 import json
 
-from tests.conftest import ROOT, SHARED_DATA, run_cli
+from tests.conftest import ROOT, SHARED_DATA, one_line_error
 from tests.device.test_cli import tiny_onnx
 
 
-def test_host_bench_with_power_pulls_the_logs_back(tmp_path):
+def test_host_bench_with_power_pulls_the_logs_back(tmp_path, host_cli, monkeypatch):
     a = tiny_onnx(tmp_path / "a.onnx")
-    env = {"EDGESHRINK_TEGRASTATS": str(ROOT / "tests" / "fakes" / "fake_tegrastats"),
-           "FAKE_TEGRASTATS_CAPTURE": str(SHARED_DATA / "tegrastats" / "orin-nano_beszel_test.txt")}
+    monkeypatch.setenv("EDGESHRINK_TEGRASTATS", str(ROOT / "tests" / "fakes" / "fake_tegrastats"))
+    monkeypatch.setenv("FAKE_TEGRASTATS_CAPTURE", str(SHARED_DATA / "tegrastats" / "orin-nano_beszel_test.txt"))
     out = tmp_path / "res"
-    r = run_cli("-m", "edgeshrink.host.cli", "bench", str(a), "--iters", "40000", "--rounds", "2", "--power", "tegrastats",
-                "--power-interval-ms", "20", "--idle-s", "0.3", "--out", str(out), "--json", env=env)
+    r = host_cli("bench", str(a), "--iters", "40000", "--rounds", "2", "--power", "tegrastats", "--power-interval-ms",
+                 "20", "--idle-s", "0.3", "--out", str(out), "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     m = doc["models"][str(a)]
@@ -25,21 +25,21 @@ def test_host_bench_with_power_pulls_the_logs_back(tmp_path):
     pulled = sorted(f.name for f in out.iterdir())
     assert pulled == ["m0_a.onnx.power.csv", "m0_a.onnx.tegrastats.log", "results.json"]
     assert (out / "m0_a.onnx.power.csv").read_text().startswith("t_ms,total_mw,vdd_in_mw")
-    r = run_cli("-m", "edgeshrink.host.cli", "bench", str(a), "--rounds", "0")
-    assert r.returncode == 2 and "--rounds" in r.stderr
+    one_line_error(host_cli("bench", str(a), "--rounds", "0"), "--rounds")
 
 
-def test_a_trt_int8_artifact_ships_with_its_calibration_cache(tmp_path, trained_ckpt):
+def test_a_trt_int8_artifact_ships_with_its_calibration_cache(tmp_path, host_cli, monkeypatch, untrained_ckpt):
     """`host export --format trt --precision int8` then `host bench --backend trtexec --calib-cache` (trtexec is
     a FAKE replaying the real capture: no TensorRT here)."""
-    r = run_cli("-m", "edgeshrink.host.cli", "export", str(trained_ckpt), "--format", "trt", "--precision", "int8",
-                "--calib-samples", "8", "-o", str(tmp_path / "trt"))
+    r = host_cli("export", str(untrained_ckpt), "--format", "trt", "--precision", "int8", "--calib-samples", "8", "-o",
+                 str(tmp_path / "trt"))
     assert r.returncode == 0, r.stderr
-    env = {"EDGESHRINK_TRTEXEC": str(ROOT / "tests" / "fakes" / "fake_trtexec"),
-           "FAKE_TRTEXEC_CAPTURE": str(SHARED_DATA / "trtexec" / "h100-pcie_trt8.6.1_mvsacmp.txt"),
-           "EDGESHRINK_ENGINE_CACHE": str(tmp_path / "engines")}
-    r = run_cli("-m", "edgeshrink.host.cli", "bench", str(tmp_path / "trt" / "model.onnx"), "--backend", "trtexec",
-                "--precision", "int8", "--calib-cache", str(tmp_path / "trt" / "calib.cache"), "--json", env=env)
+    for k, v in {"EDGESHRINK_TRTEXEC": str(ROOT / "tests" / "fakes" / "fake_trtexec"),
+                 "FAKE_TRTEXEC_CAPTURE": str(SHARED_DATA / "trtexec" / "h100-pcie_trt8.6.1_mvsacmp.txt"),
+                 "EDGESHRINK_ENGINE_CACHE": str(tmp_path / "engines")}.items():
+        monkeypatch.setenv(k, v)
+    r = host_cli("bench", str(tmp_path / "trt" / "model.onnx"), "--backend", "trtexec", "--precision", "int8",
+                 "--calib-cache", str(tmp_path / "trt" / "calib.cache"), "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["device_args"][-2:] == ["--calib-cache", "artifacts/calib.cache"]

@@ -25,6 +25,7 @@ def test_no_weight_decay_on_bn_and_biases():
     assert isinstance(adam, torch.optim.Adam)
 
 
+@pytest.mark.slow
 def test_training_learns_digits(digits):
     torch.manual_seed(0)
     m = models.create_model("resnet20", 10)

@@ -10,12 +10,14 @@ import pytest
 from edgeshrink.host.export.artifact import export_artifact, load_manifest
 from edgeshrink.host.export.tensorrt import CACHE_HEADER, calibration_cache, read_calibration_cache
 from edgeshrink.host.errors import UserError
-from tests.conftest import run_cli
+import importlib.util
+
+from tests.conftest import one_line_error, run_cli
 from tests.device.test_cli import tiny_onnx
 
 
-def test_onnx_artifact_json_and_dynamic_batch(tmp_path, trained_ckpt):
-    doc = export_artifact({"checkpoint": str(trained_ckpt), "format": "onnx", "precision": "fp32",
+def test_onnx_artifact_json_and_dynamic_batch(tmp_path, untrained_ckpt):
+    doc = export_artifact({"checkpoint": str(untrained_ckpt), "format": "onnx", "precision": "fp32",
                            "input": "1x3x32x32", "out": str(tmp_path / "a"), "dynamic_batch": True})
     meta = json.loads((tmp_path / "a" / "artifact.json").read_text())
     for k in ("format", "precision", "input_shape", "sha256", "source_checkpoint", "tool_versions", "check"):
@@ -29,8 +31,8 @@ def test_onnx_artifact_json_and_dynamic_batch(tmp_path, trained_ckpt):
     assert doc["status"] == "built"
 
 
-def test_trt_int8_ships_onnx_and_a_calibration_cache(tmp_path, trained_ckpt):
-    doc = export_artifact({"checkpoint": str(trained_ckpt), "format": "trt", "precision": "int8",
+def test_trt_int8_ships_onnx_and_a_calibration_cache(tmp_path, untrained_ckpt):
+    doc = export_artifact({"checkpoint": str(untrained_ckpt), "format": "trt", "precision": "int8",
                            "input": "1x3x32x32", "out": str(tmp_path / "t"), "calib_samples": 16})
     assert set(doc["files"]) == {"model.onnx", "calib.cache"}
     assert "--backend tensorrt --precision int8 --calib-cache calib.cache" in doc["export"]["device_build"]
@@ -50,9 +52,9 @@ def test_calibration_cache_scales_are_max_abs_over_127(tmp_path):
     assert struct.unpack(">f", bytes.fromhex(line[3:]))[0] == pytest.approx(scales["x"])
 
 
-def test_bad_combinations_and_inputs_are_user_errors(tmp_path, trained_ckpt):
+def test_bad_combinations_and_inputs_are_user_errors(tmp_path, host_cli, untrained_ckpt):
     with pytest.raises(UserError, match="ONNX artifacts are fp32"):
-        export_artifact({"checkpoint": str(trained_ckpt), "format": "onnx", "precision": "int8", "input": "1x3x32x32",
+        export_artifact({"checkpoint": str(untrained_ckpt), "format": "onnx", "precision": "int8", "input": "1x3x32x32",
                          "out": str(tmp_path / "x")})
     with pytest.raises(UserError, match="checkpoint not found"):
         export_artifact({"checkpoint": str(tmp_path / "nope.pt"), "format": "onnx", "precision": "fp32",
@@ -60,30 +62,30 @@ def test_bad_combinations_and_inputs_are_user_errors(tmp_path, trained_ckpt):
     (tmp_path / "bad.yaml").write_text("artifacts: [{checkpoint: a.pt, formats: [coreml]}]\n")
     with pytest.raises(UserError, match="unknown format 'coreml'"):
         load_manifest(str(tmp_path / "bad.yaml"))
-    r = run_cli("-m", "edgeshrink.host.cli", "export", str(trained_ckpt), "--format", "onnx", "--precision", "fp16",
-                "-o", str(tmp_path / "y"))
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    one_line_error(host_cli("export", str(untrained_ckpt), "--format", "onnx", "--precision", "fp16", "-o",
+                            str(tmp_path / "y")), "ONNX artifacts are fp32")
 
 
-def test_a_missing_tflite_extra_names_it(tmp_path, trained_ckpt):
+def test_a_missing_tflite_extra_names_it(tmp_path, untrained_ckpt):
     code = ("import sys; sys.modules['litert_torch'] = None\n"
             "from edgeshrink.host.cli import main\n"
-            f"sys.exit(main(['export', {str(trained_ckpt)!r}, '--format', 'tflite', '-o', {str(tmp_path / 'z')!r}]))")
+            f"sys.exit(main(['export', {str(untrained_ckpt)!r}, '--format', 'tflite', '-o', {str(tmp_path / 'z')!r}]))")
     r = run_cli("-c", code)
     assert r.returncode == 2 and "[tflite] extra" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.slow
-def test_a_manifest_of_12_builds_with_2_jobs_and_a_second_run_builds_nothing(tmp_path, trained_ckpt, netadapt_ckpt):
-    pytest.importorskip("litert_torch", reason="the [tflite] extra is not installed")
+@pytest.mark.skipif(importlib.util.find_spec("litert_torch") is None, reason="the [tflite] extra is not installed")
+def test_a_manifest_of_12_builds_with_2_jobs_and_a_second_run_builds_nothing(tmp_path, host_cli, untrained_ckpt,
+                                                                            pruned_ckpt):
     plan = tmp_path / "plan.yaml"
     items = ""
-    for name, ck in (("base", trained_ckpt), ("pruned", netadapt_ckpt)):
+    for name, ck in (("base", untrained_ckpt), ("pruned", pruned_ckpt)):
         items += (f"  - {{checkpoint: {ck}, name: {name}, formats: [onnx, tflite], precisions: [fp32, fp16, int8]}}\n"
                   f"  - {{checkpoint: {ck}, name: {name}, formats: [trt], precisions: [fp16, int8]}}\n")
     plan.write_text(f"out: arts\ninput: 1x3x32x32\ndataset: digits\ncalib_samples: 32\nartifacts:\n{items}"
                     f"  - {{checkpoint: {tmp_path / 'missing.pt'}, name: broken, formats: [onnx]}}\n")
-    r = run_cli("-m", "edgeshrink.host.cli", "export", "--manifest", str(plan), "--jobs", "2", "--json")
+    r = host_cli("export", "--manifest", str(plan), "--jobs", "2", "--json")
     assert r.returncode == 1, r.stderr  # one artifact failed; the other 12 were built
     doc = json.loads(r.stdout)
     assert doc["counts"] == {"built": 12, "skipped": 0, "failed": 1}
@@ -93,10 +95,10 @@ def test_a_manifest_of_12_builds_with_2_jobs_and_a_second_run_builds_nothing(tmp
     for a in doc["artifacts"]:
         if a["status"] == "built":
             assert (tmp_path / "arts" / a["id"] / "artifact.json").exists()
-    r = run_cli("-m", "edgeshrink.host.cli", "export", "--manifest", str(plan), "--jobs", "2", "--json")
+    r = host_cli("export", "--manifest", str(plan), "--jobs", "2", "--json")
     assert json.loads(r.stdout)["counts"] == {"built": 0, "skipped": 12, "failed": 1}
     # sharding splits the plan without overlap
-    r1 = json.loads(run_cli("-m", "edgeshrink.host.cli", "export", "--manifest", str(plan), "--shard", "1/2", "--json").stdout)
-    r2 = json.loads(run_cli("-m", "edgeshrink.host.cli", "export", "--manifest", str(plan), "--shard", "2/2", "--json").stdout)
+    r1 = json.loads(host_cli("export", "--manifest", str(plan), "--shard", "1/2", "--json").stdout)
+    r2 = json.loads(host_cli("export", "--manifest", str(plan), "--shard", "2/2", "--json").stdout)
     ids1, ids2 = {a["id"] for a in r1["artifacts"]}, {a["id"] for a in r2["artifacts"]}
     assert not ids1 & ids2 and len(ids1 | ids2) == 13

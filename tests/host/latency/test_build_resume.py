@@ -6,7 +6,10 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import ROOT, run_cli
+import pytest
+
+from tests.conftest import ROOT, one_line_error
+from tests.sshd import needs_sshd
 
 ARGS = ["--model", "resnet20", "--granularity", "16", "--warmup", "1", "--iters", "5", "--rounds", "2"]
 TOTAL = 2 * (67 + 1)  # 2 rounds x (67 configurations on the grid of 16 + the overhead graph)
@@ -16,10 +19,11 @@ def lines(folder):
     return sum(len([x for x in p.read_text().splitlines() if x.strip()]) for p in folder.glob("results_r*.jsonl"))
 
 
-def test_an_interrupted_build_resumes_without_measuring_anything_twice(tmp_path):
+@pytest.mark.slow
+def test_an_interrupted_build_resumes_without_measuring_anything_twice(tmp_path, host_cli):
     out = tmp_path / "t.json"
     work = tmp_path / "t.json.build"
-    p = subprocess.Popen([sys.executable, "-m", "edgeshrink.host.cli", "table", "build", *ARGS, "--batch", "4", "-o", str(out)],
+    p = subprocess.Popen([sys.executable, "-m", "edgeshrink", "table", "build", *ARGS, "--batch", "4", "-o", str(out)],
                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "err.txt", "w"),
                          # a shell that runs the tests in the background ignores SIGINT in its children, and Python
                          # keeps an ignored SIGINT ignored: give the build the default, as a terminal would
@@ -33,9 +37,8 @@ def test_an_interrupted_build_resumes_without_measuring_anything_twice(tmp_path)
     assert not out.exists() and work.is_dir()
     before = lines(work)
     assert 12 <= before < TOTAL
-    r = run_cli("-m", "edgeshrink.host.cli", "table", "build", *ARGS, "-o", str(out))
-    assert r.returncode == 2 and "--resume" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = run_cli("-m", "edgeshrink.host.cli", "table", "build", *ARGS, "--batch", "4", "--resume", "-o", str(out))
+    one_line_error(host_cli("table", "build", *ARGS, "-o", str(out)), "--resume")
+    r = host_cli("table", "build", *ARGS, "--batch", "4", "--resume", "-o", str(out))
     assert r.returncode == 0, r.stderr
     t = json.loads(out.read_text())
     assert len(t["entries"]) == 67 and t["build"]["resumed"]
@@ -43,17 +46,17 @@ def test_an_interrupted_build_resumes_without_measuring_anything_twice(tmp_path)
     assert not work.exists()  # the default work folder goes once the table is written
 
 
-def test_resume_without_an_interrupted_build_is_refused(tmp_path):
-    r = run_cli("-m", "edgeshrink.host.cli", "table", "build", *ARGS, "--resume", "-o", str(tmp_path / "t.json"))
-    assert r.returncode == 2 and "no interrupted build" in r.stderr
+def test_resume_without_an_interrupted_build_is_refused(tmp_path, host_cli):
+    one_line_error(host_cli("table", "build", *ARGS, "--resume", "-o", str(tmp_path / "t.json")), "no interrupted build")
 
 
-def test_a_farm_of_two_boards_over_ssh_shares_the_batches(sshd, ssh_home, tmp_path):
+@pytest.mark.slow
+@needs_sshd
+def test_a_farm_of_two_boards_over_ssh_shares_the_batches(sshd, ssh_home, tmp_path, host_cli):
     a, b = sshd.spec(root=str(tmp_path / "board_a")), sshd.spec(root=str(tmp_path / "board_b"))
     work = tmp_path / "work"
-    r = run_cli("-m", "edgeshrink.host.cli", "table", "build", *ARGS, "--batch", "6", "--device", a, "--device", b,
-                "--trust-new-host", "--workdir", str(work), "-o", str(tmp_path / "t.json"),
-                env={"HOME": str(ssh_home), "SSH_AUTH_SOCK": ""})
+    r = host_cli("table", "build", *ARGS, "--batch", "6", "--device", a, "--device", b, "--trust-new-host",
+                 "--workdir", str(work), "-o", str(tmp_path / "t.json"))
     assert r.returncode == 0, r.stderr
     t = json.loads((tmp_path / "t.json").read_text())
     assert len(t["entries"]) == 67 and t["device"]["spec"] == a and t["device"]["farm"] == [a, b]

@@ -11,7 +11,7 @@ from edgeshrink.host.latency.fit import features, fit
 from edgeshrink.host.latency.key import family
 from edgeshrink.host.latency.predict import TablePredictor
 from edgeshrink.host.latency.table import load_table
-from tests.conftest import run_cli
+from tests.conftest import one_line_error
 
 
 def test_fit_recovers_known_coefficients():
@@ -46,8 +46,8 @@ def test_per_configuration_corrections_are_learnt_from_networks_and_help_held_ou
     assert np.corrcoef(with_keys["deltas"], true_delta)[0, 1] > 0.9
 
 
-def test_corrected_predictor_adds_family_and_configuration_deltas(small_table):
-    table = load_table(str(small_table))
+def test_corrected_predictor_adds_family_and_configuration_deltas(formula_table):
+    table = load_table(str(formula_table))
     raw = TablePredictor.for_model(table, models.create_model("resnet20"), corrected=False)
     w = raw.space.full_widths
     sites = raw.raw_sites(w)
@@ -67,8 +67,8 @@ def test_fit_refuses_too_few_networks():
         fit(np.ones((2, 4)), np.ones(2), 0.0)
 
 
-def test_corrected_predictor_applies_the_fit_per_site(small_table, tmp_path):
-    table = load_table(str(small_table))
+def test_corrected_predictor_applies_the_fit_per_site(formula_table, tmp_path):
+    table = load_table(str(formula_table))
     raw = TablePredictor.for_model(table, models.create_model("resnet20"), corrected=False)
     w = raw.space.full_widths
     f = features(raw, w)
@@ -83,10 +83,11 @@ def test_corrected_predictor_applies_the_fit_per_site(small_table, tmp_path):
     assert TablePredictor.for_model(table, models.create_model("resnet20")).predict_ms(w) == pytest.approx(raw.predict_ms(w))
 
 
-def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(tmp_path):
+@pytest.mark.slow
+def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(tmp_path, host_cli):
     out = tmp_path / "t.json"
-    r = run_cli("-m", "edgeshrink.host.cli", "table", "build", "--model", "resnet20", "--granularity", "16", "--warmup", "2",
-                "--iters", "5", "--rounds", "1", "--calibrate", "4", "--jobs", "2", "-o", str(out))
+    r = host_cli("table", "build", "--model", "resnet20", "--granularity", "16", "--warmup", "2", "--iters", "5",
+                 "--rounds", "1", "--calibrate", "4", "--jobs", "2", "-o", str(out))
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text())
     fit_ = doc["calibration"]["fit"]
@@ -101,8 +102,8 @@ def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(
     assert doc["build"]["calibration_networks"] == 4 and doc["build"]["measurements"] == 67 + 1 + 4
     assert "calibration: 4 networks" in r.stderr + r.stdout
     val = tmp_path / "val"
-    v = run_cli("-m", "edgeshrink.host.cli", "table", "validate", str(out), "--model", "resnet20", "--samples", "3",
-                "--rounds", "2", "--iters", "5", "--anchors", "2", "--out", str(val))
+    v = host_cli("table", "validate", str(out), "--model", "resnet20", "--samples", "3", "--rounds", "2", "--iters", "5",
+                 "--anchors", "2", "--out", str(val))
     assert v.returncode == 0, v.stderr
     vd = json.loads((val / "validate.json").read_text())
     assert vd["drift"]["anchors"] == 2 and len(vd["drift"]["anchor_ratios"]) == 2
@@ -115,8 +116,8 @@ def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(
     assert "device speed now vs at the build" in v.stdout
     # validate --recalibrate: every calibration network measured again, and the refitted table's errors
     val2 = tmp_path / "val2"
-    v2 = run_cli("-m", "edgeshrink.host.cli", "table", "validate", str(out), "--model", "resnet20", "--samples", "3",
-                 "--rounds", "2", "--iters", "5", "--recalibrate", "--out", str(val2))
+    v2 = host_cli("table", "validate", str(out), "--model", "resnet20", "--samples", "3", "--rounds", "2", "--iters", "5",
+                  "--recalibrate", "--out", str(val2))
     assert v2.returncode == 0, v2.stderr
     vd2 = json.loads((val2 / "validate.json").read_text())
     rc = vd2["recalibrated"]
@@ -128,8 +129,8 @@ def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(
     assert "refitted on its 4 calibration networks measured now" in v2.stdout
     # table recalibrate: the same refit written as a table; the entries stay
     new = tmp_path / "t2.json"
-    r2 = run_cli("-m", "edgeshrink.host.cli", "table", "recalibrate", str(out), "--model", "resnet20", "--rounds", "2",
-                 "--iters", "5", "-o", str(new))
+    r2 = host_cli("table", "recalibrate", str(out), "--model", "resnet20", "--rounds", "2", "--iters", "5",
+                  "-o", str(new))
     assert r2.returncode == 0, r2.stderr
     d2 = json.loads(new.read_text())
     assert d2["entries"] == doc["entries"]
@@ -142,14 +143,14 @@ def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(
     assert "4 calibration networks measured again" in r2.stdout
 
 
-def test_recalibrate_refuses_a_table_without_calibration_networks(small_table, tmp_path):
-    r = run_cli("-m", "edgeshrink.host.cli", "table", "recalibrate", str(small_table), "--model", "resnet20",
-                "-o", str(tmp_path / "t.json"))
-    assert r.returncode == 2 and "no calibration networks" in r.stderr and not (tmp_path / "t.json").exists()
-    v = run_cli("-m", "edgeshrink.host.cli", "table", "validate", str(small_table), "--model", "resnet20", "--recalibrate")
-    assert v.returncode == 2 and "--recalibrate needs a table built with --calibrate" in v.stderr
+def test_recalibrate_refuses_a_table_without_calibration_networks(formula_table, tmp_path, host_cli):
+    one_line_error(host_cli("table", "recalibrate", str(formula_table), "--model", "resnet20", "-o",
+                            str(tmp_path / "t.json")), "no calibration networks")
+    assert not (tmp_path / "t.json").exists()
+    one_line_error(host_cli("table", "validate", str(formula_table), "--model", "resnet20", "--recalibrate"),
+                   "--recalibrate needs a table built with --calibrate")
 
 
-def test_calibrate_needs_three_networks(tmp_path):
-    r = run_cli("-m", "edgeshrink.host.cli", "table", "build", "--calibrate", "2", "-o", str(tmp_path / "t.json"))
-    assert r.returncode == 2 and "--calibrate must be 0" in r.stderr
+def test_calibrate_needs_three_networks(tmp_path, host_cli):
+    one_line_error(host_cli("table", "build", "--calibrate", "2", "-o", str(tmp_path / "t.json")),
+                   "--calibrate must be 0")

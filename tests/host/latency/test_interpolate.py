@@ -8,7 +8,7 @@ import pytest
 from edgeshrink import models
 from edgeshrink.host.latency.interpolate import build_interpolated, coarse_axis, group_families
 from edgeshrink.host.latency.space import build_space, enumerate_keys
-from tests.conftest import run_cli
+from tests.conftest import one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -123,10 +123,10 @@ def test_bad_interpolation_settings_are_refused(wrn_keys):
         build_interpolated(wrn_keys, _measurer(_smooth_cost, []), coarse=0)
 
 
-def test_cli_builds_an_interpolated_table_that_says_which_entries_are_measured(tmp_path):
+def test_cli_builds_an_interpolated_table_that_says_which_entries_are_measured(tmp_path, host_cli):
     out = tmp_path / "t.json"
-    r = run_cli("-m", "edgeshrink.host.cli", "table", "build", "--model", "resnet20", "--granularity", "8", "--coarse", "16",
-                "--align", "16", "--warmup", "2", "--iters", "5", "--rounds", "1", "--interleave", "2", "--batch", "400", "-o", str(out))
+    r = host_cli("table", "build", "--model", "resnet20", "--granularity", "8", "--coarse", "16", "--align", "16",
+                 "--warmup", "2", "--iters", "5", "--rounds", "1", "--interleave", "2", "--batch", "400", "-o", str(out))
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text())
     sources = [e["source"] for e in doc["entries"]]
@@ -141,6 +141,6 @@ def test_cli_builds_an_interpolated_table_that_says_which_entries_are_measured(t
     assert "interpolation: coarse grid 16" in r.stderr + r.stdout and b["interpolation"]["align"] == 16
 
 
-def test_cli_refuses_a_coarse_step_off_the_grid(tmp_path):
-    r = run_cli("-m", "edgeshrink.host.cli", "table", "build", "--granularity", "8", "--coarse", "12", "-o", str(tmp_path / "t.json"))
-    assert r.returncode == 2 and "--coarse must be a multiple of --granularity" in r.stderr
+def test_cli_refuses_a_coarse_step_off_the_grid(tmp_path, host_cli):
+    one_line_error(host_cli("table", "build", "--granularity", "8", "--coarse", "12", "-o", str(tmp_path / "t.json")),
+                   "--coarse must be a multiple of --granularity")

@@ -62,7 +62,7 @@ def test_micro_model_workers_do_not_load_torch():
     """`host table build --jobs N` spawns workers that unpickle write_micro_models: they must stay light."""
     from tests.conftest import run_cli
 
-    r = run_cli("-c", "import sys, host.latency.micro; print('TORCH', 'torch' in sys.modules)")
+    r = run_cli("-c", "import sys, edgeshrink.host.latency.micro; print('TORCH', 'torch' in sys.modules)")
     assert r.returncode == 0 and "TORCH False" in r.stdout, r.stderr
 
 

@@ -2,11 +2,11 @@
 
 import json
 
-from tests.conftest import run_cli
+from tests.conftest import one_line_error
 
 
-def test_show_summarises_and_draws_heatmaps(tmp_path, small_table):
-    r = run_cli("-m", "edgeshrink.host.cli", "table", "show", str(small_table), "--out", str(tmp_path / "h"), "--json")
+def test_show_summarises_and_draws_heatmaps(tmp_path, host_cli, formula_table):
+    r = host_cli("table", "show", str(formula_table), "--out", str(tmp_path / "h"), "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["backend"] == "ort" and doc["by_source"] == {"measured": doc["entries"]}
@@ -15,7 +15,6 @@ def test_show_summarises_and_draws_heatmaps(tmp_path, small_table):
     assert len(pngs) == len(doc["heatmaps"]) >= 5 and all(p.read_bytes()[:4] == b"\x89PNG" for p in pngs)
     assert any("conv2d_k3_s1_8x8" in p.name for p in pngs)
     assert doc["statistic"] == "min"
-    r = run_cli("-m", "edgeshrink.host.cli", "table", "show", str(small_table), "--out", str(tmp_path / "h"))
+    r = host_cli("table", "show", str(formula_table), "--out", str(tmp_path / "h"))
     assert r.returncode == 0 and "| min latencies |" in r.stdout
-    r = run_cli("-m", "edgeshrink.host.cli", "table", "show", str(tmp_path / "missing.json"))
-    assert r.returncode == 2 and "no such latency table" in r.stderr
+    one_line_error(host_cli("table", "show", str(tmp_path / "missing.json")), "no such latency table")

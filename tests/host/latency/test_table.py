@@ -1,4 +1,5 @@
-"""Latency tables built for real on this machine (ONNX Runtime via the local device), and their refusals."""
+"""Latency tables: a build on this machine (ONNX Runtime via the local device), prediction from tables with a known
+answer (tests/tables.py), and the refusals of malformed files."""
 
 import json
 
@@ -10,10 +11,21 @@ from edgeshrink.host.latency.build import BuildConfig, build_table, combine_roun
 from edgeshrink.host.latency.space import build_space, enumerate_keys
 from edgeshrink.host.latency.predict import TablePredictor
 from edgeshrink.host.latency.table import load_table, parse_shape
+from tests.tables import OVERHEAD_MS, formula_ms, predicted_by_formula, synthetic_table
 
 
-def test_built_table_follows_the_schema(small_table):
-    d = json.loads(small_table.read_text())
+@pytest.fixture(scope="module")
+def measured_g16(tmp_path_factory):
+    """A resnet20 table on the grid of 16 measured briefly on this machine (1 round of 3 runs per entry)."""
+    space = build_space(models.create_model("resnet20"), (1, 3, 32, 32))
+    cfg = BuildConfig("resnet20", (1, 3, 32, 32), granularity=16, warmup=1, iters=3, rounds=1)
+    path = tmp_path_factory.mktemp("table") / "g16.json"
+    build_table(cfg, enumerate_keys(space, 16)).save(str(path))
+    return path
+
+
+def test_built_table_follows_the_schema(measured_g16):
+    d = json.loads(measured_g16.read_text())
     assert d["schema"] == "edgeshrink.latency_table" and d["schema_version"] == 1
     for k in ("device", "backend", "precision", "threads", "batch_size", "input_shape", "created_utc",
               "tool_version", "calibration", "entries", "derived_from", "smoothing"):
@@ -27,35 +39,36 @@ def test_built_table_follows_the_schema(small_table):
     assert e["source"] == "measured" and 0 < e["latency_ms"]["min"] <= e["latency_ms"]["median"]
     assert d["statistic"] == "min"  # the default: what the entries are taken by, and the table predicts
     space = build_space(models.create_model("resnet20"), (1, 3, 32, 32))
-    assert len(d["entries"]) == len(enumerate_keys(space, 8)) == d["build"]["measured"]
+    assert len(d["entries"]) == len(enumerate_keys(space, 16)) == d["build"]["measured"] == 67
 
 
-def test_overhead_is_counted_once(small_table):
-    table = load_table(str(small_table))
+def test_overhead_is_counted_once(formula_table):
+    table = load_table(str(formula_table))
     pred = TablePredictor.for_model(table, models.create_model("resnet20"))
     widths = pred.space.full_widths
-    naive = sum(table.lookup(k).latency_ms["min"] for k in pred.space.keys(widths))
+    naive = sum(formula_ms(k) for k in pred.space.keys(widths))
     total = pred.predict_ms(widths)
-    assert total == pytest.approx(naive - (len(pred.space.sites) - 1) * table.overhead_ms)
+    assert total == pytest.approx(naive - (len(pred.space.sites) - 1) * OVERHEAD_MS, rel=1e-12)
+    assert total == pytest.approx(predicted_by_formula("resnet20", widths), rel=1e-12)
     assert sum(pred.layer_ms(widths)) + table.overhead_ms == pytest.approx(total)
 
 
-def test_prediction_shrinks_with_channels(small_table):
-    table = load_table(str(small_table))
+def test_prediction_shrinks_with_channels(formula_table):
+    table = load_table(str(formula_table))
     pred = TablePredictor.for_model(table, models.create_model("resnet20"))
-    full = pred.predict_ms(pred.space.full_widths)
-    half = pred.predict_ms({g.name: max(8, g.width // 2) for g in pred.space.groups})
-    assert half < 0.8 * full
+    half = {g.name: max(8, g.width // 2) for g in pred.space.groups}
+    assert pred.predict_ms(half) == pytest.approx(predicted_by_formula("resnet20", half), rel=1e-12)
+    assert pred.predict_ms(half) < 0.8 * pred.predict_ms(pred.space.full_widths)
 
 
-def test_table_for_another_model_is_refused(small_table):
-    table = load_table(str(small_table))
+def test_table_for_another_model_is_refused(formula_table):
+    table = load_table(str(formula_table))
     with pytest.raises(TableError, match=r"built for resnet20.*no entry for wrn16_2"):
         TablePredictor.for_model(table, models.create_model("wrn16_2"))
 
 
-def test_table_for_another_input_shape_is_refused(small_table):
-    table = load_table(str(small_table))
+def test_table_for_another_input_shape_is_refused(formula_table):
+    table = load_table(str(formula_table))
     space = build_space(models.create_model("resnet20"), (1, 3, 64, 64))
     with pytest.raises(TableError, match="measured at input 1x3x32x32, not 1x3x64x64"):
         TablePredictor(table, space)
@@ -85,16 +98,16 @@ def _median_table_without_medians(d):
     (lambda d: d["entries"][1].pop("in_hw"), "malformed latency table"),
     (lambda d: d.pop("calibration"), "malformed latency table"),
 ])
-def test_hand_edited_tables_are_refused_naming_the_file(small_table, tmp_path, edit, msg):
-    path = _edit(small_table, tmp_path / "bad.json", edit)
+def test_hand_edited_tables_are_refused_naming_the_file(formula_table, tmp_path, edit, msg):
+    path = _edit(formula_table, tmp_path / "bad.json", edit)
     with pytest.raises(TableError, match=msg) as e:
         load_table(path)
     assert str(e.value).startswith(path)
 
 
-def test_truncated_table_is_refused(small_table, tmp_path):
+def test_truncated_table_is_refused(formula_table, tmp_path):
     bad = tmp_path / "trunc.json"
-    bad.write_text(small_table.read_text()[:500])
+    bad.write_text(formula_table.read_text()[:500])
     with pytest.raises(TableError, match="not a readable JSON latency table"):
         load_table(str(bad))
     with pytest.raises(TableError, match="no such latency table"):
@@ -133,19 +146,17 @@ def test_rounds_combine_by_median():
     assert s["min"] == 0.8 and s["median"] == 1.1
 
 
-def test_the_table_predicts_by_its_statistic(small_table, tmp_path):
+def test_the_table_predicts_by_its_statistic(tmp_path):
     """A table taken by the median predicts from the entries' medians, one taken by the minimum from their minima
-    (the overhead is the overhead graph's statistic of the same kind)."""
-    d = json.loads(small_table.read_text())
-    d["statistic"] = "median"
-    d["calibration"]["overhead_ms"] = d["calibration"]["overhead_latency_ms"]["median"]
-    med = load_table(_edit(small_table, tmp_path / "median.json", lambda x: x.update(d)))
-    fast = load_table(str(small_table))
-    assert fast.overhead_ms == fast.calibration["overhead_latency_ms"]["min"] < med.overhead_ms
-    for table, stat in ((med, "median"), (fast, "min")):
-        pred = TablePredictor.for_model(table, models.create_model("resnet20"))
-        w = pred.space.full_widths
-        naive = sum(table.lookup(k).latency_ms[stat] for k in pred.space.keys(w))
-        assert pred.predict_ms(w) == pytest.approx(naive - (len(pred.space.sites) - 1) * table.overhead_ms)
-    assert TablePredictor.for_model(fast, models.create_model("resnet20")).predict_ms(w) < \
-        TablePredictor.for_model(med, models.create_model("resnet20")).predict_ms(w)
+    (the overhead is the overhead graph's statistic of the same kind): with every median 1.25 times its minimum,
+    the median table predicts exactly 1.25 times as much."""
+    fast, med = synthetic_table(statistic="min"), synthetic_table(statistic="median")
+    fast.save(str(tmp_path / "min.json"))
+    med.save(str(tmp_path / "median.json"))
+    fast, med = load_table(str(tmp_path / "min.json")), load_table(str(tmp_path / "median.json"))
+    assert med.overhead_ms == pytest.approx(1.25 * fast.overhead_ms) and fast.overhead_ms == OVERHEAD_MS
+    a = TablePredictor.for_model(fast, models.create_model("resnet20"))
+    b = TablePredictor.for_model(med, models.create_model("resnet20"))
+    for w in (a.space.full_widths, {g.name: 8 for g in a.space.groups}):
+        assert a.predict_ms(w) == pytest.approx(predicted_by_formula("resnet20", w), rel=1e-12)
+        assert b.predict_ms(w) == pytest.approx(1.25 * a.predict_ms(w), rel=1e-12)

@@ -2,7 +2,9 @@
 
 import json
 
-from tests.conftest import run_cli
+import pytest
+
+from tests.conftest import one_line_error
 
 
 def _scaled_copy(src, dst, factor):
@@ -15,21 +17,21 @@ def _scaled_copy(src, dst, factor):
     return dst
 
 
-def test_validate_measures_random_architectures_against_the_table(tmp_path, small_table):
+def test_validate_measures_random_architectures_against_the_table(tmp_path, host_cli, formula_table):
     out = tmp_path / "val"
-    slow = _scaled_copy(small_table, tmp_path / "slow.json", 1.1)
-    r = run_cli("-m", "edgeshrink.host.cli", "table", "validate", str(small_table), "--model", "resnet20", "--samples", "5",
-                "--rounds", "1", "--iters", "30", "--seed", "3", "--out", str(out), "--compare", str(slow))
+    slow = _scaled_copy(formula_table, tmp_path / "slow.json", 1.1)
+    r = host_cli("table", "validate", str(formula_table), "--model", "resnet20", "--samples", "3", "--rounds", "1",
+                 "--iters", "30", "--seed", "3", "--out", str(out), "--compare", str(slow))
     assert r.returncode == 0, r.stderr
     doc = json.loads((out / "validate.json").read_text())
     assert doc["rounds"] == 1 and doc["loads"] == 1  # default loadings: min(5, rounds)
-    assert doc["samples"] == 5 and len({json.dumps(a["widths"], sort_keys=True) for a in doc["architectures"]}) == 5
+    assert doc["samples"] == 3 and len({json.dumps(a["widths"], sort_keys=True) for a in doc["architectures"]}) == 3
     for a in doc["architectures"]:
         assert a["measured_ms"] > 0 and a["predicted_ms"] > 0
         assert abs(a["rel_error"] - (a["predicted_ms"] / a["measured_ms"] - 1)) < 1e-12
         assert all(w % 8 == 0 or w in (16, 32, 64) for w in a["widths"].values())  # on the table's grid
     errs = [abs(a["rel_error"]) for a in doc["architectures"]]
-    assert doc["max_abs_rel_error"] == max(errs) and abs(doc["mean_abs_rel_error"] - sum(errs) / 5) < 1e-12
+    assert doc["max_abs_rel_error"] == max(errs) and abs(doc["mean_abs_rel_error"] - sum(errs) / 3) < 1e-12
     assert -1 <= doc["pearson_r"] <= 1
     assert (out / "validate.png").read_bytes()[:4] == b"\x89PNG"
     assert "mean |error|" in r.stdout
@@ -43,13 +45,14 @@ def test_validate_measures_random_architectures_against_the_table(tmp_path, smal
     assert c["max_abs_rel_error"] == max(errs) and "compared: " + str(slow) in r.stdout
 
 
-def test_validate_reports_the_measurement_noise_from_split_rounds(tmp_path, small_table):
+@pytest.mark.slow
+def test_validate_reports_the_measurement_noise_from_split_rounds(tmp_path, host_cli, small_table):
     """Each network's fastest run over its even vs its odd rounds, as measured: the floor no table can beat."""
     import math
 
     out = tmp_path / "val"
-    r = run_cli("-m", "edgeshrink.host.cli", "table", "validate", str(small_table), "--model", "resnet20", "--samples", "4",
-                "--rounds", "6", "--iters", "3", "--loads", "2", "--seed", "5", "--out", str(out))
+    r = host_cli("table", "validate", str(small_table), "--model", "resnet20", "--samples", "4", "--rounds", "6",
+                 "--iters", "3", "--loads", "2", "--seed", "5", "--out", str(out))
     assert r.returncode == 0, r.stderr
     doc = json.loads((out / "validate.json").read_text())
     d = []
@@ -83,20 +86,17 @@ def test_split_half_noise_by_the_tables_statistic():
     assert split_half_noise([{"round_mins_ms": [1.0]}] * 3, "min") is None
 
 
-def test_validate_refuses_to_compare_a_table_of_another_statistic(tmp_path, small_table):
+def test_validate_refuses_to_compare_a_table_of_another_statistic(tmp_path, host_cli, formula_table):
     other = tmp_path / "median.json"
-    other.write_text(small_table.read_text().replace('"statistic": "min"', '"statistic": "median"'))
-    r = run_cli("-m", "edgeshrink.host.cli", "table", "validate", str(small_table), "--samples", "3", "--compare", str(other))
-    assert r.returncode == 2 and "cannot be compared with" in r.stderr and "statistic" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+    other.write_text(formula_table.read_text().replace('"statistic": "min"', '"statistic": "median"'))
+    one_line_error(host_cli("table", "validate", str(formula_table), "--samples", "3", "--compare", str(other)),
+                   "cannot be compared with", "statistic")
 
 
-def test_validate_refuses_too_few_samples(small_table):
-    r = run_cli("-m", "edgeshrink.host.cli", "table", "validate", str(small_table), "--samples", "2")
-    assert r.returncode == 2 and "--samples must be >= 3" in r.stderr
+def test_validate_refuses_too_few_samples(host_cli, formula_table):
+    one_line_error(host_cli("table", "validate", str(formula_table), "--samples", "2"), "--samples must be >= 3")
 
 
-def test_validate_refuses_more_loadings_than_rounds(small_table):
-    r = run_cli("-m", "edgeshrink.host.cli", "table", "validate", str(small_table), "--rounds", "2", "--loads", "3")
-    assert r.returncode == 2 and "--loads must be from 1 to --rounds (2), got 3" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+def test_validate_refuses_more_loadings_than_rounds(host_cli, formula_table):
+    one_line_error(host_cli("table", "validate", str(formula_table), "--rounds", "2", "--loads", "3"),
+                   "--loads must be from 1 to --rounds (2), got 3")

@@ -1,4 +1,5 @@
-"""NetAdapt on the real digits data with a real measured table (coarse grid, few fine-tuning steps)."""
+"""NetAdapt on the real digits data with a table whose predictions are known (tests/tables.py; coarse grid, few
+fine-tuning steps)."""
 
 import pytest
 
@@ -11,9 +12,9 @@ from edgeshrink.host.prune.netadapt import NetAdapt, NetAdaptConfig
 
 
 @pytest.fixture(scope="module")
-def setup(small_table, trained_ckpt):
-    table = load_table(str(small_table))
-    model = model_from_checkpoint(load_checkpoint(str(trained_ckpt)))
+def setup(formula_table, untrained_ckpt):
+    table = load_table(str(formula_table))
+    model = model_from_checkpoint(load_checkpoint(str(untrained_ckpt)))
     pred = TablePredictor.for_model(table, models.create_model("resnet20"))
     return model, pred
 
@@ -48,8 +49,10 @@ def test_propose_picks_the_largest_width_meeting_the_target(setup, digits):
             assert g not in props
 
 
+@pytest.mark.slow
 def test_run_meets_the_budget_and_records_history(setup, digits):
-    na = make(setup, digits)
+    model, pred = setup
+    na = make(setup, digits, budget_ms=0.82 * pred.predict_ms(pred.space.full_widths))
     events = []
     na.on_event = lambda kind, info: events.append(kind)
     pruned = na.run()

@@ -83,10 +83,10 @@ def test_bad_branch_names_are_refused():
         independent_from_dense(models.create_model("resnet20"), {"layer1.0.conv1": [0]})
 
 
-def test_union_width_lookups_interpolate_between_grid_entries(small_table):
+def test_union_width_lookups_interpolate_between_grid_entries(formula_table):
     from edgeshrink.host.latency.table import load_table
 
-    t = load_table(str(small_table))
+    t = load_table(str(formula_table))
     ind = independent_from_dense(models.create_model("resnet20"),
                                  select_independent_keep(models.create_model("resnet20"), {"layer3": 16}))
     keys = layer_keys(ind)
@@ -98,14 +98,14 @@ def test_union_width_lookups_interpolate_between_grid_entries(small_table):
     assert interpolated_entry_ms(t, mid) == pytest.approx((lo.ms(t.statistic) + hi.ms(t.statistic)) / 2)
 
 
-def test_host_residual_cli_and_export_of_its_checkpoint(tmp_path, trained_ckpt):
+def test_host_residual_cli_and_export_of_its_checkpoint(tmp_path, host_cli, untrained_ckpt):
     import json
 
-    from tests.conftest import run_cli
+    from tests.conftest import one_line_error
 
     out = tmp_path / "ind"
-    r = run_cli("-m", "edgeshrink.host.cli", "residual", str(trained_ckpt), "--keep", "layer1=8,layer2=16,layer3=32",
-                "--finetune-epochs", "1", "--out", str(out))
+    r = host_cli("residual", str(untrained_ckpt), "--keep", "layer1=8,layer2=16,layer3=32", "--finetune-epochs", "1",
+                 "--out", str(out))
     assert r.returncode == 0, r.stderr
     rep = json.loads((out / "report.json").read_text())
     assert rep["scatternd_nodes"] == 9 + 3 and rep["onnx_check"]["max_abs_diff"] <= 1e-4
@@ -114,9 +114,33 @@ def test_host_residual_cli_and_export_of_its_checkpoint(tmp_path, trained_ckpt):
     from edgeshrink.host.data import load_digits
     from edgeshrink.host.train import evaluate
 
-    rebuilt = model_from_checkpoint(load_checkpoint(str(out / "model.pt")))  # the independent network again
+    ck = load_checkpoint(str(out / "model.pt"))
+    assert ck["residual"]["mode"] == "independent" and ck["channels"]["conv1"] == 16  # the dense architecture
+    rebuilt = model_from_checkpoint(ck)  # the independent network again
     assert evaluate(rebuilt, load_digits(seed=0), "test")["top1"] == pytest.approx(rep["test_top1"])
-    r = run_cli("-m", "edgeshrink.host.cli", "export", str(out / "model.pt"), "--format", "onnx", "-o", str(tmp_path / "ex"))
+    r = host_cli("export", str(out / "model.pt"), "--format", "onnx", "-o", str(tmp_path / "ex"))
     assert r.returncode == 0, r.stderr  # the checkpoint rebuilds the independent network
-    r = run_cli("-m", "edgeshrink.host.cli", "residual", str(trained_ckpt), "--keep", "layer9=3", "--out", str(tmp_path / "x"))
-    assert r.returncode == 2 and "malformed --keep" in r.stderr
+    one_line_error(host_cli("residual", str(untrained_ckpt), "--keep", "layer9=3", "--out", str(tmp_path / "x")),
+                   "malformed --keep")
+
+
+def test_checkpoints_rebuild_independent_networks_without_the_pruning_code(tmp_path):
+    """create_model(..., residual=...) rebuilds what a checkpoint describes; checkpoint.py imports nothing of prune/."""
+    import ast
+
+    from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+    from tests.conftest import ROOT
+
+    m = randomized_resnet20()
+    ind = independent_from_dense(m, select_independent_keep(m, {"layer2": 12}))
+    save_checkpoint(str(tmp_path / "i.pt"), ind, 10)
+    back = model_from_checkpoint(load_checkpoint(str(tmp_path / "i.pt")))
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(back(x), ind(x)) and back.union == ind.union
+    tree = ast.parse((ROOT / "host" / "checkpoint.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not any("prune" in (mod or "") for mod in imported), imported
+    with pytest.raises(models.ChannelSpecError, match="residual spec"):
+        models.create_model("resnet20", residual={"mode": "sideways"})
+    with pytest.raises(models.ChannelSpecError, match="no independent residual mode"):
+        models.create_model("wrn16_2", residual={"mode": "independent", "keep": {}})

@@ -7,9 +7,9 @@ from tests.conftest import run_cli
 from tests.device.test_cli import tiny_onnx
 
 
-def test_pack_writes_a_runnable_zipapp(tmp_path):
+def test_pack_writes_a_runnable_zipapp(tmp_path, host_cli):
     pyz = tmp_path / "edgeshrink-device.pyz"
-    r = run_cli("-m", "edgeshrink.host.cli", "device", "pack", "-o", str(pyz))
+    r = host_cli("device", "pack", "-o", str(pyz))
     assert r.returncode == 0, r.stderr
     names = zipfile.ZipFile(pyz).namelist()
     assert "__main__.py" in names and "device/__main__.py" in names and "device/power/tegrastats.py" in names

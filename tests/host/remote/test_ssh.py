@@ -12,9 +12,9 @@ import pytest
 from edgeshrink.host.errors import DeviceError
 from edgeshrink.host.remote import open_device
 from edgeshrink.host.remote.ssh import SshConnection, SshDevice, device_tree_hash, parse_ssh_spec
-from tests.conftest import run_cli
+from tests.conftest import one_line_error
 from tests.device.test_cli import tiny_onnx
-from tests.sshd import trust
+from tests.sshd import needs_sshd, trust
 
 
 def test_spec_parsing():
@@ -35,6 +35,7 @@ def test_a_tilde_python_path_expands_on_the_board_and_everything_else_is_quoted(
     assert "'a b.onnx' '$(reboot)'" in line and line.startswith("cd /home/pi/edgeshrink/s-")
 
 
+@needs_sshd
 def test_unknown_host_is_refused_then_trusted_and_recorded(sshd, ssh_home):
     with pytest.raises(DeviceError, match="unknown host 127.0.0.1.*--trust-new-host"):
         SshConnection("127.0.0.1", port=sshd.port).connect()
@@ -46,6 +47,7 @@ def test_unknown_host_is_refused_then_trusted_and_recorded(sshd, ssh_home):
         assert c.run(["true"]).exit_code == 0
 
 
+@needs_sshd
 def test_a_changed_host_key_is_refused_even_when_trusting_new_hosts(sshd, ssh_home, tmp_path):
     import subprocess
 
@@ -56,6 +58,7 @@ def test_a_changed_host_key_is_refused_even_when_trusting_new_hosts(sshd, ssh_ho
         SshConnection("127.0.0.1", port=sshd.port, trust_new_host=True).connect()
 
 
+@needs_sshd
 def test_ssh_config_alias_user_port_and_identity_file(sshd, ssh_home):
     key = ssh_home / ".ssh" / "id_ed25519"
     os.rename(key, ssh_home / ".ssh" / "board_key")  # not a default name: only IdentityFile finds it
@@ -66,6 +69,7 @@ def test_ssh_config_alias_user_port_and_identity_file(sshd, ssh_home):
         assert c.run(["whoami"]).stdout.strip() == sshd.user
 
 
+@needs_sshd
 def test_device_folder_is_pushed_only_when_its_hash_changes(sshd, ssh_home, tmp_path):
     trust(ssh_home, sshd)
     root = tmp_path / "board"
@@ -83,6 +87,7 @@ def test_device_folder_is_pushed_only_when_its_hash_changes(sshd, ssh_home, tmp_
         assert d.pushed_device is True
 
 
+@needs_sshd
 def test_remote_bench_through_the_device_interface_with_hostile_file_names(sshd, ssh_home, tmp_path):
     trust(ssh_home, sshd)
     model = tiny_onnx(tmp_path / "m.onnx")
@@ -102,6 +107,7 @@ def test_remote_bench_through_the_device_interface_with_hostile_file_names(sshd,
     assert not list(tmp_path.rglob("PWNED*")) and not list(ssh_home.rglob("PWNED*"))
 
 
+@needs_sshd
 def test_a_failing_device_command_and_a_timeout_are_one_line_errors(sshd, ssh_home, tmp_path):
     trust(ssh_home, sshd)
     with open_device(sshd.spec(root=str(tmp_path / "b"))) as dev:
@@ -113,6 +119,7 @@ def test_a_failing_device_command_and_a_timeout_are_one_line_errors(sshd, ssh_ho
         assert time.monotonic() - t0 < 3
 
 
+@needs_sshd
 def test_a_missing_local_file_is_not_mistaken_for_a_dropped_connection(sshd, ssh_home, tmp_path):
     trust(ssh_home, sshd)
     with open_device(sshd.spec(root=str(tmp_path / "b"))) as dev:
@@ -122,6 +129,7 @@ def test_a_missing_local_file_is_not_mistaken_for_a_dropped_connection(sshd, ssh
         assert time.monotonic() - t0 < 1.0  # no reconnect-and-retry with back-off
 
 
+@needs_sshd
 def test_a_dropped_connection_reconnects_and_resumes_without_remeasuring(sshd, ssh_home, tmp_path):
     """The per-connection sshd process is killed while a 12-model bench runs; the device reconnects, stops the
     orphan, and runs the command again, which resumes from its --jsonl file."""
@@ -150,6 +158,7 @@ def test_a_dropped_connection_reconnects_and_resumes_without_remeasuring(sshd, s
     assert sorted(r["model"] for r in lines) == sorted(names)  # each model measured once
 
 
+@needs_sshd
 def test_a_key_passphrase_never_reaches_a_log_or_an_error(sshd, ssh_home, monkeypatch, caplog):
     os.remove(ssh_home / ".ssh" / "id_ed25519")
     locked = ssh_home / ".ssh" / "id_ed25519"
@@ -168,15 +177,14 @@ def test_a_key_passphrase_never_reaches_a_log_or_an_error(sshd, ssh_home, monkey
     assert caplog.records and sshd.passphrase not in caplog.text
 
 
-def test_host_bench_over_ssh_from_the_command_line(sshd, ssh_home, tmp_path):
+@needs_sshd
+def test_host_bench_over_ssh_from_the_command_line(sshd, ssh_home, tmp_path, host_cli):
     a, b = tiny_onnx(tmp_path / "a.onnx", 4), tiny_onnx(tmp_path / "b.onnx", 32)
     spec = sshd.spec(root=str(tmp_path / "board"))
-    env = {"HOME": str(ssh_home), "SSH_AUTH_SOCK": ""}
-    r = run_cli("-m", "edgeshrink.host.cli", "bench", str(a), str(b), "--device", spec, "--iters", "50", "--rounds", "2",
-                "--json", env=env)
-    assert r.returncode == 2 and "unknown host" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    r = run_cli("-m", "edgeshrink.host.cli", "bench", str(a), str(b), "--device", spec, "--iters", "50", "--rounds", "2",
-                "--trust-new-host", "--out", str(tmp_path / "res"), "--json", env=env)
+    one_line_error(host_cli("bench", str(a), str(b), "--device", spec, "--iters", "50", "--rounds", "2", "--json"),
+                   "unknown host")
+    r = host_cli("bench", str(a), str(b), "--device", spec, "--iters", "50", "--rounds", "2", "--trust-new-host",
+                 "--out", str(tmp_path / "res"), "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["device"]["spec"] == spec and len(doc["models"][str(a)]["round_medians_ms"]) == 2
