@@ -7,21 +7,30 @@ from dataclasses import replace
 import time
 from pathlib import Path
 
-from edgeshrink.host.cli.args import add_netadapt_args, netadapt_config, progress_reporter
+from edgeshrink.host.cli.args import NETADAPT_DEFAULTS, add_netadapt_args, netadapt_config, progress_reporter
+
+# A shorter schedule than `host prune`'s, so that a newcomer sees the whole job in about three minutes on two cores
+# (docs/results.md has the measured runs): digits saturates, so fewer fine-tuning steps lose nothing there.
+DEMO_NETADAPT = {**NETADAPT_DEFAULTS, "init_reduction": 0.08, "decay": 0.92, "short_term_steps": 15,
+                 "long_term_epochs": 8}
 
 
 def register(sub) -> None:
     d = sub.add_parser("demo", help="the main job on digits: train resnet20, build the local table, prune to 50%%, confirm")
     d.add_argument("--out", default="runs/demo")
     d.add_argument("--model", default="resnet20")
-    d.add_argument("--epochs", type=int, default=20, help="baseline training epochs (default 20)")
+    d.add_argument("--epochs", type=int, default=10, help="baseline training epochs (default 10)")
     d.add_argument("--budget", type=float, default=0.5)
+    d.add_argument("--granularity", type=int, default=4, help="the table's channel grid (default 4)")
+    d.add_argument("--table-iters", type=int, default=100,
+                   help="timed runs per micro-model per round of the table (default 100)")
+    d.add_argument("--table-rounds", type=int, default=2, help="rounds of the table's micro-models (default 2)")
     d.add_argument("--jobs", type=int, default=2)
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--calibrate", type=int, default=40, metavar="N",
-                   help="calibration networks measured with the table (host table build --calibrate; default 40, "
+    d.add_argument("--calibrate", type=int, default=20, metavar="N",
+                   help="calibration networks measured with the table (host table build --calibrate; default 20, "
                         "0: none, the plain sum of the micro-models)")
-    add_netadapt_args(d)
+    add_netadapt_args(d, DEMO_NETADAPT)
     d.add_argument("--bench-seconds", type=float, default=20.0,
                    help="confirmation: time baseline and pruned side by side for about this long (default 20 s)")
     d.add_argument("--fresh", action="store_true", help="redo every step (default: reuse the finished steps in OUT)")
@@ -40,7 +49,8 @@ def cmd_demo(args) -> int:
     table_path = out / "table.json"
     work = Path(str(table_path) + ".build")
     # settings are checked before any work: a bad --calibrate is refused before training, not after it
-    build_cfg = BuildConfig(args.model, (1, 3, 32, 32), jobs=args.jobs, calibrate=args.calibrate,
+    build_cfg = BuildConfig(args.model, (1, 3, 32, 32), granularity=args.granularity, jobs=args.jobs,
+                            iters=args.table_iters, rounds=args.table_rounds, calibrate=args.calibrate,
                             workdir=str(work), resume=work.is_dir() and any(work.glob("results_r*.jsonl")))
     na_cfg = netadapt_config(args, args.seed)
     t0 = time.monotonic()

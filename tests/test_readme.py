@@ -1,0 +1,28 @@
+"""The README is short and its API example runs as written."""
+
+import re
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_is_short_and_has_the_two_commands():
+    assert len(README) <= 12000
+    cmds = re.findall(r"```bash\n(.*?)\n```", README, re.S)
+    assert cmds[0].endswith("pip install -e '.[host]' && host demo")
+    assert cmds[1].endswith("pip install -e '.[host,tflite,test]' && python -m pytest")
+    assert all("pip install torch==2.13.0" in c for c in cmds[:2])
+
+
+@pytest.mark.slow
+def test_the_api_example_runs(tmp_path):
+    (code,) = re.findall(r"```python\n(.*?)\n```", README, re.S)
+    assert len(code.strip().splitlines()) <= 12
+    (tmp_path / "latency_tables").symlink_to(ROOT / "latency_tables")
+    r = run_cli("-c", code, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert re.search(r"unpruned \d+\.\d{3} ms predicted; pruned \d+\.\d{3} ms budget, \d+\.\d{3} ms measured", r.stdout)
+    assert (tmp_path / "pruned.onnx").stat().st_size > 10_000
