@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
                         "backends. With --jsonl the whole list is one unit of resume")
     b.add_argument("--loads", type=int, default=1, metavar="L",
                    help="with --interleave: share the rounds out over L loadings of the whole list (a loaded session "
-                        "keeps its own offset of ~0.5%% while it is loaded; more loadings average it out); default 1")
+                        "keeps its own offset while it is loaded; more loadings average it out); default 1")
     add_measure_options(b)
     b.add_argument("--calib-cache", help="int8 calibration cache computed on the host (tensorrt, trtexec)")
     b.add_argument("--log-dir", help="where power logs and vendor-tool output go (default: next to the model)")

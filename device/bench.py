@@ -172,14 +172,10 @@ def bench_interleaved(paths: List[str], rounds: int, backend: str = "ort", threa
     ``rounds`` are split over ``loads`` loadings of the whole list (each in a new random order).
 
     A device whose speed wanders (a shared or throttling CPU) then slows every model alike, and nothing is
-    re-created between bursts. What remains, measured on a 2-core VM with 150 ResNet-20 variants of ~0.45 ms
-    (ONNX Runtime, 1 thread), repeating the whole run:
-
-    - the speed wanders by ~3% on a scale of 0.1-1 s, so many short bursts beat a few long ones: per-model
-      repeatability 0.67% (std) with 150 bursts of 4 inferences against 1.23% with 15 bursts of 40;
-    - a loaded session keeps its own offset for as long as it is loaded (memory placement): two loadings of the
-      same model differ by ~0.6% (up to 3%), and no number of rounds within one loading removes it. With the
-      rounds split over 3 loadings the repeatability is 0.54% with a worst model of 1.2% (3.3% with one).
+    re-created between bursts. Why many short bursts over several loadings: the speed wanders on a scale of
+    0.1-1 s, which many short bursts follow better than a few long ones, and a loaded session keeps its own
+    offset (memory placement) for as long as it is loaded, which no number of rounds within one loading removes
+    (the measurements are in the project's docs/latency.md, "Measuring whole networks").
 
     Args:
         paths: model files, each listed once.

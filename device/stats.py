@@ -1,6 +1,6 @@
 """Latency statistics and the one timing loop shared by every backend.
 
-Timing lives here, outside the runners (ARCHITECTURE.md, "Runners"): a runner's ``infer`` returns once the
+Timing lives here, outside the runners (one loop for every backend): a runner's ``infer`` returns once the
 device has synchronised, and :func:`benchmark` times it with ``time.perf_counter_ns``.
 """
 

@@ -1,7 +1,7 @@
 """Runner registry: one runner per backend behind one protocol, imported lazily by name.
 
 A missing runtime never breaks the CLI: :func:`backends` reports each backend as available or not, and
-why. The protocol (ARCHITECTURE.md, "Runners")::
+why. The protocol every runner follows::
 
     with get_runner("ort")(path, threads=1) as r:
         specs = r.input_specs()          # name -> TensorSpec(shape, dtype)

@@ -11,9 +11,9 @@ input and output channels. The build measures, per family, the channel counts on
    ``np.interp`` for one varying axis; NetAdapt's code used scipy's RBF the same way), ``ceil`` (the least
    latency among measured points with at least as many channels on both axes) and, given the runtime's channel
    block ``align``, ``block``. ``ceil`` and ``block`` are what runtimes that work on channel blocks do: ONNX
-   Runtime's NCHWc kernels on AVX-512 work on blocks of 16, so on this CPU a conv with 20, 24 or 28 output
-   channels costs what one with 24 does, while 32 (aligned, no partial block) can cost a few percent less and
-   fewer than 16 input channels take another path whose cost grows with the channels. ``block`` reads an
+   Runtime's NCHWc kernels work on blocks of 16 channels on AVX-512 (8 on AVX2), so a partial block costs about
+   what a whole one does, an aligned count can cost a little less, and counts below one block take another path
+   whose cost grows with the channels (docs/latency.md has the measurements). ``block`` reads an
    unaligned count above ``align`` at the measured unaligned count of the same block, and interpolates linearly
    elsewhere (see :meth:`Interpolant.block`). The family takes the interpolant with the smallest mean check
    error.
