@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from typing import List, Optional
@@ -103,7 +104,7 @@ def _bench_interleaved(args: argparse.Namespace, models: List[str], cpus) -> Lis
     """``bench --interleave``: the whole list side by side; with ``--jsonl`` the list is measured once."""
     done = bench.done_in_jsonl(args.jsonl)
     if done and all(os.path.basename(m) in done for m in models):
-        return [done[os.path.basename(m)] for m in models]
+        return [{**done[os.path.basename(m)], "reused": True} for m in models]
     if len(set(map(os.path.basename, models))) != len(models):
         raise UsageError("--interleave lists each model once (file names must differ)")
     if args.cool_down_to is not None or args.cool_down_s:
@@ -127,11 +128,37 @@ def _bench_interleaved(args: argparse.Namespace, models: List[str], cpus) -> Lis
     return recs
 
 
+MAX_RUNS = 10_000_000
+
+
+def _check_limits(args: argparse.Namespace) -> None:
+    """Every number within what this device can do: threads up to its CPU count, times finite and bounded (``inf``
+    parses as a float and would wait forever), counts that finish."""
+    cpus = os.cpu_count() or 1
+
+    def whole(name: str, lo: int, hi: int) -> None:
+        v = getattr(args, name)
+        if not lo <= v <= hi:
+            raise UsageError(f"--{name.replace('_', '-')} must be from {lo} to {hi} here, got {v}")
+
+    def seconds(name: str, hi: float, lo: float = 0.0) -> None:
+        v = getattr(args, name)
+        if v is not None and not (math.isfinite(v) and lo <= v <= hi):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number from {lo:g} to {hi:g}, got {v}")
+
+    whole("threads", 0, cpus)  # 0: the runtime's own choice
+    whole("iters", 1, MAX_RUNS)
+    whole("warmup", 0, MAX_RUNS)
+    whole("power_interval_ms", 10, 60_000)
+    whole("interleave", 0, 1_000_000)
+    seconds("warmup_s", 3600.0)
+    seconds("idle_s", 3600.0)
+    seconds("cool_down_s", 86400.0)
+    seconds("cool_down_to", 150.0, -50.0)
+
+
 def _bench(args: argparse.Namespace) -> int:
-    if args.iters < 1 or args.warmup < 0 or args.threads < 0 or (args.warmup_s or 0) < 0 or args.idle_s < 0:
-        raise UsageError("--iters must be >= 1, and --warmup, --warmup-s, --idle-s and --threads >= 0")
-    if args.power_interval_ms < 10:
-        raise UsageError("--power-interval-ms must be >= 10")
+    _check_limits(args)
     if args.calib_cache and not os.path.isfile(args.calib_cache):
         raise UsageError(f"calibration cache not found: {args.calib_cache}")
     models = list(args.models)
@@ -174,9 +201,12 @@ def _bench(args: argparse.Namespace) -> int:
         if args.power != "auto" and why:
             raise UsageError(f"power meter {args.power} is not usable here: {why}")
     if args.log_dir:
-        os.makedirs(args.log_dir, exist_ok=True)
-    if args.interleave < 0:
-        raise UsageError("--interleave must be >= 1 (rounds)")
+        try:
+            os.makedirs(args.log_dir, exist_ok=True)
+            if not os.access(args.log_dir, os.W_OK | os.X_OK):
+                raise PermissionError(13, "not writable")
+        except OSError as e:
+            raise UsageError(f"--log-dir {args.log_dir}: cannot write there ({e.strerror or e})") from None
     if args.loads != 1 and not 1 <= args.loads <= args.interleave:
         raise UsageError("--loads needs --interleave ROUNDS and 1 <= L <= ROUNDS")
     if args.interleave and (args.power or args.warmup_s):
@@ -192,8 +222,10 @@ def _bench(args: argparse.Namespace) -> int:
                                        power_interval_ms=args.power_interval_ms, idle_s=args.idle_s,
                                        log_dir=args.log_dir, cool_down_to=args.cool_down_to,
                                        cool_down_s=args.cool_down_s, cpus=cpus)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, runners.ModelLoadError) as e:
         raise UsageError(str(e)) from None
+    except MemoryError:
+        raise UsageError("the model's inputs or outputs do not fit in this device's memory") from None
     except OSError as e:  # e.g. sched_setaffinity with a CPU this board does not have
         raise UsageError(f"{e.strerror or e}") from None
     except RuntimeError as e:  # a power meter or a vendor tool failed

@@ -287,7 +287,8 @@ def bench_many(paths: Iterable[str], jsonl: Optional[str] = None,
     """Benchmark several model files one after another (never concurrently: they would share the CPU).
 
     With ``jsonl``, each record is appended and flushed as soon as it is measured, and models already
-    recorded there are not measured again, so an interrupted run resumes where it stopped.
+    recorded there are not measured again, so an interrupted run resumes where it stopped; their records come
+    back with ``"reused": true``.
     """
     paths = list(paths)
     done = done_in_jsonl(jsonl)
@@ -305,7 +306,9 @@ def bench_many(paths: Iterable[str], jsonl: Optional[str] = None,
     try:
         for i, p in enumerate(paths):
             rec = done.get(os.path.basename(p))
-            if rec is None:
+            if rec is not None:
+                rec = {**rec, "reused": True}  # measured by an earlier run; the file does not say so, the reply does
+            else:
                 rec = bench_model(p, **kwargs)
                 if sink:
                     sink.write(json.dumps(rec) + "\n")

@@ -11,8 +11,91 @@ import json
 import os
 from typing import Callable, Dict, List, Optional, Sequence
 
+from edgeshrink.host.checks import mapping, number, sequence, text
 from edgeshrink.host.errors import DeviceError
+from edgeshrink.host.io import prepare_dir
 from edgeshrink.host.remote import open_device
+
+
+LATENCY_KEYS = ("n", "mean", "median", "p90", "p95", "p99", "min", "max", "std", "cv")
+
+
+def check_bench_reply(stdout: str, device: str, expected: Sequence[str]) -> Dict[str, object]:
+    """Parse and check what ``device bench --json`` printed on ``device`` before anything reads it: a JSON object
+    with ``device`` metadata and one ``results`` record per model in ``expected`` (file names), each with its
+    latency statistics (finite non-negative numbers or null), timings, throttle verdict and power block.
+
+    Raises:
+        DeviceError: not JSON, a missing or wrong-typed field, or a model that was not asked for (the message
+            names the device and the field).
+    """
+    where = f"device {device} replied"
+    try:
+        doc = json.loads(stdout)
+    except ValueError:
+        first = (stdout.strip().splitlines() or ["nothing"])[0][:120]
+        raise DeviceError(f"{where} with something that is not JSON: {first!r}") from None
+    mapping(doc, where, DeviceError)
+    mapping(doc.get("device"), f"{where}: device", DeviceError)
+    results = sequence(doc.get("results"), f"{where}: results", DeviceError)
+    names = set(expected)
+    for i, rec in enumerate(results):
+        w = f"{where}: result {i}"
+        mapping(rec, w, DeviceError)
+        model = text(rec.get("model"), f"{w} model", DeviceError)
+        if model not in names:
+            raise DeviceError(f"{w} is for {model!r}, which was not asked for")
+        lat = mapping(rec.get("latency_ms"), f"{w} latency_ms", DeviceError)
+        for k in LATENCY_KEYS:
+            number(lat.get(k), f"{w} latency_ms {k}", DeviceError, non_negative=True, allow_none=True)
+        if lat.get("median") is None and lat.get("mean") is None:
+            raise DeviceError(f"{w} latency_ms has neither a median nor a mean")
+        for k in ("init_ms", "first_inference_ms"):
+            number(rec.get(k), f"{w} {k}", DeviceError, non_negative=True, allow_none=True)
+        for k in ("round_medians_ms", "round_mins_ms", "load_medians_ms"):
+            if rec.get(k) is not None:
+                for v in sequence(rec[k], f"{w} {k}", DeviceError):
+                    number(v, f"{w} {k}", DeviceError, non_negative=True, allow_none=True)
+        if not isinstance(rec.get("throttled", False), bool):
+            raise DeviceError(f"{w} throttled must be true or false")
+        for e in sequence(rec.get("throttle_evidence", []), f"{w} throttle_evidence", DeviceError):
+            text(e, f"{w} throttle_evidence", DeviceError)
+        text(rec.get("sha256", ""), f"{w} sha256", DeviceError)
+        if rec.get("power") is not None:
+            pw = mapping(rec["power"], f"{w} power", DeviceError)
+            for k in ("log_csv", "log_raw"):
+                if pw.get(k) is not None:
+                    text(pw[k], f"{w} power {k}", DeviceError)
+    got = sorted({r["model"] for r in results})
+    if got != sorted(names):
+        raise DeviceError(f"{where} without results for {', '.join(sorted(names - set(got)))}")
+    return doc
+
+
+def log_names(models: Sequence[str], backend: str) -> Dict[str, str]:
+    """The log files the device may write for these models (file names in its ``logs/``), and what each is: the
+    power CSV and raw tegrastats log of ``device bench --power``, and a vendor tool's output."""
+    out = {}
+    for m in models:
+        out.update({f"{m}.power.csv": "power log", f"{m}.tegrastats.log": "tegrastats log",
+                    f"{m}.{backend}.log": f"{backend} output"})
+    return out
+
+
+def safe_output(out_dir: str, name: str, allowed: Dict[str, str]) -> str:
+    """The path in ``out_dir`` for a file the device named, when ``name`` is one of the ``allowed`` names
+    (:func:`log_names`) and the place is not a link out of ``out_dir``: what a board says is never a path.
+
+    Raises:
+        DeviceError: any other name (``../x``, ``/tmp/x``, a name of another model), or a link at that place.
+    """
+    if not isinstance(name, str) or name not in allowed or os.sep in name or "/" in name:
+        raise DeviceError(f"the device named a log file {name!r} that was not asked for; refusing to write it "
+                          f"(files go only into {out_dir}, by names the host chose)")
+    path = os.path.join(out_dir, name)
+    if os.path.islink(path) or os.path.dirname(os.path.realpath(path)) != os.path.realpath(out_dir):
+        raise DeviceError(f"refusing to write {path}: it is a link out of {out_dir}")
+    return path
 
 
 def _center(rec: Dict[str, object]) -> float:
@@ -70,6 +153,8 @@ def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = 
     for p in paths + ([calib_cache] if calib_cache else []):
         if not os.path.isfile(p):
             raise DeviceError(f"file not found: {p}")
+    if out_dir:
+        prepare_dir(out_dir, "--out")  # before measuring, not after
     names = [f"m{i}_{os.path.basename(p)}" for i, p in enumerate(paths)]
     order = names if interleave else [n for _ in range(rounds) for n in names]
     if interleave:
@@ -84,19 +169,20 @@ def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = 
         res = dev.run_device(["bench", *[f"artifacts/{n}" for n in order], "--backend", backend, "--threads",
                               str(threads), "--warmup", str(warmup), "--iters", str(iters), "--log-dir", "logs",
                               *device_args, "--json"], on_stderr_line=on_line)
-        doc = json.loads(res.stdout)
+        doc = check_bench_reply(res.stdout, device, names)
         if out_dir:
-            os.makedirs(out_dir, exist_ok=True)
             wanted = set()
             for rec in doc["results"]:
                 pw = rec.get("power") or {}
                 wanted.update(pw[k] for k in ("log_csv", "log_raw") if pw.get(k))
                 if rec.get("tool_command"):
                     wanted.add(f"{rec['model']}.{backend}.log")
-            for name in sorted(wanted):
+            allowed = log_names(names, backend)
+            targets = {name: safe_output(out_dir, name, allowed) for name in sorted(wanted)}
+            for name, target in targets.items():
                 if dev.exists(f"logs/{name}"):
-                    dev.get(f"logs/{name}", os.path.join(out_dir, name))
-                    pulled.append(os.path.join(out_dir, name))
+                    dev.get(f"logs/{name}", target)
+                    pulled.append(target)
     per: Dict[str, List[dict]] = {n: [] for n in names}
     for rec in doc["results"]:
         per[rec["model"]].append(rec)

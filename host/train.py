@@ -169,11 +169,12 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
     from edgeshrink.host import ui
     from edgeshrink.host.checkpoint import save_checkpoint
     from edgeshrink.host.data import load_dataset
-    from edgeshrink.host.io import write_json
+    from edgeshrink.host.io import prepare_dir, write_json
 
     data = load_dataset(dataset, data_dir, seed=cfg.seed, download=download)
     torch.manual_seed(cfg.seed)
     model = models.create_model(model_name, data.num_classes)
+    prepare_dir(out, "--out")  # before training, not after
     ui.log(f"training {model_name} on {data.name} ({len(data.train)} train / {len(data.val)} val / "
            f"{len(data.test)} test), {cfg.epochs} epochs, {cfg.optimizer} lr {cfg.lr} {cfg.schedule}")
     t0 = time.monotonic()

@@ -14,7 +14,9 @@ Formats read (one sample per line, fields separated by spaces, any subset of the
 
 Total board power is the input rail when the board has one (``VIN``, ``VDD_IN``, ``POM_5V_IN``), otherwise the
 sum of every rail except ``NC`` (AGX Xavier, AGX Orin). Fields never seen before are kept as raw text; a
-known field with a malformed value raises :class:`TegrastatsError` naming the line.
+known field with a malformed value raises :class:`TegrastatsError` naming the line, and so does a line without the
+``RAM used/totalMB`` field every release prints (arbitrary text is not a log); unknown fields are kept only on lines
+that are otherwise tegrastats.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ def parse_line(line: str, lineno: Optional[int] = None) -> Dict[str, object]:
         None (or empty).
 
     Raises:
-        TegrastatsError: a known field with a malformed value (the message quotes the line).
+        TegrastatsError: a known field with a malformed value, or no RAM field (the message quotes the line).
     """
     where = f"tegrastats line {lineno}" if lineno is not None else "tegrastats line"
     text = line.strip()
@@ -181,6 +183,9 @@ def parse_line(line: str, lineno: Optional[int] = None) -> Dict[str, object]:
             pos += len(tok)
             continue
         pos += m.end()
+    if rec["ram_used_mb"] is None:
+        # every release prints RAM first: a line without it is not a sample (arbitrary text, a binary file)
+        raise TegrastatsError(f"{where}: not a tegrastats sample (no RAM field): {text[:160]!r}")
     rec["total_power_mw"], rec["total_rails"] = total_power(rec["rails_mw"])
     return rec
 
@@ -285,7 +290,12 @@ class TegrastatsMeter:
         :func:`parse_line`."""
         out = []
         for i, (t, line) in enumerate(self._stamped, 1):
-            rec = parse_line(line, lineno=i)
+            try:
+                rec = parse_line(line, lineno=i)
+            except TegrastatsError:
+                if i == len(self._stamped):
+                    continue  # the line tegrastats was writing when it was stopped
+                raise
             rec["t_s"] = t
             out.append(rec)
         return out

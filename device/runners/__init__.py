@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Dict, Tuple, Type
 
-from .base import BackendUnavailable, Runner, TensorSpec  # noqa: F401
+from .base import BackendUnavailable, ModelLoadError, Runner, TensorSpec  # noqa: F401
 
 # backend name -> (module, class). Runners with ``self_timed = True`` wrap a vendor tool that times itself
 # (trtexec, benchmark_model) and implement ``measure(...)`` instead of ``infer``.

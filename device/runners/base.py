@@ -14,6 +14,16 @@ class BackendUnavailable(RuntimeError):
     """The runtime a backend needs is not installed on this device."""
 
 
+class ModelLoadError(ValueError):
+    """A model file the runtime cannot load (not an ONNX / TFLite file, empty, cut off); the message names it."""
+
+
+def load_error(path: str, runtime: str, e: BaseException) -> ModelLoadError:
+    """The one-line error for a file ``runtime`` refused to load."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return ModelLoadError(f"{path}: not a model {runtime} can load ({first[:160]})")
+
+
 def require(module: str, install_hint: str):
     """Import ``module`` or raise :class:`BackendUnavailable` naming what to install (never installs)."""
     try:

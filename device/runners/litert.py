@@ -10,7 +10,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from .base import BackendUnavailable, TensorSpec
+from .base import BackendUnavailable, TensorSpec, load_error
 
 _CANDIDATES = (("ai_edge_litert.interpreter", "ai_edge_litert"), ("tflite_runtime.interpreter", "tflite_runtime"))
 
@@ -50,8 +50,11 @@ class LiteRTRunner:
 
     def __enter__(self) -> "LiteRTRunner":
         mod, _ = _interpreter_module()
-        self.interpreter = mod.Interpreter(model_path=self.path, num_threads=self.threads or None)
-        self.interpreter.allocate_tensors()
+        try:
+            self.interpreter = mod.Interpreter(model_path=self.path, num_threads=self.threads or None)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:  # "not a valid Flatbuffer buffer", "mmap of size 0"
+            raise load_error(self.path, "LiteRT", e) from None
         self._in = self.interpreter.get_input_details()
         self._out = self.interpreter.get_output_details()
         return self

@@ -6,7 +6,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from .base import BackendUnavailable, TensorSpec, require
+from .base import BackendUnavailable, TensorSpec, load_error, require
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
               "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
@@ -59,7 +59,10 @@ class OrtRunner:
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
-        self.session = ort.InferenceSession(self.path, sess_options=so, providers=self.providers)
+        try:
+            self.session = ort.InferenceSession(self.path, sess_options=so, providers=self.providers)
+        except Exception as e:  # onnxruntime's InvalidProtobuf, InvalidArgument, Fail... derive from Exception only
+            raise load_error(self.path, "ONNX Runtime", e) from None
         used = self.session.get_providers()
         if used[0] != self.providers[0]:
             raise BackendUnavailable(f"onnxruntime could not use {self.providers[0]} for {self.path} (fell back to "

@@ -40,9 +40,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; returns its exit code (0, 1 for a manifest with failed artifacts, 2 for bad input, 130
     when interrupted)."""
     args = build_parser().parse_args(argv)
+    from edgeshrink.host.cli.args import check_ranges
     from edgeshrink.models import ModelError
 
     try:
+        check_ranges(args)
         return args.func(args)
     except (UserError, ModelError) as e:
         print(f"host: error: {e}", file=sys.stderr)

@@ -107,3 +107,48 @@ def progress_reporter(prog, labels):
         prog.update(tasks[stage], completed=done, total=total)
 
     return progress
+
+
+# Limits of the numbers a command line takes: (lowest, highest). Integers beyond them would run for days or
+# allocate more than a board has; floats must be finite besides (inf and nan parse, and would hang a wait).
+MAX_ITERS = 10_000_000
+LIMITS = {
+    "epochs": (1, 100_000), "batch_size": (1, 1 << 16), "iters": (1, MAX_ITERS), "warmup": (0, MAX_ITERS),
+    "rounds": (1, 1_000_000), "jobs": (1, 256), "threads": (0, 4096), "granularity": (1, 4096),
+    "batch": (1, 1_000_000), "samples": (3, 100_000), "anchors": (0, 100_000), "calib_samples": (1, 1_000_000),
+    "max_iters": (1, 1_000_000), "bench_iters": (1, MAX_ITERS), "bench_rounds": (1, 1_000_000),
+    "short_term_steps": (0, MAX_ITERS), "long_term_epochs": (0, 100_000), "step_size": (1, 100_000),
+    "finetune_epochs": (0, 100_000), "table_iters": (1, MAX_ITERS), "table_rounds": (1, 1_000_000),
+    "num_classes": (1, 1_000_000), "power_interval_ms": (10, 60_000), "refine_rounds": (0, 1000),
+    "interleave": (0, 1_000_000), "align": (0, 4096), "loads": (1, 1_000_000),
+}
+POSITIVE = ("lr", "short_term_lr", "long_term_lr", "gamma", "power", "refine_tol", "sigma", "mad")
+NON_NEGATIVE = ("momentum", "weight_decay", "label_smoothing", "warmup_s", "idle_s", "cool_down_s")
+FINITE = ("cool_down_to",)
+
+
+def check_ranges(args: argparse.Namespace) -> None:
+    """Refuse a number out of its range (:data:`LIMITS`) or not finite, naming the flag, before any work.
+
+    Raises:
+        UserError: one line naming the flag and the value.
+    """
+    from edgeshrink.host.checks import integer, number
+
+    for name, value in vars(args).items():
+        if value is None or isinstance(value, (bool, str, list)):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if name in LIMITS and isinstance(value, int):
+            lo, hi = LIMITS[name]
+            integer(value, flag, lo=lo, hi=hi)
+        elif name in POSITIVE:
+            number(value, flag, positive=True)
+        elif name in NON_NEGATIVE:
+            number(value, flag, non_negative=True)
+        elif name in FINITE:
+            number(value, flag)
+    if getattr(args, "label_smoothing", None) is not None and not args.label_smoothing < 1:
+        from edgeshrink.host.errors import UserError
+
+        raise UserError(f"--label-smoothing must be below 1, got {args.label_smoothing}")

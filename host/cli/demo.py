@@ -41,6 +41,7 @@ def cmd_demo(args) -> int:
     from edgeshrink.host import ui
     from edgeshrink.host.cli.table import BUILD_STAGES, log_build_summary
     from edgeshrink.host.data import load_dataset
+    from edgeshrink.host.io import prepare_dir
     from edgeshrink.host.latency.build import BuildConfig, build_and_save
     from edgeshrink.host.pipeline import PruneJob, render_report, run_prune
     from edgeshrink.host.train import TrainConfig, train_and_save
@@ -53,6 +54,7 @@ def cmd_demo(args) -> int:
                             iters=args.table_iters, rounds=args.table_rounds, calibrate=args.calibrate,
                             workdir=str(work), resume=work.is_dir() and any(work.glob("results_r*.jsonl")))
     na_cfg = netadapt_config(args, args.seed)
+    prepare_dir(out, "--out")
     t0 = time.monotonic()
     base = out / "base" / "model.pt"
     ui.log(f"[bold]edgeshrink demo[/]: {args.model} on digits -> local ONNX Runtime table -> NetAdapt to "

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 
 from edgeshrink.host.cli.args import add_network_bench_args, every_tenth, progress_reporter
 from edgeshrink.host.errors import UserError
+from edgeshrink.host.io import prepare_file
 
 
 def register(sub) -> None:
@@ -166,9 +168,11 @@ def log_build_summary(table, out: str, resumed: bool) -> None:
     from edgeshrink.host import ui
 
     b = table.build
+    reused = b.get("reused_measurements") or 0
     ui.log(f"table ({table.statistic} latencies): {b['measured']} entries measured in {b['rounds']} rounds, "
            f"{b['interpolated']} interpolated; overhead {table.overhead_ms:.4f} ms; {b['measurements']} measurements "
-           "taken now" + (" (the rest before the resume)" if resumed else "") + f", total {b['wall_s']:.1f} s -> {out}")
+           "taken now" + (f", {reused} reused from the interrupted build" if resumed or reused else "")
+           + f", total {b['wall_s']:.1f} s -> {out}")
     if b.get("interpolation"):
         it = b["interpolation"]
         ui.log(f"interpolation: coarse grid {it['coarse']}, {it['checks']} check measurements (mean |error| "
@@ -215,8 +219,10 @@ def cmd_table_merge(args) -> int:
     from edgeshrink.host import ui
     from edgeshrink.host.latency.merge import merge_tables
 
-    if args.mad <= 0 or args.sigma <= 0 or args.num_classes < 1:
-        raise UserError("--mad and --sigma must be > 0 and --num-classes >= 1")
+    if not (args.mad > 0 and args.sigma > 0 and math.isfinite(args.mad) and math.isfinite(args.sigma)) or \
+            args.num_classes < 1:
+        raise UserError("--mad and --sigma must be finite and > 0, and --num-classes >= 1")
+    prepare_file(args.out, "-o")
     table = merge_tables(args.tables, mad_threshold=args.mad, smooth=args.smooth, sigma=args.sigma,
                          num_classes=args.num_classes)
     table.save(args.out)
@@ -244,6 +250,7 @@ def cmd_table_import(args) -> int:
     from edgeshrink.host.latency.importers import import_netadapt_table
     from edgeshrink.host.latency.predict import TablePredictor
 
+    prepare_file(args.out, "-o")
     table = import_netadapt_table(args.file, args.model)
     table.save(args.out)
     pred = TablePredictor.for_model(table, models.create_model(args.model))

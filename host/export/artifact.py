@@ -33,6 +33,7 @@ from typing import Dict, List, Optional, Tuple
 from edgeshrink.device.provenance import sha256_file, utc_now
 from edgeshrink.host import __version__
 from edgeshrink.host.errors import UserError
+from edgeshrink.host.io import prepare_dir, write_json
 
 FORMATS = ("onnx", "tflite", "trt")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -104,7 +105,6 @@ def export_artifact(task: Dict[str, object]) -> Dict[str, object]:
     import torch
 
     from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint
-    from edgeshrink.host.io import write_json
     from edgeshrink.host.latency.table import parse_shape
 
     t0 = time.monotonic()
@@ -145,7 +145,7 @@ def export_artifact(task: Dict[str, object]) -> Dict[str, object]:
     def test_split() -> Tuple[np.ndarray, np.ndarray]:
         return data.normalize(data.test.images).numpy(), data.test.labels.numpy()
 
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_dir(out, "artifact folder")
     info: Dict[str, object] = {}
     if fmt == "onnx":
         from edgeshrink.host.export.onnx import check_onnx, export_onnx
@@ -263,10 +263,10 @@ def build_manifest(path: str, jobs: int = 1, shard: Tuple[int, int] = (1, 1),
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    from edgeshrink.host.io import write_json
 
     t0 = time.monotonic()
     tasks, root = load_manifest(path)
+    prepare_dir(root, "the manifest's out folder")
     i, n = shard
     mine = tasks[i - 1 :: n]
     results: List[Dict[str, object]] = []

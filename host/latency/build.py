@@ -30,8 +30,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 from edgeshrink import models
 from edgeshrink.device.provenance import utc_now
 from edgeshrink.host import __version__
+from edgeshrink.host.bench import check_bench_reply
+from edgeshrink.host.checks import mapping, number, sequence, text
 from edgeshrink.host.errors import DeviceError, UserError
-from edgeshrink.host.io import write_json
+from edgeshrink.host.io import prepare_dir, prepare_file, write_json
 from edgeshrink.host.latency.fit import calibrate
 from edgeshrink.host.latency.interpolate import build_interpolated
 from edgeshrink.host.latency.key import LayerKey
@@ -192,6 +194,8 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
     if cfg.workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="edgeshrink-table-")
     root = Path(cfg.workdir or tmp.name)
+    if cfg.workdir:
+        check_settings(cfg, root)
     folder = root / "micro"
     try:
         if progress:
@@ -206,7 +210,7 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
             progress("build", len(keys), len(keys))
         t_meas = time.monotonic()
         try:
-            by_model, device_doc, measured_now = _measure(cfg, root, [OVERHEAD_FILE] + names, progress)
+            by_model, device_doc, measured_now, reused = _measure(cfg, root, [OVERHEAD_FILE] + names, progress)
         except DeviceError as e:
             hint = f"; results so far are kept in {root}: rerun with --resume --workdir {root}" if cfg.workdir else ""
             raise DeviceError(f"{e}{hint}") from None
@@ -247,6 +251,7 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
                    "interpolated": 0, "warmup": cfg.warmup, "iters": cfg.iters, "rounds": cfg.rounds, "interleave": cfg.interleave,
                    "jobs": cfg.jobs,
                    "batch": cfg.batch, "devices": list(cfg.devices), "measurements": measured_now,
+                   "reused_measurements": reused,
                    "resumed": cfg.resume,
                    "calibration_networks": 0,
                    "measure_wall_s": round(time.monotonic() - t_meas, 2),
@@ -264,22 +269,91 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
             tmp.cleanup()
 
 
-def _read_jsonl(path: Path) -> List[Dict[str, object]]:
-    out = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut by a crash: that model is measured again
+SETTINGS_FILE = "settings.json"
+# what a measurement depends on: a resumed build with other values would mix measurements of two kinds
+MEASUREMENT_SETTINGS = ("model", "input_shape", "num_classes", "backend", "threads", "granularity", "shard", "warmup",
+                        "iters", "rounds", "batch", "interleave", "statistic", "calib_seed", "coarse", "refine_tol",
+                        "check_fraction", "refine_rounds", "align")
+
+
+def _settings(cfg: BuildConfig) -> Dict[str, object]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in
+            ((k, getattr(cfg, k)) for k in MEASUREMENT_SETTINGS)}
+
+
+def check_settings(cfg: BuildConfig, root: Path) -> None:
+    """Record the build's measurement settings in ``<workdir>/settings.json``, or, on a resume, refuse settings
+    that differ from the recorded ones (naming each), so a table never holds measurements of two settings.
+
+    Raises:
+        UserError: a resumed build whose settings changed, or an unreadable settings file.
+    """
+    path = root / SETTINGS_FILE
+    now = _settings(cfg)
+    if cfg.resume and path.exists():
+        try:
+            before = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(before, dict):
+                raise ValueError("not an object")
+        except (OSError, ValueError) as e:
+            raise UserError(f"{path}: unreadable build settings ({e}); delete the work folder to start again") from None
+        changed = [f"{k} {before.get(k)!r} -> {now[k]!r}" for k in now if before.get(k, now[k]) != now[k]]
+        if changed:
+            raise UserError(f"--resume with other settings than the interrupted build in {root}: {'; '.join(changed)}; "
+                            "resume with the same settings, or delete the work folder")
+        return
+    write_json(path, now)
+
+
+def _read_results(path: Path, listing: Sequence[str]) -> Dict[str, Dict[str, object]]:
+    """The records of ``results_r<round>.jsonl`` by model, each checked; a last line cut by a crash is dropped
+    (its batch is measured again).
+
+    Raises:
+        UserError: a line that is not a measurement record of this build (naming the file and line).
+    """
+    out: Dict[str, Dict[str, object]] = {}
+    if not path.exists():
+        return out
+    lines = path.read_text(encoding="utf-8").splitlines()
+    names = set(listing)
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            if n == len(lines):
+                continue  # a line cut by a crash
+            raise UserError(f"{path} line {n} is not JSON; delete the work folder to start again") from None
+        try:
+            mapping(rec, f"{path} line {n}")
+            model = text(rec.get("model"), f"{path} line {n} model")
+            lat = mapping(rec.get("latency_ms"), f"{path} line {n} latency_ms")
+            number(lat.get("median"), f"{path} line {n} latency_ms median", positive=True)
+            for k in ("mean", "p90", "std", "min"):
+                number(lat.get(k), f"{path} line {n} latency_ms {k}", non_negative=True, allow_none=True)
+        except UserError as e:
+            raise UserError(f"{e}; not a measurement record: delete the work folder to start again") from None
+        if model in names:
+            out[model] = rec
     return out
 
 
+def _batches(order: List[str], size: int) -> List[List[str]]:
+    return [order[b: b + size] for b in range(0, len(order), size)]
+
+
 def _measure(cfg: BuildConfig, root: Path, listing: List[str],
-             progress: Optional[Callable[[str, int, int], None]]) -> Tuple[Dict[str, List[Dict[str, float]]], Dict, int]:
+             progress: Optional[Callable[[str, int, int], None]]) -> Tuple[Dict[str, List[Dict[str, float]]], Dict, int, int]:
     """Measure every file of ``listing`` ``cfg.rounds`` times in batches over the devices; resumable.
 
-    Returns ``({model: [stats per round]}, device metadata, measurements taken now)``.
+    Batches keep their identity across resumes: each round's order and its cut into batches follow from the
+    listing and the settings alone, and each batch has its own results file on the device (``--jsonl``), so a
+    batch cut off by an interruption continues where it stopped and what it had measured is reused, not measured
+    again.
+
+    Returns ``({model: [stats per round]}, device metadata, measurements taken now, measurements reused)``.
     """
     import queue
     import threading
@@ -295,19 +369,22 @@ def _measure(cfg: BuildConfig, root: Path, listing: List[str],
         order = listing[:]
         rng.shuffle(order)
         orders.append(order)
+    # one listing's batches (an interpolated build measures several listings in one work folder)
+    lid = hashlib.sha256("\n".join(sorted(listing)).encode()).hexdigest()[:8]
     results = {r: root / f"results_r{r}.jsonl" for r in range(cfg.rounds)}
     if not cfg.resume:
         for p in results.values():
             if p.exists():
                 p.unlink()
-    done = {r: {rec["model"]: rec for rec in _read_jsonl(results[r])} for r in range(cfg.rounds)}
+    done = {r: _read_results(results[r], listing) for r in range(cfg.rounds)}
     total = cfg.rounds * len(listing)
     count = [sum(len(d) for d in done.values())]
+    reused = [count[0]]
     work: "queue.Queue[Tuple[int, int, List[str]]]" = queue.Queue()
     for r, order in enumerate(orders):
-        todo = [m for m in order if m not in done[r]]
-        for b in range(0, len(todo), cfg.batch):
-            work.put((r, b // cfg.batch, todo[b : b + cfg.batch]))
+        for b, batch in enumerate(_batches(order, cfg.batch)):
+            if any(m not in done[r] for m in batch):
+                work.put((r, b, batch))
     measured_now = [0]
     lock = threading.Lock()
     errors: List[BaseException] = []
@@ -332,7 +409,8 @@ def _measure(cfg: BuildConfig, root: Path, listing: List[str],
                     for m in need:
                         dev.put(str(root / "micro" / m), f"micro/{m}")
                     shipped.update(need)
-                    lst = root / f"batch_r{r}_b{b}.txt"
+                    name = f"r{r}_{lid}_b{b}"
+                    lst = root / f"batch_{name}.txt"
                     lst.write_text("".join(f"micro/{m}\n" for m in batch))
                     dev.put(str(lst), lst.name)
 
@@ -345,22 +423,26 @@ def _measure(cfg: BuildConfig, root: Path, listing: List[str],
                     inter = ["--interleave", str(cfg.interleave)] if cfg.interleave else []
                     res = dev.run_device(["bench", "--list", lst.name, "--backend", cfg.backend, "--threads",
                                           str(cfg.threads), "--warmup", str(cfg.warmup), "--iters", str(cfg.iters),
-                                          *inter, "--jsonl", f"results_r{r}_b{b}.jsonl", "--json"],
+                                          *inter, "--jsonl", f"results_{name}.jsonl", "--json"],
                                          on_stderr_line=on_line)
-                    doc = json.loads(res.stdout)
+                    doc = check_bench_reply(res.stdout, spec, batch)
                     with lock:
                         if "device" not in meta:
                             meta["device"] = doc["device"]
-                            (root / "device_info.json").write_text(json.dumps(doc["device"]))
+                            write_json(root / "device_info.json", doc["device"])
+                        fresh = [rec for rec in doc["results"] if rec["model"] not in done[r]]
                         with open(results[r], "a", encoding="utf-8") as f:
-                            for rec in doc["results"]:
-                                rec = {"model": rec["model"], "latency_ms": rec["latency_ms"], "device": spec}
-                                f.write(json.dumps(rec) + "\n")
-                                done[r][rec["model"]] = rec
+                            for rec in fresh:
+                                line = {"model": rec["model"], "latency_ms": rec["latency_ms"], "device": spec,
+                                        "batch": name}
+                                f.write(json.dumps(line) + "\n")
+                                done[r][rec["model"]] = line
                             f.flush()
                             os.fsync(f.fileno())
-                        count[0] += len(doc["results"])
-                        measured_now[0] += len(doc["results"])
+                        count[0] += len(fresh)
+                        n_reused = sum(1 for rec in fresh if rec.get("reused"))
+                        reused[0] += n_reused
+                        measured_now[0] += len(fresh) - n_reused
                         if progress:
                             progress("measure", count[0], total)
         except BaseException as e:  # noqa: BLE001 - reported by the caller after the others stop
@@ -384,12 +466,12 @@ def _measure(cfg: BuildConfig, root: Path, listing: List[str],
         if errors:
             raise errors[0]
     if "device" not in meta:  # everything was measured before this resume: take the metadata from the results
-        meta["device"] = _device_info(cfg, root)
+        meta["device"] = _device_info(root)
     by_model: Dict[str, List[Dict[str, float]]] = {}
     for r in range(cfg.rounds):
         for m in listing:
             by_model.setdefault(m, []).append(done[r][m]["latency_ms"])
-    return by_model, meta["device"], measured_now[0]
+    return by_model, meta["device"], measured_now[0], reused[0]
 
 
 def calibrate_table(cfg: BuildConfig, root: Path, table: LatencyTable, progress: Progress = None) -> None:
@@ -398,9 +480,10 @@ def calibrate_table(cfg: BuildConfig, root: Path, table: LatencyTable, progress:
     ``table.calibration["fit"]``. Resumable: exports and measurements already in ``root`` are reused."""
     space = build_space(models.create_model(cfg.model, cfg.num_classes), cfg.input_shape)
     archs = calibration_archs(space, cfg.granularity, cfg.calibrate, cfg.calib_seed)
-    fresh = 0 if (root / NETWORKS_FILE).exists() else len(archs)
+    kept = (root / NETWORKS_FILE).exists()
     nets = _measure_networks(cfg, root, archs, progress)
-    table.build["measurements"] = int(table.build.get("measurements", 0)) + fresh
+    table.build["measurements"] = int(table.build.get("measurements", 0)) + (0 if kept else len(archs))
+    table.build["reused_measurements"] = int(table.build.get("reused_measurements", 0)) + (len(archs) if kept else 0)
     table.build["calibration_networks"] = len(nets)
     table.calibration["method"] = "overhead-once+fitted"
     table.calibration["fit"] = calibrate(table, space, nets)
@@ -414,7 +497,13 @@ def _measure_networks(cfg: BuildConfig, root: Path, archs: List[Dict[str, int]],
     minimum both) for a resume."""
     done = root / NETWORKS_FILE
     if done.exists():
-        kept = json.loads(done.read_text())["networks"]
+        try:
+            kept = sequence(mapping(json.loads(done.read_text()), str(done))["networks"], f"{done} networks")
+            if [n["widths"] for n in kept] != [dict(w) for w in archs]:
+                raise UserError(f"{done} holds other calibration networks than --calibrate {len(archs)} draws now; "
+                                "resume with the same --calibrate, or delete the file to measure them again")
+        except (KeyError, TypeError, ValueError) as e:
+            raise UserError(f"{done}: unreadable calibration networks ({e}); delete it to measure them again") from None
         # files written before the statistic was chosen hold the median as measured_ms
         vals = [n.get(f"{cfg.statistic}_ms", n.get("measured_ms") if cfg.statistic == "median" else None) for n in kept]
         if not all(isinstance(v, (int, float)) for v in vals):
@@ -434,9 +523,17 @@ def _measure_networks(cfg: BuildConfig, root: Path, archs: List[Dict[str, int]],
     return [{"widths": m["widths"], "measured_ms": m["measured_ms"]} for m in got]
 
 
-def _device_info(cfg: BuildConfig, root: Path) -> Dict[str, object]:
-    """The device metadata recorded with the first batch (a resume that had nothing left to measure)."""
-    return json.loads((root / "device_info.json").read_text())
+def _device_info(root: Path) -> Dict[str, object]:
+    """The device metadata recorded with the first batch (a resume that had nothing left to measure).
+
+    Raises:
+        UserError: the file is missing or not a JSON object.
+    """
+    path = root / "device_info.json"
+    try:
+        return mapping(json.loads(path.read_text(encoding="utf-8")), str(path))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable device metadata ({e}); delete the work folder to start again") from None
 
 
 def build_table_interpolated(cfg: BuildConfig, keys: Sequence[LayerKey], exhaustive: Optional[int] = None,
@@ -462,7 +559,9 @@ def build_table_interpolated(cfg: BuildConfig, keys: Sequence[LayerKey], exhaust
     if cfg.workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="edgeshrink-table-")
     root = Path(cfg.workdir or tmp.name)
-    state: Dict[str, object] = {"calls": 0, "measurements": 0, "last": None}
+    if cfg.workdir:
+        check_settings(cfg, root)
+    state: Dict[str, object] = {"calls": 0, "measurements": 0, "reused": 0, "last": None}
     entries: Dict[LayerKey, Entry] = {}
 
     def measure(ks: List[LayerKey]) -> Dict[LayerKey, float]:
@@ -472,6 +571,7 @@ def build_table_interpolated(cfg: BuildConfig, keys: Sequence[LayerKey], exhaust
         t = build_table(sub, ks, progress)
         state["calls"] = int(state["calls"]) + 1
         state["measurements"] = int(state["measurements"]) + int(t.build["measurements"])
+        state["reused"] = int(state["reused"]) + int(t.build["reused_measurements"])
         state["last"] = t
         for e in t.entries:
             entries[e.key] = e
@@ -492,6 +592,7 @@ def build_table_interpolated(cfg: BuildConfig, keys: Sequence[LayerKey], exhaust
         build = dict(last.build)
         build.update({"granularity": cfg.granularity, "measured": report["measured"],
                       "interpolated": report["interpolated"], "measurements": state["measurements"],
+                      "reused_measurements": state["reused"],
                       "resumed": cfg.resume, "interpolation": report, "target_grid_entries": len(keys),
                       "exhaustive_per_channel_entries": exhaustive,
                       "reduction_vs_exhaustive_per_channel": (exhaustive / report["measured"]) if exhaustive else None,
@@ -522,14 +623,20 @@ def build_and_save(cfg: BuildConfig, out: str, log: Callable[[str], None] = lamb
         UserError: an interrupted build in the work folder without ``resume``, ``resume`` without one, a bad
             model or shard. DeviceError: the device failed (the message says how to resume).
     """
+    prepare_file(out, "table -o")  # before measuring, not after
     own_workdir = cfg.workdir is None
     workdir = cfg.workdir or out + ".build"
     if os.path.exists(workdir) and any(Path(workdir).glob("results_r*.jsonl")) and not cfg.resume:
         raise UserError(f"{workdir} holds an interrupted build: pass --resume to continue it, or delete the folder")
     if cfg.resume and not os.path.isdir(workdir):
         raise UserError(f"--resume: no interrupted build in {workdir}")
+    prepare_dir(workdir, "work folder")
     cfg = replace(cfg, workdir=workdir)
     space = build_space(models.create_model(cfg.model, cfg.num_classes), cfg.input_shape)
+    widest = max(g.width for g in space.groups)
+    if cfg.granularity >= widest:
+        raise UserError(f"--granularity {cfg.granularity} leaves every channel group of {cfg.model} at its full width "
+                        f"(the widest has {widest} channels): nothing could be pruned; use a smaller grid")
     keys = enumerate_keys(space, cfg.granularity)
     i, n = cfg.shard
     log(f"latency table for {cfg.model} at {'x'.join(map(str, cfg.input_shape))}: {len(space.groups)} channel groups, "

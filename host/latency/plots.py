@@ -8,7 +8,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from edgeshrink.host.io import atomic_path
+from edgeshrink.host.io import atomic_path, prepare_dir
 from edgeshrink.host.latency.key import family_name
 
 
@@ -34,7 +34,7 @@ def heatmaps(table, out_dir: str) -> List[str]:
     for e in table.entries:
         fams.setdefault(family_name(e.key), []).append(e)
     written = []
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    prepare_dir(out_dir, "heatmap folder")
     for name, ents in sorted(fams.items()):
         if len(ents) < 2:
             continue

@@ -14,6 +14,7 @@ import numpy as np
 from edgeshrink import models
 from edgeshrink.device.provenance import utc_now
 from edgeshrink.host.errors import UserError
+from edgeshrink.host.io import prepare_file
 from edgeshrink.host.latency.fit import calibrate, fit_summary
 from edgeshrink.host.latency.networks import NETWORK_ITERS, NETWORK_ROUNDS, measure_for_table, network_loads
 from edgeshrink.host.latency.predict import TablePredictor
@@ -42,6 +43,7 @@ def recalibrate_table(table_path: str, model_name: str, out: str, device: Option
         UserError: a bad table or model, or a table without calibration networks; DeviceError from the device.
     """
     loads = network_loads(loads, rounds)
+    prepare_file(out, "-o")
     table = load_table(table_path)
     pred = TablePredictor.for_model(table, models.create_model(model_name, num_classes))
     nets = (pred.fit or {}).get("networks", [])

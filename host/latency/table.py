@@ -6,9 +6,11 @@ listed in docs/latency.md), loading with validation, and atomic saving. Predicti
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from edgeshrink.host.checks import _is_number, integer, mapping, number, sequence, text
 from edgeshrink.host.errors import TableError
 from edgeshrink.host.io import write_json
 from edgeshrink.host.latency.key import LayerKey
@@ -87,18 +89,77 @@ class LatencyTable:
         write_json(path, self.to_dict())
 
 
-def load_table(path: str) -> LatencyTable:
-    """Read and validate a latency table JSON.
+OPS = ("conv2d", "add", "bn", "gap_linear")
+FUSIONS = ("bn", "relu", "add")
+SOURCES = ("measured", "interpolated", "imported")
+CORRECTION_KINDS = ("family", "in", "out", "key")
+MAX_DIM = 1 << 16  # channels and pixels per axis: far above any network here, low enough to refuse garbage
+
+
+def check_key(d: Dict[str, object], where: str, zero_channels: bool = False) -> LayerKey:
+    """A layer configuration from a JSON object, every field checked (``zero_channels``: a family's key, whose
+    channel counts are 0).
 
     Raises:
-        TableError: unreadable or truncated file, wrong schema, unknown major version, an entry without a
-            positive finite latency by the table's statistic, an unknown statistic. The message names the file.
+        TableError: a missing or wrong-typed field, naming ``where``.
+    """
+    mapping(d, where, TableError)
+    lo = 0 if zero_channels else 1
+    try:
+        op = text(d["op"], f"{where} op", TableError, choices=OPS)
+        cin = integer(d["in_channels"], f"{where} in_channels", TableError, lo=lo, hi=MAX_DIM)
+        cout = integer(d["out_channels"], f"{where} out_channels", TableError, lo=lo, hi=MAX_DIM)
+        pairs = {}
+        for name, default, low in (("in_hw", None, 1), ("kernel", [1, 1], 1), ("stride", [1, 1], 1),
+                                   ("padding", [0, 0], 0)):
+            v = sequence(d.get(name, default), f"{where} {name}", TableError, length=2)
+            pairs[name] = tuple(integer(x, f"{where} {name}", TableError, lo=low, hi=MAX_DIM) for x in v)
+        groups = integer(d.get("groups", 1), f"{where} groups", TableError, lo=1, hi=MAX_DIM)
+        fused = tuple(text(x, f"{where} fused", TableError, choices=FUSIONS)
+                      for x in sequence(d.get("fused", []), f"{where} fused", TableError))
+    except KeyError as e:
+        raise TableError(f"{where} has no {e.args[0]!r}") from None
+    return LayerKey(op, cin, cout, pairs["in_hw"], pairs["kernel"], pairs["stride"], pairs["padding"], groups, fused)
+
+
+def _check_fit(fit: object, where: str) -> None:
+    """``calibration.fit``: coefficients, corrections and networks, the parts a prediction reads."""
+    mapping(fit, where, TableError)
+    if fit.get("model") is not None:
+        text(fit["model"], f"{where} model", TableError)
+    for k, v in mapping(fit.get("coefficients", {}), f"{where} coefficients", TableError).items():
+        number(v, f"{where} coefficient {k}", TableError)
+    for i, c in enumerate(sequence(fit.get("corrections", []), f"{where} corrections", TableError)):
+        w = f"{where} correction {i}"
+        mapping(c, w, TableError)
+        text(c.get("kind"), f"{w} kind", TableError, choices=CORRECTION_KINDS)
+        check_key(c.get("key"), f"{w} key", zero_channels=True)
+        number(c.get("delta"), f"{w} delta", TableError)
+    for i, n in enumerate(sequence(fit.get("networks", []), f"{where} networks", TableError)):
+        w = f"{where} network {i}"
+        mapping(n, w, TableError)
+        for g, c in mapping(n.get("widths"), f"{w} widths", TableError).items():
+            integer(c, f"{w} width of {g}", TableError, lo=1, hi=MAX_DIM)
+        number(n.get("measured_ms"), f"{w} measured_ms", TableError, positive=True)
+
+
+def load_table(path: str) -> LatencyTable:
+    """Read and validate a latency table JSON: every field a prediction or a merge reads is checked for its type
+    and range before it is used.
+
+    Raises:
+        TableError: unreadable or truncated file, wrong schema, unknown major version, a missing or wrong-typed
+            field (an entry without a positive finite latency by the table's statistic, a boolean or non-finite
+            number, a calibration that is not an object, a fit coefficient that is not a number), an unknown
+            statistic. The message names the file and the field.
     """
     try:
         with open(path, "r", encoding="utf-8") as f:
             d = json.load(f)
     except FileNotFoundError:
         raise TableError(f"{path}: no such latency table") from None
+    except IsADirectoryError:
+        raise TableError(f"{path}: is a folder, not a latency table") from None
     except (OSError, ValueError) as e:
         raise TableError(f"{path}: not a readable JSON latency table ({e})") from None
     if not isinstance(d, dict) or d.get("schema") != SCHEMA:
@@ -111,31 +172,47 @@ def load_table(path: str) -> LatencyTable:
         raise TableError(f"{path}: unknown latency statistic {stat!r} (known: {', '.join(STATISTICS)})")
     try:
         entries = []
-        for i, e in enumerate(d["entries"]):
-            lat = e.get("latency_ms") or {}
+        for i, e in enumerate(sequence(d["entries"], f"{path}: entries", TableError)):
+            where = f"{path}: entry {i}"
+            mapping(e, where, TableError)
+            lat = mapping(e.get("latency_ms") or {}, f"{where} latency_ms", TableError)
             med = lat.get(stat)
+            source = text(e.get("source", "measured"), f"{where} source", TableError, choices=SOURCES)
             # imported tables may hold 0 ms for ops the foreign work folded into others (see importers.py)
-            floor_ok = e.get("source") == "imported" and isinstance(med, (int, float)) and med == 0
-            if not floor_ok and (not isinstance(med, (int, float)) or not (med > 0) or med == float("inf")):
-                raise TableError(f"{path}: entry {i} ({e.get('op')} {e.get('in_channels')}->{e.get('out_channels')}) "
-                                 f"has no positive {stat} latency (got {med!r})")
-            stats = {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in lat.items()}
-            entries.append(Entry(LayerKey.from_dict(e), stats, int(e.get("n", 0)),
-                                 e.get("source", "measured")))
-        cal = d["calibration"]
-        if not isinstance(cal.get("overhead_ms", 0.0), (int, float)) or cal.get("overhead_ms", 0.0) < 0:
-            raise TableError(f"{path}: calibration overhead_ms must be a non-negative number")
+            floor_ok = source == "imported" and _is_number(med) and med == 0
+            if not floor_ok and (not _is_number(med) or not (med > 0) or not math.isfinite(med)):
+                raise TableError(f"{where} ({e.get('op')} {e.get('in_channels')}->{e.get('out_channels')}) has no "
+                                 f"positive {stat} latency (got {med!r})")
+            stats = {}
+            for k, v in lat.items():
+                if isinstance(v, bool) or (isinstance(v, float) and not math.isfinite(v)):
+                    raise TableError(f"{where} latency_ms {k} must be a finite number, got {v!r}")
+                stats[k] = float(v) if isinstance(v, (int, float)) else v
+            key = check_key(e, where)
+            entries.append(Entry(key, stats, integer(e.get("n", 0), f"{where} n", TableError, lo=0), source))
+        cal = mapping(d["calibration"], f"{path}: calibration", TableError)
+        number(cal.get("overhead_ms", 0.0), f"{path}: calibration overhead_ms", TableError, non_negative=True)
+        if cal.get("fit") is not None:
+            _check_fit(cal["fit"], f"{path}: calibration fit")
+        shape = [integer(v, f"{path}: input_shape", TableError, lo=1, hi=MAX_DIM)
+                 for v in sequence(d["input_shape"], f"{path}: input_shape", TableError, length=4)]
         return LatencyTable(
-            device=d["device"], backend=d["backend"], precision=d["precision"], threads=int(d["threads"]),
-            batch_size=int(d["batch_size"]), input_shape=[int(v) for v in d["input_shape"]],
-            created_utc=d["created_utc"], tool_version=d["tool_version"], calibration=cal, entries=entries,
-            models=list(d.get("models", [])), build=dict(d.get("build", {})),
-            derived_from=list(d.get("derived_from", [])), smoothing=d.get("smoothing"), statistic=stat,
+            device=mapping(d["device"], f"{path}: device", TableError),
+            backend=text(d["backend"], f"{path}: backend", TableError),
+            precision=text(d["precision"], f"{path}: precision", TableError),
+            threads=integer(d["threads"], f"{path}: threads", TableError, lo=0),
+            batch_size=integer(d["batch_size"], f"{path}: batch_size", TableError, lo=1),
+            input_shape=shape, created_utc=text(d["created_utc"], f"{path}: created_utc", TableError),
+            tool_version=text(d["tool_version"], f"{path}: tool_version", TableError), calibration=cal,
+            entries=entries,
+            models=[text(m, f"{path}: models", TableError) for m in sequence(d.get("models", []), f"{path}: models",
+                                                                              TableError)],
+            build=dict(mapping(d.get("build", {}), f"{path}: build", TableError)),
+            derived_from=list(sequence(d.get("derived_from", []), f"{path}: derived_from", TableError)),
+            smoothing=d.get("smoothing"), statistic=stat,
         )
-    except TableError:
-        raise
-    except (KeyError, TypeError, ValueError) as e:
-        raise TableError(f"{path}: malformed latency table ({type(e).__name__}: {e})") from None
+    except KeyError as e:
+        raise TableError(f"{path}: malformed latency table (no {e.args[0]!r})") from None
 
 
 def check_backend(table: LatencyTable, path: str, backend: Optional[str]) -> None:
@@ -149,10 +226,11 @@ def fmt_shape(shape: Sequence[int]) -> str:
 
 
 def parse_shape(text: str) -> List[int]:
-    """``"1x3x32x32"`` -> ``[1, 3, 32, 32]``.
+    """``"1x3x32x32"`` -> ``[1, 3, 32, 32]``, within what a board can hold: N <= 256, C <= 4096, H and W <= 16384
+    and at most 2**27 values (a 512 MB fp32 input).
 
     Raises:
-        ValueError: not four positive integers separated by ``x``.
+        ValueError: not four positive integers separated by ``x``, or beyond those limits.
     """
     try:
         dims = [int(v) for v in text.lower().split("x")]
@@ -160,4 +238,8 @@ def parse_shape(text: str) -> List[int]:
         dims = []
     if len(dims) != 4 or min(dims) < 1:
         raise ValueError(f"input shape must look like 1x3x32x32 (N x C x H x W), got {text!r}")
+    n, c, h, w = dims
+    if n > 256 or c > 4096 or h > 16384 or w > 16384 or n * c * h * w > 1 << 27:
+        raise ValueError(f"input shape {text} is too large (N <= 256, C <= 4096, H and W <= 16384, at most 2**27 "
+                         "values)")
     return dims

@@ -18,7 +18,7 @@ import numpy as np
 
 from edgeshrink import models
 from edgeshrink.host.errors import UserError
-from edgeshrink.host.io import write_json
+from edgeshrink.host.io import prepare_dir, write_json
 from edgeshrink.host.latency.fit import fit_summary
 from edgeshrink.host.latency.networks import NETWORK_ITERS, NETWORK_ROUNDS, measure_for_table, network_loads, \
     sample_widths
@@ -69,6 +69,8 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
     """
     if samples < 3:
         raise UserError("--samples must be >= 3 (a correlation needs points)")
+    if out_dir:
+        prepare_dir(out_dir, "--out")
     loads = network_loads(loads, rounds) if interleave else None
     table = load_table(table_path)
     gran = int(table.build.get("granularity", 0) or 0)

@@ -23,7 +23,7 @@ from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint, s
 from edgeshrink.host.data import Dataset, load_dataset
 from edgeshrink.host.errors import CheckpointError, TableError, UserError
 from edgeshrink.host.export.onnx import check_onnx, export_onnx
-from edgeshrink.host.io import write_json
+from edgeshrink.host.io import prepare_dir, write_json
 from edgeshrink.host.latency.predict import TablePredictor
 from edgeshrink.host.latency.table import check_backend, fmt_shape, load_table
 from edgeshrink.host.pipeline.budget import resolve_budget
@@ -171,8 +171,8 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
            f"({budget_ms / baseline_pred:.0%}) on {table.device.get('spec')} / {table.backend}, "
            f"select={cfg.select}, {len(space.groups)} channel groups")
 
+    prepare_dir(out, "--out")  # after every refusal above: a refused prune leaves no folder behind
     base_eval = {"val": evaluate(base_model, data, "val"), "test": evaluate(base_model, data, "test")}
-    out.mkdir(parents=True, exist_ok=True)
     state = ResumeState(str(out), sha256_file(job.checkpoint), budget_ms)
     long_term_cfg = TrainConfig(epochs=cfg.long_term_epochs, lr=cfg.long_term_lr, batch_size=cfg.batch_size,
                                 schedule="cosine", seed=cfg.seed)

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from edgeshrink import models
+from edgeshrink.host.checks import integer, mapping, sequence
 from edgeshrink.host.errors import UserError
 from edgeshrink.host.io import atomic_path
 
@@ -43,12 +44,25 @@ class ResumeState:
         except Exception as e:  # torch raises many types for a corrupt file
             raise UserError(f"{self.path}: not a readable resume state ({type(e).__name__}); remove it or drop "
                             "--resume") from None
-        if not isinstance(state, dict) or state.get("checkpoint_sha") != self.checkpoint_sha or \
-                abs(float(state.get("budget_ms", -1)) - self.budget_ms) > 1e-9:
-            raise UserError(f"{self.path} belongs to another checkpoint or budget; remove it or drop --resume")
-        model = models.create_model(name, num_classes, state["channels"])
-        model.load_state_dict(state["state_dict"])
-        return model, list(state["history"])
+        where = f"{self.path}"
+        fix = "; remove it or drop --resume"
+        if not isinstance(state, dict) or not {"checkpoint_sha", "budget_ms", "channels", "state_dict",
+                                                "history"} <= set(state):
+            raise UserError(f"{where}: not a NetAdapt resume state (fields missing){fix}")
+        if state["checkpoint_sha"] != self.checkpoint_sha or not isinstance(state["budget_ms"], float) or \
+                abs(state["budget_ms"] - self.budget_ms) > 1e-9:
+            raise UserError(f"{where} belongs to another checkpoint or budget{fix}")
+        try:
+            for g, c in mapping(state["channels"], f"{where}: channels").items():
+                integer(c, f"{where}: channels of {g}", lo=1)
+            history = sequence(state["history"], f"{where}: history")
+            if not all(isinstance(h, dict) for h in history):
+                raise UserError(f"{where}: history must be a list of iteration records")
+            model = models.create_model(name, num_classes, state["channels"])
+            model.load_state_dict(mapping(state["state_dict"], f"{where}: state_dict"))
+        except (UserError, models.ModelError, RuntimeError, TypeError) as e:
+            raise UserError(f"{where}: a corrupt resume state ({str(e).splitlines()[0]}){fix}") from None
+        return model, list(history)
 
     def save(self, model: nn.Module, history: List[Dict[str, object]]) -> None:
         """Write the state after a completed iteration, atomically."""

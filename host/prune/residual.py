@@ -132,7 +132,7 @@ def run_independent(checkpoint: str, per_stage: Dict[str, int], data, out: str, 
     from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
     from edgeshrink.host.errors import UserError
     from edgeshrink.host.export.onnx import check_onnx, export_onnx
-    from edgeshrink.host.io import write_json
+    from edgeshrink.host.io import prepare_dir, write_json
     from edgeshrink.host.train import TrainConfig, evaluate, train
     from edgeshrink.models.residual import independent_from_dense
 
@@ -141,6 +141,7 @@ def run_independent(checkpoint: str, per_stage: Dict[str, int], data, out: str, 
         raise UserError(f"{checkpoint}: independent residual pruning needs a coupled CIFAR ResNet checkpoint, "
                         f"not {ckpt['model']}{' (already independent)' if ckpt.get('residual') else ''}")
     base = model_from_checkpoint(ckpt, path=checkpoint)
+    prepare_dir(out, "--out")
     model = independent_from_dense(base, select_independent_keep(base, per_stage))
     before = evaluate(model, data, "test")["top1"]
     ui.log(f"independent branches: union widths {', '.join(f'{k} {len(v)}' for k, v in model.union.items())}; "

@@ -80,7 +80,8 @@ def test_jsonl_results_resume_without_remeasuring(tmp_path):
     with open(jsonl, "a") as f:
         f.write('{"model": "b.onnx", "latency_')  # a line torn by a crash
     both = bench_many([str(a), str(b)], jsonl=str(jsonl), iters=5, warmup=1)
-    assert both[0] == first[0]  # a.onnx was not measured again
+    assert both[0].pop("reused") is True and both[0] == first[0]  # a.onnx was not measured again, and it says so
+    assert "reused" not in both[1]
     assert both[1]["model"] == "b.onnx" and both[1]["latency_ms"]["n"] == 5
     from edgeshrink.device.bench import done_in_jsonl
 
@@ -90,7 +91,7 @@ def test_jsonl_results_resume_without_remeasuring(tmp_path):
 @pytest.mark.parametrize("args,msg", [
     (["bench", "missing.onnx"], "model file not found: missing.onnx"),
     (["bench", "x.onnx", "--backend", "nope"], "unknown backend 'nope'"),
-    (["bench", "x.onnx", "--iters", "0"], "--iters must be >= 1"),
+    (["bench", "x.onnx", "--iters", "0"], "--iters must be from 1 to"),
     (["bench"], "no model files given"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, msg):
@@ -123,7 +124,8 @@ def test_interleaved_bench_times_every_model_in_round_robin_bursts(tmp_path):
     # the list is the unit of resume: a rerun reads the records back instead of measuring
     again = run_cli("-m", "edgeshrink.device", "bench", str(a), str(b), "--interleave", "4", "--iters", "10", "--jsonl", str(jl),
                     "--json")
-    assert json.loads(again.stdout)["results"] == recs and "round" not in again.stderr
+    back = json.loads(again.stdout)["results"]
+    assert all(r.pop("reused") is True for r in back) and back == recs and "round" not in again.stderr
 
 
 def test_interleaved_rounds_are_shared_out_over_loadings(tmp_path):
@@ -142,7 +144,7 @@ def test_interleaved_rounds_are_shared_out_over_loadings(tmp_path):
 
 
 @pytest.mark.parametrize("extra,msg", [(["--power", "auto"], "cannot be combined with --power"),
-                                       (["--interleave", "-1"], "--interleave must be >= 1"),
+                                       (["--interleave", "-1"], "--interleave must be from 0 to"),
                                        (["--loads", "3"], "--loads needs --interleave ROUNDS and 1 <= L <= ROUNDS"),
                                        (["--interleave", "0", "--loads", "2"], "--loads needs --interleave")])
 def test_interleave_refusals(tmp_path, extra, msg):

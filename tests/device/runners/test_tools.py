@@ -95,11 +95,11 @@ def test_device_bench_benchmark_model_through_the_fake_tool(tmp_path):
     pytest.importorskip("ai_edge_litert")
     write_fc_tflite(tmp_path / "fc.tflite")
     r = run_cli("-m", "edgeshrink.device", "bench", str(tmp_path / "fc.tflite"), "--backend", "benchmark_model",
-                "--threads", "4", "--iters", "50", "--warmup", "1", "--json", env=tool_env())
+                "--threads", "2", "--iters", "50", "--warmup", "1", "--json", env=tool_env())
     assert r.returncode == 0, r.stderr
     rec = json.loads(r.stdout)["results"][0]
     assert rec["latency_ms"]["mean"] == pytest.approx(2950.34) and rec["latency_ms"]["median"] is None
-    assert "--num_runs=50" in rec["tool_command"] and "--num_threads=4" in rec["tool_command"]
+    assert "--num_runs=50" in rec["tool_command"] and "--num_threads=2" in rec["tool_command"]
     assert "mean 2950.3400 ms" in r.stderr  # progress falls back to the mean the tool reports
 
 

@@ -95,7 +95,7 @@ def _median_table_without_medians(d):
     (lambda d: d["entries"][0].pop("latency_ms"), "entry 0 .* has no positive min latency"),
     (lambda d: d.update(statistic="mean"), "unknown latency statistic 'mean'"),
     (_median_table_without_medians, "entry 0 .* has no positive median latency"),
-    (lambda d: d["entries"][1].pop("in_hw"), "malformed latency table"),
+    (lambda d: d["entries"][1].pop("in_hw"), "entry 1 in_hw must be a list"),
     (lambda d: d.pop("calibration"), "malformed latency table"),
 ])
 def test_hand_edited_tables_are_refused_naming_the_file(formula_table, tmp_path, edit, msg):
