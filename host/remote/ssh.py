@@ -26,19 +26,29 @@ import posixpath
 import shlex
 import socket
 import stat
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qs, urlsplit
 
 from edgeshrink.host.errors import DeviceError
 from edgeshrink.host.remote.base import CommandResult, check_result, device_files, device_tree_hash
+from edgeshrink.host.remote.known_hosts import KnownHosts, RevokedKey
 
 log = logging.getLogger("edgeshrink.remote.ssh")
 
-HASH_FILE = ".edgeshrink-device.sha256"
+HASH_FILE = ".edgeshrink-device.sha256"  # in ROOT/device: put there by edgeshrink, and the hash it sent
+SESSION_FILE = ".edgeshrink-session"  # in a session folder edgeshrink made
+# The device program's tree hash, computed on the board by its own Python (the same walk as device_tree_hash)
+_TREE_HASH = ("import hashlib, pathlib, sys\n"
+              "root = pathlib.Path(sys.argv[1]); h = hashlib.sha256()\n"
+              "for p in sorted(root.rglob('*')):\n"
+              "    if p.is_file() and '__pycache__' not in p.parts and p.suffix != '.pyc' and p.name != sys.argv[2]:\n"
+              "        h.update(p.relative_to(root).as_posix().encode() + b'\\0'); h.update(p.read_bytes())\n"
+              "print(h.hexdigest())\n")
 PASSPHRASE_ENV = "EDGESHRINK_SSH_PASSPHRASE"
 
 
@@ -116,6 +126,7 @@ class SshConnection:
         self.known_hosts = os.path.expanduser(known_hosts)
         self._client = None
         self._sftp = None
+        self._use_sftp = True  # False once the server turned out to have no SFTP subsystem
 
     # -- connection -------------------------------------------------------------------------------------
     def _resolved(self):
@@ -139,18 +150,18 @@ class SshConnection:
         hostname, port, user, keys, proxy = self._resolved()
         where = f"{user}@{hostname}:{port}"
         client = paramiko.SSHClient()
-        os.makedirs(os.path.dirname(self.known_hosts), mode=0o700, exist_ok=True)
-        if not os.path.exists(self.known_hosts):
-            with open(self.known_hosts, "a", encoding="utf-8"):
-                pass
-        client.load_host_keys(self.known_hosts)
-        client.set_missing_host_key_policy(paramiko.AutoAddPolicy() if self.trust_new_host else paramiko.RejectPolicy())
+        known = KnownHosts(self.known_hosts)
+        known.load_into(client)
+        client.set_missing_host_key_policy(known.policy(self.trust_new_host))
         log.info("connecting to %s", where)
         try:
             client.connect(hostname, port=port, username=user, key_filename=keys or None,
                            passphrase=os.environ.get(PASSPHRASE_ENV) or None, timeout=self.connect_timeout_s,
                            banner_timeout=self.connect_timeout_s, auth_timeout=self.connect_timeout_s,
                            sock=proxy, allow_agent=True, look_for_keys=True)
+        except RevokedKey as e:
+            client.close()
+            raise DeviceError(str(e)) from None
         except paramiko.BadHostKeyException as e:
             client.close()
             raise DeviceError(f"host key of {hostname}:{port} does not match {self.known_hosts} (got "
@@ -172,8 +183,6 @@ class SshConnection:
         except (OSError, socket.timeout) as e:
             client.close()
             raise DeviceError(f"cannot connect to {where}: {e.strerror or e}") from None
-        if self.trust_new_host:
-            client.save_host_keys(self.known_hosts)
         client.get_transport().set_keepalive(10)  # a silently dead link is noticed instead of hanging
         self._client = client
         return self
@@ -196,9 +205,21 @@ class SshConnection:
 
     @property
     def sftp(self):
+        """The SFTP channel, or None when the server has no SFTP subsystem (files then go over the exec channel)."""
+        import paramiko
+
         self.connect()
-        if self._sftp is None:
-            self._sftp = self._client.open_sftp()
+        if self._sftp is None and self._use_sftp:
+            try:
+                self._sftp = self._client.open_sftp()
+            except (paramiko.SSHException, EOFError) as e:
+                transport = self._client.get_transport()
+                if transport is None or not transport.is_active():
+                    raise
+                # the connection is alive, the subsystem is not: "Channel closed" is what paramiko says of it
+                log.warning("%s has no SFTP subsystem (%s): copying files over the exec channel instead",
+                            self.host, e or "channel closed")
+                self._use_sftp = False
         return self._sftp
 
     # -- commands and files -----------------------------------------------------------------------------
@@ -266,8 +287,44 @@ class SshConnection:
             raise DeviceError(f"remote command failed on {self.host} (exit {code}): {last}")
         return res
 
+    def _exec_bytes(self, line: str, data: Optional[bytes] = None, timeout_s: float = 600.0) -> Tuple[int, bytes, str]:
+        """Run a shell ``line`` feeding ``data`` to its stdin; ``(exit code, stdout bytes, stderr text)``. What
+        the file operations use when the server has no SFTP subsystem."""
+        self.connect()
+        chan = self._client.get_transport().open_session()
+        chan.settimeout(timeout_s)
+        chan.exec_command(line)
+        if data is not None:
+            for k in range(0, len(data), 1 << 15):
+                chan.sendall(data[k: k + (1 << 15)])
+        chan.shutdown_write()
+        out, err = [], []
+        while True:
+            got = chan.recv(1 << 16)
+            if got:
+                out.append(got)
+                continue
+            break
+        while chan.recv_stderr_ready():
+            err.append(chan.recv_stderr(1 << 16).decode("utf-8", "replace"))
+        code = chan.recv_exit_status()
+        chan.close()
+        if code == -1:
+            raise ConnectionError(f"SSH connection to {self.host} dropped while running: {line[:120]}")
+        return code, b"".join(out), "".join(err)
+
+    def _exec_checked(self, line: str, data: Optional[bytes] = None) -> bytes:
+        code, out, err = self._exec_bytes(line, data)
+        if code != 0:
+            raise DeviceError(f"copying files over the exec channel failed on {self.host} (exit {code}): "
+                              f"{(err.strip().splitlines() or ['no output'])[-1]}")
+        return out
+
     def makedirs(self, remote_dir: str) -> None:
-        """``mkdir -p`` over SFTP."""
+        """``mkdir -p``, over SFTP or the exec channel."""
+        if self.sftp is None:
+            self._exec_checked(f"mkdir -p -- {shlex.quote(remote_dir)}")
+            return
         parts, cur = remote_dir.strip("/").split("/"), "/" if remote_dir.startswith("/") else ""
         for p in parts:
             cur = posixpath.join(cur, p) if cur else p
@@ -278,21 +335,72 @@ class SshConnection:
 
     def put(self, local_path: str, remote_path: str) -> None:
         """Upload a file (to a temporary name, then renamed: a dropped transfer leaves no partial file)."""
-        self.makedirs(posixpath.dirname(remote_path) or ".")
         tmp = remote_path + ".part"
+        if self.sftp is None:
+            with open(local_path, "rb") as f:
+                data = f.read()
+            q = shlex.quote
+            folder = posixpath.dirname(remote_path) or "."
+            self._exec_checked(f"mkdir -p -- {q(folder)} && cat > {q(tmp)} && mv -f -- {q(tmp)} {q(remote_path)}", data)
+            return
+        self.makedirs(posixpath.dirname(remote_path) or ".")
         self.sftp.put(local_path, tmp)
         self.sftp.posix_rename(tmp, remote_path)
+
+    def write_bytes(self, remote_path: str, data: bytes) -> None:
+        """Write ``data`` to a remote file (to a temporary name, then renamed)."""
+        with tempfile.NamedTemporaryFile(delete=False) as f:
+            f.write(data)
+        try:
+            self.put(f.name, remote_path)
+        finally:
+            os.unlink(f.name)
 
     def get(self, remote_path: str, local_path: str) -> None:
         """Download a file (written locally to a temporary name, then renamed)."""
         tmp = local_path + ".part"
-        try:
-            self.sftp.get(remote_path, tmp)
-        except FileNotFoundError:
-            raise DeviceError(f"{self.host} has no {remote_path}") from None
+        if self.sftp is None:
+            code, out, _ = self._exec_bytes(f"cat -- {shlex.quote(remote_path)}")
+            if code != 0:
+                raise DeviceError(f"{self.host} has no {remote_path}")
+            with open(tmp, "wb") as f:
+                f.write(out)
+        else:
+            try:
+                self.sftp.get(remote_path, tmp)
+            except FileNotFoundError:
+                raise DeviceError(f"{self.host} has no {remote_path}") from None
         os.replace(tmp, local_path)
 
+    def is_file(self, remote_path: str) -> bool:
+        """Whether ``remote_path`` is a regular file on the board."""
+        if self.sftp is None:
+            return self._exec_bytes(f"test -f {shlex.quote(remote_path)}")[0] == 0
+        try:
+            return stat.S_ISREG(self.sftp.stat(remote_path).st_mode)
+        except FileNotFoundError:
+            return False
+
+    def is_dir(self, remote_path: str) -> bool:
+        """Whether ``remote_path`` is a folder on the board."""
+        if self.sftp is None:
+            return self._exec_bytes(f"test -d {shlex.quote(remote_path)}")[0] == 0
+        try:
+            return stat.S_ISDIR(self.sftp.stat(remote_path).st_mode)
+        except FileNotFoundError:
+            return False
+
+    def home(self) -> str:
+        """The login folder on the board (where relative paths start)."""
+        if self.sftp is None:
+            return self._exec_checked("pwd").decode("utf-8", "replace").strip()
+        return self.sftp.normalize(".")
+
     def read_text(self, remote_path: str) -> Optional[str]:
+        """A remote file's text, or None when it does not exist."""
+        if self.sftp is None:
+            code, out, _ = self._exec_bytes(f"cat -- {shlex.quote(remote_path)}")
+            return out.decode("utf-8", "replace") if code == 0 else None
         try:
             with self.sftp.open(remote_path, "r") as f:
                 return f.read().decode("utf-8", "replace")
@@ -340,33 +448,64 @@ class SshDevice:
         return self
 
     def _setup(self) -> None:
-        sftp = self.conn.sftp
         rel = self.target.root[2:] if self.target.root.startswith("~/") else self.target.root
-        base = rel if rel.startswith("/") else posixpath.join(sftp.normalize("."), rel)
+        base = rel if rel.startswith("/") else posixpath.join(self.conn.home(), rel)
         self.root = base
-        self.conn.makedirs(posixpath.join(base, self.session))
+        session = posixpath.join(base, self.session)
+        fresh = not self.conn.is_dir(session)
+        self.conn.makedirs(session)
+        if fresh or self.conn.is_file(posixpath.join(session, SESSION_FILE)):
+            self.conn.write_bytes(posixpath.join(session, SESSION_FILE), b"edgeshrink session folder\n")
         self._push_device()
 
+    def _python(self) -> str:
+        """The board's interpreter for a shell line: ``~/`` expands on the board, everything else is quoted."""
+        py = self.target.python
+        return '"$HOME"/' + shlex.quote(py[2:]) if py.startswith("~/") else shlex.quote(py)
+
+    def remote_tree_hash(self, dev_dir: str) -> Optional[str]:
+        """The sha256 of the device program's files as they are on the board (the files' own hash, computed there
+        by its Python), or None when it cannot be computed (no such folder)."""
+        q = shlex.quote
+        res = self.conn.run(f"{self._python()} -c {q(_TREE_HASH)} {q(dev_dir)} {q(HASH_FILE)}", check=False,
+                            timeout_s=120)
+        digest = res.stdout.strip()
+        return digest if res.exit_code == 0 and len(digest) == 64 else None
+
     def _push_device(self) -> None:
-        """Upload ``device/`` unless the board's copy has the same content hash."""
+        """Upload ``device/`` unless the board's copy is the same, judged by the sha256 of its files computed on
+        the board; a ``device/`` folder there that edgeshrink did not put (no marker file) is never removed."""
         want = device_tree_hash()
         dev_dir = posixpath.join(self.root, "device")
-        have = self.conn.read_text(posixpath.join(dev_dir, HASH_FILE))
-        if have is not None and have.strip() == want:
+        marker = posixpath.join(dev_dir, HASH_FILE)
+        have = self.conn.read_text(marker)
+        if have is not None and have.strip() == want and self.remote_tree_hash(dev_dir) == want:
             self.pushed_device = False
             return
+        if have is None and self.conn.is_dir(dev_dir) and self.conn.run(
+                ["find", dev_dir, "-mindepth", "1", "-maxdepth", "1"], check=False, timeout_s=60).stdout.strip():
+            raise DeviceError(f"{self.target.display}: {dev_dir} exists and was not put there by edgeshrink (it has no "
+                              f"{HASH_FILE}); choose another work root (?root=DIR) or move that folder away")
         log.info("pushing device/ to %s:%s", self.target.host, dev_dir)
-        self.conn.run(["rm", "-rf", "--", dev_dir])
-        for rel, p in device_files():
-            self.conn.put(str(p), posixpath.join(dev_dir, rel))
-        with self.conn.sftp.open(posixpath.join(dev_dir, HASH_FILE), "w") as f:
-            f.write(want)  # written last: a cut upload is pushed again next time
+        if have is not None:  # ours: an older or a damaged copy
+            self.conn.run(["rm", "-rf", "--", dev_dir])
+        for rel, path in device_files():
+            self.conn.put(str(path), posixpath.join(dev_dir, rel))
+        got = self.remote_tree_hash(dev_dir)
+        if got != want:
+            raise DeviceError(f"{self.target.display}: the device program in {dev_dir} does not hash to what was sent "
+                              f"({(got or 'no hash')[:12]} there, {want[:12]} here)")
+        self.conn.write_bytes(marker, want.encode())  # written last: a cut upload is pushed again next time
         self.pushed_device = True
 
     def __exit__(self, *exc) -> None:
         try:
             if self._own and self.root:
-                self.conn.run(["rm", "-rf", "--", posixpath.join(self.root, self.session)], check=False, timeout_s=60)
+                q = shlex.quote
+                session = posixpath.join(self.root, self.session)
+                # only a folder this session made (it holds the session marker) is removed
+                self.conn.run(f"test -f {q(posixpath.join(session, SESSION_FILE))} && rm -rf -- {q(session)}",
+                              check=False, timeout_s=60)
         except DeviceError:
             pass
         except Exception as e:  # noqa: BLE001 - cleaning up over a dead connection
@@ -416,22 +555,14 @@ class SshDevice:
         self._with_retry(self.conn.get, self._remote(remote_rel), local_path)
 
     def exists(self, remote_rel: str) -> bool:
-        def probe() -> bool:
-            try:
-                return stat.S_ISREG(self.conn.sftp.stat(self._remote(remote_rel)).st_mode)
-            except FileNotFoundError:
-                return False
-
-        return self._with_retry(probe)
+        return self._with_retry(self.conn.is_file, self._remote(remote_rel))
 
     def command(self, args: List[str]) -> str:
         """The shell line that runs ``python3 -m device ARGS`` in the session folder (every part quoted). It
         records its PID, so a rerun after a dropped connection can stop the orphan first."""
         q = shlex.quote
-        py = self.target.python
-        py_q = '"$HOME"/' + q(py[2:]) if py.startswith("~/") else q(py)  # ~ expands on the board, quoted otherwise
         return (f"cd {q(self.workdir)} && echo $$ > .device.pid && exec env PYTHONPATH={q(self.root)} "
-                f"{py_q} -m device " + " ".join(q(str(a)) for a in args))
+                f"{self._python()} -m device " + " ".join(q(str(a)) for a in args))
 
     def run_device(self, args: List[str], timeout_s: Optional[float] = None,
                    on_stderr_line: Optional[Callable[[str], None]] = None, check: bool = True) -> CommandResult:
