@@ -63,6 +63,17 @@ def one_line_error(r: CliResult, *needles: str, prog: str = "host") -> str:
     return lines[0]
 
 
+def error_line(r: CliResult, *needles: str, prog: str = "host") -> str:
+    """Assert ``r`` failed with exit code 2 and no traceback, its last stderr line the only ``PROG: error: ...`` line
+    and holding every needle (progress lines may come before it); returns that line."""
+    assert r.returncode == 2 and "Traceback" not in r.stderr, (r.returncode, r.stderr[-2000:])
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith(f"{prog}: error: ")]
+    assert len(errors) == 1 and r.stderr.strip().splitlines()[-1] == errors[0], r.stderr
+    for n in needles:
+        assert n in errors[0], errors[0]
+    return errors[0]
+
+
 @pytest.fixture(scope="session")
 def digits():
     from edgeshrink.host.data import load_digits
@@ -145,4 +156,4 @@ def small_table(tmp_path_factory):
     return path
 
 
-from tests.sshd import ssh_home, sshd  # noqa: E402,F401 - the real-sshd fixtures, shared by the SSH tests
+from tests.sshd import ssh_home, sshd, sshd_nosftp  # noqa: E402,F401 - the real-sshd fixtures of the SSH tests

@@ -55,8 +55,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_sshd(d: Path) -> Sshd:
-    """Start ``sshd -D`` on a free 127.0.0.1 port with fresh host and client keys in folder ``d``.
+def start_sshd(d: Path, sftp: bool = True, client_from: Path = None) -> Sshd:
+    """Start ``sshd -D`` on a free 127.0.0.1 port with fresh host and client keys in folder ``d`` (``sftp``: with
+    the SFTP subsystem, as most servers have; without it, as some embedded boards' servers are).
 
     Raises:
         RuntimeError: sshd is not installed or did not start.
@@ -65,9 +66,10 @@ def start_sshd(d: Path) -> Sshd:
         raise RuntimeError("openssh-server is not installed (apt-get install openssh-server)")
     keygen = shutil.which("ssh-keygen")
     subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host_key")], check=True)
-    subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(d / "id_ed25519")], check=True)
     secret = "s3cret-passphrase-do-not-log"
-    subprocess.run([keygen, "-q", "-t", "ed25519", "-N", secret, "-f", str(d / "id_locked")], check=True)
+    if client_from is None:
+        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(d / "id_ed25519")], check=True)
+        subprocess.run([keygen, "-q", "-t", "ed25519", "-N", secret, "-f", str(d / "id_locked")], check=True)
     (d / "authorized_keys").write_text((d / "id_ed25519.pub").read_text() + (d / "id_locked.pub").read_text())
     os.chmod(d / "authorized_keys", 0o600)
     port = _free_port()
@@ -82,7 +84,7 @@ PermitRootLogin prohibit-password
 UsePAM no
 StrictModes no
 PidFile {d / 'sshd.pid'}
-Subsystem sftp internal-sftp
+{"Subsystem sftp internal-sftp" if sftp else ""}
 LogLevel ERROR
 """)
     if os.geteuid() == 0:
@@ -110,6 +112,19 @@ def sshd(tmp_path_factory):
         server = start_sshd(tmp_path_factory.mktemp("sshd"))
     except RuntimeError as e:
         pytest.fail(str(e))
+    yield server
+    server.proc.terminate()
+    server.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def sshd_nosftp(tmp_path_factory, sshd):
+    """A second server, without the SFTP subsystem, accepting the same client key."""
+    d = tmp_path_factory.mktemp("sshd_nosftp")
+    for name in ("id_ed25519", "id_ed25519.pub", "id_locked", "id_locked.pub"):
+        (d / name).write_bytes((sshd.dir / name).read_bytes())
+        os.chmod(d / name, 0o600)
+    server = start_sshd(d, sftp=False, client_from=sshd.dir)
     yield server
     server.proc.terminate()
     server.proc.wait(timeout=10)
