@@ -85,9 +85,11 @@ def throttle_counts(root: str = CPU_ROOT) -> Dict[str, int]:
     return out
 
 
-def snapshot(cpus: Optional[List[int]] = None) -> Dict[str, object]:
-    """Temperatures, clocks, throttle counters, passive trips reached, and the Raspberry Pi's vcgencmd state."""
-    temps = temperatures_c()
+def snapshot(cpus: Optional[List[int]] = None, thermal_root: str = THERMAL_ROOT,
+             cpu_root: str = CPU_ROOT) -> Dict[str, object]:
+    """Temperatures (degC), CPU clocks (MHz), throttle counters, passive trips reached, and the Raspberry Pi's
+    vcgencmd state, read from sysfs under ``thermal_root`` and ``cpu_root``."""
+    temps = temperatures_c(thermal_root)
     pi = rpi.state()
     if pi and pi.get("temp_c") is not None:
         temps.setdefault("vcgencmd", pi["temp_c"])
@@ -95,9 +97,9 @@ def snapshot(cpus: Optional[List[int]] = None) -> Dict[str, object]:
         "t_s": time.monotonic(),
         "temps_c": temps,
         "max_temp_c": max(temps.values()) if temps else None,
-        "cpu_clocks_mhz": cpu_clocks_mhz(cpus),
-        "throttle_counts": throttle_counts(),
-        "passive_trips_hit": passive_trips_hit(),
+        "cpu_clocks_mhz": cpu_clocks_mhz(cpus, cpu_root),
+        "throttle_counts": throttle_counts(cpu_root),
+        "passive_trips_hit": passive_trips_hit(thermal_root),
         "rpi": pi,
     }
 

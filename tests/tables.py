@@ -52,3 +52,27 @@ def predicted_by_formula(model: str, widths: Dict[str, int], fn: Callable[[Layer
     """The exact prediction of :func:`synthetic_table` for a network: overhead + sum over sites of (fn - overhead)."""
     space = build_space(models.create_model(model, num_classes), (1, 3, 32, 32))
     return OVERHEAD_MS + sum(fn(k) - OVERHEAD_MS for k in space.keys(widths))
+
+
+def formula_device(factor: float = 1.0, fn: Callable[[LayerKey], float] = formula_ms, model: str = "resnet20",
+                   rounds: int = 4, per_site: Optional[Callable[[LayerKey], float]] = None):
+    """A measurement whose answer is known, in place of a device (``validate_table(..., measure=)``): each
+    network takes ``factor`` times the formula's prediction, with each site's share scaled by ``per_site(key)``
+    when given (what a standalone micro-model does not see). Every round measures the same, so the split-half
+    noise is 0."""
+    space = build_space(models.create_model(model), (1, 3, 32, 32))
+
+    def network_ms(widths: Dict[str, int]) -> float:
+        scale = per_site or (lambda k: 1.0)
+        return factor * (OVERHEAD_MS + sum((fn(k) - OVERHEAD_MS) * scale(k) for k in space.keys(widths)))
+
+    def measure(archs):
+        rows = []
+        for w in archs:
+            ms = network_ms(w)
+            rows.append({"widths": dict(w), "measured_ms": ms, "median_ms": 1.25 * ms, "min_ms": ms,
+                         "round_medians_ms": [1.25 * ms] * rounds, "round_mins_ms": [ms] * rounds})
+        return {"spec": "formula", "hostname": "formula device"}, rows
+
+    measure.network_ms = network_ms
+    return measure

@@ -632,6 +632,8 @@ def build_and_save(cfg: BuildConfig, out: str, log: Callable[[str], None] = lamb
         raise UserError(f"--resume: no interrupted build in {workdir}")
     prepare_dir(workdir, "work folder")
     cfg = replace(cfg, workdir=workdir)
+    if cfg.resume:
+        check_settings(cfg, Path(workdir))  # a changed setting is refused before anything else
     space = build_space(models.create_model(cfg.model, cfg.num_classes), cfg.input_shape)
     widest = max(g.width for g in space.groups)
     if cfg.granularity >= widest:

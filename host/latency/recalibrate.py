@@ -31,9 +31,10 @@ def refit_calibration(table, space, measured: List[Dict[str, object]]) -> None:
 def recalibrate_table(table_path: str, model_name: str, out: str, device: Optional[str] = None,
                       num_classes: int = 10, rounds: int = NETWORK_ROUNDS, iters: int = NETWORK_ITERS,
                       warmup: int = 10, jobs: int = 1, trust_new_host: bool = False, on_line=None,
-                      loads: Optional[int] = None) -> Dict[str, object]:
+                      loads: Optional[int] = None, measure=None) -> Dict[str, object]:
     """Measure the table's calibration networks again, refit, and write the table to ``out`` with
-    ``calibration.recalibrated`` (when, where, the median speed ratio now / before).
+    ``calibration.recalibrated`` (when, where, the median speed ratio now / before). ``measure`` as
+    :func:`edgeshrink.host.latency.validate.validate_table` takes it.
 
     Returns:
         ``{"utc", "device", "networks", "speed_ratio", "ratio_min", "ratio_max", "rounds", "iters", "loads",
@@ -49,9 +50,13 @@ def recalibrate_table(table_path: str, model_name: str, out: str, device: Option
     nets = (pred.fit or {}).get("networks", [])
     if not nets:
         raise UserError(f"{table_path}: no calibration networks to measure again (build the table with --calibrate N)")
-    meas_device, got = measure_for_table(table, model_name, num_classes, [n["widths"] for n in nets], device,
-                                         rounds=rounds, iters=iters, warmup=warmup, jobs=jobs,
-                                         trust_new_host=trust_new_host, on_line=on_line, loads=loads)
+    wanted = [n["widths"] for n in nets]
+    if measure is None:
+        meas_device, got = measure_for_table(table, model_name, num_classes, wanted, device, rounds=rounds,
+                                             iters=iters, warmup=warmup, jobs=jobs, trust_new_host=trust_new_host,
+                                             on_line=on_line, loads=loads)
+    else:
+        meas_device, got = measure(wanted)
     ratios = np.array([m["measured_ms"] / n["measured_ms"] for m, n in zip(got, nets)])
     refit_calibration(table, pred.space, got)
     info = {"utc": utc_now(), "device": meas_device, "networks": len(nets), "speed_ratio": float(np.median(ratios)),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -26,12 +26,15 @@ from edgeshrink.host.latency.predict import TablePredictor
 from edgeshrink.host.latency.recalibrate import refit_calibration
 from edgeshrink.host.latency.table import load_table
 
+Measure = Callable[[List[Dict[str, int]]], Tuple[Dict[str, object], List[Dict[str, object]]]]
+
 
 def validate_table(table_path: str, model_name: str, samples: int = 30, device: Optional[str] = None, seed: int = 0,
                    out_dir: Optional[str] = None, rounds: int = NETWORK_ROUNDS, iters: int = NETWORK_ITERS,
                    warmup: int = 10, num_classes: int = 10, trust_new_host: bool = False, on_line=None,
                    anchors: int = 6, jobs: int = 1, interleave: bool = True, recalibrate: bool = False,
-                   loads: Optional[int] = None, compare: Sequence[str] = ()) -> Dict[str, object]:
+                   loads: Optional[int] = None, compare: Sequence[str] = (),
+                   measure: Optional[Measure] = None) -> Dict[str, object]:
     """Predicted vs measured latency of ``samples`` random pruned architectures of ``model_name``.
 
     Args:
@@ -54,6 +57,9 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
         compare: more tables of the same model, backend and statistic judged on the same measured networks,
             side by side (e.g. the exhaustive table of the grid beside an interpolated one). The drift and the
             refit apply to a compared table whose calibration networks are the first table's.
+        measure: ``measure(archs) -> (device metadata, [{"widths", "measured_ms", "median_ms", "round_mins_ms",
+            "round_medians_ms"}])`` in place of measuring on the device with the settings above (another way to
+            time networks; the tests' device whose answer is known).
 
     Returns:
         ``{"model", "table", "device", "samples", "mean_abs_rel_error", "max_abs_rel_error", "mean_rel_error",
@@ -89,10 +95,13 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
     for c, t in others:
         if (t.backend, t.statistic, tuple(t.input_shape)) != (table.backend, table.statistic, tuple(table.input_shape)):
             raise UserError(f"{c}: cannot be compared with {table_path}: backend, statistic or input shape differs")
-    meas_device, got = measure_for_table(table, model_name, num_classes, archs + [n["widths"] for n in anchor_nets],
-                                         device, rounds=rounds, iters=iters, warmup=warmup, jobs=jobs,
-                                         trust_new_host=trust_new_host, on_line=on_line, interleave=interleave,
-                                         loads=loads)
+    wanted = archs + [n["widths"] for n in anchor_nets]
+    if measure is None:
+        meas_device, got = measure_for_table(table, model_name, num_classes, wanted, device, rounds=rounds,
+                                             iters=iters, warmup=warmup, jobs=jobs, trust_new_host=trust_new_host,
+                                             on_line=on_line, interleave=interleave, loads=loads)
+    else:
+        meas_device, got = measure(wanted)
     now, anchor_now = got[:len(archs)], got[len(archs):]
     rows = []
     for w, m in zip(archs, now):

@@ -27,12 +27,14 @@ def bench(tmp_path, *extra, env=None):
 def test_tegrastats_power_idle_window_and_energy_per_inference(tmp_path):
     capture = SHARED_DATA / "tegrastats" / "xavier-nx_tegra_burn.txt"
     env = {"EDGESHRINK_TEGRASTATS": str(FAKES / "fake_tegrastats"), "FAKE_TEGRASTATS_CAPTURE": str(capture)}
-    rec = bench(tmp_path, "--power", "tegrastats", "--power-interval-ms", "20", "--idle-s", "0.5", env=env)
+    rec = bench(tmp_path, "--power", "tegrastats", "--power-interval-ms", "50", "--idle-s", "0.3", env=env)
     p = rec["power"]
     assert p["meter"] == "tegrastats" and p["total_rails"] == ["VDD_IN"]
-    assert p["idle_samples"] >= 5 and p["samples"] >= 3
-    # the replayed capture's VDD_IN values are between 5.5 W and 13.6 W
-    assert 5000 < p["idle_power_mw"] < 14000 and 5000 < p["mean_power_mw"] < 14000
+    assert p["idle_samples"] >= 3 and p["samples"] >= 3
+    # The replay starts with the capture's idle phase: its first 8 lines hold VDD_IN 5542-5621 mW, and a 0.3 s idle
+    # window at one line per 50 ms sees no later one; the burn that follows draws more.
+    assert 5542 <= p["idle_power_mw"] <= 5621
+    assert p["mean_power_mw"] >= p["idle_power_mw"] and p["energy_above_idle_per_inference_mj"] >= 0
     assert p["energy_per_inference_mj"] == pytest.approx(p["mean_power_mw"] * p["timed_s"] / ITERS)
     assert p["energy_above_idle_per_inference_mj"] == pytest.approx(
         (p["mean_power_mw"] - p["idle_power_mw"]) * p["timed_s"] / ITERS)

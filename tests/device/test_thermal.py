@@ -45,7 +45,39 @@ def test_thermal_zones_from_a_sysfs_tree(tmp_path):
     assert thermal.passive_trips_hit(str(tmp_path)) == ["cpu-thermal"]
 
 
+def test_a_snapshot_reads_what_sysfs_says_and_evidence_follows_from_two_of_them(tmp_path):
+    """A sysfs tree with known values: two zones (one at its passive trip point), two CPUs' clocks (kHz) and x86
+    throttle counters; the snapshot reports them in degC, MHz and counts, and a counter that rose is evidence."""
+    th, cpu = tmp_path / "thermal", tmp_path / "cpu"
+    for i, (kind, temp, trip) in enumerate((("x86_pkg_temp", "91000", "90000"), ("acpitz", "40500", None))):
+        z = th / f"thermal_zone{i}"
+        z.mkdir(parents=True)
+        (z / "type").write_text(kind)
+        (z / "temp").write_text(temp)
+        if trip:
+            (z / "trip_point_0_type").write_text("passive")
+            (z / "trip_point_0_temp").write_text(trip)
+    for c, khz in ((0, "2400000"), (1, "800000")):
+        (cpu / f"cpu{c}" / "cpufreq").mkdir(parents=True)
+        (cpu / f"cpu{c}" / "cpufreq" / "scaling_cur_freq").write_text(khz)
+        (cpu / f"cpu{c}" / "thermal_throttle").mkdir()
+        (cpu / f"cpu{c}" / "thermal_throttle" / "core_throttle_count").write_text("3")
+    before = thermal.snapshot([0, 1], str(th), str(cpu))
+    assert before["temps_c"] == {"x86_pkg_temp": 91.0, "acpitz": 40.5} and before["max_temp_c"] == 91.0
+    assert before["cpu_clocks_mhz"] == {"0": 2400.0, "1": 800.0}
+    assert before["passive_trips_hit"] == ["x86_pkg_temp"]
+    assert set(before["throttle_counts"].values()) == {3}
+    (cpu / "cpu1" / "thermal_throttle" / "core_throttle_count").write_text("5")
+    after = thermal.snapshot([0, 1], str(th), str(cpu))
+    why = thermal.throttle_evidence(before, after)
+    assert len(why) == 2 and "counters increased" in why[0] and "cpu1" in why[0] and "x86_pkg_temp" in why[1]
+
+
 def test_snapshot_on_this_machine_is_json_shaped():
+    import json
+
     s = thermal.snapshot([0])
+    json.dumps(s)
     assert set(s) >= {"temps_c", "max_temp_c", "cpu_clocks_mhz", "throttle_counts", "passive_trips_hit", "rpi"}
     assert list(s["cpu_clocks_mhz"]) == ["0"]
+    assert all(-50 < v < 150 for v in s["temps_c"].values())

@@ -40,9 +40,25 @@ def test_ort_cuda_matches_cpu(tmp_path):
         np.testing.assert_allclose(r.infer({"x": x})["y"], ref.infer({"x": x})["y"], atol=1e-4)
 
 
-def test_backends_lists_every_runner_with_a_reason_when_missing():
+def test_each_missing_backend_says_what_is_missing(monkeypatch, tmp_path):
+    """With the runtimes and tools made absent, each backend's reason names the missing piece and how to get it."""
+    import sys
+
+    import onnxruntime
+
+    for env in ("EDGESHRINK_TRTEXEC", "EDGESHRINK_BENCHMARK_MODEL"):
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no trtexec, no benchmark_model
+    for mod in ("tensorrt", "pycuda", "ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime",
+                "tflite_runtime.interpreter"):
+        monkeypatch.setitem(sys.modules, mod, None)  # import fails as when not installed
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
     info = runners.backends()
     assert set(info) == {"ort", "ort-cuda", "ort-tensorrt", "litert", "tensorrt", "trtexec", "benchmark_model"}
-    for name, v in info.items():
-        assert v["available"] or v["reason"], name
-    assert info["ort"]["available"]
+    assert info["ort"]["available"] and info["ort"]["version"].startswith("onnxruntime ")
+    want = {"ort-cuda": "has no CUDAExecutionProvider", "ort-tensorrt": "has no TensorrtExecutionProvider",
+            "tensorrt": "tensorrt is not importable", "litert": "no LiteRT interpreter",
+            "trtexec": "trtexec not found", "benchmark_model": "benchmark_model not found"}
+    for name, needle in want.items():
+        assert not info[name]["available"] and needle in info[name]["reason"], (name, info[name])
+    assert "install" in info["tensorrt"]["reason"] and "onnxruntime-gpu" in info["ort-cuda"]["reason"]

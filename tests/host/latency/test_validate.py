@@ -5,6 +5,7 @@ import json
 import pytest
 
 from tests.conftest import one_line_error
+from tests.tables import formula_device, synthetic_table
 
 
 def _scaled_copy(src, dst, factor):
@@ -100,3 +101,44 @@ def test_validate_refuses_too_few_samples(host_cli, formula_table):
 def test_validate_refuses_more_loadings_than_rounds(host_cli, formula_table):
     one_line_error(host_cli("table", "validate", str(formula_table), "--rounds", "2", "--loads", "3"),
                    "--loads must be from 1 to --rounds (2), got 3")
+
+
+def test_a_table_predicts_networks_built_from_its_own_formula_exactly(tmp_path, formula_table):
+    """A known answer: the device's networks cost what the table's formula says, so every error is 0; a table 10%
+    slower is off by exactly +10% on every network; identical rounds have no noise."""
+    from edgeshrink.host.latency.validate import validate_table
+
+    slow = _scaled_copy(formula_table, tmp_path / "slow.json", 1.1)
+    doc = validate_table(str(formula_table), "resnet20", samples=12, seed=4, measure=formula_device(),
+                         compare=[str(slow)], out_dir=str(tmp_path / "v"))
+    assert doc["samples"] == 12 and doc["device"]["hostname"] == "formula device"
+    assert doc["mean_abs_rel_error"] < 1e-12 and doc["max_abs_rel_error"] < 1e-12
+    assert doc["pearson_r"] == pytest.approx(1.0, abs=1e-12)
+    assert doc["measurement_noise"]["split_half_rms_rel_diff"] == 0.0
+    (c,) = doc["compared"]
+    assert c["mean_rel_error"] == pytest.approx(0.1, abs=1e-12) and c["max_abs_rel_error"] == pytest.approx(0.1)
+    assert (tmp_path / "v" / "validate.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_device_that_became_faster_is_measured_as_drift_and_removed_by_recalibrating(tmp_path):
+    """The table was calibrated on networks measured by the formula; the device is now 5% slower: the anchors say
+    x1.05, with the drift removed or the table refitted the errors are 0 again (within the fit's ridge prior)."""
+    from edgeshrink.host.latency.fit import calibrate
+    from edgeshrink.host.latency.networks import calibration_archs
+    from edgeshrink.host.latency.predict import TablePredictor
+    from edgeshrink.host.latency.validate import validate_table
+    from edgeshrink import models
+
+    t = synthetic_table()
+    space = TablePredictor.for_model(t, models.create_model("resnet20"), corrected=False).space
+    then = formula_device()
+    archs = calibration_archs(space, 8, 12, seed=1)
+    t.calibration["fit"] = calibrate(t, space, [{"widths": w, "measured_ms": then.network_ms(w)} for w in archs])
+    t.calibration["method"] = "overhead-once+fitted"
+    path = tmp_path / "cal.json"
+    t.save(str(path))
+    doc = validate_table(str(path), "resnet20", samples=8, anchors=6, recalibrate=True, measure=formula_device(1.05))
+    assert doc["mean_rel_error"] == pytest.approx(1 / 1.05 - 1, abs=2e-3)  # the prediction is 4.8% low
+    assert doc["drift"]["speed_ratio"] == pytest.approx(1.05, rel=1e-9) and doc["drift"]["anchors"] == 12
+    assert doc["drift"]["max_abs_rel_error"] < 2e-3
+    assert doc["recalibrated"]["networks"] == 12 and doc["recalibrated"]["max_abs_rel_error"] < 2e-3
