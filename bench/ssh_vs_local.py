@@ -38,7 +38,14 @@ def main() -> int:
     from edgeshrink.host.export.onnx import export_onnx
     from edgeshrink.host.io import write_json
     from edgeshrink.host.remote.ssh import SshDevice
-    from tests.sshd import start_sshd, trust
+    import importlib.util
+
+    # the tests' real-sshd helper (tests/ is not installed): loaded from its file
+    spec_ = importlib.util.spec_from_file_location("edgeshrink_tests_sshd", ROOT / "tests" / "sshd.py")
+    sshd = importlib.util.module_from_spec(spec_)
+    sys.modules[spec_.name] = sshd  # dataclasses look their module up there
+    spec_.loader.exec_module(sshd)
+    start_sshd, trust = sshd.start_sshd, sshd.trust
 
     tmp = Path(tempfile.mkdtemp(prefix="edgeshrink-sshbench-"))
     server = start_sshd(tmp)
