@@ -164,3 +164,28 @@ def test_a_server_without_sftp_copies_over_the_exec_channel(sshd_nosftp, ssh_hom
 def test_an_unknown_host_over_a_server_without_sftp_is_still_one_line(sshd_nosftp, ssh_home, tmp_path, host_cli):
     a = tiny_onnx(tmp_path / "a.onnx")
     one_line_error(host_cli("bench", str(a), "--device", sshd_nosftp.spec(root=str(tmp_path / "b"))), "unknown host")
+
+
+GARBAGE_BOARD = '''#!{python}
+"""A FAKE board's python whose `-m device bench` prints {what} instead of the bench JSON."""
+import os, sys
+args = sys.argv[1:]
+if args[:3] != ["-m", "device", "bench"]:
+    os.execv({python!r}, [{python!r}, *args])
+print({reply!r})
+'''
+
+
+@pytest.mark.parametrize("reply,needle", [
+    ("Segmentation fault (core dumped)\nmore", "something that is not JSON: 'Segmentation fault"),
+    ('{"device": {}, "results": [{"model": "m0_a.onnx", "latency_ms": {"median": -1}}]}', "median must be >= 0"),
+    ('{"device": {}, "results": []}', "without results for m0_a.onnx"),
+])
+def test_a_board_replying_garbage_is_one_line(sshd, ssh_home, tmp_path, host_cli, reply, needle):
+    trust(ssh_home, sshd)
+    fake = tmp_path / "garbage_python"
+    fake.write_text(GARBAGE_BOARD.format(python=sys.executable, what="garbage", reply=reply))
+    os.chmod(fake, 0o755)
+    a = tiny_onnx(tmp_path / "a.onnx")
+    r = host_cli("bench", str(a), "--device", sshd.spec(root=str(tmp_path / "board"), python=str(fake)), "--json")
+    error_line(r, needle)
