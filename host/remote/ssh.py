@@ -372,23 +372,23 @@ class SshConnection:
                 raise DeviceError(f"{self.host} has no {remote_path}") from None
         os.replace(tmp, local_path)
 
-    def is_file(self, remote_path: str) -> bool:
-        """Whether ``remote_path`` is a regular file on the board."""
+    def _is(self, remote_path: str, kind: str) -> bool:
+        """Whether ``remote_path`` is a regular file (``kind`` "f") or a folder ("d") on the board."""
         if self.sftp is None:
-            return self._exec_bytes(f"test -f {shlex.quote(remote_path)}")[0] == 0
+            return self._exec_bytes(f"test -{kind} {shlex.quote(remote_path)}")[0] == 0
         try:
-            return stat.S_ISREG(self.sftp.stat(remote_path).st_mode)
+            mode = self.sftp.stat(remote_path).st_mode
         except FileNotFoundError:
             return False
+        return stat.S_ISREG(mode) if kind == "f" else stat.S_ISDIR(mode)
+
+    def is_file(self, remote_path: str) -> bool:
+        """Whether ``remote_path`` is a regular file on the board."""
+        return self._is(remote_path, "f")
 
     def is_dir(self, remote_path: str) -> bool:
         """Whether ``remote_path`` is a folder on the board."""
-        if self.sftp is None:
-            return self._exec_bytes(f"test -d {shlex.quote(remote_path)}")[0] == 0
-        try:
-            return stat.S_ISDIR(self.sftp.stat(remote_path).st_mode)
-        except FileNotFoundError:
-            return False
+        return self._is(remote_path, "d")
 
     def home(self) -> str:
         """The login folder on the board (where relative paths start)."""

@@ -70,7 +70,7 @@ def test_ssh_config_alias_user_port_and_identity_file(sshd, ssh_home):
 
 
 @needs_sshd
-def test_device_folder_is_pushed_only_when_its_hash_changes(sshd, ssh_home, tmp_path):
+def test_device_folder_is_pushed_only_when_its_files_change(sshd, ssh_home, tmp_path):
     trust(ssh_home, sshd)
     root = tmp_path / "board"
     spec = sshd.spec(root=str(root))
@@ -85,6 +85,13 @@ def test_device_folder_is_pushed_only_when_its_hash_changes(sshd, ssh_home, tmp_
     (root / "device" / ".edgeshrink-device.sha256").write_text("stale")
     with SshDevice(spec) as d:
         assert d.pushed_device is True
+    # a file changed on the board while the marker still says all is well: its own hash gives it away
+    bench = root / "device" / "bench.py"
+    good = bench.read_text()
+    bench.write_text(good + "\nimport os  # changed on the board\n")
+    with SshDevice(spec) as d:
+        assert d.pushed_device is True
+    assert bench.read_text() == good
 
 
 @needs_sshd

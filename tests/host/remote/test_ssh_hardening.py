@@ -15,7 +15,7 @@ import pytest
 
 from edgeshrink.host.errors import DeviceError
 from edgeshrink.host.remote import open_device
-from edgeshrink.host.remote.ssh import HASH_FILE, SshConnection, SshDevice
+from edgeshrink.host.remote.ssh import SshConnection, SshDevice
 from tests.conftest import error_line, one_line_error
 from tests.device.test_cli import tiny_onnx
 from tests.sshd import needs_sshd, trust
@@ -111,23 +111,6 @@ def test_someone_elses_device_folder_on_the_board_is_never_removed(sshd, ssh_hom
         with SshDevice(sshd.spec(root=str(root))):
             pass
     assert (root / "device" / "precious.txt").read_text() == "not edgeshrink's"
-
-
-def test_the_pushed_device_program_is_checked_by_its_files_not_its_marker(sshd, ssh_home, tmp_path):
-    trust(ssh_home, sshd)
-    root = tmp_path / "board"
-    spec = sshd.spec(root=str(root))
-    with SshDevice(spec) as d:
-        assert d.pushed_device is True
-    bench = root / "device" / "bench.py"
-    good = bench.read_text()
-    bench.write_text(good + "\nimport os  # changed on the board\n")  # the marker still says all is well
-    with SshDevice(spec) as d:
-        assert d.pushed_device is True  # pushed again, the file's own hash said it changed
-    assert bench.read_text() == good
-    with SshDevice(spec) as d:
-        assert d.pushed_device is False
-    assert (root / "device" / HASH_FILE).exists()
 
 
 def test_a_session_folder_is_removed_only_when_this_session_made_it(sshd, ssh_home, tmp_path):
