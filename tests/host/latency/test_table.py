@@ -160,3 +160,14 @@ def test_the_table_predicts_by_its_statistic(tmp_path):
     for w in (a.space.full_widths, {g.name: 8 for g in a.space.groups}):
         assert a.predict_ms(w) == pytest.approx(predicted_by_formula("resnet20", w), rel=1e-12)
         assert b.predict_ms(w) == pytest.approx(1.25 * a.predict_ms(w), rel=1e-12)
+
+
+def test_every_table_in_the_repository_loads_and_predicts_its_model():
+    from tests.conftest import ROOT
+
+    paths = sorted((ROOT / "latency_tables").rglob("*.json"))
+    assert len(paths) >= 10
+    for p in paths:
+        t = load_table(str(p))
+        pred = TablePredictor.for_model(t, models.create_model(t.models[0]))
+        assert 0.1 < pred.predict_ms(pred.space.full_widths) < 100, p
