@@ -111,7 +111,7 @@ def test_prune_end_to_end_with_resume(tmp_path, host_cli, formula_table, untrain
     local device."""
     out = tmp_path / "pruned"
     args = ["prune", "--perf-table", str(formula_table), "--model", "resnet20", "--checkpoint", str(untrained_ckpt),
-            "--dataset", "digits", "--budget", "0.6", "--out", str(out), *FAST_NETADAPT]
+            "--dataset", "digits", "--budget", "0.7", "--out", str(out), *FAST_NETADAPT, "--init-reduction", "0.2"]
     # interrupted after the first iteration: the state of that iteration is kept
     r = host_cli(*args, "--max-iters", "1")
     assert r.returncode == 2 and "Traceback" not in r.stderr
@@ -136,7 +136,7 @@ def test_prune_end_to_end_with_resume(tmp_path, host_cli, formula_table, untrain
     assert b["latency_ms_predicted"] == pytest.approx(predicted_by_formula("resnet20", space.full_widths), rel=1e-12)
     assert p["latency_ms_predicted"] == pytest.approx(
         predicted_by_formula("resnet20", space.widths_from_spec(p["channels"])), rel=1e-12)
-    assert p["latency_ms_predicted"] <= report["budget_ms"] == pytest.approx(0.6 * b["latency_ms_predicted"])
+    assert p["latency_ms_predicted"] <= report["budget_ms"] == pytest.approx(0.7 * b["latency_ms_predicted"])
     assert p["params"] < b["params"] and p["macs"] < b["macs"] and p["latency_ms_measured"] < b["latency_ms_measured"]
     assert report["onnx_check"]["pruned"]["max_abs_diff"] <= 1e-4
     assert report["device"]["spec"] == "local" and report["backend"] == "ort"

@@ -104,7 +104,7 @@ def test_host_residual_cli_and_export_of_its_checkpoint(tmp_path, host_cli, untr
     from tests.conftest import one_line_error
 
     out = tmp_path / "ind"
-    r = host_cli("residual", str(untrained_ckpt), "--keep", "layer1=8,layer2=16,layer3=32", "--finetune-epochs", "1",
+    r = host_cli("residual", str(untrained_ckpt), "--keep", "layer1=8,layer2=16,layer3=32", "--finetune-epochs", "0",
                  "--out", str(out))
     assert r.returncode == 0, r.stderr
     rep = json.loads((out / "report.json").read_text())
