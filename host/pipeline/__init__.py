@@ -173,7 +173,10 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
 
     prepare_dir(out, "--out")  # after every refusal above: a refused prune leaves no folder behind
     base_eval = {"val": evaluate(base_model, data, "val"), "test": evaluate(base_model, data, "test")}
-    state = ResumeState(str(out), sha256_file(job.checkpoint), budget_ms)
+    state = ResumeState(str(out), sha256_file(job.checkpoint), budget_ms,
+                        {"table_sha256": sha256_file(job.table),
+                         **{k: getattr(cfg, k) for k in ("granularity", "init_reduction", "decay", "short_term_steps",
+                                                         "short_term_lr", "select", "batch_size", "seed")}})
     long_term_cfg = TrainConfig(epochs=cfg.long_term_epochs, lr=cfg.long_term_lr, batch_size=cfg.batch_size,
                                 schedule="cosine", seed=cfg.seed)
     pruned, long_term, netadapt_s, long_term_s = _run_netadapt(na, state, job.resume, name, ckpt["num_classes"],

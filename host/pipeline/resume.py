@@ -19,17 +19,20 @@ STATE_FILE = "netadapt_state.pt"
 
 
 class ResumeState:
-    """``OUT/netadapt_state.pt`` of one prune: tied to the input checkpoint (by sha256) and the budget.
+    """``OUT/netadapt_state.pt`` of one prune: tied to the input checkpoint (by sha256), the budget and the settings
+    the iterations depend on (the table's sha256, the grid, the schedule, short-term fine-tuning, the rule).
 
     Args:
         out: the prune's output folder.
         checkpoint_sha: sha256 of the input checkpoint.
         budget_ms: the prune's budget.
+        settings: what else the iterations depend on (JSON-able values); a resume with others is refused.
     """
 
-    def __init__(self, out: str, checkpoint_sha: str, budget_ms: float):
+    def __init__(self, out: str, checkpoint_sha: str, budget_ms: float, settings: Optional[Dict[str, object]] = None):
         self.path = Path(out) / STATE_FILE
         self.checkpoint_sha, self.budget_ms = checkpoint_sha, budget_ms
+        self.settings = dict(settings or {})
 
     def load(self, name: str, num_classes: int) -> Optional[Tuple[nn.Module, List[Dict[str, object]]]]:
         """The saved model and history, or None when there is no state.
@@ -52,6 +55,10 @@ class ResumeState:
         if state["checkpoint_sha"] != self.checkpoint_sha or not isinstance(state["budget_ms"], float) or \
                 abs(state["budget_ms"] - self.budget_ms) > 1e-9:
             raise UserError(f"{where} belongs to another checkpoint or budget{fix}")
+        saved = state.get("settings") if isinstance(state.get("settings"), dict) else {}
+        changed = [f"{k} {saved[k]!r} -> {v!r}" for k, v in self.settings.items() if k in saved and saved[k] != v]
+        if changed:
+            raise UserError(f"{where} was made with other settings: {'; '.join(changed)}{fix}")
         try:
             for g, c in mapping(state["channels"], f"{where}: channels").items():
                 integer(c, f"{where}: channels of {g}", lo=1)
@@ -68,8 +75,8 @@ class ResumeState:
         """Write the state after a completed iteration, atomically."""
         with atomic_path(self.path) as tmp:
             torch.save({"checkpoint_sha": self.checkpoint_sha, "budget_ms": self.budget_ms,
-                        "channels": models.channel_spec(model), "state_dict": model.state_dict(),
-                        "history": history}, tmp)
+                        "settings": self.settings, "channels": models.channel_spec(model),
+                        "state_dict": model.state_dict(), "history": history}, tmp)
 
     def clear(self) -> None:
         """Remove the state once the run is complete (model.pt holds the result)."""

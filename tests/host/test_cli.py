@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import one_line_error, run_cli
+from tests.conftest import error_line, one_line_error, run_cli
 
 FAST_NETADAPT = ["--short-term-steps", "2", "--long-term-epochs", "1", "--init-reduction", "0.15", "--decay", "0.9",
                  "--bench-seconds", "1"]
@@ -120,6 +120,8 @@ def test_prune_end_to_end_with_resume(tmp_path, host_cli, formula_table, untrain
     assert r.stderr.strip().splitlines()[-1] == errors[0]  # progress lines before it, nothing after
     state = torch.load(out / "netadapt_state.pt", weights_only=True)
     assert len(state["history"]) == 1
+    other = [a if a != "2" else "3" for a in args]  # --short-term-steps 3: iterations of another kind
+    error_line(host_cli(*other, "--resume"), "netadapt_state.pt was made with other settings", "short_term_steps 2 -> 3")
     r = host_cli(*args, "--resume")
     assert r.returncode == 0, r.stderr
     assert "resuming after iteration 1" in r.stderr
