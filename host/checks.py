@@ -85,14 +85,3 @@ def text(v: Any, where: str, err: Type[Exception] = UserError, *, choices: Optio
     if choices is not None and v not in choices:
         raise err(f"{where} must be one of {', '.join(choices)}, got {v!r}")
     return v
-
-
-def finite_option(v: Optional[float], flag: str, *, positive: bool = False, non_negative: bool = True,
-                  allow_none: bool = True) -> Optional[float]:
-    """A command-line number (a time, a temperature, a fraction) that must be finite: ``inf`` and ``nan`` parse
-    as floats and would hang a wait or poison a result.
-
-    Raises:
-        UserError: naming ``flag``.
-    """
-    return number(v, flag, positive=positive, non_negative=non_negative and not positive, allow_none=allow_none)

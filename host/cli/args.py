@@ -66,8 +66,6 @@ def netadapt_config(args, seed: int):
 
     if not (0 < args.init_reduction < 1) or not (0 < args.decay <= 1):
         raise UserError("--init-reduction must be in (0, 1) and --decay in (0, 1]")
-    if args.short_term_steps < 0 or args.long_term_epochs < 0:
-        raise UserError("--short-term-steps and --long-term-epochs must be >= 0")
     return NetAdaptConfig(budget_ms=0.0, init_reduction=args.init_reduction, decay=args.decay,
                           short_term_steps=args.short_term_steps, short_term_lr=args.short_term_lr,
                           select=args.select, long_term_epochs=args.long_term_epochs, long_term_lr=args.long_term_lr,

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from edgeshrink.device.options import add_measure_options
 from edgeshrink.device.options import forward as forward_measure_options
-from edgeshrink.host.errors import UserError
 
 
 def register(sub) -> None:
@@ -34,8 +33,6 @@ def cmd_bench(args) -> int:
     from edgeshrink.host.io import write_json
 
     extra = forward_measure_options(args)
-    if args.rounds < 1 or args.iters < 1:
-        raise UserError("--rounds and --iters must be >= 1")
     res = bench_on_device(args.models, device=args.device, backend=args.backend, threads=args.threads,
                           warmup=args.warmup, iters=args.iters, rounds=args.rounds, device_args=extra,
                           out_dir=args.out, trust_new_host=args.trust_new_host, calib_cache=args.calib_cache,
