@@ -173,6 +173,8 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
     are appended to ``<workdir>/results_r<round>.jsonl`` on this machine, so an interrupted build (Ctrl-C, a
     crash, a lost device) continues with ``cfg.resume`` and measures nothing twice. Micro-models are shipped to a
     device with the first batch that needs them. With a farm, each device takes the next batch when it is free.
+    The work folder's measurement settings are recorded, or on a resume compared (:func:`check_settings`), before
+    any work: the one place every build (exhaustive, interpolated, ``host demo``) passes through.
 
     Args:
         cfg: build settings.
@@ -181,7 +183,7 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
 
     Raises:
         DeviceError: a device failed (the message says how to resume).
-        UserError: a shard of no keys, or ``resume`` without a work folder.
+        UserError: a shard of no keys, ``resume`` without a work folder, or a resume with other settings.
     """
     t_start = time.monotonic()
     i, n = cfg.shard
@@ -559,8 +561,6 @@ def build_table_interpolated(cfg: BuildConfig, keys: Sequence[LayerKey], exhaust
     if cfg.workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="edgeshrink-table-")
     root = Path(cfg.workdir or tmp.name)
-    if cfg.workdir:
-        check_settings(cfg, root)
     state: Dict[str, object] = {"calls": 0, "measurements": 0, "reused": 0, "last": None}
     entries: Dict[LayerKey, Entry] = {}
 
@@ -632,8 +632,8 @@ def build_and_save(cfg: BuildConfig, out: str, log: Callable[[str], None] = lamb
         raise UserError(f"--resume: no interrupted build in {workdir}")
     prepare_dir(workdir, "work folder")
     cfg = replace(cfg, workdir=workdir)
-    if cfg.resume:
-        check_settings(cfg, Path(workdir))  # a changed setting is refused before anything else
+    if cfg.resume:  # refused before the log line below: a refusal is one line (build_table checks again, cheaply)
+        check_settings(cfg, Path(workdir))
     space = build_space(models.create_model(cfg.model, cfg.num_classes), cfg.input_shape)
     widest = max(g.width for g in space.groups)
     if cfg.granularity >= widest:
