@@ -301,17 +301,16 @@ class SshConnection:
         out, err = [], []
         while True:
             got = chan.recv(1 << 16)
-            if got:
-                out.append(got)
-                continue
-            break
+            if not got:
+                break
+            out.append(got)
+        code = chan.recv_exit_status()  # then stderr is complete: paramiko buffers it while stdout is read
         while chan.recv_stderr_ready():
-            err.append(chan.recv_stderr(1 << 16).decode("utf-8", "replace"))
-        code = chan.recv_exit_status()
+            err.append(chan.recv_stderr(1 << 16))
         chan.close()
         if code == -1:
             raise ConnectionError(f"SSH connection to {self.host} dropped while running: {line[:120]}")
-        return code, b"".join(out), "".join(err)
+        return code, b"".join(out), b"".join(err).decode("utf-8", "replace")
 
     def _exec_checked(self, line: str, data: Optional[bytes] = None) -> bytes:
         code, out, err = self._exec_bytes(line, data)
