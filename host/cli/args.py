@@ -56,10 +56,11 @@ def add_netadapt_args(p: argparse.ArgumentParser, defaults=NETADAPT_DEFAULTS) ->
 
 
 def netadapt_config(args, seed: int):
-    """The NetAdapt settings of parsed ``args`` (the budget and grid are filled in by the pipeline).
+    """The NetAdapt settings of parsed ``args`` (the budget and grid are filled in by the pipeline; the integer
+    ranges were checked by :func:`check_ranges`).
 
     Raises:
-        UserError: a setting out of range.
+        UserError: ``--init-reduction`` or ``--decay`` out of range.
     """
     from edgeshrink.host.errors import UserError
     from edgeshrink.host.prune.netadapt import NetAdaptConfig

@@ -63,8 +63,6 @@ def cmd_export(args) -> int:
 
         if args.checkpoint or args.out:
             raise UserError("give either CHECKPOINT -o DIR or --manifest PLAN, not both")
-        if args.jobs < 1:
-            raise UserError("--jobs must be >= 1")
         try:
             shard = parse_shard(args.shard)
         except ValueError as e:

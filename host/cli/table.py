@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 from edgeshrink.host.cli.args import add_network_bench_args, every_tenth, progress_reporter
 from edgeshrink.host.errors import UserError
@@ -219,9 +218,6 @@ def cmd_table_merge(args) -> int:
     from edgeshrink.host import ui
     from edgeshrink.host.latency.merge import merge_tables
 
-    if not (args.mad > 0 and args.sigma > 0 and math.isfinite(args.mad) and math.isfinite(args.sigma)) or \
-            args.num_classes < 1:
-        raise UserError("--mad and --sigma must be finite and > 0, and --num-classes >= 1")
     prepare_file(args.out, "-o")
     table = merge_tables(args.tables, mad_threshold=args.mad, smooth=args.smooth, sigma=args.sigma,
                          num_classes=args.num_classes)
@@ -264,8 +260,6 @@ def cmd_table_recalibrate(args) -> int:
     from edgeshrink.host import ui
     from edgeshrink.host.latency.recalibrate import recalibrate_table
 
-    if args.rounds < 1 or args.iters < 1 or args.jobs < 1:
-        raise UserError("--rounds, --iters and --jobs must be >= 1")
     r = recalibrate_table(args.table, args.model, args.out, device=args.device, num_classes=args.num_classes,
                           rounds=args.rounds, iters=args.iters, jobs=args.jobs, trust_new_host=args.trust_new_host,
                           on_line=every_tenth(ui.log), loads=args.loads)
@@ -282,8 +276,6 @@ def cmd_table_validate(args) -> int:
     from edgeshrink.host import ui
     from edgeshrink.host.latency.validate import validate_table
 
-    if args.rounds < 1 or args.iters < 1:
-        raise UserError("--rounds and --iters must be >= 1")
     doc = validate_table(args.table, args.model, samples=args.samples, device=args.device, seed=args.seed,
                          out_dir=args.out, rounds=args.rounds, iters=args.iters, num_classes=args.num_classes,
                          trust_new_host=args.trust_new_host, on_line=every_tenth(ui.log), anchors=args.anchors,

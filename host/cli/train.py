@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from edgeshrink.host.cli.args import add_data_args, add_train_args
-from edgeshrink.host.errors import UserError
 
 
 def register(sub) -> None:
@@ -26,15 +25,9 @@ def cmd_models(args) -> int:
 
 
 def train_config(args):
-    """The training settings of parsed ``args``.
-
-    Raises:
-        UserError: a setting out of range.
-    """
+    """The training settings of parsed ``args`` (their ranges were checked by :func:`.args.check_ranges`)."""
     from edgeshrink.host.train import TrainConfig
 
-    if args.epochs < 1:
-        raise UserError("--epochs must be >= 1")
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                        momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
                        step_size=args.step_size, milestones=tuple(args.milestones), gamma=args.gamma,
