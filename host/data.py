@@ -1,4 +1,5 @@
-"""Datasets, by name: ``digits`` (embedded default), ``cifar10``, ``cifar100``, ``imagefolder``.
+"""Datasets, by name: ``digits`` (embedded default), ``fashion-mnist`` (the real benchmark), ``cifar10``, ``cifar100``,
+``imagefolder``.
 
 Every dataset is held in memory as uint8 images ``(N, 3, H, W)`` with int64 labels ``(N,)`` and three
 splits: ``train`` (fitting), ``val`` (held out from the training data: NetAdapt's short-term
@@ -8,6 +9,7 @@ augmented on the fly as is usual for each dataset.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import tarfile
@@ -215,6 +217,95 @@ def load_cifar(name: str, data_dir: str, seed: int = 0, val_size: int = 5000, do
                    num_classes, CIFAR_MEAN[name], CIFAR_STD[name], "crop4+flip")
 
 
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist package puts the files
+FASHION_MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                       "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,) * 3, (0.3530,) * 3  # of the 60,000 training images, at 28x28
+IDX_MAX_ITEMS = 10_000_000
+
+
+def read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An IDX file (LeCun's MNIST format, gzip-compressed or not) of unsigned bytes: magic ``0x0000 08 ndim``, then
+    ``ndim`` big-endian uint32 sizes, then the data. Returns a uint8 array of those sizes.
+
+    Raises:
+        DatasetError: unreadable, not IDX unsigned-byte data of ``ndim`` dimensions, or truncated.
+    """
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DatasetError(f"{path}: cannot read: {e}") from None
+    if len(raw) < 4 + 4 * ndim or raw[:2] != b"\0\0" or raw[2] != 0x08 or raw[3] != ndim:
+        raise DatasetError(f"{path}: not an IDX file of {ndim}-dimensional unsigned bytes")
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    if not 0 < dims[0] <= IDX_MAX_ITEMS or any(not 0 < d <= 4096 for d in dims[1:]):
+        raise DatasetError(f"{path}: implausible IDX sizes {dims}")
+    body = raw[4 + 4 * ndim:]
+    if len(body) != int(np.prod(dims)):
+        raise DatasetError(f"{path}: {len(body)} data bytes, the header's sizes {dims} need {int(np.prod(dims))}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def _idx_file(root: Path, stem: str) -> Path:
+    for name in (stem + ".gz", stem):
+        if (root / name).is_file():
+            return root / name
+    raise DatasetError(f"fashion-mnist: {root} has no {stem}.gz; install Debian's dataset-fashion-mnist package "
+                       f"(apt-get install dataset-fashion-mnist puts it in {FASHION_MNIST_DIR}) or pass --data-dir")
+
+
+def load_fashion_mnist(data_dir: Optional[str] = None, seed: int = 0, val_size: int = 5000) -> Dataset:
+    """Fashion-MNIST (Xiao et al. 2017: 70,000 real 28x28 grey-scale images of Zalando's articles, 10 classes) from
+    its four IDX files in ``data_dir`` (default :data:`FASHION_MNIST_DIR`). ``val_size`` training images (stratified,
+    seeded) are held out as val; test is the official 10,000. Images are zero-padded to 32x32 and replicated to 3
+    channels (as digits); training batches are augmented with a random 4-pixel crop and horizontal flips.
+
+    Raises:
+        DatasetError: the folder or a file is missing (naming the Debian package), or a file is not valid IDX.
+    """
+    root = Path(data_dir or FASHION_MNIST_DIR)
+    if not root.is_dir():
+        raise DatasetError(f"fashion-mnist: {root} is not a folder; install Debian's dataset-fashion-mnist package "
+                           f"(apt-get install dataset-fashion-mnist puts it in {FASHION_MNIST_DIR}) or pass --data-dir")
+    parts = {}
+    for split, (images, labels) in FASHION_MNIST_FILES.items():
+        x, y = read_idx(_idx_file(root, images), 3), read_idx(_idx_file(root, labels), 1)
+        if len(x) != len(y) or x.shape[1:] != (28, 28):
+            raise DatasetError(f"fashion-mnist: {split} has {len(x)} images of {x.shape[1:]} and {len(y)} labels; "
+                               "expected as many 28x28 images as labels")
+        if y.max() > 9:
+            raise DatasetError(f"fashion-mnist: {split} labels must be 0-9, found {int(y.max())}")
+        x = np.pad(x, ((0, 0), (2, 2), (2, 2)))[:, None].repeat(3, axis=1)  # (N, 3, 32, 32)
+        parts[split] = (x, y.astype(np.int64))
+    (xtr, ytr), (xte, yte) = parts["train"], parts["test"]
+    val_frac = min(max(val_size / len(ytr), 0.0), 0.5)
+    tr, va = _stratified(ytr, (1 - val_frac, val_frac), seed)
+    # the padding adds zeros, so the statistics are those of the padded images
+    scale = 28 * 28 / (32 * 32)
+    mean = tuple(m * scale for m in FASHION_MNIST_MEAN)
+    std = tuple(float(np.sqrt((s * s + m * m) * scale - mm * mm)) for s, m, mm in zip(FASHION_MNIST_STD, FASHION_MNIST_MEAN, mean))
+    return Dataset("fashion-mnist", _split(xtr, ytr, tr), _split(xtr, ytr, va), _split(xte, yte, np.arange(len(yte))),
+                   10, mean, std, "crop4+flip")
+
+
+def subset_train(data: Dataset, n: int, seed: int = 0) -> Dataset:
+    """``data`` with a stratified, seeded subset of ``n`` training images (``--train-subset``); val and test unchanged.
+
+    Raises:
+        DatasetError: ``n`` below the number of classes or not below the training split's size.
+    """
+    size = len(data.train)
+    if not data.num_classes <= n < size:
+        raise DatasetError(f"--train-subset must be between {data.num_classes} (the classes) and {size - 1} "
+                           f"({data.name} has {size} training images), got {n}")
+    labels = data.train.labels.numpy()
+    take, _ = _stratified(labels, (n / size, 1 - n / size), seed)
+    sub = Split(data.train.images[torch.from_numpy(take)], data.train.labels[torch.from_numpy(take)])
+    return Dataset(data.name, sub, data.val, data.test, data.num_classes, data.mean, data.std, data.augment)
+
+
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".gif", ".webp"}
 
 
@@ -273,20 +364,24 @@ def load_imagefolder(root: str, seed: int = 0, size: int = 32) -> Dataset:
 
 DATASETS: Dict[str, Callable[..., Dataset]] = {
     "digits": lambda data_dir=None, seed=0, download=False: load_digits(seed),
+    "fashion-mnist": lambda data_dir=None, seed=0, download=False: load_fashion_mnist(data_dir, seed),
     "cifar10": lambda data_dir=None, seed=0, download=False: load_cifar("cifar10", data_dir or "data", seed, download=download),
     "cifar100": lambda data_dir=None, seed=0, download=False: load_cifar("cifar100", data_dir or "data", seed, download=download),
     "imagefolder": lambda data_dir=None, seed=0, download=False: load_imagefolder(data_dir or "data", seed),
 }
 
 
-def load_dataset(name: str, data_dir: Optional[str] = None, seed: int = 0, download: bool = False) -> Dataset:
-    """A dataset by name (see :data:`DATASETS`).
+def load_dataset(name: str, data_dir: Optional[str] = None, seed: int = 0, download: bool = False,
+                 train_subset: Optional[int] = None) -> Dataset:
+    """A dataset by name (see :data:`DATASETS`), optionally with a stratified subset of ``train_subset`` training
+    images (:func:`subset_train`).
 
     Raises:
-        DatasetError: unknown name, or the dataset's files are missing or unreadable.
+        DatasetError: unknown name, the dataset's files are missing or unreadable, or a bad ``train_subset``.
     """
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     if name == "imagefolder" and not data_dir:
         raise DatasetError("imagefolder needs --data-dir ROOT (ROOT/CLASS/IMAGE files)")
-    return DATASETS[name](data_dir=data_dir, seed=seed, download=download)
+    data = DATASETS[name](data_dir=data_dir, seed=seed, download=download)
+    return data if train_subset is None else subset_train(data, int(train_subset), seed)

@@ -88,33 +88,41 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "val", batch_size: in
 
 def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
           on_epoch: Optional[Callable[[int, Dict[str, float]], None]] = None,
-          on_step: Optional[Callable[[int, int], None]] = None) -> List[Dict[str, float]]:
+          on_step: Optional[Callable[[int, int], None]] = None, start_epoch: int = 0,
+          after_backward: Optional[Callable[[int, int], None]] = None) -> List[Dict[str, float]]:
     """Train ``model`` in place on ``data.train`` with augmentation; evaluates on val after each epoch.
 
     Args:
         on_epoch: ``on_epoch(epoch, metrics)`` with train loss, lr and val top-1/top-5.
         on_step: ``on_step(step, total_steps)`` for progress bars.
+        start_epoch: train epochs ``start_epoch .. cfg.epochs - 1`` of the schedule only (learning-rate rewinding,
+            Renda et al. 2020, replays the last epochs of the original schedule).
+        after_backward: ``after_backward(step, total_steps)`` between ``loss.backward()`` and the optimiser step,
+            where a regulariser adds its gradient (network slimming, SWD, MorphNet).
 
     Returns:
-        One metrics dict per epoch.
+        One metrics dict per epoch trained.
     """
     torch.manual_seed(cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     opt = make_optimizer(model, cfg)
     crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
-    total = steps_per_epoch * cfg.epochs
+    start_epoch = min(max(int(start_epoch), 0), cfg.epochs)
+    total = steps_per_epoch * (cfg.epochs - start_epoch)
     history, step = [], 0
-    for epoch in range(cfg.epochs):
+    for epoch in range(start_epoch, cfg.epochs):
         model.train()
         loss_sum, seen = 0.0, 0
         for x, y in data.batches("train", cfg.batch_size, shuffle=True, augment=True, generator=g):
-            lr = cfg.lr * lr_factor(cfg, step / steps_per_epoch)
+            lr = cfg.lr * lr_factor(cfg, start_epoch + step / steps_per_epoch)
             for pg in opt.param_groups:
                 pg["lr"] = lr
             loss = crit(model(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if after_backward:
+                after_backward(step, total)
             opt.step()
             loss_sum += loss.item() * y.numel()
             seen += y.numel()
@@ -153,7 +161,7 @@ def fine_tune_steps(model: nn.Module, data: Dataset, steps: int, lr: float = 0.0
 
 
 def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: TrainConfig, out: str,
-                   download: bool = False) -> Dict[str, object]:
+                   download: bool = False, train_subset: Optional[int] = None) -> Dict[str, object]:
     """``host train``: train a registry model from its initialisation and write ``OUT/model.pt`` (a checkpoint)
     and ``OUT/metrics.json`` (val and test top-1/top-5 in %, the per-epoch history, the config, wall time).
 
@@ -171,7 +179,7 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
     from edgeshrink.host.data import load_dataset
     from edgeshrink.host.io import prepare_dir, write_json
 
-    data = load_dataset(dataset, data_dir, seed=cfg.seed, download=download)
+    data = load_dataset(dataset, data_dir, seed=cfg.seed, download=download, train_subset=train_subset)
     torch.manual_seed(cfg.seed)
     model = models.create_model(model_name, data.num_classes)
     prepare_dir(out, "--out")  # before training, not after
@@ -187,7 +195,7 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
 
         history = train(model, data, cfg, on_epoch=on_epoch, on_step=lambda s, n: prog.update(task, completed=s, total=n))
     metrics = {"val": evaluate(model, data, "val"), "test": evaluate(model, data, "test"), "history": history,
-               "train_config": cfg.to_dict(), "wall_s": round(time.monotonic() - t0, 1), "dataset": data.name,
+               "train_config": cfg.to_dict(), "train_subset": train_subset, "wall_s": round(time.monotonic() - t0, 1), "dataset": data.name,
                "model": model_name}
     save_checkpoint(str(Path(out) / "model.pt"), model, data.num_classes, dataset=data.name,
                     input_shape=list(data.input_shape), metrics={"val": metrics["val"], "test": metrics["test"]},

@@ -115,6 +115,7 @@ def cmd_residual(args) -> int:
     if args.finetune_epochs < 0:
         raise UserError("--finetune-epochs must be >= 0")
     run_independent(args.checkpoint, per_stage, load_dataset(args.dataset, args.data_dir, seed=args.seed,
+                                                              train_subset=args.train_subset,
                                                               download=args.download),
                     args.out, finetune_epochs=args.finetune_epochs, lr=args.lr, seed=args.seed)
     return 0

@@ -37,5 +37,6 @@ def train_config(args):
 def cmd_train(args) -> int:
     from edgeshrink.host.train import train_and_save
 
-    train_and_save(args.model, args.dataset, args.data_dir, train_config(args), args.out, args.download)
+    train_and_save(args.model, args.dataset, args.data_dir, train_config(args), args.out, args.download,
+                   args.train_subset)
     return 0

@@ -139,3 +139,90 @@ def test_imagefolder_errors(tmp_path):
 def test_unknown_dataset():
     with pytest.raises(DatasetError, match="unknown dataset 'mnist'"):
         load_dataset("mnist")
+
+
+def write_idx(path, arr: np.ndarray, gz: bool = True) -> None:
+    """An IDX file of unsigned bytes (LeCun's MNIST format), as Zalando ships Fashion-MNIST."""
+    import gzip
+
+    head = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    data = head + arr.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(data)
+
+
+def small_fashion(root, n_train=200, n_test=30, gz=True):
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    sets = {}
+    for split, n, stem in (("train", n_train, "train"), ("test", n_test, "t10k")):
+        x = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        y = np.arange(n, dtype=np.uint8) % 10
+        sfx = ".gz" if gz else ""
+        write_idx(root / f"{stem}-images-idx3-ubyte{sfx}", x, gz)
+        write_idx(root / f"{stem}-labels-idx1-ubyte{sfx}", y, gz)
+        sets[split] = (x, y)
+    return sets
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_reads_the_idx_files(tmp_path, gz):
+    from edgeshrink.host.data import load_fashion_mnist
+
+    sets = small_fashion(tmp_path / "fm", gz=gz)
+    d = load_fashion_mnist(str(tmp_path / "fm"), seed=0, val_size=50)
+    assert (len(d.train), len(d.val), len(d.test)) == (150, 50, 30) and d.num_classes == 10
+    assert d.input_shape == (1, 3, 32, 32) and d.augment == "crop4+flip"
+    x, y = sets["test"]
+    # the official test set in file order: zero-padded by 2 pixels to 32x32, one grey channel replicated to three
+    assert torch.equal(d.test.images[:, 0, 2:30, 2:30], torch.from_numpy(x))
+    assert torch.equal(d.test.images[:, 1], d.test.images[:, 0]) and torch.equal(d.test.images[:, 2], d.test.images[:, 0])
+    assert int(d.test.images[:, :, :2].sum()) == 0 and int(d.test.images[:, :, :, 30:].sum()) == 0
+    assert torch.equal(d.test.labels, torch.from_numpy(y.astype(np.int64)))
+    assert torch.bincount(d.val.labels).tolist() == [5] * 10  # stratified hold-out
+    # the hold-out is taken from the training images, none lost or repeated
+    tx = sets["train"][0]
+    got = sorted(bytes(im[0, 2:30, 2:30].numpy()) for im in torch.cat([d.train.images, d.val.images]))
+    assert got == sorted(bytes(im) for im in tx)
+
+
+def test_fashion_mnist_train_subset_is_stratified_and_leaves_val_and_test(tmp_path):
+    small_fashion(tmp_path / "fm", n_train=400)
+    full = load_dataset("fashion-mnist", str(tmp_path / "fm"))
+    d = load_dataset("fashion-mnist", str(tmp_path / "fm"), train_subset=100)
+    assert len(d.train) == 100 and torch.bincount(d.train.labels).tolist() == [10] * 10
+    assert torch.equal(d.val.images, full.val.images) and torch.equal(d.test.labels, full.test.labels)
+    with pytest.raises(DatasetError, match="--train-subset must be between 10"):
+        load_dataset("fashion-mnist", str(tmp_path / "fm"), train_subset=5)
+
+
+@pytest.mark.parametrize("damage,needle", [
+    (lambda p: p.write_bytes(p.read_bytes()[:-100]), "data bytes"),
+    (lambda p: p.write_bytes(b"\x00\x00\x08\x01" + p.read_bytes()[4:]), "not an IDX file of 3-dimensional"),
+    (lambda p: p.unlink(), "no train-images-idx3-ubyte.gz"),
+])
+def test_fashion_mnist_refuses_damaged_files(tmp_path, damage, needle):
+    small_fashion(tmp_path / "fm", gz=False)
+    damage(tmp_path / "fm" / "train-images-idx3-ubyte")
+    with pytest.raises(DatasetError, match=needle):
+        load_dataset("fashion-mnist", str(tmp_path / "fm"))
+
+
+def test_missing_fashion_mnist_names_the_package_and_the_folder(tmp_path):
+    with pytest.raises(DatasetError, match="dataset-fashion-mnist") as e:
+        load_dataset("fashion-mnist", str(tmp_path / "absent"))
+    assert str(tmp_path / "absent") in str(e.value) and "/usr/share/datasets/fashion-mnist" in str(e.value)
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+def test_the_real_fashion_mnist():
+    from edgeshrink.host.data import FASHION_MNIST_DIR
+
+    d = load_dataset("fashion-mnist")
+    assert (len(d.train), len(d.val), len(d.test)) == (55_000, 5_000, 10_000)
+    # Zalando's release: 6,000 training and 1,000 test images per class
+    assert (torch.bincount(d.train.labels) + torch.bincount(d.val.labels)).tolist() == [6000] * 10
+    assert torch.bincount(d.test.labels).tolist() == [1000] * 10 and torch.bincount(d.val.labels).tolist() == [500] * 10
+    x = torch.cat([d.train.images, d.val.images]).float() / 255
+    assert x.mean().item() == pytest.approx(d.mean[0], abs=1e-3) and x.std().item() == pytest.approx(d.std[0], abs=1e-3)
+    assert FASHION_MNIST_DIR == "/usr/share/datasets/fashion-mnist"
