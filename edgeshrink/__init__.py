@@ -29,6 +29,11 @@ _API: Dict[str, Tuple[str, str]] = {
     "build_space": ("edgeshrink.host.latency.space", "build_space"),
     "NetAdapt": ("edgeshrink.host.prune.netadapt", "NetAdapt"),
     "NetAdaptConfig": ("edgeshrink.host.prune.netadapt", "NetAdaptConfig"),
+    "METHODS": ("edgeshrink.host.prune.methods", "METHODS"),
+    "LatencyPruner": ("edgeshrink.host.prune.pruner", "LatencyPruner"),
+    "SlimmingRegularizer": ("edgeshrink.host.prune.regularizers", "SlimmingRegularizer"),
+    "SWDRegularizer": ("edgeshrink.host.prune.regularizers", "SWDRegularizer"),
+    "MorphNetRegularizer": ("edgeshrink.host.prune.regularizers", "MorphNetRegularizer"),
     "load_dataset": ("edgeshrink.host.data", "load_dataset"),
     "load_checkpoint": ("edgeshrink.host.checkpoint", "load_checkpoint"),
     "model_from_checkpoint": ("edgeshrink.host.checkpoint", "model_from_checkpoint"),
@@ -37,6 +42,8 @@ _API: Dict[str, Tuple[str, str]] = {
     "bench_on_device": ("edgeshrink.host.bench", "bench_on_device"),
     "PruneJob": ("edgeshrink.host.pipeline", "PruneJob"),
     "run_prune": ("edgeshrink.host.pipeline", "run_prune"),
+    "CompareJob": ("edgeshrink.host.pipeline.compare", "CompareJob"),
+    "run_compare": ("edgeshrink.host.pipeline.compare", "run_compare"),
 }
 
 __all__ = ["__version__", *_API]

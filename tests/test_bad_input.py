@@ -222,6 +222,51 @@ def test_host_numbers_beyond_their_range(tmp_path, host_cli, args, needle):
     assert not (tmp_path / "o").exists()
 
 
+# -- the methods of host prune --method and host compare ----------------------------------------------------
+@pytest.mark.parametrize("args,needle", [
+    (["--method", "obd"], "unknown method 'obd'; known: netadapt, uniform, magnitude"),
+    (["--method", "uniform", "--sparsity", "1e-5"], "--sparsity belongs to slimming, not uniform"),
+    (["--method", "netadapt", "--a-max", "10"], "--a-max belongs to swd, not netadapt"),
+    (["--method", "magnitude", "--short-term-steps", "5"], "--short-term-steps belongs to netadapt, not magnitude"),
+    (["--method", "slimming", "--sparsity", "-0.00001"], "--sparsity must be > 0"),
+    (["--method", "morphnet", "--morphnet-strength", "0"], "--morphnet-strength must be > 0"),
+    (["--method", "swd", "--mu", "nan"], "--mu must be a finite number"),
+    (["--method", "swd", "--a-min", "100", "--a-max", "10"], "--a-min 100 is above --a-max 10"),
+    (["--method", "uniform", "--pruning-rate", "0.5"], "--pruning-rate applies to the threshold methods"),
+    (["--method", "magnitude", "--pruning-rate", "1.5"], "--pruning-rate must be a fraction in (0, 1)"),
+    (["--method", "uniform", "--budget-ms", "0.001"], "--method uniform: budget 0.0010 ms is unreachable"),
+    (["--method", "magnitude", "--scope", "safe", "--min-keep", "0.9", "--budget", "0.3"],
+     ("unreachable", "safe floor 0.9")),
+    (["--method", "slimming", "--recover", "lr-rewind"], "--recover lr-rewind replays the original training schedule"),
+    (["--method", "taylor", "--dataset", "fashion-mnist", "--data-dir", "ABSENT"],
+     ("dataset-fashion-mnist", "is not a folder")),
+])
+def test_method_settings_that_cannot_work_are_one_line_and_leave_no_folder(tmp_path, host_cli, formula_table,
+                                                                          untrained_ckpt, args, needle):
+    out = tmp_path / "p"
+    args = [str(tmp_path / "absent") if a == "ABSENT" else a for a in args]
+    needles = needle if isinstance(needle, tuple) else (needle,)
+    one_line_error(host_cli("prune", "--perf-table", str(formula_table), "--checkpoint", str(untrained_ckpt),
+                            *args, "--out", str(out)), *needles)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--methods", "uniform,obd"], "unknown method 'obd'"),
+    (["--methods", "uniform,uniform"], "--methods must be distinct"),
+    (["--budgets", "0.5,1.2"], "--budgets must be distinct fractions in (0, 1)"),
+    (["--budgets", "half"], "--budgets must be comma-separated fractions"),
+    (["--methods", "uniform,magnitude", "--mu", "1e-3"], "--mu belongs to swd, not uniform, magnitude"),
+    (["--methods", "netadapt,magnitude", "--pruning-rate", "0.3"], "not netadapt"),
+    (["--bench-seconds", "0"], "--bench-seconds must be > 0"),
+])
+def test_compare_settings_are_refused_before_any_run(tmp_path, host_cli, formula_table, untrained_ckpt, args, needle):
+    out = tmp_path / "c"
+    one_line_error(host_cli("compare", "--perf-table", str(formula_table), "--checkpoint", str(untrained_ckpt),
+                            *args, "--out", str(out)), needle)
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("content", [b"lorem ipsum 12/34\n", np.random.default_rng(1).bytes(3000),
                                      b"# a comment\n\nCPU [1%@100] VDD_IN 1/2\n"])
 def test_a_tegrastats_log_that_is_not_one_is_refused(tmp_path, content):

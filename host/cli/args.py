@@ -34,30 +34,47 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     from edgeshrink.host.data import DATASETS
 
     p.add_argument("--dataset", choices=list(DATASETS), default="digits",
-                   help="digits (embedded: scikit-learn's handwritten digits), cifar10, cifar100, imagefolder")
-    p.add_argument("--data-dir", help="dataset folder (cifar*: the python archive or its extracted folder)")
+                   help="digits (embedded: scikit-learn's handwritten digits), fashion-mnist (the real benchmark: "
+                        "Debian's dataset-fashion-mnist), cifar10, cifar100, imagefolder")
+    p.add_argument("--data-dir", help="dataset folder (cifar*: the python archive or its extracted folder; "
+                                      "fashion-mnist: the IDX files, default /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--train-subset", type=int, metavar="N",
+                   help="train on a stratified, seeded subset of N training images (quick runs); val and test whole")
     p.add_argument("--download", action="store_true", help="download CIFAR archives into --data-dir when missing")
     p.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and batches")
 
 
 def add_netadapt_args(p: argparse.ArgumentParser, defaults=NETADAPT_DEFAULTS) -> None:
+    """NetAdapt's options and the recovery's epochs and lr. ``defaults=None``: every option defaults to None (unset,
+    so an option given to another method is refused) and :func:`netadapt_config` fills :data:`NETADAPT_DEFAULTS`."""
+    d = defaults or {k: None for k in NETADAPT_DEFAULTS}
+    shown = defaults or NETADAPT_DEFAULTS
     g = p.add_argument_group("NetAdapt (Yang et al. 2018)")
-    g.add_argument("--init-reduction", type=float, default=defaults["init_reduction"],
-                   help="first iteration's latency reduction target, a fraction of the unpruned prediction")
-    g.add_argument("--decay", type=float, default=defaults["decay"], help="per-iteration decay of the reduction target")
-    g.add_argument("--short-term-steps", type=int, default=defaults["short_term_steps"],
-                   help="SGD steps of short-term fine-tuning per proposal")
-    g.add_argument("--short-term-lr", type=float, default=defaults["short_term_lr"])
-    g.add_argument("--select", choices=("ratio", "accuracy"), default="ratio",
+    g.add_argument("--init-reduction", type=float, default=d["init_reduction"],
+                   help="first iteration's latency reduction target, a fraction of the unpruned prediction "
+                        f"(default {shown['init_reduction']})")
+    g.add_argument("--decay", type=float, default=d["decay"],
+                   help=f"per-iteration decay of the reduction target (default {shown['decay']})")
+    g.add_argument("--short-term-steps", type=int, default=d["short_term_steps"],
+                   help=f"SGD steps of short-term fine-tuning per proposal (default {shown['short_term_steps']})")
+    g.add_argument("--short-term-lr", type=float, default=d["short_term_lr"],
+                   help=f"(default {shown['short_term_lr']})")
+    g.add_argument("--select", choices=("ratio", "accuracy"), default="ratio" if defaults else None,
                    help="ratio: least val accuracy loss per ms saved (default); accuracy: most accurate proposal (the paper)")
-    g.add_argument("--long-term-epochs", type=int, default=defaults["long_term_epochs"])
-    g.add_argument("--long-term-lr", type=float, default=defaults["long_term_lr"])
-    g.add_argument("--max-iters", type=int, default=100)
+    g.add_argument("--max-iters", type=int, default=100 if defaults else None, help="(default 100)")
+    g.add_argument("--short-term-val", type=int, metavar="N",
+                   help="evaluate each proposal on a seeded subset of N val images (default: the whole val split)")
+    r = p.add_argument_group("recovery after pruning (every method)")
+    r.add_argument("--long-term-epochs", type=int, default=d["long_term_epochs"],
+                   help=f"epochs of recovery training (default {shown['long_term_epochs']}; lr-rewind: the last this "
+                        "many epochs of the original schedule)")
+    r.add_argument("--long-term-lr", type=float, default=d["long_term_lr"],
+                   help=f"peak lr of fine-tuning (default {shown['long_term_lr']})")
 
 
-def netadapt_config(args, seed: int):
-    """The NetAdapt settings of parsed ``args`` (the budget and grid are filled in by the pipeline; the integer
-    ranges were checked by :func:`check_ranges`).
+def netadapt_config(args, seed: int, defaults=NETADAPT_DEFAULTS):
+    """The NetAdapt settings of parsed ``args``, unset options from ``defaults`` (the budget and grid are filled in by
+    the pipeline; the integer ranges were checked by :func:`check_ranges`).
 
     Raises:
         UserError: ``--init-reduction`` or ``--decay`` out of range.
@@ -65,12 +82,115 @@ def netadapt_config(args, seed: int):
     from edgeshrink.host.errors import UserError
     from edgeshrink.host.prune.netadapt import NetAdaptConfig
 
-    if not (0 < args.init_reduction < 1) or not (0 < args.decay <= 1):
+    def get(name, default=None):
+        v = getattr(args, name, None)
+        return v if v is not None else defaults.get(name, default)
+
+    if not (0 < get("init_reduction") < 1) or not (0 < get("decay") <= 1):
         raise UserError("--init-reduction must be in (0, 1) and --decay in (0, 1]")
-    return NetAdaptConfig(budget_ms=0.0, init_reduction=args.init_reduction, decay=args.decay,
-                          short_term_steps=args.short_term_steps, short_term_lr=args.short_term_lr,
-                          select=args.select, long_term_epochs=args.long_term_epochs, long_term_lr=args.long_term_lr,
-                          max_iters=getattr(args, "max_iters", 100), seed=seed)
+    return NetAdaptConfig(budget_ms=0.0, init_reduction=get("init_reduction"), decay=get("decay"),
+                          short_term_steps=get("short_term_steps"), short_term_lr=get("short_term_lr"),
+                          select=get("select", "ratio"), long_term_epochs=get("long_term_epochs"),
+                          long_term_lr=get("long_term_lr"), max_iters=get("max_iters", 100), seed=seed,
+                          short_term_val=getattr(args, "short_term_val", None))
+
+
+# Options that every method shares (not owned by one): NetAdaptConfig holds them for its own history.
+COMMON_OPTIONS = ("budget_ms", "granularity", "batch_size", "seed", "long_term_epochs", "long_term_lr")
+
+
+def add_method_args(p: argparse.ArgumentParser) -> None:
+    """``--method`` / ``--methods`` options of every registry method (default None: the method's own default)."""
+    from edgeshrink.host.prune.criteria import RANKS, SCOPES
+    from edgeshrink.host.prune.methods import RECOVERY
+    from edgeshrink.host.prune.regularizers import PENALTIES
+
+    r = p.add_argument_group("method (any); see docs/pruning.md")
+    r.add_argument("--recover", choices=RECOVERY,
+                   help="after pruning: fine-tune (NetAdapt's long-term fine-tuning), lr-rewind (Renda et al. 2020: "
+                        "the original schedule's last --long-term-epochs), scratch (the pruned architecture retrained "
+                        "from a fresh initialisation with the original schedule), none (default: the method's; swd: "
+                        "none, the others: fine-tune)")
+    r.add_argument("--pruning-rate", type=float, metavar="P",
+                   help="threshold methods (magnitude, taylor, slimming, swd): remove this fraction of the parameters "
+                        "(bisection on the threshold) instead of meeting a latency budget")
+    r.add_argument("--rank", choices=RANKS, help="criterion methods: rank channels by their score (importance, "
+                                                 "the default) or by score per ms of marginal latency (per-ms)")
+    c = p.add_argument_group("magnitude, taylor")
+    c.add_argument("--scope", choices=SCOPES, help="global: one ranking over the network (default); local: the same "
+                                                   "ratio per layer; safe: global, no group below --min-keep")
+    c.add_argument("--norm", type=int, choices=(1, 2), help="magnitude: L1 or L2 filter norm (default 2)")
+    c.add_argument("--taylor-batches", type=int, help="taylor: training batches the gradients sum over (default 8)")
+    c.add_argument("--min-keep", type=float, help="safe scope/criterion: each group keeps at least this fraction "
+                                                  "(default 0.25)")
+    s = p.add_argument_group("slimming (Liu et al. 2017), swd (Tessier et al. 2022), morphnet (Gordon et al. 2018)")
+    s.add_argument("--method-epochs", type=int, help="epochs of the method's own training: sparsity training "
+                                                     "(slimming, default 5), SWD (default 5), per MorphNet round (default 2)")
+    s.add_argument("--method-lr", type=float, help="peak lr of that training (default 0.01)")
+    s.add_argument("--penalty", choices=PENALTIES, help="slimming: l1 (default) or smooth-l1")
+    s.add_argument("--sparsity", type=float, help="slimming: penalty strength (default 1e-5 for l1, 1e-6 for smooth-l1)")
+    s.add_argument("--pruning-iterations", type=int, help="slimming: rounds of prune + fine-tune (default 1)")
+    s.add_argument("--fine-tuning-epochs", type=int, help="slimming: fine-tuning epochs after each round but the last "
+                                                          "(default 1)")
+    s.add_argument("--mu", type=float, help="swd: decay strength mu (default 5e-4)")
+    s.add_argument("--a-min", type=float, help="swd: a at the start (default 1)")
+    s.add_argument("--a-max", type=float, help="swd: a at the end (default 1e4)")
+    s.add_argument("--criterion", choices=SCOPES, help="swd: which channels are targets at the budget: global "
+                                                       "(default), local, safe")
+    s.add_argument("--refresh-steps", type=int, help="swd: steps between target sets; morphnet: between marginal "
+                                                     "latencies (default 50)")
+    s.add_argument("--morphnet-rounds", type=int, help="morphnet: shrink/expand rounds (default 2)")
+    s.add_argument("--morphnet-strength", type=float, help="morphnet: lambda per ms of marginal latency (default 0.05)")
+    s.add_argument("--gamma-threshold", type=float, help="morphnet: |gamma| below this is a dead channel (default 0.01)")
+
+
+def option_owners() -> dict:
+    """``{option dest: [methods it belongs to]}`` from the methods' settings classes."""
+    from dataclasses import fields
+
+    from edgeshrink.host.prune.methods import METHODS
+
+    owners: dict = {}
+    for name, spec in METHODS.items():
+        for f in fields(spec.config):
+            if f.name not in COMMON_OPTIONS:
+                owners.setdefault(f.name, []).append(name)
+    return owners
+
+
+def method_configs(args, methods) -> dict:
+    """Each method's settings from parsed ``args``: the options given that it owns, its defaults for the rest.
+
+    Raises:
+        UserError: an option given that belongs to none of ``methods`` (one line naming it and its methods), or a
+            NetAdapt setting out of range.
+    """
+    from edgeshrink.host.errors import UserError
+    from edgeshrink.host.prune.methods import method_spec
+
+    owners = option_owners()
+    for m in methods:
+        method_spec(m)
+    for opt, own in owners.items():
+        if getattr(args, opt, None) is not None and not set(own) & set(methods):
+            raise UserError(f"--{opt.replace('_', '-')} belongs to {', '.join(own)}, not "
+                            f"{', '.join(methods)}")
+    if getattr(args, "pruning_rate", None) is not None:
+        from edgeshrink.host.prune.methods import METHODS
+
+        wrong = [m for m in methods if not METHODS[m].threshold]
+        if wrong:
+            raise UserError(f"--pruning-rate applies to the threshold methods (magnitude, taylor, slimming, swd), "
+                            f"not {', '.join(wrong)}")
+    out = {}
+    for m in methods:
+        if m == "netadapt":
+            out[m] = netadapt_config(args, args.seed)
+            continue
+        cls = method_spec(m).config
+        out[m] = cls(**{opt: getattr(args, opt) for opt, own in owners.items()
+                        if m in own and getattr(args, opt, None) is not None})
+    return out
 
 
 def add_network_bench_args(p: argparse.ArgumentParser, what: str) -> None:
@@ -119,9 +239,13 @@ LIMITS = {
     "short_term_steps": (0, MAX_ITERS), "long_term_epochs": (0, 100_000), "step_size": (1, 100_000),
     "finetune_epochs": (0, 100_000), "table_iters": (1, MAX_ITERS), "table_rounds": (1, 1_000_000),
     "num_classes": (1, 1_000_000), "power_interval_ms": (10, 60_000), "refine_rounds": (0, 1000),
-    "interleave": (0, 1_000_000), "align": (0, 4096), "loads": (1, 1_000_000),
+    "interleave": (0, 1_000_000), "align": (0, 4096), "loads": (1, 1_000_000), "train_subset": (10, 100_000_000),
+    "method_epochs": (1, 100_000), "pruning_iterations": (1, 1000), "fine_tuning_epochs": (0, 100_000),
+    "taylor_batches": (1, 1_000_000), "refresh_steps": (1, MAX_ITERS), "morphnet_rounds": (1, 1000),
+    "short_term_val": (10, 100_000_000),
 }
-POSITIVE = ("lr", "short_term_lr", "long_term_lr", "gamma", "power", "refine_tol", "sigma", "mad")
+POSITIVE = ("lr", "short_term_lr", "long_term_lr", "gamma", "power", "refine_tol", "sigma", "mad", "method_lr",
+            "sparsity", "mu", "a_min", "a_max", "morphnet_strength", "gamma_threshold", "min_keep", "pruning_rate")
 NON_NEGATIVE = ("momentum", "weight_decay", "label_smoothing", "warmup_s", "idle_s", "cool_down_s")
 FINITE = ("cool_down_to",)
 

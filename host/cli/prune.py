@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgeshrink.host.cli.args import add_data_args, add_netadapt_args, netadapt_config
+from edgeshrink.host.cli.args import add_data_args, add_method_args, add_netadapt_args, method_configs
 
 
 def register(sub) -> None:
-    pn = sub.add_parser("prune", help="NetAdapt to a latency budget, then export and measure on the device")
+    from edgeshrink.host.prune.methods import METHODS
+
+    pn = sub.add_parser("prune", help="a pruning method (NetAdapt by default) to a latency budget, then export and "
+                                      "measure on the device")
     pn.add_argument("--perf-table", required=True, help="latency table JSON (host table build)")
     pn.add_argument("--model", help="expected architecture (checked against the checkpoint)")
     pn.add_argument("--checkpoint", required=True)
@@ -19,7 +22,10 @@ def register(sub) -> None:
     bg.add_argument("--budget-ms", type=float,
                     help="target latency in ms, as the table predicts it (its statistic: the fastest run for tables "
                          "built with --statistic min, the default)")
-    add_netadapt_args(pn)
+    pn.add_argument("--method", default="netadapt", metavar="NAME",
+                    help=f"one of {', '.join(METHODS)} (default netadapt); docs/pruning.md")
+    add_method_args(pn)
+    add_netadapt_args(pn, defaults=None)
     pn.add_argument("--device", help="where to measure (default: the table's device)")
     pn.add_argument("--trust-new-host", action="store_true", help="ssh://: accept and record an unknown host key")
     pn.add_argument("--power", choices=("auto", "tegrastats", "pmic", "hwmon"),
@@ -34,7 +40,8 @@ def register(sub) -> None:
     pn.add_argument("--bench-rounds", type=int, default=3,
                     help="confirmation with --power or a self-timed backend: rounds A B A B ..., each model loaded "
                          "afresh")
-    pn.add_argument("--resume", action="store_true", help="continue from the last completed iteration in OUT")
+    pn.add_argument("--resume", action="store_true",
+                    help="continue from the last completed NetAdapt iteration (other methods: after the method) in OUT")
     pn.add_argument("--out", required=True)
     pn.add_argument("--json", action="store_true", help="report JSON on stdout")
     pn.set_defaults(func=cmd_prune)
@@ -45,13 +52,17 @@ def cmd_prune(args) -> int:
     from edgeshrink.host.data import load_dataset
     from edgeshrink.host.pipeline import PruneJob, render_report, run_prune
 
+    cfg = method_configs(args, [args.method])[args.method]  # refuses another method's options before any work
     job = PruneJob(table=args.perf_table, checkpoint=args.checkpoint, out=args.out, model=args.model,
                    dataset=args.dataset, data_dir=args.data_dir,
                    budget=None if args.budget_ms is not None else args.budget, budget_ms=args.budget_ms,
                    device=args.device, backend=args.backend, bench_iters=args.bench_iters, bench_rounds=args.bench_rounds,
-                   bench_seconds=args.bench_seconds, resume=args.resume, seed=args.seed, trust_new_host=args.trust_new_host, power=args.power)
-    data = load_dataset(args.dataset, args.data_dir, seed=args.seed, download=args.download)
-    report = run_prune(job, netadapt_config(args, args.seed), data=data)
+                   bench_seconds=args.bench_seconds, resume=args.resume, seed=args.seed, trust_new_host=args.trust_new_host,
+                   power=args.power, method=args.method, recover=args.recover, long_term_epochs=args.long_term_epochs,
+                   long_term_lr=args.long_term_lr, pruning_rate=args.pruning_rate)
+    data = load_dataset(args.dataset, args.data_dir, seed=args.seed, download=args.download,
+                        train_subset=args.train_subset)
+    report = run_prune(job, cfg, data=data)
     if args.json:
         render_report(report, ui.err)
         print(json.dumps(report, indent=1))

@@ -1,5 +1,6 @@
-"""The main job (``host prune`` and ``host demo``): budget -> method (NetAdapt, resumable) -> long-term
-fine-tuning -> export -> the device's confirmation -> the report.
+"""The main job (``host prune``, ``host compare`` and ``host demo``): budget -> method (any of
+:data:`edgeshrink.host.prune.methods.METHODS`, resumable) -> recovery training -> export -> the device's
+confirmation -> the report.
 
 Each step is its own module: :mod:`.budget` (the budget as the table predicts it), :mod:`.resume` (the
 method's state after each iteration), :mod:`.confirm` (baseline and pruned measured side by side on the device)
@@ -21,7 +22,7 @@ from edgeshrink.device.provenance import sha256_file
 from edgeshrink.host import __version__, ui
 from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from edgeshrink.host.data import Dataset, load_dataset
-from edgeshrink.host.errors import CheckpointError, TableError, UserError
+from edgeshrink.host.errors import BudgetError, CheckpointError, TableError, UserError
 from edgeshrink.host.export.onnx import check_onnx, export_onnx
 from edgeshrink.host.io import prepare_dir, write_json
 from edgeshrink.host.latency.predict import TablePredictor
@@ -30,8 +31,10 @@ from edgeshrink.host.pipeline.budget import resolve_budget
 from edgeshrink.host.pipeline.confirm import check_bench_seconds, confirm_on_device, not_measured
 from edgeshrink.host.pipeline.report import PruneReport, render_report, side
 from edgeshrink.host.pipeline.resume import ResumeState
+from edgeshrink.host.prune import criteria
+from edgeshrink.host.prune.methods import METHODS, MethodContext, check_config, method_spec, recover
 from edgeshrink.host.prune.netadapt import NetAdapt, NetAdaptConfig
-from edgeshrink.host.train import TrainConfig, evaluate, train
+from edgeshrink.host.train import evaluate
 
 __all__ = ["PruneJob", "run_prune", "render_report"]
 
@@ -55,6 +58,12 @@ class PruneJob:
     seed: int = 0
     trust_new_host: bool = False  # ssh:// devices: accept and record an unknown host key
     power: Optional[str] = None  # power meter on the device (tegrastats, pmic, hwmon, auto); None: no power
+    method: str = "netadapt"  # a name of METHODS
+    recover: Optional[str] = None  # fine-tune | lr-rewind | scratch | none; None: the method's default
+    long_term_epochs: Optional[int] = None  # recovery epochs; None: NetAdaptConfig's for netadapt, else 10
+    long_term_lr: Optional[float] = None  # fine-tuning's peak lr; None: NetAdaptConfig's for netadapt, else 0.01
+    pruning_rate: Optional[float] = None  # remove this fraction of the parameters instead of meeting a budget
+    measure: bool = True  # False: skip the device's confirmation (host compare measures every network together)
 
 
 def _macs_params(model: nn.Module, input_shape) -> Dict[str, int]:
@@ -74,13 +83,8 @@ def _versions() -> Dict[str, str]:
             "onnxruntime": onnxruntime.__version__}
 
 
-def _run_netadapt(na: NetAdapt, state: ResumeState, resume: bool, name: str, num_classes: int,
-                  long_term: TrainConfig, data: Dataset) -> Tuple[nn.Module, list, float, float]:
-    """NetAdapt with its resume state, then long-term fine-tuning, with progress bars.
-
-    Returns:
-        ``(pruned model, long-term history, NetAdapt seconds, long-term seconds)``.
-    """
+def _run_netadapt(na: NetAdapt, state: ResumeState, resume: bool, name: str, num_classes: int) -> nn.Module:
+    """NetAdapt with its resume state, with progress bars; returns the pruned model."""
     with ui.progress() as prog:
         iter_task = prog.add_task("NetAdapt iterations", total=None)
         cand_task = prog.add_task("  candidates", total=None)
@@ -112,41 +116,89 @@ def _run_netadapt(na: NetAdapt, state: ResumeState, resume: bool, name: str, num
                 start = len(na.history)
                 ui.log(f"resuming after iteration {start} from {state.path}")
                 prog.update(iter_task, completed=start)
-        t_na = time.monotonic()
-        pruned = na.run(start_iteration=start, after_iteration=lambda n: state.save(n.model, n.history))
-        netadapt_s = time.monotonic() - t_na
-        t_lt = time.monotonic()
-        history = []
-        if long_term.epochs > 0:
-            lt_task = prog.add_task("long-term fine-tuning", total=long_term.epochs)
-            history = train(pruned, data, long_term, on_epoch=lambda e, m: prog.update(lt_task, completed=e))
-            ui.log(f"long-term fine-tuning: {long_term.epochs} epochs, val top-1 {history[-1]['val_top1']:.2f}%")
-    return pruned, history, netadapt_s, time.monotonic() - t_lt
+        return na.run(start_iteration=start, after_iteration=lambda n: state.save(n.model, n.history))
 
 
-def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = None) -> Dict[str, object]:
-    """Prune ``job.checkpoint`` with NetAdapt until the table predicts the budget, fine-tune long-term, export and
-    measure baseline and pruned side by side on the device, write ``model.pt``, ``model.onnx``, ``baseline.onnx``
-    and ``report.json`` into ``job.out``; returns the report (:class:`PruneReport` as a dict).
+def _run_method(job: "PruneJob", cfg, ctx: MethodContext, state: ResumeState) -> Tuple[nn.Module, list]:
+    """A registry method other than NetAdapt, its result kept in the resume state once it has finished (a resumed
+    prune then goes straight to recovery)."""
+    if job.resume:
+        saved = state.load(ctx.name, ctx.num_classes)
+        if saved is not None and saved[1] and saved[1][-1].get("stage") == "method_done":
+            ui.log(f"resuming: {job.method} finished before; its network is in {state.path}")
+            return saved[0], saved[1][:-1]
+    model, history = method_spec(job.method).run(ctx, cfg)
+    state.save(model, history + [{"stage": "method_done"}])
+    return model, history
 
-    ``na_cfg.budget_ms`` and ``granularity`` are ignored; the budget comes from ``job`` and the grid from the table.
-    With ``job.resume`` a run continues from the last completed NetAdapt iteration (:mod:`.resume`).
+
+def _check_reachable(ctx: MethodContext, cfg, method: str) -> None:
+    """Refuse a budget no network on the grid meets (within a ``safe`` scope's floor), before any work."""
+    if ctx.budget_ms is None:
+        return
+    grids, full = ctx.grids, ctx.widths(ctx.model)
+    scope = getattr(cfg, "scope", getattr(cfg, "criterion", "global"))
+    if scope == "safe":
+        narrow = {g: criteria.grid_ceil(grids[g], cfg.min_keep * full[g]) for g in grids}
+    else:
+        narrow = {g: grid[0] for g, grid in grids.items()}
+    floor = ctx.predictor.predict_ms(narrow)
+    if floor > ctx.budget_ms:
+        raise BudgetError(f"--method {method}: budget {ctx.budget_ms:.4f} ms is unreachable: the narrowest network "
+                          f"it may reach on the channel grid (granularity {ctx.granularity}"
+                          f"{f', safe floor {cfg.min_keep:g}' if scope == 'safe' else ''}) is predicted at {floor:.4f} ms")
+
+
+def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
+              base_eval: Optional[Dict[str, Dict[str, float]]] = None) -> Dict[str, object]:
+    """Prune ``job.checkpoint`` with ``job.method`` until the table predicts the budget (or ``job.pruning_rate`` of
+    the parameters is removed), recover (``job.recover``), export and measure baseline and pruned side by side on the
+    device, write ``model.pt``, ``model.onnx``, ``baseline.onnx``, ``widths.png`` and ``report.json`` into
+    ``job.out``; returns the report (:class:`PruneReport` as a dict).
+
+    Args:
+        cfg: the method's settings (``NetAdaptConfig`` for netadapt, ``MagnitudeConfig`` for magnitude, ...; see
+            :data:`edgeshrink.host.prune.methods.METHODS`); None: its defaults. NetAdaptConfig's ``budget_ms`` and
+            ``granularity`` are ignored; the budget comes from ``job`` and the grid from the table.
+        base_eval: the checkpoint's ``{"val": evaluate(...), "test": evaluate(...)}`` when already known (``host
+            compare`` evaluates it once for all its runs).
+
+    With ``job.resume`` a run continues from the last completed NetAdapt iteration, or after the finished method.
 
     Raises:
         UserError subclasses: unreadable table/checkpoint/dataset, table for another model or input shape,
-            unreachable budget, classes that do not match, ``bench_seconds`` not positive.
+            unreachable budget, classes that do not match, an unknown method, settings of another method or out of
+            range, ``bench_seconds`` not positive.
     """
     t_start = time.monotonic()
     out = Path(job.out)
-    check_bench_seconds(job.bench_seconds)  # refused before any work, not after NetAdapt
+    spec = method_spec(job.method)
+    if cfg is None:
+        cfg = NetAdaptConfig(budget_ms=0.0) if job.method == "netadapt" else spec.config()
+    if not isinstance(cfg, spec.config):
+        raise UserError(f"--method {job.method} takes {spec.config.__name__} settings, not {type(cfg).__name__}")
+    check_config(job.method, cfg)
+    if job.pruning_rate is not None and not spec.threshold:
+        raise UserError(f"--pruning-rate applies to the threshold methods "
+                        f"({', '.join(n for n, m in METHODS.items() if m.threshold)}), not {job.method}")
+    if job.pruning_rate is not None and not 0 < job.pruning_rate < 1:
+        raise UserError(f"--pruning-rate must be a fraction in (0, 1), got {job.pruning_rate:g}")
+    mode = job.recover or spec.recover
+    is_na = job.method == "netadapt"
+    lt_epochs = job.long_term_epochs if job.long_term_epochs is not None else (cfg.long_term_epochs if is_na else 10)
+    lt_lr = job.long_term_lr if job.long_term_lr is not None else (cfg.long_term_lr if is_na else 0.01)
+    check_bench_seconds(job.bench_seconds)  # refused before any work, not after the method
     table = load_table(job.table)
     check_backend(table, job.table, job.backend)
     # An imported table (the earlier NetAdapt work's Raspberry Pi table) describes a board that is not here:
     # prune with its predictions and leave the confirmation to `host bench` on that board, unless --device names one.
-    confirm = job.device is not None or table.device.get("spec") not in (None, "imported")
+    confirm = job.measure and (job.device is not None or table.device.get("spec") not in (None, "imported"))
     ckpt = load_checkpoint(job.checkpoint)
     base_model = model_from_checkpoint(ckpt, job.model, job.checkpoint)
     name = ckpt["model"]
+    if mode in ("lr-rewind", "scratch") and not isinstance(ckpt.get("train_config"), dict):
+        raise UserError(f"--recover {mode} replays the original training schedule, and {job.checkpoint} has none "
+                        "(train it with `host train`, or use --recover fine-tune)")
     input_shape = tuple(ckpt.get("input_shape", table.input_shape))
     if list(input_shape) != list(table.input_shape):
         raise TableError(f"{job.table} was measured at input {fmt_shape(table.input_shape)}, but {job.checkpoint} "
@@ -162,32 +214,55 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
 
     base_widths = space.widths_from_spec(ckpt["channels"])  # the checkpoint's (possibly already pruned) widths
     baseline_pred = predictor.predict_ms(base_widths)
-    budget_ms = resolve_budget(baseline_pred, job.budget if job.budget_ms is None else None, job.budget_ms)
-    cfg = NetAdaptConfig(**{**na_cfg.to_dict(), "budget_ms": budget_ms,
-                            "granularity": int(table.build.get("granularity", na_cfg.granularity))})
-    na = NetAdapt(base_model, data, space, predictor, cfg)
-    na.check_reachable()  # an impossible budget is bad input: refuse it before any work
-    ui.log(f"[bold]NetAdapt[/] {name}: predicted {baseline_pred:.4f} ms -> budget {budget_ms:.4f} ms "
-           f"({budget_ms / baseline_pred:.0%}) on {table.device.get('spec')} / {table.backend}, "
-           f"select={cfg.select}, {len(space.groups)} channel groups")
+    budget_ms = None if job.pruning_rate is not None else \
+        resolve_budget(baseline_pred, job.budget if job.budget_ms is None else None, job.budget_ms)
+    granularity = int(table.build.get("granularity", getattr(cfg, "granularity", 4)))
+    ctx = MethodContext(base_model, data, space, predictor, name, ckpt["num_classes"], granularity, budget_ms,
+                        job.pruning_rate, batch_size=getattr(cfg, "batch_size", 64), seed=job.seed, log=ui.log)
+    target = f"budget {budget_ms:.4f} ms ({budget_ms / baseline_pred:.0%})" if budget_ms is not None else \
+        f"pruning rate {job.pruning_rate:g} of the parameters"
+    if is_na:
+        cfg = NetAdaptConfig(**{**cfg.to_dict(), "budget_ms": budget_ms, "granularity": granularity})
+        na = NetAdapt(base_model, data, space, predictor, cfg)
+        na.check_reachable()  # an impossible budget is bad input: refuse it before any work
+        ui.log(f"[bold]NetAdapt[/] {name}: predicted {baseline_pred:.4f} ms -> {target} on "
+               f"{table.device.get('spec')} / {table.backend}, select={cfg.select}, {len(space.groups)} channel groups")
+    else:
+        _check_reachable(ctx, cfg, job.method)
+        ui.log(f"[bold]{job.method}[/] ({spec.summary}) {name}: predicted {baseline_pred:.4f} ms -> {target} on "
+               f"{table.device.get('spec')} / {table.backend}, {len(space.groups)} channel groups, recovery {mode}")
 
     prepare_dir(out, "--out")  # after every refusal above: a refused prune leaves no folder behind
-    base_eval = {"val": evaluate(base_model, data, "val"), "test": evaluate(base_model, data, "test")}
-    state = ResumeState(str(out), sha256_file(job.checkpoint), budget_ms,
-                        {"table_sha256": sha256_file(job.table),
-                         **{k: getattr(cfg, k) for k in ("granularity", "init_reduction", "decay", "short_term_steps",
-                                                         "short_term_lr", "select", "batch_size", "seed")}})
-    long_term_cfg = TrainConfig(epochs=cfg.long_term_epochs, lr=cfg.long_term_lr, batch_size=cfg.batch_size,
-                                schedule="cosine", seed=cfg.seed)
-    pruned, long_term, netadapt_s, long_term_s = _run_netadapt(na, state, job.resume, name, ckpt["num_classes"],
-                                                               long_term_cfg, data)
+    base_eval = base_eval or {"val": evaluate(base_model, data, "val"), "test": evaluate(base_model, data, "test")}
+    settings = cfg.to_dict()
+    state = ResumeState(str(out), sha256_file(job.checkpoint), float(budget_ms if budget_ms is not None else -1.0),
+                        {"table_sha256": sha256_file(job.table), "method": job.method, "granularity": granularity,
+                         "pruning_rate": job.pruning_rate, "seed": job.seed,
+                         **{k: v for k, v in settings.items() if k not in ("budget_ms", "long_term_epochs",
+                                                                           "long_term_lr", "max_iters")}})
+    t_method = time.monotonic()
+    if is_na:
+        pruned = _run_netadapt(na, state, job.resume, name, ckpt["num_classes"])
+        history = na.history
+    else:
+        pruned, history = _run_method(job, cfg, ctx, state)
+    method_s = time.monotonic() - t_method
+    t_lt = time.monotonic()
+    with ui.progress() as prog:
+        task = prog.add_task(f"recovery ({mode})", total=None)
+        pruned, long_term, recovery = recover(pruned, mode, ctx, lt_epochs, lt_lr, ckpt.get("train_config"),
+                                              on_epoch=lambda e, m: prog.update(task, completed=e))
+    if long_term:
+        ui.log(f"recovery ({mode}): {len(long_term)} epochs, val top-1 {long_term[-1]['val_top1']:.2f}%")
+    long_term_s = time.monotonic() - t_lt
     pruned.eval()
     pruned_eval = {"val": evaluate(pruned, data, "val"), "test": evaluate(pruned, data, "test")}
     pruned_widths = space.widths_from_spec(models.channel_spec(pruned))
-    pruned_pred = predictor.predict_ms(pruned_widths)
+    pruned_pred = ctx.predict(pruned_widths)
     save_checkpoint(str(out / "model.pt"), pruned, ckpt["num_classes"], dataset=data.name,
                     input_shape=list(input_shape), metrics=pruned_eval, source_checkpoint=str(job.checkpoint),
-                    latency_ms_predicted=pruned_pred)
+                    latency_ms_predicted=pruned_pred, method=job.method,
+                    **({"train_config": ckpt["train_config"]} if isinstance(ckpt.get("train_config"), dict) else {}))
 
     # Export both and measure them side by side on the device the table was measured on.
     onnx_base, onnx_pruned = str(out / "baseline.onnx"), str(out / "model.onnx")
@@ -199,29 +274,36 @@ def run_prune(job: PruneJob, na_cfg: NetAdaptConfig, data: Optional[Dataset] = N
         bench = confirm_on_device(onnx_base, onnx_pruned, table, job.device or table.device.get("spec") or "local",
                                   [baseline_pred, pruned_pred], job.bench_seconds, job.bench_iters, job.bench_rounds,
                                   job.power, job.trust_new_host, str(out / "device_logs"))
-    else:
+    elif job.measure:
         ui.log(f"[yellow]{job.table} was imported ({table.device.get('board')}, {table.device.get('runtime')}): the "
                "latencies below are the table's predictions; nothing was measured. Confirm on that board with "
                "`host bench model.onnx --device ssh://...` (or pass --device)[/]")
         bench = not_measured(onnx_base, onnx_pruned)
+    else:
+        bench = not_measured(onnx_base, onnx_pruned, "not measured here: host compare measures every network together")
     interleaved = bool(bench.get("interleaved"))
     report = PruneReport(
         model=name, dataset=data.name, checkpoint=str(job.checkpoint), table=str(job.table),
         input_shape=list(input_shape), device=bench["device"], backend=table.backend, precision=table.precision,
         threads=table.threads, table_device=table.device, budget_ms=budget_ms,
-        budget_fraction=budget_ms / baseline_pred,
+        budget_fraction=budget_ms / baseline_pred if budget_ms is not None else None,
         baseline=side(base_eval, _macs_params(base_model, input_shape), baseline_pred, table.statistic,
                       models.channel_spec(base_model), onnx_base, bench["models"][onnx_base], interleaved),
         pruned=side(pruned_eval, _macs_params(pruned, input_shape), pruned_pred, table.statistic,
                     models.channel_spec(pruned), onnx_pruned, bench["models"][onnx_pruned], interleaved),
-        confirmed_on_device=confirm, method=cfg.to_dict(), iterations=na.history, long_term=long_term,
+        confirmed_on_device=confirm, method=job.method, settings=settings, iterations=history, long_term=long_term,
+        recovery=recovery, pruning_rate=job.pruning_rate,
         onnx_check=checks, measurement={k: bench.get(k) for k in ("rounds", "warmup", "iters", "interleaved", "loads")},
         power={"baseline": bench["models"][onnx_base].get("power"),
                "pruned": bench["models"][onnx_pruned].get("power")} if job.power and confirm else None,
         throttled=confirm and any(bench["models"][p]["throttled"] for p in (onnx_base, onnx_pruned)),
         versions=_versions(),
-        wall_s={"netadapt": round(netadapt_s, 1), "long_term": round(long_term_s, 1),
+        wall_s={"method": round(method_s, 1), "long_term": round(long_term_s, 1),
                 "total": round(time.monotonic() - t_start, 1)}).to_dict()
+    from edgeshrink.host.pipeline.plots import plot_widths
+
+    plot_widths(space, base_widths, pruned_widths, str(out / "widths.png"),
+                f"{name}: {job.method} to {target}")
     write_json(out / "report.json", report)
     state.clear()
     return report

@@ -73,7 +73,8 @@ def confirm_on_device(onnx_base: str, onnx_pruned: str, table, device: str, pred
                            device_args=["--power", power] if power else [], out_dir=logs_dir if power else None)
 
 
-def not_measured(onnx_base: str, onnx_pruned: str) -> Dict[str, object]:
-    """What stands for the measurement when the table's board is not here (an imported table)."""
-    return {"device": {"spec": None, "note": "not measured: imported table"}, "rounds": 0, "warmup": 0, "iters": 0,
+def not_measured(onnx_base: str, onnx_pruned: str, note: str = "not measured: imported table") -> Dict[str, object]:
+    """What stands for the measurement when the table's board is not here (an imported table), or when
+    ``host compare`` measures every network together afterwards."""
+    return {"device": {"spec": None, "note": note}, "rounds": 0, "warmup": 0, "iters": 0,
             "models": {onnx_base: None, onnx_pruned: None}}

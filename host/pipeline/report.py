@@ -56,20 +56,23 @@ class PruneReport:
     precision: str
     threads: int
     table_device: Dict[str, object]  # the device the table was measured on
-    budget_ms: float  # as the table predicts it (its statistic)
-    budget_fraction: float  # budget_ms / the baseline's prediction
+    budget_ms: Optional[float]  # as the table predicts it (its statistic); None with a pruning rate
+    budget_fraction: Optional[float]  # budget_ms / the baseline's prediction
     baseline: Dict[str, object]  # see side()
     pruned: Dict[str, object]
     confirmed_on_device: bool
-    method: Dict[str, object]  # the method's settings (NetAdaptConfig.to_dict())
+    method: str  # a name of edgeshrink.host.prune.methods.METHODS
+    settings: Dict[str, object]  # the method's settings (its config's to_dict())
     iterations: List[Dict[str, object]]  # the method's history
-    long_term: List[Dict[str, object]]  # long-term fine-tuning, per epoch
+    long_term: List[Dict[str, object]]  # recovery training, per epoch
+    recovery: Dict[str, object]  # {"mode", "epochs", ...}
+    pruning_rate: Optional[float]
     onnx_check: Dict[str, object]  # {"baseline", "pruned"}: checker + max abs difference to torch
     measurement: Dict[str, object]  # rounds, warmup, iters, interleaved, loads
     power: Optional[Dict[str, object]]  # {"baseline", "pruned"} with --power, else None
     throttled: bool
     versions: Dict[str, str]
-    wall_s: Dict[str, float]  # netadapt, long_term, total
+    wall_s: Dict[str, float]  # method, long_term (recovery), total
     created_utc: str = field(default_factory=utc_now)
 
     def to_dict(self) -> Dict[str, object]:
@@ -86,7 +89,8 @@ class PruneReport:
                        "latency_predicted": p["latency_ms_predicted"] / b["latency_ms_predicted"],
                        "macs": p["macs"] / b["macs"], "params": p["params"] / b["params"]},
             "top1_drop": b["top1"] - p["top1"],
-            "netadapt": self.method, "iterations": self.iterations, "long_term": self.long_term,
+            "method": self.method, "settings": self.settings, "pruning_rate": self.pruning_rate,
+            "iterations": self.iterations, "recovery": self.recovery, "long_term": self.long_term,
             "onnx_check": self.onnx_check, "measurement": self.measurement, "power": self.power,
             "throttled": self.throttled, "versions": self.versions, "wall_s": self.wall_s,
         }
@@ -98,9 +102,11 @@ def render_report(report: Dict[str, object], console=None) -> None:
 
     console = console or ui.out
     b, p = report["baseline"], report["pruned"]
-    t = Table(title=f"{report['model']} on {report['dataset']}: NetAdapt to {report['budget_ms']:.4f} ms "
-                    f"({report['budget_fraction']:.0%} of predicted) | {report['device'].get('spec')} "
-                    f"{report['backend']} {report['precision']} {report['threads']} thread(s)")
+    target = (f"{report['budget_ms']:.4f} ms ({report['budget_fraction']:.0%} of predicted)"
+              if report.get("budget_ms") is not None else f"pruning rate {report.get('pruning_rate')}")
+    t = Table(title=f"{report['model']} on {report['dataset']}: {report.get('method', 'netadapt')} to {target} | "
+                    f"{report['device'].get('spec')} {report['backend']} {report['precision']} {report['threads']} "
+                    "thread(s)")
     t.add_column("")
     t.add_column("baseline", justify="right")
     t.add_column("pruned", justify="right")
@@ -136,7 +142,10 @@ def render_report(report: Dict[str, object], console=None) -> None:
     if report.get("throttled"):
         console.print("[bold red]the device throttled during the measurement; latencies may be inflated[/]")
     lm = report["ratios"]["latency_measured"]
-    console.print(f"top-1 drop {report['top1_drop']:+.2f} points | {len(report['iterations'])} NetAdapt iterations | "
+    steps = (f"{len(report['iterations'])} NetAdapt iterations" if report.get("method", "netadapt") == "netadapt"
+             else f"recovery {report.get('recovery', {}).get('mode')}")
+    why = report["device"].get("note") or "not measured"
+    console.print(f"top-1 drop {report['top1_drop']:+.2f} points | {steps} | "
                   + (f"measured latency ratio {lm:.3f}" if lm is not None else
-                     f"predicted latency ratio {report['ratios']['latency_predicted']:.3f} (imported table: not measured)")
+                     f"predicted latency ratio {report['ratios']['latency_predicted']:.3f} ({why})")
                   + f" | wall {report['wall_s']['total']:.0f} s")

@@ -33,6 +33,19 @@ from edgeshrink.host.prune.surgery import prune_group_
 from edgeshrink.host.train import evaluate, fine_tune_steps
 
 
+def _val_subset(data: Dataset, n: Optional[int], seed: int) -> Dataset:
+    """``data`` with a seeded random subset of ``n`` val images (the proposals' holdout), or ``data`` itself."""
+    if n is None or n >= len(data.val):
+        return data
+    import torch
+
+    from edgeshrink.host.data import Split
+
+    idx = torch.randperm(len(data.val), generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return Dataset(data.name, data.train, Split(data.val.images[idx], data.val.labels[idx]), data.test,
+                   data.num_classes, data.mean, data.std, data.augment)
+
+
 class LatencyModel(Protocol):
     def predict_ms(self, widths: Dict[str, int]) -> float: ...
 
@@ -51,6 +64,7 @@ class NetAdaptConfig:
     long_term_lr: float = 0.01
     max_iters: int = 100
     seed: int = 0
+    short_term_val: Optional[int] = None  # evaluate proposals on a seeded subset of this many val images (None: all)
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
@@ -89,6 +103,7 @@ class NetAdapt:
             raise ValueError(f"select must be 'ratio' or 'accuracy', got {cfg.select!r}")
         self.model = copy.deepcopy(model).eval()
         self.data, self.space, self.latency, self.cfg = data, space, latency, cfg
+        self.eval_data = _val_subset(data, cfg.short_term_val, cfg.seed)
         self.on_event = on_event or (lambda kind, info: None)
         self.members = {g.name: g.members for g in space.groups}
         self.grids = {g.name: channel_grid(g.width, cfg.granularity) for g in space.groups}
@@ -138,7 +153,7 @@ class NetAdapt:
         prune_group_(m, self.members[p.group], p.width, self.space.input_shape)
         fine_tune_steps(m, self.data, self.cfg.short_term_steps, lr=self.cfg.short_term_lr,
                         batch_size=self.cfg.batch_size, seed=self.cfg.seed)
-        p.val_top1 = evaluate(m, self.data, "val")["top1"]
+        p.val_top1 = evaluate(m, self.eval_data, "val")["top1"]
         p.score = self.score(p, current_ms, current_top1)
         p.model = m
         return p
@@ -164,7 +179,7 @@ class NetAdapt:
         current = self.latency.predict_ms(widths)
         target = self.target_ms(iteration, current)
         if self._val_top1 is None:
-            self._val_top1 = evaluate(self.model, self.data, "val")["top1"]
+            self._val_top1 = evaluate(self.model, self.eval_data, "val")["top1"]
         current_top1 = self._val_top1
         proposals = self.propose(widths, target)
         relaxed = False

@@ -1,0 +1,236 @@
+"""``host compare``: several pruning methods at several latency budgets from one checkpoint and one table, every
+pruned network and the baseline then measured side by side in one device session, judged by measured latency.
+
+Each (method, budget) run is a ``host prune`` into ``OUT/runs/METHOD_bBUDGET`` without its own confirmation; a run
+whose ``compare_key.json`` matches (checkpoint, table, method, budget, settings, recovery) is complete and skipped, an
+interrupted one resumes (NetAdapt per iteration, the others after the method). Then one interleaved session times
+all networks (:func:`edgeshrink.host.bench.bench_on_device`, the table's backend and threads, round-robin bursts as
+the table's calibration networks), and ``compare.json``, the summary table and ``pareto.png`` are written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from edgeshrink.device.provenance import sha256_file
+from edgeshrink.host import ui
+from edgeshrink.host.bench import bench_on_device, stat_ms
+from edgeshrink.host.data import Dataset
+from edgeshrink.host.errors import BudgetError, UserError
+from edgeshrink.host.io import prepare_dir, write_json
+from edgeshrink.host.latency.networks import NETWORK_ITERS, NETWORK_LOADS, network_loads
+from edgeshrink.host.latency.table import load_table
+from edgeshrink.host.pipeline import PruneJob, run_prune
+from edgeshrink.host.pipeline.confirm import confirmation_rounds
+from edgeshrink.host.pipeline.plots import plot_pareto
+from edgeshrink.host.prune.methods import method_spec
+
+COMPARE_SCHEMA = "edgeshrink.compare"
+
+
+@dataclass(frozen=True)
+class CompareJob:
+    table: str
+    checkpoint: str
+    out: str
+    methods: Sequence[str]
+    budgets: Sequence[float]  # fractions of the baseline's predicted latency
+    dataset: str = "digits"
+    data_dir: Optional[str] = None
+    device: Optional[str] = None  # default: the table's device
+    backend: Optional[str] = None
+    seed: int = 0
+    bench_seconds: float = 60.0  # the whole session, shared by every network
+    trust_new_host: bool = False
+    recover: Optional[str] = None
+    long_term_epochs: Optional[int] = None
+    long_term_lr: Optional[float] = None
+
+
+def parse_budgets(text: str) -> List[float]:
+    """``"0.5,0.3"`` -> ``[0.5, 0.3]``.
+
+    Raises:
+        UserError: not comma-separated fractions in (0, 1), or a repeat.
+    """
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--budgets must be comma-separated fractions such as 0.5,0.3, got {text!r}") from None
+    if not vals or any(not (0 < v < 1 and math.isfinite(v)) for v in vals) or len(set(vals)) != len(vals):
+        raise UserError(f"--budgets must be distinct fractions in (0, 1) of the unpruned latency, got {text!r}")
+    return vals
+
+
+def parse_methods(text: str) -> List[str]:
+    """``"netadapt,uniform"`` -> the names, each checked against the registry.
+
+    Raises:
+        UserError: an unknown method or a repeat.
+    """
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    for n in names:
+        method_spec(n)
+    if not names or len(set(names)) != len(names):
+        raise UserError(f"--methods must be distinct method names, got {text!r}")
+    return names
+
+
+def _run_key(job: CompareJob, method: str, budget: float, cfg, ckpt_sha: str, table_sha: str) -> Dict[str, object]:
+    return {"checkpoint_sha256": ckpt_sha, "table_sha256": table_sha, "method": method, "budget": budget,
+            "settings": cfg.to_dict(), "recover": job.recover, "long_term_epochs": job.long_term_epochs,
+            "long_term_lr": job.long_term_lr, "dataset": job.dataset, "seed": job.seed}
+
+
+def _complete(run_dir: Path, key: Dict[str, object]) -> Optional[Dict[str, object]]:
+    """The run's report when it finished with these settings, else None."""
+    try:
+        saved = json.loads((run_dir / "compare_key.json").read_text())
+        report = json.loads((run_dir / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return report if saved == json.loads(json.dumps(key)) and isinstance(report, dict) else None
+
+
+def run_compare(job: CompareJob, configs: Dict[str, object], data: Dataset) -> Dict[str, object]:
+    """Run every (method, budget), then measure the baseline and every pruned network in one session.
+
+    Args:
+        configs: ``{method: its settings}`` (``host prune``'s), one per name of ``job.methods``.
+
+    Returns:
+        ``compare.json``: ``{"schema", "baseline", "rows": [one per run], "measurement", "noise", ...}``.
+
+    Raises:
+        UserError subclasses: as ``host prune``, before the first run where it can be known (each method's settings,
+            budgets, the table and checkpoint); DeviceError: the measuring session failed.
+    """
+    t0 = time.monotonic()
+    out = Path(job.out)
+    table = load_table(job.table)
+    if set(configs) != set(job.methods):
+        raise UserError("host compare needs one settings object per method")
+    prepare_dir(out, "--out")
+    ckpt_sha, table_sha = sha256_file(job.checkpoint), sha256_file(job.table)
+    runs, failed, base_eval = [], [], None
+    total = len(job.methods) * len(job.budgets)
+    for m in job.methods:
+        for b in job.budgets:
+            run_dir = out / "runs" / f"{m}_b{b:g}"
+            key = _run_key(job, m, b, configs[m], ckpt_sha, table_sha)
+            report = _complete(run_dir, key)
+            n = len(runs) + len(failed) + 1
+            if report is not None:
+                ui.log(f"[{n}/{total}] {m} at budget {b:g}: complete in {run_dir}, skipped")
+            else:
+                ui.log(f"[bold][{n}/{total}] {m} at budget {b:g}[/]")
+                pj = PruneJob(table=job.table, checkpoint=job.checkpoint, out=str(run_dir), dataset=job.dataset,
+                              data_dir=job.data_dir, budget=b, device=job.device, backend=job.backend,
+                              resume=run_dir.is_dir(), seed=job.seed, method=m, recover=job.recover,
+                              long_term_epochs=job.long_term_epochs, long_term_lr=job.long_term_lr, measure=False)
+                if base_eval is None:
+                    from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint
+                    from edgeshrink.host.train import evaluate
+
+                    bm = model_from_checkpoint(load_checkpoint(job.checkpoint), path=job.checkpoint)
+                    base_eval = {"val": evaluate(bm, data, "val"), "test": evaluate(bm, data, "test")}
+                try:
+                    report = run_prune(pj, configs[m], data=data, base_eval=base_eval)
+                except BudgetError as e:  # one method failing a budget does not discard the others' hours
+                    ui.log(f"[yellow]{m} at budget {b:g}: {e}[/]")
+                    failed.append({"method": m, "budget": b, "error": str(e)})
+                    continue
+                write_json(run_dir / "compare_key.json", key)
+            runs.append((m, b, run_dir, report))
+    if not runs:
+        raise BudgetError("host compare: no method reached any budget; " + "; ".join(f["error"] for f in failed))
+
+    # One session: the baseline and every pruned network, loaded side by side, timed in round-robin bursts.
+    base_onnx = str(runs[0][2] / "baseline.onnx")
+    paths = [base_onnx] + [str(r[2] / "model.onnx") for r in runs]
+    preds = [runs[0][3]["baseline"]["latency_ms_predicted"]] + [r[3]["pruned"]["latency_ms_predicted"] for r in runs]
+    rounds = confirmation_rounds(job.bench_seconds, preds)
+    device = job.device or table.device.get("spec") or "local"
+    ui.log(f"measuring the baseline and {len(runs)} pruned networks side by side on {device} ({table.backend}, "
+           f"{table.threads} thread(s)): {rounds} round-robin bursts of {NETWORK_ITERS} runs over {NETWORK_LOADS} "
+           f"loadings (about {job.bench_seconds:g} s)")
+    bench = bench_on_device(paths, device=device, backend=table.backend, threads=table.threads, iters=NETWORK_ITERS,
+                            rounds=rounds, trust_new_host=job.trust_new_host, interleave=True,
+                            loads=network_loads(None, rounds))
+    stat = table.statistic
+    bm = bench["models"][base_onnx]
+    base = runs[0][3]["baseline"]
+    baseline = {"top1": base["top1"], "params": base["params"], "macs": base["macs"],
+                "latency_ms_predicted": base["latency_ms_predicted"], "latency_ms_measured": bm["median_ms"],
+                "latency_ms_measured_min": bm.get("min_ms"), "load_medians_ms": bm.get("load_medians_ms")}
+    rows = []
+    for (m, b, run_dir, rep), path in zip(runs, paths[1:]):
+        mm = bench["models"][path]
+        p = rep["pruned"]
+        rows.append({
+            "method": m, "budget": b, "budget_ms": rep["budget_ms"], "latency_ms_predicted": p["latency_ms_predicted"],
+            "latency_ms_measured": mm["median_ms"], "latency_ms_measured_min": mm.get("min_ms"),
+            "load_medians_ms": mm.get("load_medians_ms"),
+            "prediction_error": p["latency_ms_predicted"] / stat_ms(mm, stat) - 1,
+            "ratio_measured_median": mm["median_ms"] / bm["median_ms"],
+            "ratio_measured_min": (mm["min_ms"] / bm["min_ms"]) if mm.get("min_ms") and bm.get("min_ms") else None,
+            "meets_budget": mm["median_ms"] / bm["median_ms"] <= b + 0.05,
+            "top1": p["top1"], "val_top1": p["val_top1"], "params": p["params"], "macs": p["macs"],
+            "recovery": rep.get("recovery", {}).get("mode"), "wall_s": rep["wall_s"], "run": str(run_dir)})
+    rows += failed
+    loads = [v for v in (bm.get("load_medians_ms") or []) if v]
+    noise = (max(loads) - min(loads)) / bm["median_ms"] if len(loads) > 1 else None
+    result = {"schema": COMPARE_SCHEMA, "schema_version": 1, "model": runs[0][3]["model"],
+              "dataset": runs[0][3]["dataset"], "checkpoint": job.checkpoint, "table": job.table,
+              "device": bench["device"], "backend": table.backend, "threads": table.threads, "statistic": stat,
+              "methods": list(job.methods), "budgets": list(job.budgets), "baseline": baseline, "rows": rows,
+              "noise": {"baseline_load_medians_spread": noise,
+                        "note": "(max - min) / median of the baseline's per-loading medians in this session"},
+              "measurement": {"rounds": rounds, "iters": NETWORK_ITERS, "interleaved": True,
+                              "loads": network_loads(None, rounds)},
+              "wall_s": round(time.monotonic() - t0, 1)}
+    write_json(out / "compare.json", result)
+    plot_pareto(rows, baseline, list(job.budgets), str(out / "pareto.png"),
+                f"{result['model']} on {result['dataset']}: test top-1 over latency measured on "
+                f"{bench['device'].get('spec')} ({table.backend}, {table.threads} thread(s))", noise)
+    return result
+
+
+def render_compare(result: Dict[str, object], console=None) -> None:
+    """The summary table of ``compare.json`` (rich), baseline first."""
+    from rich.table import Table
+
+    console = console or ui.out
+    if not console.is_terminal and console.width < 150:  # a log file: wide enough to read every column
+        from rich.console import Console
+
+        console = Console(file=console.file, width=150, highlight=False)
+    b = result["baseline"]
+    t = Table(title=f"{result['model']} on {result['dataset']}: methods at latency budgets, measured side by side on "
+                    f"{result['device'].get('spec')} ({result['backend']}, {result['threads']} thread(s))")
+    for col in ("method", "budget", "predicted (ms)", "measured min (ms)", "measured median (ms)", "ratio (median)",
+                "pred. error", "test top-1 (%)", "params", "MACs", "wall (s)"):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    t.add_row("baseline", "", f"{b['latency_ms_predicted']:.4f}", f"{b['latency_ms_measured_min'] or 0:.4f}",
+              f"{b['latency_ms_measured']:.4f}", "1.000", "", f"{b['top1']:.2f}", f"{b['params']:,}", f"{b['macs']:,}", "")
+    for r in result["rows"]:
+        if r.get("error"):
+            t.add_row(r["method"], f"{r['budget']:g}", "[red]unreachable[/]", *[""] * 8)
+            continue
+        ok = "" if r["meets_budget"] else " [red](over)[/]"
+        t.add_row(r["method"], f"{r['budget']:g}", f"{r['latency_ms_predicted']:.4f}",
+                  f"{r['latency_ms_measured_min'] or 0:.4f}", f"{r['latency_ms_measured']:.4f}",
+                  f"{r['ratio_measured_median']:.3f}{ok}", f"{r['prediction_error']:+.1%}", f"{r['top1']:.2f}",
+                  f"{r['params']:,}", f"{r['macs']:,}", f"{r['wall_s'].get('total', 0):.0f}")
+    console.print(t)
+    n = result["noise"]["baseline_load_medians_spread"]
+    if n is not None:
+        console.print(f"measurement noise: the baseline's per-loading medians spread {n:.1%} of its median")
+
+
+__all__ = ["CompareJob", "run_compare", "render_compare", "parse_budgets", "parse_methods"]

@@ -1,0 +1,453 @@
+"""The pruning methods of ``host prune --method``, one registry (:data:`METHODS`), each run to a latency budget as the
+table predicts it (or to a parameter pruning rate) on a :class:`MethodContext`, returning the pruned network and its
+history. Recovery training (fine-tuning, LR rewinding, retraining from scratch) is the pipeline's, after the method.
+
+- ``netadapt``: :mod:`.netadapt` (Yang et al. 2018), run by the pipeline with its per-iteration resume.
+- ``uniform``: one width multiplier for every group (:func:`.criteria.uniform_widths`), filters kept by L2 norm.
+- ``magnitude``: Torch-Pruning's ``MagnitudeImportance`` (L1/L2 filter norm, Li et al. 2017).
+- ``taylor``: Torch-Pruning's ``TaylorImportance`` (first-order Taylor, Molchanov et al. 2019; on an untrained
+  network this is channel-level SNIP, Lee et al. 2019).
+- ``slimming``: network slimming (Liu et al. 2017): sparsity training on the BN scales, then the smallest |gamma|
+  removed, in ``pruning_iterations`` rounds each followed by fine-tuning (the Neural Network Shrinking work).
+- ``swd``: Selective Weight Decay (Tessier et al. 2022): the channels the criterion would remove at the budget decay
+  ever more strongly during training; then they are removed.
+- ``morphnet``: MorphNet (Gordon et al. 2018) with the latency table as the resource: latency-weighted L1 on the BN
+  scales, then shrink (threshold) and expand (one width multiplier to the budget), for ``morphnet_rounds``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+from edgeshrink import models
+from edgeshrink.host.data import Dataset
+from edgeshrink.host.errors import UserError
+from edgeshrink.host.latency.space import PruningSpace, channel_grid
+from edgeshrink.host.prune import criteria
+from edgeshrink.host.prune.netadapt import NetAdaptConfig
+from edgeshrink.host.prune.regularizers import PENALTIES, MorphNetRegularizer, SlimmingRegularizer, SWDRegularizer
+from edgeshrink.host.train import TrainConfig, train
+
+RECOVERY = ("fine-tune", "lr-rewind", "scratch", "none")
+
+
+@dataclass
+class MethodContext:
+    """What a method works on.
+
+    Args:
+        model: the trained network (a method works on a copy).
+        space: its unpruned pruning space; ``predictor.predict_ms(widths)`` the table's latency (ms).
+        budget_ms: the target as the table predicts it; None with ``pruning_rate``.
+        pruning_rate: the fraction of parameters to remove instead of a latency budget (threshold methods).
+        log: one-line progress messages.
+    """
+
+    model: nn.Module
+    data: Dataset
+    space: PruningSpace
+    predictor: object
+    name: str
+    num_classes: int
+    granularity: int
+    budget_ms: Optional[float]
+    pruning_rate: Optional[float] = None
+    batch_size: int = 64
+    seed: int = 0
+    log: Callable[[str], None] = print
+
+    @property
+    def input_shape(self):
+        return self.space.input_shape
+
+    @property
+    def grids(self) -> Dict[str, List[int]]:
+        return {g.name: channel_grid(g.width, self.granularity) for g in self.space.groups}
+
+    def widths(self, model: nn.Module) -> Dict[str, int]:
+        return self.space.widths_from_spec(models.channel_spec(model))
+
+    def count_params(self, widths: Dict[str, int]) -> int:
+        m = models.create_model(self.name, self.num_classes, self.space.spec_from_widths(widths))
+        return sum(p.numel() for p in m.parameters())
+
+    def predict(self, widths: Dict[str, int]) -> float:
+        """The table's latency (ms) at ``widths``, rounded up to the grid where they are off it (``--pruning-rate``)."""
+        g = self.grids
+        return self.predictor.predict_ms({k: criteria.grid_ceil(g[k], v) for k, v in widths.items()})
+
+    def train_config(self, epochs: int, lr: float) -> TrainConfig:
+        return TrainConfig(epochs=epochs, lr=lr, batch_size=self.batch_size, schedule="cosine", seed=self.seed)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    config: type  # the settings dataclass; its fields are the method's own options
+    run: Optional[Callable[[MethodContext, object], Tuple[nn.Module, List[Dict[str, object]]]]]
+    recover: str  # the default recovery
+    threshold: bool  # accepts --pruning-rate
+    summary: str
+
+
+# -- settings ------------------------------------------------------------------------------------------------------
+
+def _to_dict(self) -> Dict[str, object]:
+    return asdict(self)
+
+
+@dataclass(frozen=True)
+class UniformConfig:
+    to_dict = _to_dict
+
+
+@dataclass(frozen=True)
+class MagnitudeConfig:
+    scope: str = "global"  # global | local | safe
+    rank: str = "importance"  # importance | per-ms
+    norm: int = 2  # L1 or L2 filter norm
+    min_keep: float = 0.25  # "safe" scope: no group below this fraction of its width
+    to_dict = _to_dict
+
+
+@dataclass(frozen=True)
+class TaylorConfig:
+    scope: str = "global"
+    rank: str = "importance"
+    taylor_batches: int = 8  # training batches whose gradients the Taylor scores sum
+    min_keep: float = 0.25
+    to_dict = _to_dict
+
+
+@dataclass(frozen=True)
+class SlimmingConfig:
+    penalty: str = "l1"  # l1 | smooth-l1
+    sparsity: Optional[float] = None  # lambda; None: 1e-5 for l1, 1e-6 for smooth-l1
+    method_epochs: int = 5  # sparsity-training epochs
+    method_lr: float = 0.01
+    pruning_iterations: int = 1  # rounds of prune + fine-tune
+    fine_tuning_epochs: int = 1  # after each round but the last (the recovery follows the last)
+    rank: str = "importance"
+    to_dict = _to_dict
+
+    @property
+    def strength(self) -> float:
+        return self.sparsity if self.sparsity is not None else (1e-5 if self.penalty == "l1" else 1e-6)
+
+
+@dataclass(frozen=True)
+class SWDConfig:
+    mu: float = 5e-4
+    a_min: float = 1.0
+    a_max: float = 1e4
+    criterion: str = "global"  # global | local | safe (the scopes of widths_to_budget)
+    method_epochs: int = 5  # SWD training epochs
+    method_lr: float = 0.01
+    refresh_steps: int = 50  # steps between recomputations of the target set
+    min_keep: float = 0.25
+    rank: str = "importance"
+    to_dict = _to_dict
+
+
+@dataclass(frozen=True)
+class MorphNetConfig:
+    morphnet_rounds: int = 2
+    method_epochs: int = 2  # regularised training epochs per round
+    method_lr: float = 0.01
+    morphnet_strength: float = 0.05  # lambda, per ms of marginal latency
+    gamma_threshold: float = 1e-2  # shrink: |gamma| below this is a dead channel
+    refresh_steps: int = 50  # steps between refreshes of the marginal latencies
+    to_dict = _to_dict
+
+
+def check_config(method: str, cfg) -> None:
+    """Refuse settings out of range, naming the option.
+
+    Raises:
+        UserError: one line.
+    """
+    def bad(msg):
+        raise UserError(f"--method {method}: {msg}")
+
+    for name in ("scope", "criterion"):
+        if getattr(cfg, name, "global") not in criteria.SCOPES:
+            bad(f"--{name} must be one of {', '.join(criteria.SCOPES)}")
+    if getattr(cfg, "rank", "importance") not in criteria.RANKS:
+        bad(f"--rank must be one of {', '.join(criteria.RANKS)}")
+    if getattr(cfg, "norm", 2) not in (1, 2):
+        bad("--norm must be 1 or 2")
+    if getattr(cfg, "penalty", "l1") not in PENALTIES:
+        bad(f"--penalty must be one of {', '.join(PENALTIES)}")
+    for name in ("sparsity", "mu", "a_min", "a_max", "method_lr", "morphnet_strength", "gamma_threshold"):
+        v = getattr(cfg, name, None)
+        if v is not None and not (v > 0 and math.isfinite(v)):
+            bad(f"--{name.replace('_', '-')} must be a positive finite number, got {v:g}")
+    if getattr(cfg, "a_min", 0) > getattr(cfg, "a_max", math.inf):
+        bad(f"--a-min {cfg.a_min:g} is above --a-max {cfg.a_max:g}")
+    if not 0 < getattr(cfg, "min_keep", 0.5) <= 1:
+        bad("--min-keep must be in (0, 1]")
+    for name in ("method_epochs", "pruning_iterations", "taylor_batches", "refresh_steps", "morphnet_rounds"):
+        if getattr(cfg, name, 1) < 1:
+            bad(f"--{name.replace('_', '-')} must be >= 1")
+    if getattr(cfg, "fine_tuning_epochs", 0) < 0:
+        bad("--fine-tuning-epochs must be >= 0")
+
+
+# -- the methods ---------------------------------------------------------------------------------------------------
+
+def _select(ctx: MethodContext, model: nn.Module, scores: criteria.Scores, budget_ms: Optional[float], scope: str,
+            rank: str, min_keep: float = 0.25) -> Dict[str, object]:
+    """The target widths for the scores: to ``budget_ms`` on the grid, or to ``ctx.pruning_rate`` off it."""
+    widths = ctx.widths(model)
+    if ctx.pruning_rate is not None:
+        per_ms = criteria.marginal_ms(ctx.predictor, {g: criteria.grid_ceil(ctx.grids[g], w) for g, w in widths.items()},
+                                      ctx.grids) if rank == "per-ms" else None
+        r = criteria.widths_at_rate(scores, ctx.count_params, widths, ctx.pruning_rate, per_ms)
+        return {**r, "predicted_ms": ctx.predict(r["widths"])}
+    return criteria.widths_to_budget(scores, ctx.predictor, widths, ctx.grids, budget_ms, scope, rank, min_keep)
+
+
+def _prune(ctx: MethodContext, model: nn.Module, scores: criteria.Scores, target: Dict[str, int]) -> None:
+    criteria.prune_to_widths_(model, ctx.space, scores, target, ctx.input_shape)
+
+
+def run_uniform(ctx: MethodContext, cfg: UniformConfig):
+    model = copy.deepcopy(ctx.model).eval()
+    widths = ctx.widths(model)
+    r = criteria.uniform_widths(ctx.predictor, widths, ctx.grids, ctx.budget_ms)
+    import torch_pruning as tp
+
+    scores = criteria.group_scores(model, ctx.space, tp.importance.MagnitudeImportance(p=2, normalizer=None),
+                                   ctx.input_shape)
+    _prune(ctx, model, scores, r["widths"])
+    ctx.log(f"uniform: width multiplier {r['multiplier']:.3f}, predicted {r['predicted_ms']:.4f} ms")
+    return model, [{"multiplier": r["multiplier"], "widths": r["widths"], "predicted_ms": r["predicted_ms"]}]
+
+
+def taylor_gradients(model: nn.Module, data: Dataset, batches: int, batch_size: int, seed: int) -> None:
+    """Fill ``.grad`` with the cross-entropy gradient summed over ``batches`` training batches (no augmentation)."""
+    g = torch.Generator().manual_seed(seed)
+    model.eval()  # BN statistics as at deployment; gradients still flow
+    model.zero_grad(set_to_none=True)
+    crit = nn.CrossEntropyLoss()
+    for i, (x, y) in enumerate(data.batches("train", batch_size, shuffle=True, generator=g)):
+        if i >= batches:
+            break
+        crit(model(x), y).backward()
+
+
+def run_criterion(kind: str):
+    """``magnitude`` or ``taylor``: score once, prune to the budget in one shot."""
+    def run(ctx: MethodContext, cfg):
+        import torch_pruning as tp
+
+        model = copy.deepcopy(ctx.model).eval()
+        if kind == "taylor":
+            imp = tp.importance.TaylorImportance()
+            taylor_gradients(model, ctx.data, cfg.taylor_batches, ctx.batch_size, ctx.seed)
+        else:
+            imp = tp.importance.MagnitudeImportance(p=cfg.norm)
+        scores = criteria.group_scores(model, ctx.space, imp, ctx.input_shape)
+        model.zero_grad(set_to_none=True)
+        r = _select(ctx, model, scores, ctx.budget_ms, cfg.scope, cfg.rank, cfg.min_keep)
+        _prune(ctx, model, scores, r["widths"])
+        ctx.log(f"{kind}: {cfg.scope} scope, rank {cfg.rank}: predicted {r['predicted_ms']:.4f} ms")
+        return model, [{k: v for k, v in r.items()}]
+    return run
+
+
+def _regularised_training(ctx: MethodContext, model: nn.Module, epochs: int, lr: float, hook) -> List[Dict[str, float]]:
+    history = train(model, ctx.data, ctx.train_config(epochs, lr), after_backward=hook,
+                    on_epoch=lambda e, m: ctx.log(f"  epoch {e}/{epochs}: train loss {m['train_loss']:.4f}, "
+                                                  f"val top-1 {m['val_top1']:.2f}%"))
+    model.eval()
+    return history
+
+
+def run_slimming(ctx: MethodContext, cfg: SlimmingConfig):
+    model = copy.deepcopy(ctx.model)
+    reg = SlimmingRegularizer(model, cfg.strength, cfg.penalty)
+    ctx.log(f"slimming: {cfg.method_epochs} epochs of sparsity training, {cfg.penalty} {cfg.strength:g}")
+    hist = _regularised_training(ctx, model, cfg.method_epochs, cfg.method_lr, lambda s, n: reg.regularize(model))
+    records = [{"stage": "sparsity", "epochs": hist}]
+    base_ms = ctx.predict(ctx.widths(model))
+    k_rounds = cfg.pruning_iterations
+    for k in range(1, k_rounds + 1):
+        scores = criteria.bn_scale_scores(model, ctx.space, ctx.input_shape)
+        if ctx.pruning_rate is not None:
+            # the parameters of the unpruned model are what the rate counts; round k removes its share
+            rate = 1 - (1 - ctx.pruning_rate) ** (k / k_rounds)
+            total0 = ctx.count_params(ctx.widths(ctx.model))
+            now = ctx.count_params(ctx.widths(model))
+            sub = dataclass_replace(ctx, pruning_rate=max(1e-9, 1 - (1 - rate) * total0 / now))
+            r = _select(sub, model, scores, None, "global", cfg.rank)
+        else:
+            target = base_ms * (ctx.budget_ms / base_ms) ** (k / k_rounds)
+            r = _select(ctx, model, scores, max(target, ctx.budget_ms), "global", cfg.rank)
+        _prune(ctx, model, scores, r["widths"])
+        ft = []
+        if k < k_rounds and cfg.fine_tuning_epochs:
+            ft = _regularised_training(ctx, model, cfg.fine_tuning_epochs, cfg.method_lr, None)
+        ctx.log(f"slimming round {k}/{k_rounds}: predicted {r['predicted_ms']:.4f} ms")
+        records.append({"stage": "prune", "round": k, "widths": r["widths"], "predicted_ms": r["predicted_ms"],
+                        "fine_tuning": ft})
+    return model, records
+
+
+def dataclass_replace(ctx: MethodContext, **kw) -> MethodContext:
+    return MethodContext(**{**{f.name: getattr(ctx, f.name) for f in fields(ctx)}, **kw})
+
+
+def run_swd(ctx: MethodContext, cfg: SWDConfig):
+    import torch_pruning as tp
+
+    model = copy.deepcopy(ctx.model)
+    members = {g.name: [model.get_submodule(m) for m in g.members] for g in ctx.space.groups}
+    bns = criteria.group_batchnorms(model, ctx.space, ctx.input_shape)
+    imp = tp.importance.MagnitudeImportance(p=2)
+    steps_per_epoch = math.ceil(len(ctx.data.train) / ctx.batch_size)
+    reg = SWDRegularizer(members, bns, cfg.mu, cfg.a_min, cfg.a_max, steps_per_epoch * cfg.method_epochs)
+    widths0 = ctx.widths(model)
+    targets_log = []
+
+    def targets():
+        scores = criteria.group_scores(model, ctx.space, imp, ctx.input_shape)
+        r = _select(ctx, model, scores, ctx.budget_ms, cfg.criterion, cfg.rank, cfg.min_keep)
+        return scores, r
+
+    def hook(step, total):
+        if step % cfg.refresh_steps == 0:
+            scores, r = targets()
+            reg.set_targets({g: torch.topk(-scores[g], widths0[g] - r["widths"][g]).indices.tolist()
+                             for g in widths0 if widths0[g] > r["widths"][g]})
+            model.train()
+            targets_log.append({"step": step, "a": reg.a(step), "widths": r["widths"]})
+        reg.regularize(model)
+
+    ctx.log(f"SWD: {cfg.method_epochs} epochs, mu {cfg.mu:g}, a {cfg.a_min:g} -> {cfg.a_max:g}, criterion "
+            f"{cfg.criterion}, targets every {cfg.refresh_steps} steps")
+    hist = _regularised_training(ctx, model, cfg.method_epochs, cfg.method_lr, hook)
+    scores, r = targets()
+    _prune(ctx, model, scores, r["widths"])
+    ctx.log(f"SWD: removed the target set, predicted {r['predicted_ms']:.4f} ms")
+    return model, [{"stage": "swd", "epochs": hist, "targets": targets_log},
+                   {"stage": "prune", "widths": r["widths"], "predicted_ms": r["predicted_ms"]}]
+
+
+def run_morphnet(ctx: MethodContext, cfg: MorphNetConfig):
+    model = copy.deepcopy(ctx.model)
+    records = []
+    for k in range(1, cfg.morphnet_rounds + 1):
+        bns = criteria.group_batchnorms(model, ctx.space, ctx.input_shape)
+        reg = MorphNetRegularizer(bns, cfg.morphnet_strength)
+        costs_log = []
+
+        def alive() -> Dict[str, int]:
+            s = criteria.bn_scale_scores(model, ctx.space, ctx.input_shape)
+            return {g: criteria.grid_ceil(ctx.grids[g], max(int((v >= cfg.gamma_threshold).sum()), 1))
+                    for g, v in s.items()}
+
+        def hook(step, total, reg=reg, costs_log=costs_log):
+            if step % cfg.refresh_steps == 0:
+                a = alive()
+                reg.set_costs(criteria.marginal_ms(ctx.predictor, a, ctx.grids))
+                costs_log.append({"step": step, "alive": a, "ms_per_channel": dict(reg.costs)})
+            reg.regularize(model)
+
+        ctx.log(f"MorphNet round {k}/{cfg.morphnet_rounds}: {cfg.method_epochs} epochs, strength "
+                f"{cfg.morphnet_strength:g} per ms")
+        hist = _regularised_training(ctx, model, cfg.method_epochs, cfg.method_lr, hook)
+        current = ctx.widths(model)
+        shrunk = {g: min(w, current[g]) for g, w in alive().items()}
+        # expand: one multiplier on the shrunk widths, as large as the budget allows, never past the current widths
+        r = criteria.uniform_widths(ctx.predictor, shrunk, ctx.grids, ctx.budget_ms, cap=current)
+        scores = criteria.bn_scale_scores(model, ctx.space, ctx.input_shape)
+        _prune(ctx, model, scores, r["widths"])
+        ctx.log(f"MorphNet round {k}: shrink to {sum(shrunk.values())} channels, expand x{r['multiplier']:.3f} to "
+                f"{sum(r['widths'].values())}, predicted {r['predicted_ms']:.4f} ms")
+        records.append({"round": k, "epochs": hist, "costs": costs_log, "shrunk": shrunk,
+                        "multiplier": r["multiplier"], "widths": r["widths"], "predicted_ms": r["predicted_ms"]})
+    return model, records
+
+
+METHODS: Dict[str, MethodSpec] = {
+    "netadapt": MethodSpec("netadapt", NetAdaptConfig, None, "fine-tune", False,
+                           "NetAdapt (Yang et al. 2018): per-group proposals, short-term fine-tuning, the best kept"),
+    "uniform": MethodSpec("uniform", UniformConfig, run_uniform, "fine-tune", False,
+                          "one width multiplier for every channel group (bisection on the table)"),
+    "magnitude": MethodSpec("magnitude", MagnitudeConfig, run_criterion("magnitude"), "fine-tune", True,
+                            "filter norm (Torch-Pruning MagnitudeImportance)"),
+    "taylor": MethodSpec("taylor", TaylorConfig, run_criterion("taylor"), "fine-tune", True,
+                         "first-order Taylor (Torch-Pruning TaylorImportance)"),
+    "slimming": MethodSpec("slimming", SlimmingConfig, run_slimming, "fine-tune", True,
+                           "network slimming (Liu et al. 2017): sparsity on BN scales, smallest |gamma| removed"),
+    "swd": MethodSpec("swd", SWDConfig, run_swd, "none", True,
+                      "Selective Weight Decay (Tessier et al. 2022)"),
+    "morphnet": MethodSpec("morphnet", MorphNetConfig, run_morphnet, "fine-tune", False,
+                           "MorphNet (Gordon et al. 2018), latency from the table as the resource"),
+}
+
+
+def method_spec(name: str) -> MethodSpec:
+    """Raises UserError for an unknown method, naming the known ones."""
+    if name not in METHODS:
+        raise UserError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def method_options(name: str) -> Tuple[str, ...]:
+    """The option names (config fields) that belong to ``name``."""
+    return tuple(f.name for f in fields(method_spec(name).config) if f.name != "budget_ms")
+
+
+def recover(model: nn.Module, mode: str, ctx: MethodContext, epochs: int, lr: float,
+            original: Optional[Dict[str, object]], on_epoch=None) -> Tuple[nn.Module, List[Dict[str, float]], Dict[str, object]]:
+    """Recovery training after pruning.
+
+    - ``fine-tune``: ``epochs`` at ``lr``, cosine (NetAdapt's long-term fine-tuning).
+    - ``lr-rewind``: Renda et al. 2020: the last ``epochs`` of the original training schedule (``original``, the
+      checkpoint's ``train_config``) replayed from the pruned weights.
+    - ``scratch``: the pruned architecture from a fresh initialisation, trained with the original schedule in full
+      (the NetAdapt thesis and MobileNetV3 found this better than fine-tuning).
+    - ``none``.
+
+    Returns:
+        ``(model, per-epoch history, {"mode", "epochs", "schedule"})``.
+
+    Raises:
+        UserError: an unknown mode, or ``lr-rewind`` / ``scratch`` for a checkpoint without its training schedule.
+    """
+    if mode not in RECOVERY:
+        raise UserError(f"--recover must be one of {', '.join(RECOVERY)}, got {mode!r}")
+    if mode == "none" or (mode == "fine-tune" and epochs == 0):
+        return model, [], {"mode": mode, "epochs": 0}
+    if mode == "fine-tune":
+        cfg = ctx.train_config(epochs, lr)
+        return model, train(model, ctx.data, cfg, on_epoch=on_epoch), {"mode": mode, "epochs": epochs,
+                                                                        "schedule": cfg.to_dict()}
+    if not isinstance(original, dict):
+        raise UserError(f"--recover {mode} replays the original training schedule, and the checkpoint has none "
+                        "(train it with `host train`, or use --recover fine-tune)")
+    try:
+        known = {f.name for f in fields(TrainConfig)}
+        cfg = TrainConfig(**{k: v for k, v in original.items() if k in known})
+    except TypeError as e:
+        raise UserError(f"the checkpoint's train_config is unreadable ({e})") from None
+    if mode == "lr-rewind":
+        start = max(cfg.epochs - epochs, 0)
+        return model, train(model, ctx.data, cfg, start_epoch=start, on_epoch=on_epoch), {
+            "mode": mode, "epochs": cfg.epochs - start, "rewound_to_epoch": start, "schedule": cfg.to_dict()}
+    torch.manual_seed(ctx.seed)
+    fresh = models.create_model(ctx.name, ctx.num_classes, models.channel_spec(model))
+    return fresh, train(fresh, ctx.data, cfg, on_epoch=on_epoch), {"mode": mode, "epochs": cfg.epochs,
+                                                                   "schedule": cfg.to_dict()}
+
+
+__all__ = ["METHODS", "MethodContext", "MethodSpec", "UniformConfig", "MagnitudeConfig", "TaylorConfig",
+           "SlimmingConfig", "SWDConfig", "MorphNetConfig", "check_config", "method_spec", "method_options", "recover"]
