@@ -206,6 +206,21 @@ def add_network_bench_args(p: argparse.ArgumentParser, what: str) -> None:
                         "--rounds: a loaded session keeps its own offset while it is loaded)")
 
 
+def print_result(result, render, as_json: bool, where: str) -> None:
+    """A command's result: the rich summary on stdout and ``where`` after it, or with ``--json`` the summary on
+    stderr and the JSON on stdout."""
+    import json
+
+    from edgeshrink.host import ui
+
+    if as_json:
+        render(result, ui.err)
+        print(json.dumps(result, indent=1))
+    else:
+        render(result)
+        print(where)
+
+
 def every_tenth(log):
     """Progress from the device's ``[i/n] ...`` lines: every tenth and the last."""
     def on_line(line: str) -> None:

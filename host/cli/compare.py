@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from edgeshrink.host.cli.args import add_data_args, add_method_args, add_netadapt_args, method_configs
+from edgeshrink.host.cli.args import add_data_args, add_method_args, add_netadapt_args, method_configs, print_result
 
 
 def register(sub) -> None:
@@ -32,7 +31,6 @@ def register(sub) -> None:
 
 
 def cmd_compare(args) -> int:
-    from edgeshrink.host import ui
     from edgeshrink.host.data import load_dataset
     from edgeshrink.host.pipeline.compare import CompareJob, parse_budgets, parse_methods, render_compare, run_compare
     from edgeshrink.host.pipeline.confirm import check_bench_seconds
@@ -46,11 +44,6 @@ def cmd_compare(args) -> int:
                      recover=args.recover, long_term_epochs=args.long_term_epochs, long_term_lr=args.long_term_lr)
     data = load_dataset(args.dataset, args.data_dir, seed=args.seed, download=args.download,
                         train_subset=args.train_subset)
-    result = run_compare(job, configs, data)
-    if args.json:
-        render_compare(result, ui.err)
-        print(json.dumps(result, indent=1))
-    else:
-        render_compare(result)
-        print(f"compare: {Path(args.out) / 'compare.json'}, {Path(args.out) / 'pareto.png'}")
+    print_result(run_compare(job, configs, data), render_compare, args.json,
+                 f"compare: {Path(args.out) / 'compare.json'}, {Path(args.out) / 'pareto.png'}")
     return 0

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from edgeshrink.host.cli.args import add_data_args, add_method_args, add_netadapt_args, method_configs
+from edgeshrink.host.cli.args import add_data_args, add_method_args, add_netadapt_args, method_configs, print_result
 
 
 def register(sub) -> None:
@@ -48,7 +47,6 @@ def register(sub) -> None:
 
 
 def cmd_prune(args) -> int:
-    from edgeshrink.host import ui
     from edgeshrink.host.data import load_dataset
     from edgeshrink.host.pipeline import PruneJob, render_report, run_prune
 
@@ -62,11 +60,5 @@ def cmd_prune(args) -> int:
                    long_term_lr=args.long_term_lr, pruning_rate=args.pruning_rate)
     data = load_dataset(args.dataset, args.data_dir, seed=args.seed, download=args.download,
                         train_subset=args.train_subset)
-    report = run_prune(job, cfg, data=data)
-    if args.json:
-        render_report(report, ui.err)
-        print(json.dumps(report, indent=1))
-    else:
-        render_report(report)
-        print(f"report: {Path(args.out) / 'report.json'}")
+    print_result(run_prune(job, cfg, data=data), render_report, args.json, f"report: {Path(args.out) / 'report.json'}")
     return 0

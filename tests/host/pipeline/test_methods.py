@@ -137,7 +137,7 @@ def test_compare_resumes_after_an_interruption(tmp_path, host_cli, formula_table
         assert row["latency_ms_predicted"] <= 0.6 * res["baseline"]["latency_ms_predicted"] + 1e-12
     assert res["measurement"]["interleaved"] and len(res["baseline"]["load_medians_ms"]) == 5
     assert (out / "pareto.png").stat().st_size > 1000
-    assert "measured median (ms)" in r.stdout and "magnitude" in r.stdout
+    assert "pred. error" in r.stdout and "magnitude" in r.stdout and "baseline" in r.stdout  # the summary table
     # a third run with other settings for one method redoes that one only
     r = host_cli(*args[:-2], "--norm", "1", "--out", str(out))
     assert r.returncode == 0 and "uniform at budget 0.6: complete" in r.stderr and "magnitude at budget 0.6: complete" not in r.stderr
