@@ -77,7 +77,12 @@ def test_pruning_rate_removes_that_fraction_of_the_parameters(tmp_path, host_cli
     assert rep["budget_ms"] is None and rep["pruning_rate"] == 0.5
     frac = 1 - rep["pruned"]["params"] / rep["baseline"]["params"]
     assert 0.5 <= frac < 0.515  # the fewest channels that reach it: no one channel holds 1.5% of resnet20
-    assert rep["pruned"]["latency_ms_measured"] < rep["baseline"]["latency_ms_measured"]
+    # measured, and predicted at the widths rounded up to the grid; off the grid the device may gain little (odd channel
+    # counts are slow in ONNX Runtime's blocked kernels: docs/pruning.md), so no speed-up is asserted here
+    assert rep["pruned"]["latency_ms_measured_min"] > 0 and rep["confirmed_on_device"]
+    widths = SPACE.widths_from_spec(rep["pruned"]["channels"])
+    up = {g: min(v for v in range(8, 65, 8) if v >= w) if w <= 64 else w for g, w in widths.items()}
+    assert rep["pruned"]["latency_ms_predicted"] == pytest.approx(predicted_by_formula("resnet20", up), rel=1e-12)
 
 
 def test_lr_rewind_replays_the_last_epochs_and_scratch_reinitialises(rewindable_ckpt, digits):
