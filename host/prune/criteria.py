@@ -16,20 +16,13 @@ import torch.nn as nn
 
 from edgeshrink.host.errors import BudgetError
 from edgeshrink.host.latency.space import PruningSpace
+from edgeshrink.host.prune.surgery import dependency_graph as _dependency_graph, remove_channels_
 
 Scores = Dict[str, torch.Tensor]  # group name -> (current width,) score of each output channel, larger = keep
 SCOPES = ("global", "local", "safe")
 RANKS = ("importance", "per-ms")
 
 
-def _dependency_graph(model: nn.Module, input_shape: Sequence[int]):
-    import torch_pruning as tp
-
-    was = model.training
-    model.eval()
-    dg = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(*input_shape), verbose=False)
-    model.train(was)
-    return dg
 
 
 def group_scores(model: nn.Module, space: PruningSpace, importance, input_shape: Sequence[int]) -> Scores:
@@ -77,11 +70,13 @@ def group_batchnorms(model: nn.Module, space: PruningSpace, input_shape: Sequenc
     return out
 
 
-def bn_scale_scores(model: nn.Module, space: PruningSpace, input_shape: Sequence[int]) -> Scores:
+def bn_scale_scores(model: nn.Module, space: PruningSpace, input_shape: Sequence[int],
+                    bns_by_group: Optional[Dict[str, List[nn.BatchNorm2d]]] = None) -> Scores:
     """Network slimming's channel score (Liu et al. 2017): |gamma| of the channel's BN scale, the mean over the BNs
-    of a coupled group, not normalised (one global threshold over the network, as the paper)."""
+    of a coupled group, not normalised (one global threshold over the network, as the paper). ``bns_by_group``:
+    :func:`group_batchnorms` of the model at its current widths, when already known."""
     out = {}
-    for g, bns in group_batchnorms(model, space, input_shape).items():
+    for g, bns in (bns_by_group or group_batchnorms(model, space, input_shape)).items():
         if not bns:
             raise ValueError(f"channel group {g} has no BatchNorm2d; network slimming needs one per group")
         out[g] = torch.stack([b.weight.detach().abs().double() for b in bns]).mean(dim=0)
@@ -266,8 +261,6 @@ def prune_to_widths_(model: nn.Module, space: PruningSpace, scores: Scores, targ
     Raises:
         ValueError: a target outside ``1 .. current width``, or Torch-Pruning refuses a group.
     """
-    import torch_pruning as tp
-
     kept_all = {}
     for g in space.groups:
         conv = model.get_submodule(g.members[0])
@@ -279,10 +272,5 @@ def prune_to_widths_(model: nn.Module, space: PruningSpace, scores: Scores, targ
         kept_all[g.name] = kept
         if k == width:
             continue
-        drop = sorted(set(range(width)) - set(kept))
-        dg = _dependency_graph(model, input_shape)
-        group = dg.get_pruning_group(model.get_submodule(g.members[0]), tp.prune_conv_out_channels, idxs=drop)
-        if not dg.check_pruning_group(group):
-            raise ValueError(f"Torch-Pruning refused to prune {len(drop)} channels of {g.name}")
-        group.prune()
+        remove_channels_(model, g.members[0], sorted(set(range(width)) - set(kept)), input_shape)
     return kept_all

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -285,7 +285,7 @@ def run_slimming(ctx: MethodContext, cfg: SlimmingConfig):
             rate = 1 - (1 - ctx.pruning_rate) ** (k / k_rounds)
             total0 = ctx.count_params(ctx.widths(ctx.model))
             now = ctx.count_params(ctx.widths(model))
-            sub = dataclass_replace(ctx, pruning_rate=max(1e-9, 1 - (1 - rate) * total0 / now))
+            sub = replace(ctx, pruning_rate=max(1e-9, 1 - (1 - rate) * total0 / now))
             r = _select(sub, model, scores, None, "global", cfg.rank)
         else:
             target = base_ms * (ctx.budget_ms / base_ms) ** (k / k_rounds)
@@ -298,10 +298,6 @@ def run_slimming(ctx: MethodContext, cfg: SlimmingConfig):
         records.append({"stage": "prune", "round": k, "widths": r["widths"], "predicted_ms": r["predicted_ms"],
                         "fine_tuning": ft})
     return model, records
-
-
-def dataclass_replace(ctx: MethodContext, **kw) -> MethodContext:
-    return MethodContext(**{**{f.name: getattr(ctx, f.name) for f in fields(ctx)}, **kw})
 
 
 def run_swd(ctx: MethodContext, cfg: SWDConfig):
@@ -349,7 +345,7 @@ def run_morphnet(ctx: MethodContext, cfg: MorphNetConfig):
         costs_log = []
 
         def alive() -> Dict[str, int]:
-            s = criteria.bn_scale_scores(model, ctx.space, ctx.input_shape)
+            s = criteria.bn_scale_scores(model, ctx.space, ctx.input_shape, bns)
             return {g: criteria.grid_ceil(ctx.grids[g], max(int((v >= cfg.gamma_threshold).sum()), 1))
                     for g, v in s.items()}
 
@@ -367,7 +363,7 @@ def run_morphnet(ctx: MethodContext, cfg: MorphNetConfig):
         shrunk = {g: min(w, current[g]) for g, w in alive().items()}
         # expand: one multiplier on the shrunk widths, as large as the budget allows, never past the current widths
         r = criteria.uniform_widths(ctx.predictor, shrunk, ctx.grids, ctx.budget_ms, cap=current)
-        scores = criteria.bn_scale_scores(model, ctx.space, ctx.input_shape)
+        scores = criteria.bn_scale_scores(model, ctx.space, ctx.input_shape, bns)
         _prune(ctx, model, scores, r["widths"])
         ctx.log(f"MorphNet round {k}: shrink to {sum(shrunk.values())} channels, expand x{r['multiplier']:.3f} to "
                 f"{sum(r['widths'].values())}, predicted {r['predicted_ms']:.4f} ms")

@@ -39,7 +39,6 @@ def prune_group_(model: nn.Module, members: Sequence[str], keep: int, input_shap
     Raises:
         ValueError: ``keep`` out of range, or Torch-Pruning refuses the group.
     """
-    import torch_pruning as tp
 
     first = model.get_submodule(members[0])
     width = first.out_channels
@@ -49,13 +48,33 @@ def prune_group_(model: nn.Module, members: Sequence[str], keep: int, input_shap
         return list(range(width))
     scores = filter_l2_importance(model, members)
     kept = sorted(torch.topk(scores, keep).indices.tolist())
-    drop = sorted(set(range(width)) - set(kept))
-    was_training = model.training
+    remove_channels_(model, members[0], sorted(set(range(width)) - set(kept)), input_shape)
+    return kept
+
+
+def dependency_graph(model: nn.Module, input_shape: Sequence[int]):
+    """Torch-Pruning's DependencyGraph of ``model``, traced in eval mode at ``(1, C, H, W)``; the mode is restored."""
+    import torch_pruning as tp
+
+    was = model.training
     model.eval()
     dg = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(*input_shape), verbose=False)
-    group = dg.get_pruning_group(first, tp.prune_conv_out_channels, idxs=drop)
+    model.train(was)
+    return dg
+
+
+def remove_channels_(model: nn.Module, conv: str, drop: Sequence[int], input_shape: Sequence[int]) -> None:
+    """Remove output channels ``drop`` of conv ``conv`` and of everything coupled to it, in place.
+
+    Raises:
+        ValueError: Torch-Pruning refuses the group.
+    """
+    import torch_pruning as tp
+
+    if not drop:
+        return
+    dg = dependency_graph(model, input_shape)
+    group = dg.get_pruning_group(model.get_submodule(conv), tp.prune_conv_out_channels, idxs=list(drop))
     if not dg.check_pruning_group(group):
-        raise ValueError(f"Torch-Pruning refused to prune {len(drop)} channels of {members[0]}")
+        raise ValueError(f"Torch-Pruning refused to prune {len(drop)} channels of {conv}")
     group.prune()
-    model.train(was_training)
-    return kept
