@@ -2,13 +2,16 @@
 
 A model is rebuilt from its registry name and a *channel spec*: a JSON-able dict that maps each
 convolution's module name to its number of output channels. Pruned architectures are therefore data,
-never pickled modules. Architectures: CIFAR ResNets (:mod:`.resnet`), Wide ResNets (:mod:`.wrn`); independent-
-residual ResNets are built with ``create_model(..., residual=...)`` (:mod:`.residual`).
+never pickled modules. Architectures: CIFAR ResNets (:mod:`.resnet`), Wide ResNets (:mod:`.wrn`), ImageNet-layout ResNet-18..152
+(:mod:`.imagenet`), MobileNetV2 and MobileNetV3-Small (:mod:`.mobilenet`); independent-residual ResNets are built
+with ``create_model(..., residual=...)`` (:mod:`.residual`). A user's own model is named by reference,
+``path/to/file.py:factory`` (:mod:`.ref`), and rebuilt from a channel spec by :mod:`.generic`.
 """
 
 from ._spec import ChannelSpecError, ModelError, UnknownModelError, channel_spec  # noqa: F401
-from .registry import create_model, list_models, register_model  # noqa: F401
-from . import resnet, wrn  # noqa: E402,F401  (registers the architectures)
+from .ref import ModelReferenceError, is_reference, resolve_callable  # noqa: F401
+from .registry import create_model, describe_model, list_models, register_model  # noqa: F401
+from . import imagenet, mobilenet, resnet, wrn  # noqa: E402,F401  (registers the architectures)
 
-__all__ = ["ChannelSpecError", "ModelError", "UnknownModelError", "channel_spec", "create_model", "list_models",
-           "register_model"]
+__all__ = ["ChannelSpecError", "ModelError", "ModelReferenceError", "UnknownModelError", "channel_spec",
+           "create_model", "describe_model", "is_reference", "list_models", "register_model", "resolve_callable"]

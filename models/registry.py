@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
-from typing import Callable, Dict, List, Optional
+import inspect
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch.nn as nn
 
 from ._spec import ModelError, UnknownModelError
+from .generic import apply_channel_spec_
+from .ref import build_from_reference, file_sha256, is_reference, model_source
 from .residual import from_residual_spec
 
 _REGISTRY: Dict[str, Callable[..., nn.Module]] = {}
@@ -31,33 +34,58 @@ def list_models(pattern: str = "*") -> List[str]:
 
 
 def create_model(name: str, num_classes: int = 10, channels: Optional[Dict[str, int]] = None,
-                 residual: Optional[Dict[str, object]] = None) -> nn.Module:
-    """Build a registered model.
+                 residual: Optional[Dict[str, object]] = None,
+                 input_shape: Optional[Sequence[int]] = None) -> nn.Module:
+    """Build a registered model, or a user's model by reference.
 
     Args:
-        name: registry name, e.g. ``"resnet20"`` (see :func:`list_models`).
+        name: registry name, e.g. ``"resnet20"`` (see :func:`list_models`), or a reference
+            ``path/to/file.py:factory`` / ``package.module:factory`` (:mod:`edgeshrink.models.ref`).
         num_classes: classifier outputs.
         channels: channel spec (conv module name -> output channels); ``None`` for the unpruned widths.
             Layers missing from the spec keep their default width.
         residual: ``{"mode": "independent", "keep": {branch: [kept channel indices]}}`` builds the network whose
             residual branches keep their own channels (:mod:`edgeshrink.models.residual`; CIFAR ResNets only);
             None for the coupled network.
+        input_shape: ``(1, C, H, W)`` at which a reference model's dependency graph is traced to apply
+            ``channels`` (default ``(1, 3, 64, 64)``); registry models know their own.
 
     Returns:
-        The model; ``model_name`` is its registry name (and ``residual`` its residual spec when given).
+        The model; ``model_name`` is its registry name or reference, ``model_source`` ``{"model", "file", "sha256"}`` (and ``residual`` its residual spec when given).
 
     Raises:
-        UnknownModelError: ``name`` is not registered.
+        UnknownModelError: ``name`` is neither registered nor a reference.
+        ModelReferenceError: a reference that does not resolve, or a factory that returns no module.
         ChannelSpecError: the spec names unknown layers or has non-positive widths, or a residual spec that
             does not fit the model.
         ModelError: ``num_classes`` is not a positive integer.
     """
-    if name not in _REGISTRY:
-        raise UnknownModelError(f"unknown model {name!r}; known: {', '.join(list_models())}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ModelError(f"num_classes must be a positive integer, got {num_classes!r}")
-    model = _REGISTRY[name](num_classes=num_classes, channels=channels or {})
+    if is_reference(name):
+        model = build_from_reference(name, num_classes)
+        if channels:
+            apply_channel_spec_(model, channels, tuple(input_shape or (1, 3, 64, 64)))
+        source = model_source(name)
+    elif name in _REGISTRY:
+        model = _REGISTRY[name](num_classes=num_classes, channels=channels or {})
+        source = registry_source(name)
+    else:
+        raise UnknownModelError(f"unknown model {name!r}; known: {', '.join(list_models())}, or a reference "
+                                "path/to/file.py:factory")
     model.model_name = name
+    model.model_source = source
     if residual is not None:
         model = from_residual_spec(model, residual)
     return model
+
+
+def registry_source(name: str) -> Dict[str, Optional[str]]:
+    """``{"model": name, "file": the file defining it, "sha256": that file's digest}`` of a registry model."""
+    path = inspect.getsourcefile(_REGISTRY[name])
+    return {"model": name, "file": path, "sha256": file_sha256(path) if path else None}
+
+
+def describe_model(model: nn.Module) -> Dict[str, object]:
+    """What names a built model's code: ``{"model", "file", "sha256"}`` (for tables, checkpoints and reports)."""
+    return dict(getattr(model, "model_source", None) or {"model": getattr(model, "model_name", None)})

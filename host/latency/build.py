@@ -35,6 +35,8 @@ from edgeshrink.host.checks import mapping, number, sequence, text
 from edgeshrink.host.errors import DeviceError, UserError
 from edgeshrink.host.io import prepare_dir, prepare_file, write_json
 from edgeshrink.host.latency.fit import calibrate
+from edgeshrink.host.latency.fusion import detect_fusion
+from edgeshrink.host.latency.predict import space_for_table
 from edgeshrink.host.latency.interpolate import build_interpolated
 from edgeshrink.host.latency.key import LayerKey
 from edgeshrink.host.latency.micro import key_id, overhead_model, save_atomic, write_micro_models
@@ -165,7 +167,8 @@ def build_micro_models(keys: Sequence[LayerKey], folder: str, jobs: int = 1) -> 
 
 
 def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
-                progress: Optional[Callable[[str, int, int], None]] = None) -> LatencyTable:
+                progress: Optional[Callable[[str, int, int], None]] = None,
+                fusion: Optional[Dict[str, object]] = None) -> LatencyTable:
     """Measure ``keys`` (plus the overhead calibration graph) on ``cfg.device`` (and ``cfg.farm``) and return
     the table.
 
@@ -180,6 +183,8 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
         cfg: build settings.
         keys: the distinct layer configurations to measure (see ``space.enumerate_keys``).
         progress: ``progress(stage, done, total)`` with stage ``"build"`` or ``"measure"``.
+        fusion: the fusion record the keys were enumerated with (:func:`edgeshrink.host.latency.fusion.detect_fusion`),
+            kept as ``calibration.fusion``; None: the legacy rules (ReLU and add + ReLU fused into convs).
 
     Raises:
         DeviceError: a device failed (the message says how to resume).
@@ -241,8 +246,10 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
                                 "boundaries (ONNX Runtime keeps tensors in its NCHWc layout inside a network), and "
                                 "the cache misses a layer meets inside a network; a fit on whole calibration "
                                 "networks (calibration.fit, --calibrate N) corrects both on average",
-                "fuse_residual_add": True,
-                "fused": "conv2d entries include the BN/ReLU that follow them (ONNX Runtime folds BN, fuses ReLU). "
+                "fuse_residual_add": bool(fusion["rules"]["conv_add"]) if fusion else True,
+                **({"fusion": fusion} if fusion else {}),
+                "fused": "conv2d entries include the BN and the activations the runtime fuses into them (ONNX Runtime "
+                         "folds BN; which activations it fuses is in calibration.fusion). "
                          "A residual add is fused into the conv that produces its first operand, as ONNX Runtime "
                          "runs it (the epilogue of an NCHWc Conv with a Sum input); such entries are measured as "
                          "conv+BN because that fusion does not happen in a standalone graph",
@@ -480,7 +487,7 @@ def calibrate_table(cfg: BuildConfig, root: Path, table: LatencyTable, progress:
     """Export ``cfg.calibrate`` calibration networks of ``cfg.model`` on the table's grid, measure them side by
     side on the device (:mod:`edgeshrink.host.latency.networks`), and store the fitted correction in
     ``table.calibration["fit"]``. Resumable: exports and measurements already in ``root`` are reused."""
-    space = build_space(models.create_model(cfg.model, cfg.num_classes), cfg.input_shape)
+    space = space_for_table(table, models.create_model(cfg.model, cfg.num_classes))
     archs = calibration_archs(space, cfg.granularity, cfg.calibrate, cfg.calib_seed)
     kept = (root / NETWORKS_FILE).exists()
     nets = _measure_networks(cfg, root, archs, progress)
@@ -539,7 +546,8 @@ def _device_info(root: Path) -> Dict[str, object]:
 
 
 def build_table_interpolated(cfg: BuildConfig, keys: Sequence[LayerKey], exhaustive: Optional[int] = None,
-                             progress: Progress = None, log: Optional[Callable[[str], None]] = None) -> LatencyTable:
+                             progress: Progress = None, log: Optional[Callable[[str], None]] = None,
+                             fusion: Optional[Dict[str, object]] = None) -> LatencyTable:
     """Build the table of ``keys`` from the coarse grid ``cfg.coarse`` with checks and refinement
     (:mod:`edgeshrink.host.latency.interpolate`; ``cfg.refine_tol``, ``check_fraction``, ``refine_rounds`` and
     ``align`` as :func:`edgeshrink.host.latency.interpolate.build_interpolated` takes them).
@@ -568,7 +576,7 @@ def build_table_interpolated(cfg: BuildConfig, keys: Sequence[LayerKey], exhaust
         if not ks:
             return {}
         sub = replace(cfg, workdir=str(root), resume=cfg.resume or state["calls"] > 0, calibrate=0)
-        t = build_table(sub, ks, progress)
+        t = build_table(sub, ks, progress, fusion=fusion)
         state["calls"] = int(state["calls"]) + 1
         state["measurements"] = int(state["measurements"]) + int(t.build["measurements"])
         state["reused"] = int(state["reused"]) + int(t.build["reused_measurements"])
@@ -634,7 +642,11 @@ def build_and_save(cfg: BuildConfig, out: str, log: Callable[[str], None] = lamb
     cfg = replace(cfg, workdir=workdir)
     if cfg.resume:  # refused before the log line below: a refusal is one line (build_table checks again, cheaply)
         check_settings(cfg, Path(workdir))
-    space = build_space(models.create_model(cfg.model, cfg.num_classes), cfg.input_shape)
+    model = models.create_model(cfg.model, cfg.num_classes)
+    fusion = None
+    if cfg.backend == "ort":  # read what the runtime fuses from the runtime (other backends: the legacy rules)
+        rules, fusion = detect_fusion(model, cfg.input_shape, cfg.threads)
+    space = build_space(model, cfg.input_shape, fusion=rules if fusion else None)
     widest = max(g.width for g in space.groups)
     if cfg.granularity >= widest:
         raise UserError(f"--granularity {cfg.granularity} leaves every channel group of {cfg.model} at its full width "
@@ -646,10 +658,11 @@ def build_and_save(cfg: BuildConfig, out: str, log: Callable[[str], None] = lamb
         + (f", shard {i}/{n}" if (i, n) != (1, 1) else "") + f"; device {', '.join(cfg.devices)}, {cfg.backend}, "
         f"{cfg.threads} thread(s)" + (" (resuming)" if cfg.resume else ""))
     if cfg.coarse is None:
-        table = build_table(cfg, keys, progress=progress)
+        table = build_table(cfg, keys, progress=progress, fusion=fusion)
     else:
         table = build_table_interpolated(cfg, keys, exhaustive=len(enumerate_keys(space, 1)), progress=progress,
-                                         log=log)
+                                         log=log, fusion=fusion)
+    table.calibration["model_source"] = models.describe_model(model)
     table.save(out)
     if own_workdir:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -11,7 +11,7 @@ from typing import Dict, Tuple
 class LayerKey:
     """One layer configuration: the key of a latency table entry (never a layer name)."""
 
-    op: str  # "conv2d", "add", "bn", "gap_linear"
+    op: str  # "conv2d", "dwconv2d", "add", "bn", "gap_linear", ... (table.OPS)
     in_channels: int
     out_channels: int
     in_hw: Tuple[int, int]  # input height, width
@@ -42,7 +42,11 @@ class LayerKey:
             oh = (h + 2 * self.padding[0] - self.kernel[0]) // self.stride[0] + 1
             ow = (w + 2 * self.padding[1] - self.kernel[1]) // self.stride[1] + 1
             return oh * ow * self.out_channels * (self.in_channels // self.groups) * self.kernel[0] * self.kernel[1]
-        if self.op == "gap_linear":
+        if self.op == "dwconv2d":
+            oh = (h + 2 * self.padding[0] - self.kernel[0]) // self.stride[0] + 1
+            ow = (w + 2 * self.padding[1] - self.kernel[1]) // self.stride[1] + 1
+            return oh * ow * self.in_channels * self.kernel[0] * self.kernel[1]
+        if self.op in ("gap_linear", "linear"):
             return self.in_channels * self.out_channels
         return 0
 
@@ -69,7 +73,7 @@ def family_name(key: LayerKey) -> str:
     """A family's name, safe in file names: ``conv2d_k3_s1_32x32_bn+relu``, ``gap_linear_8x8_plain``, with
     ``_g<groups>`` for grouped convolutions."""
     fused = "+".join(key.fused) or "plain"
-    if key.op == "conv2d":
+    if key.op in ("conv2d", "dwconv2d"):
         groups = f"_g{key.groups}" if key.groups != 1 else ""
         return f"{key.op}_k{key.kernel[0]}_s{key.stride[0]}{groups}_{key.in_hw[0]}x{key.in_hw[1]}_{fused}"
     return f"{key.op}_{key.in_hw[0]}x{key.in_hw[1]}_{fused}"

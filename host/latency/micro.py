@@ -1,7 +1,8 @@
 """Micro-models: one ONNX graph per layer configuration, built directly with ``onnx.helper``.
 
 A micro-model holds the ops of one table entry as the exported network has them before the runtime's own
-fusions (Conv, BatchNormalization, Relu, Add, GlobalAveragePool + Flatten + Gemm), with random weights;
+fusions (Conv, BatchNormalization, the activations as torch exports them, Add, Mul, pooling, ReduceMean, Gemm,
+Concat, Resize), with random weights;
 ONNX Runtime then fuses them as it fuses the whole network. One exception: a conv whose key lists a fused
 residual ``add`` is built as conv+BN, because the runtime's add epilogue cannot be reproduced standalone
 (see :func:`micro_model`). Building the graph directly
@@ -41,6 +42,31 @@ def _bn(x: str, c: int, y: str, inits: List, nodes: List, rng: np.random.Generat
     nodes.append(helper.make_node("BatchNormalization", [x, f"{y}_s", f"{y}_b", f"{y}_m", f"{y}_v"], [y], epsilon=1e-5))
 
 
+ACTIVATION_OPS = ("relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu")
+
+
+def _activation(op: str, x: str, y: str, inits: List, nodes: List) -> str:
+    """Append activation ``op`` of ``x`` as torch exports it (ReLU6 as Clip(0, 6), SiLU as x * Sigmoid(x));
+    returns the output name."""
+    if op == "relu":
+        nodes.append(helper.make_node("Relu", [x], [y]))
+    elif op == "relu6":
+        inits += [numpy_helper.from_array(np.array(0.0, np.float32), f"{y}_lo"),
+                  numpy_helper.from_array(np.array(6.0, np.float32), f"{y}_hi")]
+        nodes.append(helper.make_node("Clip", [x, f"{y}_lo", f"{y}_hi"], [y]))
+    elif op == "hardswish":
+        nodes.append(helper.make_node("HardSwish", [x], [y]))
+    elif op == "hardsigmoid":
+        nodes.append(helper.make_node("HardSigmoid", [x], [y], alpha=1.0 / 6, beta=0.5))
+    elif op == "sigmoid":
+        nodes.append(helper.make_node("Sigmoid", [x], [y]))
+    elif op == "silu":
+        nodes += [helper.make_node("Sigmoid", [x], [f"{y}_sig"]), helper.make_node("Mul", [x, f"{y}_sig"], [y])]
+    else:
+        raise ValueError(f"no activation {op!r}")
+    return y
+
+
 def _conv_out_hw(key: LayerKey) -> Tuple[int, int]:
     return tuple((key.in_hw[i] + 2 * key.padding[i] - key.kernel[i]) // key.stride[i] + 1 for i in range(2))
 
@@ -57,23 +83,62 @@ def micro_model(key: LayerKey, seed: int = 0) -> onnx.ModelProto:
     nodes: List = []
     inits: List = []
     cur = "x"
-    if key.op == "conv2d":
-        wshape = (key.out_channels, key.in_channels // key.groups, *key.kernel)
+    c = key.in_channels
+    if key.op in ("conv2d", "dwconv2d"):
+        groups = key.in_channels if key.op == "dwconv2d" else key.groups
+        wshape = (key.out_channels, key.in_channels // groups, *key.kernel)
         fan_in = wshape[1] * key.kernel[0] * key.kernel[1]
         inits.append(_init("w", rng.normal(0, (2.0 / fan_in) ** 0.5, wshape)))
         nodes.append(helper.make_node("Conv", ["x", "w"], ["conv"], kernel_shape=list(key.kernel),
                                       strides=list(key.stride), pads=[key.padding[0], key.padding[1]] * 2,
-                                      group=key.groups))
+                                      group=groups))
         cur = "conv"
         oh, ow = _conv_out_hw(key)
         out_shape = [1, key.out_channels, oh, ow]
-    elif key.op == "add":
-        inputs.append(helper.make_tensor_value_info("x2", TensorProto.FLOAT, [1, key.in_channels, h, w]))
-        nodes.append(helper.make_node("Add", ["x", "x2"], ["sum"]))
-        cur, out_shape = "sum", [1, key.in_channels, h, w]
+    elif key.op in ("add", "mul"):
+        inputs.append(helper.make_tensor_value_info("x2", TensorProto.FLOAT, [1, c, h, w]))
+        nodes.append(helper.make_node("Add" if key.op == "add" else "Mul", ["x", "x2"], ["sum"]))
+        cur, out_shape = "sum", [1, c, h, w]
+    elif key.op == "scale":  # a squeeze-and-excitation block's channel scale: (1, C, H, W) * (1, C, 1, 1)
+        inputs.append(helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, c, 1, 1]))
+        nodes.append(helper.make_node("Mul", ["s", "x"], ["scaled"]))
+        cur, out_shape = "scaled", [1, c, h, w]
     elif key.op == "bn":
-        _bn("x", key.in_channels, "bn0", inits, nodes, rng)
-        cur, out_shape = "bn0", [1, key.in_channels, h, w]
+        _bn("x", c, "bn0", inits, nodes, rng)
+        cur, out_shape = "bn0", [1, c, h, w]
+    elif key.op in ACTIVATION_OPS:
+        cur = _activation(key.op, "x", "act0", inits, nodes)
+        out_shape = [1, c, h, w]
+    elif key.op in ("maxpool", "avgpool"):
+        attrs = dict(kernel_shape=list(key.kernel), strides=list(key.stride), pads=[key.padding[0], key.padding[1]] * 2)
+        if key.op == "avgpool":
+            attrs["count_include_pad"] = 1  # torch's default
+        nodes.append(helper.make_node("MaxPool" if key.op == "maxpool" else "AveragePool", ["x"], ["pool"], **attrs))
+        cur = "pool"
+        out_shape = [1, c, *_conv_out_hw(key)]
+    elif key.op == "gap":  # torch exports adaptive_avg_pool2d(x, 1) as ReduceMean over H, W
+        inits.append(numpy_helper.from_array(np.array([2, 3], np.int64), "axes"))
+        nodes.append(helper.make_node("ReduceMean", ["x", "axes"], ["gap"], keepdims=1))
+        cur, out_shape = "gap", [1, c, 1, 1]
+    elif key.op == "linear":
+        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c])]
+        inits += [_init("fc_w", rng.normal(0, 0.1, (key.out_channels, c))), _init("fc_b", np.zeros(key.out_channels))]
+        nodes.append(helper.make_node("Gemm", ["x", "fc_w", "fc_b"], ["fc"], transB=1))
+        cur, out_shape = "fc", [1, key.out_channels]
+    elif key.op == "concat":  # key.groups inputs sharing the channels as evenly as they can
+        n = max(1, key.groups)
+        split = [c // n + (1 if i < c % n else 0) for i in range(n)]
+        inputs = [helper.make_tensor_value_info(f"x{i}" if i else "x", TensorProto.FLOAT, [1, k, h, w])
+                  for i, k in enumerate(split)]
+        nodes.append(helper.make_node("Concat", [i.name for i in inputs], ["cat"], axis=1))
+        cur, out_shape = "cat", [1, c, h, w]
+    elif key.op in ("resize_nearest", "resize_bilinear"):
+        sh, sw = key.stride
+        inits.append(numpy_helper.from_array(np.array([1, 1, sh, sw], np.float32), "scales"))
+        attrs = {"mode": "nearest", "nearest_mode": "floor", "coordinate_transformation_mode": "asymmetric"} \
+            if key.op == "resize_nearest" else {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}
+        nodes.append(helper.make_node("Resize", ["x", "", "scales"], ["resized"], **attrs))
+        cur, out_shape = "resized", [1, c, h * sh, w * sw]
     elif key.op == "gap_linear":
         inits += [_init("fc_w", rng.normal(0, 0.1, (key.out_channels, key.in_channels))),
                   _init("fc_b", np.zeros(key.out_channels))]
@@ -88,15 +153,14 @@ def micro_model(key: LayerKey, seed: int = 0) -> onnx.ModelProto:
             _bn(cur, out_shape[1], "bn", inits, nodes, rng)
             cur = "bn"
         elif f == "add":
-            # Inside the network ONNX Runtime runs the residual Add (and the ReLU after it) as the epilogue
+            # Inside the network ONNX Runtime runs the residual Add (and the activation after it) as the epilogue
             # of this conv's fused NCHWc kernel (Conv with a Sum input). It fuses only when the other operand
             # also comes from an NCHWc conv, which a standalone graph input is not: an Add here would run as
             # separate, unfused ops that the network never executes. So the entry is conv+BN; the epilogue's
             # cost is not part of it.
             break
-        elif f == "relu":
-            nodes.append(helper.make_node("Relu", [cur], ["relu"]))
-            cur = "relu"
+        elif f in ACTIVATION_OPS:
+            cur = _activation(f, cur, f"{cur}_{f}", inits, nodes)
         else:
             raise ValueError(f"cannot fuse {f!r} into a micro-model")
     outputs = [helper.make_tensor_value_info(cur, TensorProto.FLOAT, out_shape)]

@@ -83,7 +83,7 @@ def _export_worker(args: Tuple[str, int, List[int], List[Tuple[Dict[str, int], s
     done = []
     for widths, path in jobs:
         if not os.path.exists(path):
-            export_onnx(models.create_model(model_name, num_classes, space.spec_from_widths(widths)).eval(), shape,
+            export_onnx(models.create_model(model_name, num_classes, space.spec_from_widths(widths), input_shape=shape).eval(), shape,
                         path)
         done.append(path)
     return done

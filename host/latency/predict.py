@@ -20,18 +20,30 @@ from typing import Dict, List, Tuple
 
 from edgeshrink.host.errors import TableError
 from edgeshrink.host.latency.key import LayerKey, family, family_at_in, family_at_out
-from edgeshrink.host.latency.space import PruningSpace, build_space
+from edgeshrink.host.latency.space import LEGACY_FUSION, UNFUSED_ADD, FusionRules, PruningSpace, build_space
 from edgeshrink.host.latency.table import LatencyTable, fmt_shape
 
 
+def space_rules(space: PruningSpace) -> FusionRules:
+    """The fusion rules a pruning space was built with."""
+    return space.fusion or (LEGACY_FUSION if space.fuse_residual_add else UNFUSED_ADD)
+
+
+def space_for_table(table: LatencyTable, model) -> PruningSpace:
+    """``model``'s pruning space at the table's input shape, with the table's fusion rules."""
+    return build_space(model, table.input_shape, fusion=table.fusion_rules)
+
+
 def site_class(op: str) -> str:
-    """Which fitted coefficient a site of ``op`` uses: ``conv`` (conv2d sites) or ``other``."""
-    return "conv" if op == "conv2d" else "other"
+    """Which fitted coefficient a site of ``op`` uses: ``conv`` (dense and depthwise conv sites) or ``other``."""
+    return "conv" if op in ("conv2d", "dwconv2d") else "other"
 
 
 def site_params(key: LayerKey) -> float:
     """Weights of a conv site in millions (what is fetched from beyond L2 when the network's working set
     does not fit); 0 for other ops."""
+    if key.op == "dwconv2d":
+        return key.in_channels * key.kernel[0] * key.kernel[1] / 1e6
     if key.op != "conv2d":
         return 0.0
     return key.in_channels // key.groups * key.out_channels * key.kernel[0] * key.kernel[1] / 1e6
@@ -58,8 +70,8 @@ class TablePredictor:
     """
 
     def __init__(self, table: LatencyTable, space: PruningSpace, corrected: bool = True):
-        if space.fuse_residual_add != table.fuse_residual_add:
-            raise TableError("the pruning space and the table disagree on residual-add fusion; build the space "
+        if space_rules(space) != table.fusion_rules:
+            raise TableError("the pruning space and the table disagree on what the runtime fuses; build the space "
                              "with TablePredictor.for_model")
         if list(space.input_shape) != list(table.input_shape):
             raise TableError(f"latency table was measured at input {fmt_shape(table.input_shape)}, "
@@ -81,7 +93,7 @@ class TablePredictor:
     def for_model(cls, table: LatencyTable, model, corrected: bool = True) -> "TablePredictor":
         """Trace ``model`` at the table's input shape with the table's fusion rules. ``corrected=False``
         ignores a fitted calibration (what the fit itself is computed from)."""
-        return cls(table, build_space(model, table.input_shape, fuse_residual_add=table.fuse_residual_add), corrected)
+        return cls(table, space_for_table(table, model), corrected)
 
     def layer_ms(self, widths: Dict[str, int]) -> List[float]:
         """Per-site latency in ms, in site order: entry minus overhead, times the site's fitted coefficient plus

@@ -70,6 +70,17 @@ class LatencyTable:
     def fuse_residual_add(self) -> bool:
         return bool(self.calibration.get("fuse_residual_add", False))
 
+    @property
+    def fusion_rules(self):
+        """What the table's runtime fuses (:class:`edgeshrink.host.latency.space.FusionRules`): the rules read
+        from the runtime (``calibration.fusion.rules``), else what tables before that assumed."""
+        from edgeshrink.host.latency.space import LEGACY_FUSION, UNFUSED_ADD, FusionRules
+
+        fusion = self.calibration.get("fusion")
+        if isinstance(fusion, dict) and isinstance(fusion.get("rules"), dict):
+            return FusionRules.from_dict(fusion["rules"])
+        return LEGACY_FUSION if self.fuse_residual_add else UNFUSED_ADD
+
     def lookup(self, key: LayerKey) -> Optional[Entry]:
         return self._index.get(key)
 
@@ -89,8 +100,10 @@ class LatencyTable:
         write_json(path, self.to_dict())
 
 
-OPS = ("conv2d", "add", "bn", "gap_linear")
-FUSIONS = ("bn", "relu", "add")
+ACTIVATION_OPS = ("relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu")
+OPS = ("conv2d", "dwconv2d", "add", "mul", "scale", "bn", "gap_linear", "gap", "linear", "maxpool", "avgpool", "concat",
+       "resize_nearest", "resize_bilinear") + ACTIVATION_OPS
+FUSIONS = ("bn", "add") + ACTIVATION_OPS
 SOURCES = ("measured", "interpolated", "imported")
 CORRECTION_KINDS = ("family", "in", "out", "key")
 MAX_DIM = 1 << 16  # channels and pixels per axis: far above any network here, low enough to refuse garbage
@@ -194,6 +207,14 @@ def load_table(path: str) -> LatencyTable:
         number(cal.get("overhead_ms", 0.0), f"{path}: calibration overhead_ms", TableError, non_negative=True)
         if cal.get("fit") is not None:
             _check_fit(cal["fit"], f"{path}: calibration fit")
+        if cal.get("fusion") is not None:
+            rules = mapping(mapping(cal["fusion"], f"{path}: calibration fusion", TableError).get("rules"),
+                            f"{path}: calibration fusion rules", TableError)
+            for k in ("conv_acts", "conv_add_acts"):
+                for a in sequence(rules.get(k, []), f"{path}: calibration fusion {k}", TableError):
+                    text(a, f"{path}: calibration fusion {k}", TableError, choices=ACTIVATION_OPS)
+            if not isinstance(rules.get("conv_add", False), bool):
+                raise TableError(f"{path}: calibration fusion conv_add must be true or false")
         shape = [integer(v, f"{path}: input_shape", TableError, lo=1, hi=MAX_DIM)
                  for v in sequence(d["input_shape"], f"{path}: input_shape", TableError, length=4)]
         return LatencyTable(

@@ -110,7 +110,7 @@ def _run_netadapt(na: NetAdapt, state: ResumeState, resume: bool, name: str, num
         prog.update(iter_task, total=na.expected_iterations())
         start = 0
         if resume:
-            saved = state.load(name, num_classes)
+            saved = state.load(name, num_classes, na.space.input_shape)
             if saved is not None:
                 na.restore_(*saved)
                 start = len(na.history)
@@ -123,7 +123,7 @@ def _run_method(job: "PruneJob", cfg, ctx: MethodContext, state: ResumeState) ->
     """A registry method other than NetAdapt, its result kept in the resume state once it has finished (a resumed
     prune then goes straight to recovery)."""
     if job.resume:
-        saved = state.load(ctx.name, ctx.num_classes)
+        saved = state.load(ctx.name, ctx.num_classes, ctx.space.input_shape)
         if saved is not None and saved[1] and saved[1][-1].get("stage") == "method_done":
             ui.log(f"resuming: {job.method} finished before; its network is in {state.path}")
             return saved[0], saved[1][:-1]

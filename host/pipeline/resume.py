@@ -34,7 +34,8 @@ class ResumeState:
         self.checkpoint_sha, self.budget_ms = checkpoint_sha, budget_ms
         self.settings = dict(settings or {})
 
-    def load(self, name: str, num_classes: int) -> Optional[Tuple[nn.Module, List[Dict[str, object]]]]:
+    def load(self, name: str, num_classes: int,
+             input_shape=None) -> Optional[Tuple[nn.Module, List[Dict[str, object]]]]:
         """The saved model and history, or None when there is no state.
 
         Raises:
@@ -65,7 +66,7 @@ class ResumeState:
             history = sequence(state["history"], f"{where}: history")
             if not all(isinstance(h, dict) for h in history):
                 raise UserError(f"{where}: history must be a list of iteration records")
-            model = models.create_model(name, num_classes, state["channels"])
+            model = models.create_model(name, num_classes, state["channels"], input_shape=input_shape)
             model.load_state_dict(mapping(state["state_dict"], f"{where}: state_dict"))
         except (UserError, models.ModelError, RuntimeError, TypeError) as e:
             raise UserError(f"{where}: a corrupt resume state ({str(e).splitlines()[0]}){fix}") from None

@@ -74,7 +74,8 @@ class MethodContext:
         return self.space.widths_from_spec(models.channel_spec(model))
 
     def count_params(self, widths: Dict[str, int]) -> int:
-        m = models.create_model(self.name, self.num_classes, self.space.spec_from_widths(widths))
+        m = models.create_model(self.name, self.num_classes, self.space.spec_from_widths(widths),
+                              input_shape=self.space.input_shape)
         return sum(p.numel() for p in m.parameters())
 
     def predict(self, widths: Dict[str, int]) -> float:
@@ -440,7 +441,7 @@ def recover(model: nn.Module, mode: str, ctx: MethodContext, epochs: int, lr: fl
         return model, train(model, ctx.data, cfg, start_epoch=start, on_epoch=on_epoch), {
             "mode": mode, "epochs": cfg.epochs - start, "rewound_to_epoch": start, "schedule": cfg.to_dict()}
     torch.manual_seed(ctx.seed)
-    fresh = models.create_model(ctx.name, ctx.num_classes, models.channel_spec(model))
+    fresh = models.create_model(ctx.name, ctx.num_classes, models.channel_spec(model), input_shape=ctx.space.input_shape)
     return fresh, train(fresh, ctx.data, cfg, on_epoch=on_epoch), {"mode": mode, "epochs": cfg.epochs,
                                                                    "schedule": cfg.to_dict()}
 
