@@ -139,10 +139,11 @@ def micro_model(key: LayerKey, seed: int = 0) -> onnx.ModelProto:
             if key.op == "resize_nearest" else {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"}
         nodes.append(helper.make_node("Resize", ["x", "", "scales"], ["resized"], **attrs))
         cur, out_shape = "resized", [1, c, h * sh, w * sw]
-    elif key.op == "gap_linear":
+    elif key.op == "gap_linear":  # as torch exports adaptive_avg_pool2d(x, 1), flatten, linear
         inits += [_init("fc_w", rng.normal(0, 0.1, (key.out_channels, key.in_channels))),
-                  _init("fc_b", np.zeros(key.out_channels))]
-        nodes += [helper.make_node("GlobalAveragePool", ["x"], ["gap"]),
+                  _init("fc_b", np.zeros(key.out_channels)),
+                  numpy_helper.from_array(np.array([2, 3], np.int64), "axes")]
+        nodes += [helper.make_node("ReduceMean", ["x", "axes"], ["gap"], keepdims=1),
                   helper.make_node("Flatten", ["gap"], ["flat"], axis=1),
                   helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["fc"], transB=1)]
         cur, out_shape = "fc", [1, key.out_channels]
