@@ -44,6 +44,9 @@ _API: Dict[str, Tuple[str, str]] = {
     "run_prune": ("edgeshrink.host.pipeline", "run_prune"),
     "CompareJob": ("edgeshrink.host.pipeline.compare", "CompareJob"),
     "run_compare": ("edgeshrink.host.pipeline.compare", "run_compare"),
+    "shrink": ("edgeshrink.host.shrink", "shrink"),
+    "ShrinkResult": ("edgeshrink.host.shrink", "ShrinkResult"),
+    "SelectOutput": ("edgeshrink.host.shrink", "SelectOutput"),
 }
 
 __all__ = ["__version__", *_API]

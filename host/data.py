@@ -13,7 +13,7 @@ import gzip
 import hashlib
 import os
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -371,17 +371,44 @@ DATASETS: Dict[str, Callable[..., Dataset]] = {
 }
 
 
+def resize_images(data: Dataset, size: int) -> Dataset:
+    """Every split resized to ``size`` x ``size`` (bilinear, antialiased when shrinking), still uint8: how a network
+    for larger inputs (96-512 pixels on edge devices) is trained and pruned on a small-image dataset."""
+    if data.input_shape[2:] == (size, size):
+        return data
+
+    def one(sp: Split) -> Split:
+        out = []
+        for i in range(0, len(sp), 1024):
+            x = sp.images[i:i + 1024].float()
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                              antialias=size < sp.images.shape[-1])
+            out.append(x.round().clamp(0, 255).to(torch.uint8))
+        return Split(torch.cat(out), sp.labels)
+
+    return replace(data, train=one(data.train), val=one(data.val), test=one(data.test))
+
+
 def load_dataset(name: str, data_dir: Optional[str] = None, seed: int = 0, download: bool = False,
-                 train_subset: Optional[int] = None) -> Dataset:
+                 train_subset: Optional[int] = None, image_size: Optional[int] = None) -> Dataset:
     """A dataset by name (see :data:`DATASETS`), optionally with a stratified subset of ``train_subset`` training
-    images (:func:`subset_train`).
+    images (:func:`subset_train`) and its images resized to ``image_size`` pixels square (:func:`resize_images`;
+    digits is resized from its 8x8 originals).
 
     Raises:
-        DatasetError: unknown name, the dataset's files are missing or unreadable, or a bad ``train_subset``.
+        DatasetError: unknown name, the dataset's files are missing or unreadable, a bad ``train_subset`` or an
+            ``image_size`` outside 8..1024.
     """
+    if image_size is not None and not 8 <= int(image_size) <= 1024:
+        raise DatasetError(f"--image-size must be 8..1024 pixels, got {image_size}")
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     if name == "imagefolder" and not data_dir:
         raise DatasetError("imagefolder needs --data-dir ROOT (ROOT/CLASS/IMAGE files)")
-    data = DATASETS[name](data_dir=data_dir, seed=seed, download=download)
+    if name == "digits" and image_size:
+        data = load_digits(seed, int(image_size))
+    else:
+        data = DATASETS[name](data_dir=data_dir, seed=seed, download=download)
+        if image_size:
+            data = resize_images(data, int(image_size))
     return data if train_subset is None else subset_train(data, int(train_subset), seed)

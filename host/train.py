@@ -161,9 +161,12 @@ def fine_tune_steps(model: nn.Module, data: Dataset, steps: int, lr: float = 0.0
 
 
 def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: TrainConfig, out: str,
-                   download: bool = False, train_subset: Optional[int] = None) -> Dict[str, object]:
-    """``host train``: train a registry model from its initialisation and write ``OUT/model.pt`` (a checkpoint)
-    and ``OUT/metrics.json`` (val and test top-1/top-5 in %, the per-epoch history, the config, wall time).
+                   download: bool = False, train_subset: Optional[int] = None, image_size: Optional[int] = None,
+                   tensorboard: Optional[str] = None) -> Dict[str, object]:
+    """``host train``: train a registry model (or a ``file.py:factory`` reference) from its initialisation and write
+    ``OUT/model.pt`` (a checkpoint) and ``OUT/metrics.json`` (val and test top-1/top-5 in %, the per-epoch history,
+    the config, wall time). ``image_size`` resizes the dataset's images; ``tensorboard`` also logs the epochs there
+    (:mod:`edgeshrink.host.tensorboard`).
 
     Returns:
         The metrics.
@@ -179,7 +182,11 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
     from edgeshrink.host.data import load_dataset
     from edgeshrink.host.io import prepare_dir, write_json
 
-    data = load_dataset(dataset, data_dir, seed=cfg.seed, download=download, train_subset=train_subset)
+    from edgeshrink.host.tensorboard import open_writer
+
+    data = load_dataset(dataset, data_dir, seed=cfg.seed, download=download, train_subset=train_subset,
+                        image_size=image_size)
+    writer = open_writer(tensorboard)
     torch.manual_seed(cfg.seed)
     model = models.create_model(model_name, data.num_classes)
     prepare_dir(out, "--out")  # before training, not after
@@ -190,13 +197,15 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
         task = prog.add_task("training", total=None)
 
         def on_epoch(e, m):
+            writer.scalars("train", m, e)
             if not ui.interactive() and (e % 5 == 0 or e == cfg.epochs):
                 ui.log(f"epoch {e}/{cfg.epochs}: train loss {m['train_loss']:.4f}, val top-1 {m['val_top1']:.2f}%")
 
         history = train(model, data, cfg, on_epoch=on_epoch, on_step=lambda s, n: prog.update(task, completed=s, total=n))
     metrics = {"val": evaluate(model, data, "val"), "test": evaluate(model, data, "test"), "history": history,
                "train_config": cfg.to_dict(), "train_subset": train_subset, "wall_s": round(time.monotonic() - t0, 1), "dataset": data.name,
-               "model": model_name}
+               "model": model_name, "model_source": models.describe_model(model)}
+    writer.close()
     save_checkpoint(str(Path(out) / "model.pt"), model, data.num_classes, dataset=data.name,
                     input_shape=list(data.input_shape), metrics={"val": metrics["val"], "test": metrics["test"]},
                     train_config=cfg.to_dict())

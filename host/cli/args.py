@@ -40,6 +40,9 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                                       "fashion-mnist: the IDX files, default /usr/share/datasets/fashion-mnist)")
     p.add_argument("--train-subset", type=int, metavar="N",
                    help="train on a stratified, seeded subset of N training images (quick runs); val and test whole")
+    p.add_argument("--image-size", type=int, metavar="PX",
+                   help="resize the images to PX x PX (networks for 64-512 pixel inputs); prune and compare default "
+                        "to the checkpoint's input size")
     p.add_argument("--download", action="store_true", help="download CIFAR archives into --data-dir when missing")
     p.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and batches")
 
@@ -290,3 +293,13 @@ def check_ranges(args: argparse.Namespace) -> None:
         from edgeshrink.host.errors import UserError
 
         raise UserError(f"--label-smoothing must be below 1, got {args.label_smoothing}")
+
+
+def image_size_for(args) -> "int | None":
+    """``--image-size``, else the input size the checkpoint was trained at (``input_shape``), else None."""
+    if getattr(args, "image_size", None):
+        return args.image_size
+    from edgeshrink.host.checkpoint import load_checkpoint
+
+    shape = load_checkpoint(args.checkpoint).get("input_shape")
+    return int(shape[-1]) if shape else None

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeshrink.host.cli.args import add_data_args, add_method_args, add_netadapt_args, method_configs, print_result
+from edgeshrink.host.cli.args import add_data_args, add_method_args, add_netadapt_args, image_size_for, method_configs, \
+    print_result
 
 
 def register(sub) -> None:
@@ -43,7 +44,7 @@ def cmd_compare(args) -> int:
                      seed=args.seed, bench_seconds=args.bench_seconds, trust_new_host=args.trust_new_host,
                      recover=args.recover, long_term_epochs=args.long_term_epochs, long_term_lr=args.long_term_lr)
     data = load_dataset(args.dataset, args.data_dir, seed=args.seed, download=args.download,
-                        train_subset=args.train_subset)
+                        train_subset=args.train_subset, image_size=image_size_for(args))
     print_result(run_compare(job, configs, data), render_compare, args.json,
                  f"compare: {Path(args.out) / 'compare.json'}, {Path(args.out) / 'pareto.png'}")
     return 0

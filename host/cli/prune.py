@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeshrink.host.cli.args import add_data_args, add_method_args, add_netadapt_args, method_configs, print_result
+from edgeshrink.host.cli.args import add_data_args, add_method_args, add_netadapt_args, image_size_for, method_configs, \
+    print_result
 
 
 def register(sub) -> None:
@@ -59,6 +60,6 @@ def cmd_prune(args) -> int:
                    power=args.power, method=args.method, recover=args.recover, long_term_epochs=args.long_term_epochs,
                    long_term_lr=args.long_term_lr, pruning_rate=args.pruning_rate)
     data = load_dataset(args.dataset, args.data_dir, seed=args.seed, download=args.download,
-                        train_subset=args.train_subset)
+                        train_subset=args.train_subset, image_size=image_size_for(args))
     print_result(run_prune(job, cfg, data=data), render_report, args.json, f"report: {Path(args.out) / 'report.json'}")
     return 0

@@ -9,10 +9,13 @@ def register(sub) -> None:
     m = sub.add_parser("models", help="list model architectures")
     m.set_defaults(func=cmd_models)
     t = sub.add_parser("train", help="train a model and write OUT/model.pt and OUT/metrics.json")
-    t.add_argument("--model", default="resnet20")
+    t.add_argument("--model", default="resnet20",
+                   help="a registry name (host models) or your own model: path/to/file.py:factory or "
+                        "package.module:factory (default resnet20)")
     add_data_args(t)
     add_train_args(t)
     t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--tensorboard", metavar="DIR", help="also log the epochs to TensorBoard in DIR (needs tensorboard)")
     t.set_defaults(func=cmd_train)
 
 
@@ -38,5 +41,5 @@ def cmd_train(args) -> int:
     from edgeshrink.host.train import train_and_save
 
     train_and_save(args.model, args.dataset, args.data_dir, train_config(args), args.out, args.download,
-                   args.train_subset)
+                   args.train_subset, image_size=args.image_size, tensorboard=args.tensorboard)
     return 0

@@ -662,7 +662,7 @@ def build_and_save(cfg: BuildConfig, out: str, log: Callable[[str], None] = lamb
     else:
         table = build_table_interpolated(cfg, keys, exhaustive=len(enumerate_keys(space, 1)), progress=progress,
                                          log=log, fusion=fusion)
-    table.calibration["model_source"] = models.describe_model(model)
+    table.build["model_source"] = models.describe_model(model)
     table.save(out)
     if own_workdir:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -283,7 +283,7 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
         bench = not_measured(onnx_base, onnx_pruned, "not measured here: host compare measures every network together")
     interleaved = bool(bench.get("interleaved"))
     report = PruneReport(
-        model=name, dataset=data.name, checkpoint=str(job.checkpoint), table=str(job.table),
+        model=name, model_source=models.describe_model(base_model), dataset=data.name, checkpoint=str(job.checkpoint), table=str(job.table),
         input_shape=list(input_shape), device=bench["device"], backend=table.backend, precision=table.precision,
         threads=table.threads, table_device=table.device, budget_ms=budget_ms,
         budget_fraction=budget_ms / baseline_pred if budget_ms is not None else None,

@@ -46,7 +46,8 @@ def side(top1: Dict[str, Dict[str, float]], macs_params: Dict[str, int], predict
 class PruneReport:
     """A finished prune, confirmed on the device or not. :meth:`to_dict` is ``report.json``."""
 
-    model: str  # registry name
+    model: str  # registry name or file.py:factory reference
+    model_source: Dict[str, object]  # {"model", "file", "sha256"}: the code that was pruned
     dataset: str
     checkpoint: str  # the input checkpoint's path
     table: str  # the latency table's path
@@ -79,7 +80,8 @@ class PruneReport:
         b, p = self.baseline, self.pruned
         return {
             "schema": REPORT_SCHEMA, "schema_version": REPORT_SCHEMA_VERSION, "tool_version": __version__,
-            "created_utc": self.created_utc, "model": self.model, "dataset": self.dataset,
+            "created_utc": self.created_utc, "model": self.model,
+            "model_source": self.model_source, "dataset": self.dataset,
             "checkpoint": self.checkpoint, "table": self.table, "input_shape": list(self.input_shape),
             "device": self.device, "backend": self.backend, "precision": self.precision, "threads": self.threads,
             "table_device": self.table_device, "budget_ms": self.budget_ms, "budget_fraction": self.budget_fraction,

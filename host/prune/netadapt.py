@@ -95,18 +95,34 @@ class NetAdapt:
         cfg: settings.
         on_event: ``on_event(kind, info)`` progress hook; kinds ``"iteration"``, ``"candidate"``,
             ``"chosen"``, ``"long_term"``.
+        short_term: ``short_term(model)`` fine-tunes a proposal in place (default: ``cfg.short_term_steps`` SGD
+            steps on ``data``); the user's ``train_one_epoch`` in :func:`edgeshrink.shrink`.
+        val_score: ``val_score(model) -> float``, larger is better (default: val top-1 in % on ``data``); the
+            user's ``test`` in :func:`edgeshrink.shrink`. ``data`` may be None when both are given.
+        frozen: groups kept at their width (``prune_only`` / ``ignore`` of :func:`edgeshrink.shrink`).
     """
 
-    def __init__(self, model: nn.Module, data: Dataset, space: PruningSpace, latency: LatencyModel,
-                 cfg: NetAdaptConfig, on_event: Optional[Callable[[str, Dict[str, object]], None]] = None):
+    def __init__(self, model: nn.Module, data: Optional[Dataset], space: PruningSpace, latency: LatencyModel,
+                 cfg: NetAdaptConfig, on_event: Optional[Callable[[str, Dict[str, object]], None]] = None,
+                 short_term: Optional[Callable[[nn.Module], None]] = None,
+                 val_score: Optional[Callable[[nn.Module], float]] = None, frozen=()):
         if cfg.select not in ("ratio", "accuracy"):
             raise ValueError(f"select must be 'ratio' or 'accuracy', got {cfg.select!r}")
         self.model = copy.deepcopy(model).eval()
         self.data, self.space, self.latency, self.cfg = data, space, latency, cfg
-        self.eval_data = _val_subset(data, cfg.short_term_val, cfg.seed)
+        if data is None and (short_term is None or val_score is None):
+            raise ValueError("NetAdapt needs a dataset, or both short_term and val_score")
+        self.eval_data = _val_subset(data, cfg.short_term_val, cfg.seed) if data is not None else None
         self.on_event = on_event or (lambda kind, info: None)
         self.members = {g.name: g.members for g in space.groups}
+        self._short_term = short_term or (lambda m: fine_tune_steps(
+            m, self.data, self.cfg.short_term_steps, lr=self.cfg.short_term_lr, batch_size=self.cfg.batch_size,
+            seed=self.cfg.seed))
+        self._val = val_score or (lambda m: evaluate(m, self.eval_data, "val")["top1"])
         self.grids = {g.name: channel_grid(g.width, cfg.granularity) for g in space.groups}
+        current = self.widths(self.model) if frozen else {}
+        for g in frozen:
+            self.grids[g] = [current[g]]
         self.baseline_ms = latency.predict_ms(self.widths())  # the given model's, pruned or not
         self.history: List[Dict[str, object]] = []
         self._val_top1: Optional[float] = None  # val top-1 of self.model, known after each commit
@@ -151,9 +167,9 @@ class NetAdapt:
         """ChooseWhichFilters (L2 norm) + ShortTermFineTune + evaluation on val; fills ``p`` in place."""
         m = copy.deepcopy(self.model)
         prune_group_(m, self.members[p.group], p.width, self.space.input_shape)
-        fine_tune_steps(m, self.data, self.cfg.short_term_steps, lr=self.cfg.short_term_lr,
-                        batch_size=self.cfg.batch_size, seed=self.cfg.seed)
-        p.val_top1 = evaluate(m, self.eval_data, "val")["top1"]
+        self._short_term(m)
+        m.eval()
+        p.val_top1 = float(self._val(m))
         p.score = self.score(p, current_ms, current_top1)
         p.model = m
         return p
@@ -179,7 +195,7 @@ class NetAdapt:
         current = self.latency.predict_ms(widths)
         target = self.target_ms(iteration, current)
         if self._val_top1 is None:
-            self._val_top1 = evaluate(self.model, self.eval_data, "val")["top1"]
+            self._val_top1 = float(self._val(self.model))
         current_top1 = self._val_top1
         proposals = self.propose(widths, target)
         relaxed = False
