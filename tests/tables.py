@@ -27,18 +27,18 @@ def formula_ms(key: LayerKey) -> float:
 
 def synthetic_table(model: str = "resnet20", granularity: int = 8, statistic: str = "min",
                     fn: Callable[[LayerKey], float] = formula_ms, spec: str = "local", num_classes: int = 10,
-                    scale: Optional[Dict[str, float]] = None) -> LatencyTable:
+                    scale: Optional[Dict[str, float]] = None, input_shape=(1, 3, 32, 32)) -> LatencyTable:
     """A table of every configuration of ``model`` on the grid, each entry ``fn(key)`` ms (its ``min`` and, times
     ``scale["median"]`` (default 1.25), its ``median``), overhead ``fn``'s :data:`OVERHEAD_MS`."""
     scale = {"min": 1.0, "median": 1.25, **(scale or {})}
-    space = build_space(models.create_model(model, num_classes), (1, 3, 32, 32))
+    space = build_space(models.create_model(model, num_classes), tuple(input_shape))
     entries = [Entry(k, {s: fn(k) * f for s, f in scale.items()}, 100, "measured")
                for k in enumerate_keys(space, granularity)]
     ovh = {s: OVERHEAD_MS * f for s, f in scale.items()}
     return LatencyTable(
         device={"spec": spec, "hostname": "formula", "cpu": "formula", "os": "test", "governor": None,
                 "runtime": "formula 1", "board": None},
-        backend="ort", precision="fp32", threads=1, batch_size=1, input_shape=[1, 3, 32, 32],
+        backend="ort", precision="fp32", threads=1, batch_size=1, input_shape=list(input_shape),
         created_utc="2026-12-01T00:00:00Z", tool_version="test",
         calibration={"method": "overhead-once", "overhead_ms": ovh[statistic], "overhead_latency_ms": ovh,
                      "fuse_residual_add": True},

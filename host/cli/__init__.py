@@ -5,6 +5,7 @@
                                       latency lookup tables
   host prune --perf-table TABLE       a pruning method (--method; NetAdapt by default) to a budget, confirmed on the device
   host compare --methods M --budgets B  methods side by side at budgets, measured in one device session
+  host shrink --model F.py:make       your model with your train_one_epoch/train/test functions (edgeshrink.shrink)
   host bench MODEL.onnx               measure a model on a device (local or ssh://), with power
   host export CKPT --format F         ONNX / TFLite / TensorRT artifacts (or --manifest PLAN --jobs N)
   host residual CKPT --keep ...       independent residual pruning (index-add / ScatterND)
@@ -21,10 +22,10 @@ import sys
 from typing import List, Optional
 
 from edgeshrink.host import __version__
-from edgeshrink.host.cli import bench, compare, demo, device, export, prune, table, train
+from edgeshrink.host.cli import bench, compare, demo, device, export, prune, shrink, table, train
 from edgeshrink.host.errors import UserError
 
-GROUPS = (train, table, prune, compare, bench, export, device, demo)  # each adds its own subcommands (``register``)
+GROUPS = (train, table, prune, compare, shrink, bench, export, device, demo)  # each adds its own subcommands (``register``)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -226,6 +226,7 @@ def build_space(model: nn.Module, input_shape: Sequence[int], fuse_residual_add:
     except Exception as e:
         raise UnsupportedOpError(f"{name} cannot be traced by torch.fx, so its layers cannot be modelled "
                                  f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    gm.graph.eliminate_dead_code()  # what no output needs does not run (an output the selector dropped)
     groups = channel_groups(model, example, ignored=linears)
     by_conv = {m: g.name for g in groups for m in g.members}
     ShapeProp(gm).propagate(example)
