@@ -275,3 +275,21 @@ def test_a_tegrastats_log_that_is_not_one_is_refused(tmp_path, content):
     r = run_cli("-m", "edgeshrink.device", "power", "parse-tegrastats", str(log), "--json")
     one_line_error(r, "not a tegrastats sample (no RAM field)", prog="device")
     assert r.stdout == ""
+
+
+def test_model_references_that_do_not_give_a_model_are_one_line(tmp_path, host_cli, formula_table):
+    from tests.usermodel import write_user_model
+
+    ref = write_user_model(tmp_path / "proj")
+    net = ref.rsplit(":", 1)[0]
+    out = str(tmp_path / "out")
+    one_line_error(host_cli("train", "--model", f"{tmp_path}/absent.py:make", "--epochs", "1", "--out", out),
+                   "model reference", "no such file")
+    one_line_error(host_cli("train", "--model", f"{net}:not_a_model", "--epochs", "1", "--out", out),
+                   "returned a dict, not an nn.Module")
+    one_line_error(host_cli("table", "build", "--model", f"{net}:rolled", "--calibrate", "0", "-o",
+                            str(tmp_path / "t.json")), "op roll", "not one the latency table models")
+    one_line_error(host_cli("table", "predict", formula_table, "--model", ref), "has no entry for", "layer features.0.0")
+    one_line_error(host_cli("shrink", "--model", ref, "--perf-table", formula_table, "--train-fn",
+                            f"{net}:nothing", "--out", out), "has no 'nothing'")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "t.json").exists()

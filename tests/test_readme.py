@@ -19,10 +19,23 @@ def test_readme_is_short_and_has_the_two_commands():
 
 @pytest.mark.slow
 def test_the_api_example_runs(tmp_path):
-    (code,) = re.findall(r"```python\n(.*?)\n```", README, re.S)
+    code = re.findall(r"```python\n(.*?)\n```", README, re.S)[0]
     assert len(code.strip().splitlines()) <= 12
     (tmp_path / "latency_tables").symlink_to(ROOT / "latency_tables")
     r = run_cli("-c", code, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert re.search(r"unpruned \d+\.\d{3} ms predicted; pruned \d+\.\d{3} ms budget, \d+\.\d{3} ms measured", r.stdout)
     assert (tmp_path / "pruned.onnx").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_the_shrink_example_runs_with_the_users_own_functions(tmp_path):
+    code = re.findall(r"```python\n(.*?)\n```", README, re.S)[1]
+    assert "def train_one_epoch(model, lr)" in code and "def test(model)" in code and "es.shrink(" in code
+    (tmp_path / "latency_tables").symlink_to(ROOT / "latency_tables")
+    r = run_cli("-c", code, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = re.search(r"measured (\d+\.\d+) -> (\d+\.\d+) ms, test (\d\.\d+) -> (\d\.\d+)", r.stdout)
+    assert m, r.stdout
+    base, pruned = float(m.group(1)), float(m.group(2))
+    assert pruned < 0.85 * base  # the budget is 0.7 of the predicted latency, and the device confirms a cut

@@ -9,6 +9,9 @@ from edgeshrink.host.errors import UserError
 from edgeshrink.host.io import prepare_file
 
 
+DEFAULT_CALIBRATE = 40  # calibration networks of a default build (docs/latency.md has the measurements behind it)
+
+
 def register(sub) -> None:
     tb = sub.add_parser("table", help="latency lookup tables").add_subparsers(dest="table_cmd", required=True)
     b = tb.add_parser("build", help="measure every prunable layer configuration on a device")
@@ -41,10 +44,11 @@ def register(sub) -> None:
     b.add_argument("--interleave", type=int, default=0, metavar="K",
                    help="each device command loads its batch once and times it in K round-robin bursts of --iters "
                         "(device bench --interleave; steadier on a drifting CPU); default 0: one burst per model")
-    b.add_argument("--calibrate", type=int, default=0, metavar="N",
+    b.add_argument("--calibrate", type=int, metavar="N",
                    help="also measure N networks of the model (the unpruned one, N-1 random pruned ones) and fit a "
                         "whole-network correction with per-configuration terms chosen by cross-validation "
-                        "(calibration.fit; 0: none; on the order of 100 for a 1%% table)")
+                        f"(calibration.fit; default {DEFAULT_CALIBRATE}, 0 for a sharded build; 0: none, the plain sum "
+                        "of the micro-models, which over-predicts whole networks by several percent)")
     b.add_argument("--coarse", type=int, metavar="STEP",
                    help="measure a coarse grid of STEP channels, check and refine, interpolate the rest of the "
                         "--granularity grid (entries say which they are)")
@@ -149,7 +153,10 @@ def cmd_table_build(args) -> int:
                       threads=args.threads, granularity=args.granularity, jobs=args.jobs, shard=shard,
                       warmup=args.warmup, iters=args.iters, rounds=args.rounds, workdir=args.workdir,
                       farm=tuple(devices[1:]), batch=args.batch, resume=args.resume,
-                      trust_new_host=args.trust_new_host, calibrate=args.calibrate, interleave=args.interleave,
+                      trust_new_host=args.trust_new_host,
+                      calibrate=args.calibrate if args.calibrate is not None else (0 if shard != (1, 1) else
+                                                                                   DEFAULT_CALIBRATE),
+                      interleave=args.interleave,
                       statistic=args.statistic, coarse=args.coarse, refine_tol=args.refine_tol,
                       check_fraction=args.check_fraction, refine_rounds=args.refine_rounds, align=args.align)
     with ui.progress() as prog:
@@ -288,6 +295,9 @@ def cmd_table_validate(args) -> int:
                      f"{doc['mean_abs_rel_error']:.2%}, "
                      f"max {doc['max_abs_rel_error']:.2%}, mean signed {doc['mean_rel_error']:+.2%}, Pearson r "
                      f"{doc['pearson_r']:.4f}" + (f" -> {args.out}/validate.json, validate.png" if args.out else ""))
+        if doc.get("fit_scope") == "transferred":
+            print(f"calibration: fitted on {doc['fit_model']}'s networks and applied to {args.model}, outside the "
+                  "networks it was fitted on (transferred)")
         if doc.get("measurement_noise"):
             n = doc["measurement_noise"]
             lo, hi = n["mean_abs_rel_error_floor"]

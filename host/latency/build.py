@@ -272,6 +272,7 @@ def build_table(cfg: BuildConfig, keys: Sequence[LayerKey],
             except DeviceError as e:
                 hint = f"; results so far are kept in {root}: rerun with --resume --workdir {root}" if cfg.workdir else ""
                 raise DeviceError(f"{e}{hint}") from None
+            table.build["wall_s"] = round(time.monotonic() - t_start, 2)  # the calibration included
         return table
     finally:
         if tmp is not None:
@@ -490,7 +491,9 @@ def calibrate_table(cfg: BuildConfig, root: Path, table: LatencyTable, progress:
     space = space_for_table(table, models.create_model(cfg.model, cfg.num_classes))
     archs = calibration_archs(space, cfg.granularity, cfg.calibrate, cfg.calib_seed)
     kept = (root / NETWORKS_FILE).exists()
+    t0 = time.monotonic()
     nets = _measure_networks(cfg, root, archs, progress)
+    table.build["calibration_wall_s"] = round(time.monotonic() - t0, 2)  # what the calibration cost (export + timing)
     table.build["measurements"] = int(table.build.get("measurements", 0)) + (0 if kept else len(archs))
     table.build["reused_measurements"] = int(table.build.get("reused_measurements", 0)) + (len(archs) if kept else 0)
     table.build["calibration_networks"] = len(nets)

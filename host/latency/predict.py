@@ -64,12 +64,16 @@ class TablePredictor:
         table: the latency table.
         space: the model's pruning space; its input shape must be the table's.
 
+        corrected: apply the table's fitted calibration (``calibration.fit``).
+        transfer: apply a fit learned on another model's calibration networks too (``transferred`` then says so;
+            its networks are not this model's, so :attr:`calibration_networks` is empty).
+
     Raises:
         TableError: input shape differs, or the table lacks the unpruned model's configurations
             (a table built for another model).
     """
 
-    def __init__(self, table: LatencyTable, space: PruningSpace, corrected: bool = True):
+    def __init__(self, table: LatencyTable, space: PruningSpace, corrected: bool = True, transfer: bool = True):
         if space_rules(space) != table.fusion_rules:
             raise TableError("the pruning space and the table disagree on what the runtime fuses; build the space "
                              "with TablePredictor.for_model")
@@ -78,8 +82,11 @@ class TablePredictor:
                              f"not {fmt_shape(space.input_shape)}")
         self.table, self.space = table, space
         fit = table.calibration.get("fit") if corrected else None
-        if fit and fit.get("model") not in (None, space.model_name):
-            fit = None  # a correction fitted on another model's networks is not transferred
+        # A fit learned on another model's networks transfers to this one: its coefficients are per op class and its
+        # corrections per layer family and configuration, which any model built from the same layer types shares.
+        self.transferred = bool(fit) and fit.get("model") not in (None, space.model_name)
+        if self.transferred and not transfer:
+            fit, self.transferred = None, False
         self.fit = fit
         coef = (fit or {}).get("coefficients", {})
         self._intercept = float(coef.get("intercept_ms", table.overhead_ms))
@@ -90,10 +97,21 @@ class TablePredictor:
         self.predict_ms(space.full_widths)  # fails early on a table for another model
 
     @classmethod
-    def for_model(cls, table: LatencyTable, model, corrected: bool = True) -> "TablePredictor":
+    def for_model(cls, table: LatencyTable, model, corrected: bool = True, transfer: bool = True) -> "TablePredictor":
         """Trace ``model`` at the table's input shape with the table's fusion rules. ``corrected=False``
-        ignores a fitted calibration (what the fit itself is computed from)."""
-        return cls(table, space_for_table(table, model), corrected)
+        ignores a fitted calibration (what the fit itself is computed from); ``transfer=False`` ignores one fitted
+        on another model's networks."""
+        return cls(table, space_for_table(table, model), corrected, transfer)
+
+    @property
+    def calibration_networks(self) -> List[Dict[str, object]]:
+        """The fit's calibration networks when they are this model's (empty for a transferred or no fit)."""
+        return [] if self.transferred or not self.fit else list(self.fit.get("networks", []))
+
+    def fit_scope(self) -> str:
+        """``"fitted"`` (this model's networks), ``"transferred"`` (another model's: outside the networks it was
+        fitted on) or ``"none"``."""
+        return "none" if not self.fit else ("transferred" if self.transferred else "fitted")
 
     def layer_ms(self, widths: Dict[str, int]) -> List[float]:
         """Per-site latency in ms, in site order: entry minus overhead, times the site's fitted coefficient plus

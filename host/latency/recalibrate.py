@@ -47,7 +47,7 @@ def recalibrate_table(table_path: str, model_name: str, out: str, device: Option
     prepare_file(out, "-o")
     table = load_table(table_path)
     pred = TablePredictor.for_model(table, models.create_model(model_name, num_classes))
-    nets = (pred.fit or {}).get("networks", [])
+    nets = pred.calibration_networks
     if not nets:
         raise UserError(f"{table_path}: no calibration networks to measure again (build the table with --calibrate N)")
     wanted = [n["widths"] for n in nets]

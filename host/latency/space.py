@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
+from edgeshrink.host.errors import UserError
 from edgeshrink.host.latency.key import LayerKey
 
 
@@ -191,7 +192,7 @@ LEGACY_FUSION = FusionRules()
 UNFUSED_ADD = FusionRules(conv_add=False, conv_add_acts=frozenset())
 
 
-class UnsupportedOpError(ValueError):
+class UnsupportedOpError(UserError, ValueError):
     """A model op the pruning space cannot model (the message names the op and the node)."""
 
 

@@ -83,7 +83,7 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
     if gran < 1:
         raise UserError(f"{table_path}: the table records no channel grid (build.granularity)")
     pred = TablePredictor.for_model(table, models.create_model(model_name, num_classes))
-    fit_nets = (pred.fit or {}).get("networks", [])
+    fit_nets = pred.calibration_networks
     taken = {tuple(sorted(n["widths"].items())) for n in fit_nets}
     archs = [w for w in sample_widths(pred.space, gran, samples + len(taken), seed)
              if tuple(sorted(w.items())) not in taken][:samples]
@@ -140,6 +140,7 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
            "measurement_noise": split_half_noise(rows, table.statistic),
            "calibration": {k: v for k, v in table.calibration.items() if k != "fit"},
            "fit": fit_summary(pred.fit) if pred.fit else None,
+           "fit_scope": pred.fit_scope(), "fit_model": (pred.fit or {}).get("model"),
            "architectures": rows, "compared": compared}
     if out_dir:
         from edgeshrink.host.latency.plots import plot_validation

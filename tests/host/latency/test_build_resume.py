@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import ROOT, one_line_error
 from tests.sshd import needs_sshd
 
-ARGS = ["--model", "resnet20", "--granularity", "16", "--warmup", "1", "--iters", "5", "--rounds", "2"]
+ARGS = ["--model", "resnet20", "--granularity", "16", "--warmup", "1", "--iters", "5", "--rounds", "2", "--calibrate", "0"]
 TOTAL = 2 * (67 + 1)  # 2 rounds x (67 configurations on the grid of 16 + the overhead graph)
 
 
