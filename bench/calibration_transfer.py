@@ -1,13 +1,13 @@
-"""Does a table's calibration transfer? Networks of a model the fit never saw (by default resnet32 and resnet44 on
-the resnet20 table: the same layer types, more blocks) measured once on the local device, and predicted by the
-table three ways: the plain sum of the micro-models (no fit), with the resnet20 fit transferred, and (for
-reference) scaled by the device's speed drift since the build, read from the table's own calibration networks
-measured in the same session.
+"""Does a table's calibration transfer? Networks of models the fit never saw (the same layer types, other depths)
+measured once on the local device, and predicted by the table three ways: the plain sum of the micro-models (no
+fit), with the table's fit transferred (``TablePredictor(..., transfer=True)``), and that scaled by the device's
+speed drift since the build, read from the table's own calibration networks measured in the same session.
+docs/results.md has the run behind ``transfer=False`` being the default.
 
 Writes bench/results/calibration_transfer.json.
 
-    python bench/calibration_transfer.py [--table latency_tables/resnet20_ort_local_1t_g8.json]
-        [--models resnet32,resnet44] [--samples 12]
+    python bench/calibration_transfer.py --table latency_tables/default/resnet44_3x32x32_ort_local_1t.json
+        --models resnet32,resnet56,resnet20 [--samples 12]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main() -> int:
     for name in args.models.split(","):
         model = models.create_model(name)
         plain = TablePredictor.for_model(table, model, corrected=False)
-        moved = TablePredictor.for_model(table, model)
+        moved = TablePredictor.for_model(table, model, transfer=True)
         assert moved.fit_scope() == "transferred"
         archs = sample_widths(plain.space, gran, args.samples, args.seed)
         device, meas = measure_for_table(table, name, 10, archs)

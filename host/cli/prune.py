@@ -43,6 +43,8 @@ def register(sub) -> None:
     pn.add_argument("--resume", action="store_true",
                     help="continue from the last completed NetAdapt iteration (other methods: after the method) in OUT")
     pn.add_argument("--out", required=True)
+    pn.add_argument("--tensorboard", metavar="DIR",
+                    help="also log the method's iterations and the recovery's epochs to TensorBoard in DIR")
     pn.add_argument("--json", action="store_true", help="report JSON on stdout")
     pn.set_defaults(func=cmd_prune)
 
@@ -58,7 +60,8 @@ def cmd_prune(args) -> int:
                    device=args.device, backend=args.backend, bench_iters=args.bench_iters, bench_rounds=args.bench_rounds,
                    bench_seconds=args.bench_seconds, resume=args.resume, seed=args.seed, trust_new_host=args.trust_new_host,
                    power=args.power, method=args.method, recover=args.recover, long_term_epochs=args.long_term_epochs,
-                   long_term_lr=args.long_term_lr, pruning_rate=args.pruning_rate)
+                   long_term_lr=args.long_term_lr, pruning_rate=args.pruning_rate,
+                   tensorboard=args.tensorboard)
     data = load_dataset(args.dataset, args.data_dir, seed=args.seed, download=args.download,
                         train_subset=args.train_subset, image_size=image_size_for(args))
     print_result(run_prune(job, cfg, data=data), render_report, args.json, f"report: {Path(args.out) / 'report.json'}")

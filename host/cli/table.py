@@ -101,6 +101,9 @@ def register(sub) -> None:
     va.add_argument("--recalibrate", action="store_true",
                     help="measure all the table's calibration networks among the architectures and also report the "
                          "errors of the table refitted on them (what 'host table recalibrate' before use gives)")
+    va.add_argument("--transfer", action="store_true",
+                    help="apply a calibration fitted on another model's networks (off by default: it does not reliably "
+                         "help, docs/latency.md)")
     va.add_argument("--compare", action="append", default=[], metavar="TABLE",
                     help="also judge this table on the same measured networks, side by side (repeatable; same "
                          "model, backend and statistic)")
@@ -286,7 +289,8 @@ def cmd_table_validate(args) -> int:
     doc = validate_table(args.table, args.model, samples=args.samples, device=args.device, seed=args.seed,
                          out_dir=args.out, rounds=args.rounds, iters=args.iters, num_classes=args.num_classes,
                          trust_new_host=args.trust_new_host, on_line=every_tenth(ui.log), anchors=args.anchors,
-                         jobs=args.jobs, recalibrate=args.recalibrate, loads=args.loads, compare=args.compare)
+                         jobs=args.jobs, recalibrate=args.recalibrate, loads=args.loads, compare=args.compare,
+                         transfer=args.transfer)
     if args.json:
         print(json.dumps(doc, indent=1))
     else:
@@ -297,7 +301,10 @@ def cmd_table_validate(args) -> int:
                      f"{doc['pearson_r']:.4f}" + (f" -> {args.out}/validate.json, validate.png" if args.out else ""))
         if doc.get("fit_scope") == "transferred":
             print(f"calibration: fitted on {doc['fit_model']}'s networks and applied to {args.model}, outside the "
-                  "networks it was fitted on (transferred)")
+                  "networks it was fitted on (--transfer)")
+        elif doc.get("fit_scope") == "not transferred":
+            print(f"calibration: the table's fit is {doc['fit_model']}'s and is not applied to {args.model} (the plain "
+                  "sum of the micro-models; --transfer applies it)")
         if doc.get("measurement_noise"):
             n = doc["measurement_noise"]
             lo, hi = n["mean_abs_rel_error_floor"]

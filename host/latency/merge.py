@@ -39,11 +39,12 @@ MAD_SCALE = 1.4826
 def _identity(t) -> Tuple:
     d = t.device
     return (d.get("cpu"), d.get("board"), d.get("runtime"), t.backend, t.precision, int(t.threads),
-            tuple(t.input_shape), t.statistic)
+            tuple(t.input_shape), t.statistic, t.fusion_rules)
 
 
 def _check_compatible(tables, paths: Sequence[str]) -> None:
-    names = ("device CPU", "board", "runtime", "backend", "precision", "threads", "input shape", "latency statistic")
+    names = ("device CPU", "board", "runtime", "backend", "precision", "threads", "input shape", "latency statistic",
+             "fusion rules")
     ref = _identity(tables[0])
     for t, p in zip(tables[1:], paths[1:]):
         for name, a, b in zip(names, ref, _identity(t)):

@@ -65,15 +65,16 @@ class TablePredictor:
         space: the model's pruning space; its input shape must be the table's.
 
         corrected: apply the table's fitted calibration (``calibration.fit``).
-        transfer: apply a fit learned on another model's calibration networks too (``transferred`` then says so;
-            its networks are not this model's, so :attr:`calibration_networks` is empty).
+        transfer: apply a fit learned on another model's calibration networks too (off by default: measured, it
+            does not reliably help; ``transferred`` then says so and :attr:`calibration_networks` is empty, its
+            networks being another model's).
 
     Raises:
         TableError: input shape differs, or the table lacks the unpruned model's configurations
             (a table built for another model).
     """
 
-    def __init__(self, table: LatencyTable, space: PruningSpace, corrected: bool = True, transfer: bool = True):
+    def __init__(self, table: LatencyTable, space: PruningSpace, corrected: bool = True, transfer: bool = False):
         if space_rules(space) != table.fusion_rules:
             raise TableError("the pruning space and the table disagree on what the runtime fuses; build the space "
                              "with TablePredictor.for_model")
@@ -82,8 +83,10 @@ class TablePredictor:
                              f"not {fmt_shape(space.input_shape)}")
         self.table, self.space = table, space
         fit = table.calibration.get("fit") if corrected else None
-        # A fit learned on another model's networks transfers to this one: its coefficients are per op class and its
-        # corrections per layer family and configuration, which any model built from the same layer types shares.
+        # A fit learned on another model's networks is applied only when asked (``transfer``): its coefficients are
+        # per op class and its corrections per layer family and configuration, which a model built from the same layer
+        # types shares, but the intercept and the scales trade off against each other within the range of the
+        # networks they were fitted on, and outside it they can do worse than no fit (bench/calibration_transfer.py).
         self.transferred = bool(fit) and fit.get("model") not in (None, space.model_name)
         if self.transferred and not transfer:
             fit, self.transferred = None, False
@@ -97,9 +100,9 @@ class TablePredictor:
         self.predict_ms(space.full_widths)  # fails early on a table for another model
 
     @classmethod
-    def for_model(cls, table: LatencyTable, model, corrected: bool = True, transfer: bool = True) -> "TablePredictor":
+    def for_model(cls, table: LatencyTable, model, corrected: bool = True, transfer: bool = False) -> "TablePredictor":
         """Trace ``model`` at the table's input shape with the table's fusion rules. ``corrected=False``
-        ignores a fitted calibration (what the fit itself is computed from); ``transfer=False`` ignores one fitted
+        ignores a fitted calibration (what the fit itself is computed from); ``transfer=True`` applies one fitted
         on another model's networks."""
         return cls(table, space_for_table(table, model), corrected, transfer)
 
@@ -110,8 +113,11 @@ class TablePredictor:
 
     def fit_scope(self) -> str:
         """``"fitted"`` (this model's networks), ``"transferred"`` (another model's: outside the networks it was
-        fitted on) or ``"none"``."""
-        return "none" if not self.fit else ("transferred" if self.transferred else "fitted")
+        fitted on), ``"not transferred"`` (the table has another model's fit, not applied) or ``"none"``."""
+        if self.fit:
+            return "transferred" if self.transferred else "fitted"
+        other = self.table.calibration.get("fit")
+        return "not transferred" if other and other.get("model") not in (None, self.space.model_name) else "none"
 
     def layer_ms(self, widths: Dict[str, int]) -> List[float]:
         """Per-site latency in ms, in site order: entry minus overhead, times the site's fitted coefficient plus

@@ -34,7 +34,7 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
                    warmup: int = 10, num_classes: int = 10, trust_new_host: bool = False, on_line=None,
                    anchors: int = 6, jobs: int = 1, interleave: bool = True, recalibrate: bool = False,
                    loads: Optional[int] = None, compare: Sequence[str] = (),
-                   measure: Optional[Measure] = None) -> Dict[str, object]:
+                   measure: Optional[Measure] = None, transfer: bool = False) -> Dict[str, object]:
     """Predicted vs measured latency of ``samples`` random pruned architectures of ``model_name``.
 
     Args:
@@ -82,7 +82,7 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
     gran = int(table.build.get("granularity", 0) or 0)
     if gran < 1:
         raise UserError(f"{table_path}: the table records no channel grid (build.granularity)")
-    pred = TablePredictor.for_model(table, models.create_model(model_name, num_classes))
+    pred = TablePredictor.for_model(table, models.create_model(model_name, num_classes), transfer=transfer)
     fit_nets = pred.calibration_networks
     taken = {tuple(sorted(n["widths"].items())) for n in fit_nets}
     archs = [w for w in sample_widths(pred.space, gran, samples + len(taken), seed)

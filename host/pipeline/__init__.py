@@ -31,6 +31,7 @@ from edgeshrink.host.pipeline.budget import resolve_budget
 from edgeshrink.host.pipeline.confirm import check_bench_seconds, confirm_on_device, not_measured
 from edgeshrink.host.pipeline.report import PruneReport, render_report, side
 from edgeshrink.host.pipeline.resume import ResumeState
+from edgeshrink.host.tensorboard import open_writer
 from edgeshrink.host.prune import criteria
 from edgeshrink.host.prune.methods import METHODS, MethodContext, check_config, method_spec, recover
 from edgeshrink.host.prune.netadapt import NetAdapt, NetAdaptConfig
@@ -64,6 +65,7 @@ class PruneJob:
     long_term_lr: Optional[float] = None  # fine-tuning's peak lr; None: NetAdaptConfig's for netadapt, else 0.01
     pruning_rate: Optional[float] = None  # remove this fraction of the parameters instead of meeting a budget
     measure: bool = True  # False: skip the device's confirmation (host compare measures every network together)
+    tensorboard: Optional[str] = None  # also log the iterations and the recovery's epochs to TensorBoard here
 
 
 def _macs_params(model: nn.Module, input_shape) -> Dict[str, int]:
@@ -247,11 +249,22 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
     else:
         pruned, history = _run_method(job, cfg, ctx, state)
     method_s = time.monotonic() - t_method
+    writer = open_writer(job.tensorboard)
+    for rec in history:
+        if "iteration" in rec:
+            writer.scalars(job.method, {k: rec.get(k) for k in ("predicted_ms", "val_top1", "target_ms")},
+                           int(rec["iteration"]))
     t_lt = time.monotonic()
+
+    def on_epoch(e: int, m: Dict[str, object]) -> None:
+        prog.update(task, completed=e)
+        writer.scalars("recovery", m, e)
+
     with ui.progress() as prog:
         task = prog.add_task(f"recovery ({mode})", total=None)
         pruned, long_term, recovery = recover(pruned, mode, ctx, lt_epochs, lt_lr, ckpt.get("train_config"),
-                                              on_epoch=lambda e, m: prog.update(task, completed=e))
+                                              on_epoch=on_epoch)
+    writer.close()
     if long_term:
         ui.log(f"recovery ({mode}): {len(long_term)} epochs, val top-1 {long_term[-1]['val_top1']:.2f}%")
     long_term_s = time.monotonic() - t_lt

@@ -79,14 +79,14 @@ def test_corrected_predictor_applies_the_fit_per_site(formula_table, tmp_path):
     assert pred.predict_ms(w) == pytest.approx(0.05 + sum(pred.layer_ms(w)), rel=1e-12)
     assert raw.predict_ms(w) == pytest.approx(table.overhead_ms + f[1] + f[2], rel=1e-12)
     assert pred.fit_scope() == "fitted"
-    # a fit from another model's networks transfers (same layer types: the same per-class terms), and says so
+    # a fit from another model's networks is applied only when asked (transfer=True), and the predictor says so
     table.calibration["fit"]["model"] = "resnet56"
     table.calibration["fit"]["networks"] = [{"widths": {"conv1": 8}, "measured_ms": 1.0}]
-    moved = TablePredictor.for_model(table, models.create_model("resnet20"))
+    kept = TablePredictor.for_model(table, models.create_model("resnet20"))
+    assert kept.fit_scope() == "not transferred" and kept.predict_ms(w) == pytest.approx(raw.predict_ms(w))
+    moved = TablePredictor.for_model(table, models.create_model("resnet20"), transfer=True)
     assert moved.fit_scope() == "transferred" and moved.calibration_networks == []
     assert moved.predict_ms(w) == pytest.approx(pred.predict_ms(w))
-    kept = TablePredictor.for_model(table, models.create_model("resnet20"), transfer=False)
-    assert kept.fit_scope() == "none" and kept.predict_ms(w) == pytest.approx(raw.predict_ms(w))
 
 
 @pytest.mark.slow
