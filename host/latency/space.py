@@ -400,8 +400,7 @@ def build_space(model: nn.Module, input_shape: Sequence[int], fuse_residual_add:
             if pool is not None:
                 src = pool.args[0]
                 site(n, "gap_linear", src, None, lin.out_features)
-            else:
-                x = n.args[0]
+            else:  # a hidden linear (its width is not pruned) or one reading a flattened feature map (kept fixed)
                 sites.append(LayerSite(n.target, "linear", (1, 1), None, lin.in_features, None, lin.out_features))
         elif n.op == "call_function" and n.target is torch.cat:
             dim = n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else 0)
