@@ -11,6 +11,7 @@ strings and tuples only, so ``weights_only`` loads them), and ``model_source``, 
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Dict, Optional
 
 import torch
@@ -156,7 +157,5 @@ def model_from_checkpoint(ckpt: Dict[str, Any], expect_model: Optional[str] = No
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"{path}: weights do not fit {name} with its channel spec ({first}){changed}") from None
     if changed:
-        import warnings
-
         warnings.warn(f"{path}: {changed[2:]}; its weights still fit")
     return model.eval()

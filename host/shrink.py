@@ -137,6 +137,7 @@ def shrink(model: nn.Module, example_input: Union[torch.Tensor, Sequence[int]], 
             shape the table was not measured at; ``TableError`` when the table lacks one of the model's layers (it
             names the layer); ``UnsupportedOpError`` for a model the pruning space cannot trace (it names the op).
     """
+    from edgeshrink import models
     from edgeshrink.host.latency.predict import TablePredictor
     from edgeshrink.host.latency.space import channel_grid
     from edgeshrink.host.latency.table import LatencyTable, load_table
@@ -169,8 +170,7 @@ def shrink(model: nn.Module, example_input: Union[torch.Tensor, Sequence[int]], 
     space = predictor.space
     frozen = _frozen_groups(space, net, _prefixed(prune_only, wrapped), [_prefixed(i, wrapped) for i in ignore])
     grids = {g.name: channel_grid(g.width, int(table.build.get("granularity", 4))) for g in space.groups}
-    widths = space.widths_from_spec({n: m.out_channels for n, m in net.named_modules() if isinstance(m, nn.Conv2d)
-                                     and n in {x for g in space.groups for x in g.members}})
+    widths = space.widths_from_spec(models.channel_spec(net))
     for g in frozen:
         grids[g] = [widths[g]]
     base_ms = predictor.predict_ms(widths)
@@ -217,9 +217,7 @@ def shrink(model: nn.Module, example_input: Union[torch.Tensor, Sequence[int]], 
         pruned.train()
         train(pruned.model if wrapped else pruned)
         pruned.eval()
-    final_widths = space.widths_from_spec({n: m.out_channels for n, m in pruned.named_modules()
-                                           if isinstance(m, nn.Conv2d) and n in {x for g in space.groups
-                                                                                 for x in g.members}})
+    final_widths = space.widths_from_spec(models.channel_spec(pruned))
     pruned_ms = predictor.predict_ms(final_widths)
     final_score = score(pruned) if score else None
     writer.scalars("shrink", {"baseline_ms_predicted": base_ms, "pruned_ms_predicted": pruned_ms,

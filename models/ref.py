@@ -20,6 +20,8 @@ import os
 import sys
 from typing import Callable, Dict, Optional, Tuple
 
+from edgeshrink.device.provenance import sha256_file
+
 from ._spec import ModelError
 
 
@@ -47,21 +49,27 @@ def split_reference(ref: str) -> Tuple[str, str]:
     return where, attr
 
 
+_DIGESTS: Dict[Tuple[str, int, int], str] = {}  # (file, mtime ns, size) -> sha256: hashed once per version
+
+
 def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The sha256 of ``path`` (:func:`edgeshrink.device.provenance.sha256_file`), hashed again only when the file's
+    modification time or size changed: every ``create_model`` names its source, so this is on a hot path."""
+    st = os.stat(path)
+    key = (path, st.st_mtime_ns, st.st_size)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
 
 
 def _load_file(path: str):
+    """``(module, sha256)`` of a user file, executed once per version of the file."""
     path = os.path.abspath(path)
     if not os.path.isfile(path):
         raise ModelReferenceError(f"model reference: no such file {path}")
     digest = file_sha256(path)
     if (path, digest) in _LOADED:
-        return _LOADED[(path, digest)]
+        return _LOADED[(path, digest)], digest
     name = f"_edgeshrink_user_{hashlib.sha1(f'{path}:{digest}'.encode()).hexdigest()[:12]}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
@@ -82,13 +90,14 @@ def _load_file(path: str):
         raise ModelReferenceError(f"model reference: importing {path} failed ({type(e).__name__}: "
                                   f"{str(e).splitlines()[0] if str(e) else ''})") from None
     _LOADED[(path, digest)] = module
-    return module
+    return module, digest
 
 
 def _resolve(ref: str):
+    """``(callable, origin file or None, its sha256 or None)``."""
     where, attr = split_reference(ref)
     if where.endswith(".py") or os.sep in where or "/" in where:
-        module = _load_file(where)
+        module, digest = _load_file(where)
         origin = os.path.abspath(where)
     else:
         try:
@@ -97,6 +106,7 @@ def _resolve(ref: str):
             raise ModelReferenceError(f"model reference {ref!r}: cannot import {where} ({type(e).__name__}: {e})") \
                 from None
         origin = getattr(module, "__file__", None)
+        digest = file_sha256(origin) if origin and os.path.isfile(origin) else None
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -104,7 +114,7 @@ def _resolve(ref: str):
         obj = getattr(obj, part)
     if not callable(obj):
         raise ModelReferenceError(f"model reference {ref!r}: {attr} is not callable")
-    return obj, origin
+    return obj, origin, digest
 
 
 def resolve_callable(ref: str) -> Callable:
@@ -118,27 +128,27 @@ def resolve_callable(ref: str) -> Callable:
 
 def model_source(ref: str) -> Dict[str, Optional[str]]:
     """``{"model": ref, "file": absolute path or None, "sha256": hex digest or None}`` of a reference."""
-    _, origin = _resolve(ref)
-    return {"model": ref, "file": origin, "sha256": file_sha256(origin) if origin and os.path.isfile(origin) else None}
+    _, origin, digest = _resolve(ref)
+    return {"model": ref, "file": origin, "sha256": digest}
 
 
-def build_from_reference(ref: str, num_classes: int, **model_args):
-    """Call the factory a reference names: ``factory(num_classes=..., **model_args)`` when it takes
-    ``num_classes`` (or ``**kwargs``), else ``factory(**model_args)``.
+def build_from_reference(ref: str, num_classes: int):
+    """Call the factory a reference names: ``factory(num_classes=...)`` when it takes ``num_classes`` (or
+    ``**kwargs``), else ``factory()``.
 
     Raises:
         ModelReferenceError: the reference does not resolve, the factory raises, or it returns no ``nn.Module``.
     """
     import torch.nn as nn
 
-    factory, origin = _resolve(ref)
+    factory = _resolve(ref)[0]
     try:
         params = inspect.signature(factory).parameters
         takes = "num_classes" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     except (TypeError, ValueError):
         takes = False
     try:
-        model = factory(num_classes=num_classes, **model_args) if takes else factory(**model_args)
+        model = factory(num_classes=num_classes) if takes else factory()
     except Exception as e:
         raise ModelReferenceError(f"model reference {ref!r}: the factory raised {type(e).__name__}: {e}") from None
     if not isinstance(model, nn.Module):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
+from functools import lru_cache
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch.nn as nn
@@ -80,9 +81,14 @@ def create_model(name: str, num_classes: int = 10, channels: Optional[Dict[str, 
     return model
 
 
+@lru_cache(maxsize=None)
+def _registry_file(name: str) -> Optional[str]:
+    return inspect.getsourcefile(_REGISTRY[name])
+
+
 def registry_source(name: str) -> Dict[str, Optional[str]]:
     """``{"model": name, "file": the file defining it, "sha256": that file's digest}`` of a registry model."""
-    path = inspect.getsourcefile(_REGISTRY[name])
+    path = _registry_file(name)
     return {"model": name, "file": path, "sha256": file_sha256(path) if path else None}
 
 

@@ -17,7 +17,8 @@ import os
 import tempfile
 from typing import Dict, Sequence, Tuple
 
-from edgeshrink.host.latency.space import ACTIVATIONS, ONNX_ACTIVATION, FusionRules, build_space
+from edgeshrink.host.latency.key import ACTIVATION_OPS
+from edgeshrink.host.latency.space import ONNX_ACTIVATION, FusionRules, build_space
 
 _FROM_ONNX = {v: k for k, v in ONNX_ACTIVATION.items() if v}
 CONV_OPS = ("Conv", "FusedConv")
@@ -59,7 +60,7 @@ def optimized_graph_patterns(onnx_path: str, threads: int = 1) -> Tuple[Dict[str
 def candidate_patterns(model, input_shape: Sequence[int]) -> Dict[str, int]:
     """The torch model's candidate fusions: its conv sites if the runtime fused everything it could, counted by
     pattern (``"conv+hardswish"``, ``"conv+add+relu"``, ``"conv"``) as :func:`optimized_graph_patterns` names them."""
-    every = FusionRules(frozenset(ACTIVATIONS), True, frozenset(ACTIVATIONS))
+    every = FusionRules(frozenset(ACTIVATION_OPS), True, frozenset(ACTIVATION_OPS))
     space = build_space(model, input_shape, fusion=every)
     out: Dict[str, int] = collections.Counter()
     for s in space.sites:
@@ -92,9 +93,9 @@ def detect_fusion(model, input_shape: Sequence[int], threads: int = 1) -> Tuple[
         parts = pattern.split("+")[1:]
         if parts[:1] == ["add"]:
             add = True
-            add_acts.update(p for p in parts[1:] if p in ACTIVATIONS)
+            add_acts.update(p for p in parts[1:] if p in ACTIVATION_OPS)
         else:
-            acts.update(p for p in parts if p in ACTIVATIONS)
+            acts.update(p for p in parts if p in ACTIVATION_OPS)
     rules = FusionRules(frozenset(acts), add, frozenset(add_acts))
     record = {"rules": rules.to_dict(), "runtime": dict(sorted(fused.items())),
               "candidates": dict(sorted(candidate_patterns(model, input_shape).items())),

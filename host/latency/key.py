@@ -7,6 +7,10 @@ from functools import lru_cache
 from typing import Dict, Tuple
 
 
+# The activations a table models, by the names its keys use (an op of their own, or fused into a conv's key).
+ACTIVATION_OPS = ("relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu")
+
+
 @dataclass(frozen=True)
 class LayerKey:
     """One layer configuration: the key of a latency table entry (never a layer name)."""

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeshrink.host.latency.key import LayerKey
+from edgeshrink.host.latency.key import ACTIVATION_OPS, LayerKey
 
 OPSET = 18
 
@@ -40,9 +40,6 @@ def _bn(x: str, c: int, y: str, inits: List, nodes: List, rng: np.random.Generat
     inits += [_init(f"{y}_s", rng.uniform(0.5, 1.5, c)), _init(f"{y}_b", rng.normal(0, 0.1, c)),
               _init(f"{y}_m", rng.normal(0, 0.1, c)), _init(f"{y}_v", rng.uniform(0.5, 1.5, c))]
     nodes.append(helper.make_node("BatchNormalization", [x, f"{y}_s", f"{y}_b", f"{y}_m", f"{y}_v"], [y], epsilon=1e-5))
-
-
-ACTIVATION_OPS = ("relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu")
 
 
 def _activation(op: str, x: str, y: str, inits: List, nodes: List) -> str:
@@ -65,6 +62,14 @@ def _activation(op: str, x: str, y: str, inits: List, nodes: List) -> str:
     else:
         raise ValueError(f"no activation {op!r}")
     return y
+
+
+def _global_mean(x: str, inits: List, nodes: List) -> str:
+    """Append the global average pool as torch exports ``adaptive_avg_pool2d(x, 1)``: ReduceMean over H and W
+    (keepdims); returns the output name."""
+    inits.append(numpy_helper.from_array(np.array([2, 3], np.int64), "gap_axes"))
+    nodes.append(helper.make_node("ReduceMean", [x, "gap_axes"], ["gap"], keepdims=1))
+    return "gap"
 
 
 def _conv_out_hw(key: LayerKey) -> Tuple[int, int]:
@@ -116,10 +121,8 @@ def micro_model(key: LayerKey, seed: int = 0) -> onnx.ModelProto:
         nodes.append(helper.make_node("MaxPool" if key.op == "maxpool" else "AveragePool", ["x"], ["pool"], **attrs))
         cur = "pool"
         out_shape = [1, c, *_conv_out_hw(key)]
-    elif key.op == "gap":  # torch exports adaptive_avg_pool2d(x, 1) as ReduceMean over H, W
-        inits.append(numpy_helper.from_array(np.array([2, 3], np.int64), "axes"))
-        nodes.append(helper.make_node("ReduceMean", ["x", "axes"], ["gap"], keepdims=1))
-        cur, out_shape = "gap", [1, c, 1, 1]
+    elif key.op == "gap":
+        cur, out_shape = _global_mean("x", inits, nodes), [1, c, 1, 1]
     elif key.op == "linear":
         inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c])]
         inits += [_init("fc_w", rng.normal(0, 0.1, (key.out_channels, c))), _init("fc_b", np.zeros(key.out_channels))]
@@ -141,10 +144,9 @@ def micro_model(key: LayerKey, seed: int = 0) -> onnx.ModelProto:
         cur, out_shape = "resized", [1, c, h * sh, w * sw]
     elif key.op == "gap_linear":  # as torch exports adaptive_avg_pool2d(x, 1), flatten, linear
         inits += [_init("fc_w", rng.normal(0, 0.1, (key.out_channels, key.in_channels))),
-                  _init("fc_b", np.zeros(key.out_channels)),
-                  numpy_helper.from_array(np.array([2, 3], np.int64), "axes")]
-        nodes += [helper.make_node("ReduceMean", ["x", "axes"], ["gap"], keepdims=1),
-                  helper.make_node("Flatten", ["gap"], ["flat"], axis=1),
+                  _init("fc_b", np.zeros(key.out_channels))]
+        gap = _global_mean("x", inits, nodes)
+        nodes += [helper.make_node("Flatten", [gap], ["flat"], axis=1),
                   helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["fc"], transB=1)]
         cur, out_shape = "fc", [1, key.out_channels]
     else:

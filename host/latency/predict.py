@@ -20,13 +20,8 @@ from typing import Dict, List, Tuple
 
 from edgeshrink.host.errors import TableError
 from edgeshrink.host.latency.key import LayerKey, family, family_at_in, family_at_out
-from edgeshrink.host.latency.space import LEGACY_FUSION, UNFUSED_ADD, FusionRules, PruningSpace, build_space
+from edgeshrink.host.latency.space import PruningSpace, build_space
 from edgeshrink.host.latency.table import LatencyTable, fmt_shape
-
-
-def space_rules(space: PruningSpace) -> FusionRules:
-    """The fusion rules a pruning space was built with."""
-    return space.fusion or (LEGACY_FUSION if space.fuse_residual_add else UNFUSED_ADD)
 
 
 def space_for_table(table: LatencyTable, model) -> PruningSpace:
@@ -75,7 +70,7 @@ class TablePredictor:
     """
 
     def __init__(self, table: LatencyTable, space: PruningSpace, corrected: bool = True, transfer: bool = False):
-        if space_rules(space) != table.fusion_rules:
+        if space.fusion != table.fusion_rules:
             raise TableError("the pruning space and the table disagree on what the runtime fuses; build the space "
                              "with TablePredictor.for_model")
         if list(space.input_shape) != list(table.input_shape):

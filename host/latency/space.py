@@ -21,12 +21,12 @@ import torch.nn.functional as F
 from torch.fx.passes.shape_prop import ShapeProp
 
 from edgeshrink.host.errors import UserError
-from edgeshrink.host.latency.key import LayerKey
+from edgeshrink.host.latency.key import ACTIVATION_OPS, LayerKey
 
 
 # ops whose output channels are their input channels (one channel count per key)
 SAME_CHANNEL_OPS = ("dwconv2d", "add", "mul", "scale", "bn", "maxpool", "avgpool", "gap", "concat",
-                    "resize_nearest", "resize_bilinear", "relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu")
+                    "resize_nearest", "resize_bilinear") + ACTIVATION_OPS
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,35 @@ class LayerSite:
                         self.groups, self.fused)
 
 
+@dataclass(frozen=True)
+class FusionRules:
+    """Which ops the runtime fuses into the convolution before them (Conv + BN is always folded).
+
+    ``conv_acts``: activations fused into a conv(+BN); ``conv_add``: a residual add fused into a conv(+BN) that
+    produces one of its operands (ONNX Runtime's NCHWc ``Conv`` with a ``Sum`` input); ``conv_add_acts``:
+    activations fused after that add. :func:`edgeshrink.host.latency.fusion.detect_fusion` reads them from the
+    runtime's optimised graph of the whole network; :data:`LEGACY_FUSION` is what tables built before that
+    assumed (ReLU, and add + ReLU).
+    """
+
+    conv_acts: FrozenSet[str] = frozenset({"relu"})
+    conv_add: bool = True
+    conv_add_acts: FrozenSet[str] = frozenset({"relu"})
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"conv_acts": sorted(self.conv_acts), "conv_add": self.conv_add,
+                "conv_add_acts": sorted(self.conv_add_acts)}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, object]) -> "FusionRules":
+        return cls(frozenset(d.get("conv_acts", ())), bool(d.get("conv_add", False)),
+                   frozenset(d.get("conv_add_acts", ())))
+
+
+LEGACY_FUSION = FusionRules()
+UNFUSED_ADD = FusionRules(conv_add=False, conv_add_acts=frozenset())
+
+
 @dataclass
 class PruningSpace:
     """A model's channel groups and layer sites, at one input shape ``(1, C, H, W)``."""
@@ -78,12 +107,16 @@ class PruningSpace:
     input_shape: Tuple[int, int, int, int]
     groups: List[ChannelGroup]
     sites: List[LayerSite]
-    fuse_residual_add: bool = True  # residual adds fused into the conv producing their first operand
-    fusion: Optional["FusionRules"] = None  # what the runtime fuses (None: LEGACY_FUSION)
+    fusion: FusionRules = LEGACY_FUSION  # what the runtime fuses, so what the sites' keys hold
     _by_conv: Dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         self._by_conv = {m: g.name for g in self.groups for m in g.members}
+
+    @property
+    def fuse_residual_add(self) -> bool:
+        """Residual adds are fused into a conv producing one of their operands."""
+        return self.fusion.conv_add
 
     @property
     def full_widths(self) -> Dict[str, int]:
@@ -145,8 +178,8 @@ def _single_user(node: fx.Node) -> Optional[fx.Node]:
     return users[0] if len(users) == 1 else None
 
 
-# Activations by the name table keys use: torch modules and functions, and the ONNX op the exporter writes.
-ACTIVATIONS = ("relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu")
+# Activations by the name table keys use (key.ACTIVATION_OPS): torch modules and functions, and the ONNX op the
+# exporter writes.
 _ACT_MODULES = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.Hardswish: "hardswish", nn.Sigmoid: "sigmoid",
                 nn.Hardsigmoid: "hardsigmoid", nn.SiLU: "silu"}
 _ACT_FUNCTIONS = {F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.hardswish: "hardswish",
@@ -163,35 +196,6 @@ _FREE_METHODS = ("flatten", "view", "reshape", "size", "contiguous", "squeeze", 
 _FREE_MODULES = (nn.Dropout, nn.Identity, nn.Flatten)
 
 
-@dataclass(frozen=True)
-class FusionRules:
-    """Which ops the runtime fuses into the convolution before them (Conv + BN is always folded).
-
-    ``conv_acts``: activations fused into a conv(+BN); ``conv_add``: a residual add fused into a conv(+BN) that
-    produces one of its operands (ONNX Runtime's NCHWc ``Conv`` with a ``Sum`` input); ``conv_add_acts``:
-    activations fused after that add. :func:`edgeshrink.host.latency.fusion.detect_fusion` reads them from the
-    runtime's optimised graph of the whole network; :data:`LEGACY_FUSION` is what tables built before that
-    assumed (ReLU, and add + ReLU).
-    """
-
-    conv_acts: FrozenSet[str] = frozenset({"relu"})
-    conv_add: bool = True
-    conv_add_acts: FrozenSet[str] = frozenset({"relu"})
-
-    def to_dict(self) -> Dict[str, object]:
-        return {"conv_acts": sorted(self.conv_acts), "conv_add": self.conv_add,
-                "conv_add_acts": sorted(self.conv_add_acts)}
-
-    @classmethod
-    def from_dict(cls, d: Dict[str, object]) -> "FusionRules":
-        return cls(frozenset(d.get("conv_acts", ())), bool(d.get("conv_add", False)),
-                   frozenset(d.get("conv_add_acts", ())))
-
-
-LEGACY_FUSION = FusionRules()
-UNFUSED_ADD = FusionRules(conv_add=False, conv_add_acts=frozenset())
-
-
 class UnsupportedOpError(UserError, ValueError):
     """A model op the pruning space cannot model (the message names the op and the node)."""
 
@@ -202,7 +206,7 @@ def build_space(model: nn.Module, input_shape: Sequence[int], fuse_residual_add:
 
     Modelled ops (each a site keyed by its configuration): Conv2d (dense, grouped, depthwise ``dwconv2d``) with the
     BN, activation or residual add the runtime fuses into it (``fusion``); standalone BatchNorm2d; the activations
-    of :data:`ACTIVATIONS`; residual add / multiply of two tensors (``add``, ``mul``) and the channel scale of a
+    of :data:`~edgeshrink.host.latency.key.ACTIVATION_OPS`; residual add / multiply of two tensors (``add``, ``mul``) and the channel scale of a
     squeeze-and-excitation block (``scale``: ``(1, C, H, W) * (1, C, 1, 1)``); max / average pooling; global
     average pooling (``gap``, or ``gap_linear`` with the linear classifier it feeds); linear; concatenation along
     channels; nearest and bilinear resize. Views, dropout, identity and arithmetic with a constant cost nothing
@@ -341,23 +345,21 @@ def build_space(model: nn.Module, input_shape: Sequence[int], fuse_residual_add:
                 if a in rules.conv_acts:
                     fused.append(a)
                     consumed.add(nxt)
+            # a residual add is fused into the first of its producing convs (graph order) to reach it, as ONNX
+            # Runtime fuses it into one of them
             elif rules.conv_add and nxt not in consumed and is_binary(nxt, (operator.add, torch.add)) \
-                    and shape(tensor_args(nxt)[0]) == shape(tensor_args(nxt)[1]) and _first_fusable(nxt, tail):
+                    and shape(tensor_args(nxt)[0]) == shape(tensor_args(nxt)[1]) and tail in nxt.args[:2]:
                 fused.append("add")
                 consumed.add(nxt)
                 after = _single_user(nxt)
                 if act_of(after) in rules.conv_add_acts:
                     fused.append(act_of(after))
                     consumed.add(after)
-            x = n.args[0]
             depthwise = conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
-            if depthwise:
-                g = by_conv.get(n.target)
-                site(n, "dwconv2d", x, g, conv.out_channels, kernel=tuple(conv.kernel_size),
-                     stride=tuple(conv.stride), padding=tuple(conv.padding), fused=tuple(fused))
-            else:
-                site(n, "conv2d", x, by_conv.get(n.target), conv.out_channels, kernel=tuple(conv.kernel_size),
-                     stride=tuple(conv.stride), padding=tuple(conv.padding), groups=conv.groups, fused=tuple(fused))
+            # a depthwise conv's groups follow its channels, so its key keeps groups=1 and the op says it
+            site(n, "dwconv2d" if depthwise else "conv2d", n.args[0], by_conv.get(n.target), conv.out_channels,
+                 kernel=tuple(conv.kernel_size), stride=tuple(conv.stride), padding=tuple(conv.padding),
+                 groups=1 if depthwise else conv.groups, fused=tuple(fused))
         elif is_mod(n, nn.BatchNorm2d):
             nxt = _single_user(n)
             fused = ("relu",) if act_of(nxt) == "relu" else ()
@@ -426,13 +428,7 @@ def build_space(model: nn.Module, input_shape: Sequence[int], fuse_residual_add:
                                      "supported: conv (dense, grouped, depthwise), BN, ReLU/ReLU6/hardswish/SiLU/"
                                      "sigmoid/hardsigmoid, add, multiply, max/avg/global pooling, linear, concat, "
                                      "resize")
-    return PruningSpace(name, tuple(int(v) for v in input_shape), groups, sites, rules.conv_add, fusion=rules)
-
-
-def _first_fusable(add: fx.Node, tail: fx.Node) -> bool:
-    """The conv(+BN) output ``tail`` is an operand of ``add``. Convs are visited in graph order, so the add is
-    fused into the first of its producing convs to reach it, as ONNX Runtime fuses it into one of them."""
-    return add.args[0] is tail or add.args[1] is tail
+    return PruningSpace(name, tuple(int(v) for v in input_shape), groups, sites, rules)
 
 
 def _is_global(size) -> bool:

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 from edgeshrink.host.checks import _is_number, integer, mapping, number, sequence, text
 from edgeshrink.host.errors import TableError
 from edgeshrink.host.io import write_json
-from edgeshrink.host.latency.key import LayerKey
+from edgeshrink.host.latency.key import ACTIVATION_OPS, LayerKey
 
 SCHEMA = "edgeshrink.latency_table"
 SCHEMA_VERSION = 1
@@ -100,7 +100,6 @@ class LatencyTable:
         write_json(path, self.to_dict())
 
 
-ACTIVATION_OPS = ("relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu")
 OPS = ("conv2d", "dwconv2d", "add", "mul", "scale", "bn", "gap_linear", "gap", "linear", "maxpool", "avgpool", "concat",
        "resize_nearest", "resize_bilinear") + ACTIVATION_OPS
 FUSIONS = ("bn", "add") + ACTIVATION_OPS

@@ -11,18 +11,21 @@ def read_scalars(folder):
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
-def test_the_writer_logs_finite_numbers_and_skips_the_rest(tmp_path):
+def test_the_writer_logs_finite_numbers_and_skips_the_rest(tmp_path, monkeypatch):
     from edgeshrink.host.tensorboard import open_writer
 
-    w = open_writer(str(tmp_path))
+    w = open_writer(str(tmp_path / "tb"))
     w.scalars("train", {"loss": 0.5, "top1": 90, "note": "text", "nan": float("nan"), "flag": True}, 3)
     w.scalars("train", {"loss": 0.25}, 4)
     w.close()
-    got = read_scalars(tmp_path)
+    got = read_scalars(tmp_path / "tb")
     assert got == {"train/loss": [(3, 0.5), (4, 0.25)], "train/top1": [(3, 90.0)]}
+    (tmp_path / "off").mkdir()
+    monkeypatch.chdir(tmp_path / "off")  # SummaryWriter's default folder is ./runs
     off = open_writer(None)
-    off.scalars("x", {"a": 1}, 0)  # no folder: nothing is written anywhere
+    off.scalars("x", {"a": 1}, 0)
     off.close()
+    assert list((tmp_path / "off").iterdir()) == []  # no folder given: nothing is written
 
 
 def test_host_train_logs_every_epoch(tmp_path, host_cli):
