@@ -40,6 +40,8 @@ def _table(formula_table, tmp_path, edit, name="bad.json"):
     (lambda d: d.update(entries={"a": 1}), "entries must be a list"),
     (lambda d: d.update(calibration=[1, 2]), "calibration must be a JSON object"),
     (lambda d: d["calibration"].update(fit={"coefficients": {"conv": "x"}}), "coefficient conv must be a finite number"),
+    (lambda d: d["calibration"].update(fit={"weight_cache": {"mparams": -1.0, "log_width": 0.1}}),
+     "weight_cache mparams must be"),
     (lambda d: d["calibration"].update(fit={"corrections": [{"kind": "key", "key": {"op": "conv2d"}, "delta": 1}]}),
      "correction 0 key has no 'in_channels'"),
     (lambda d: d["entries"][2].update(in_channels="16"), "entry 2 in_channels must be an integer"),

@@ -191,13 +191,19 @@ def log_build_summary(table, out: str, resumed: bool) -> None:
                f"({b['exhaustive_per_channel_entries']})")
     fit = table.calibration.get("fit")
     if fit:
-        cv = (f"; held out (5-fold) {fit['cv_mean_abs_rel_error']:.2%} mean, {fit['cv_max_abs_rel_error']:.2%} max "
-              f"with {len(fit.get('corrections', []))} per-configuration/family corrections"
-              if fit.get("key_ridge") is not None else "; no per-configuration corrections (they did not help "
-              "held-out networks, or too few networks)")
+        cv = (f"; held out (5-fold) {fit['cv_mean_abs_rel_error']:.2%} mean, {fit['cv_max_abs_rel_error']:.2%} max"
+              if "cv_mean_abs_rel_error" in fit else "")
+        cv += (f" with {len(fit.get('corrections', []))} per-configuration/family corrections"
+               if fit.get("key_ridge") is not None else "; no per-configuration corrections (they did not help "
+               "held-out networks, or too few networks)")
         ui.log(f"calibration: {len(fit['networks'])} networks, fit mean |error| {fit['fit_mean_abs_rel_error']:.2%} "
                f"(uncorrected {fit['uncorrected_mean_abs_rel_error']:.2%}){cv}; coefficients "
                + ", ".join(f"{k} {v:.4g}" for k, v in fit["coefficients"].items()))
+        gate = fit.get("weight_cache")
+        ui.log(f"streamed weights: from {gate['mparams']:.2f} M conv weights ({gate['mparams'] * 4:.1f} MB fp32) on, "
+               "each inference reads them from memory" if gate else
+               "streamed weights: no cache threshold (the calibration networks' weights behave as cached, or "
+               "too few networks)")
 
 
 def cmd_table_show(args) -> int:

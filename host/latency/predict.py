@@ -10,13 +10,20 @@ overhead`` is scaled by its class's fitted coefficient plus its corrections, and
 overhead::
 
     latency_ms = intercept_ms + sum over sites of (coef[class] + delta[family] + delta[family, in]
-                 + delta[family, out] + delta[configuration]) * (entry - overhead) + a_w * conv weights (millions)
+                 + delta[family, out] + delta[configuration]) * (entry - overhead)
+                 + (a_w + a_s * g(W)) * conv weights W (millions)
+
+where ``g`` is the fit's streamed-weights gate (:func:`weight_gate`, fitted by :mod:`edgeshrink.host.latency.fit`): 0 while the
+network's weights fit in the cache, 1 once every inference reads them from memory. It depends on the whole
+network's weights, so a site's share (``layer_ms``) is its own weights times the gate of the network it sits in.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
 
 from edgeshrink.host.errors import TableError
 from edgeshrink.host.latency.key import LayerKey, family, family_at_in, family_at_out
@@ -42,6 +49,15 @@ def site_params(key: LayerKey) -> float:
     if key.op != "conv2d":
         return 0.0
     return key.in_channels // key.groups * key.out_channels * key.kernel[0] * key.kernel[1] / 1e6
+
+
+def weight_gate(weights_m, cache: Optional[Dict[str, float]]):
+    """``g(W)`` of the streamed-weights term for conv weights ``weights_m`` (millions, scalar or array): the
+    logistic switch at ``cache["mparams"]`` with sharpness ``cache["log_width"]``; 0 without a gate."""
+    if not cache:
+        return 0.0 * np.asarray(weights_m, float)
+    z = (np.log(np.maximum(np.asarray(weights_m, float), 1e-12)) - np.log(cache["mparams"])) / cache["log_width"]
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
 
 
 @lru_cache(maxsize=None)
@@ -90,6 +106,8 @@ class TablePredictor:
         self._intercept = float(coef.get("intercept_ms", table.overhead_ms))
         self._scale = {"conv": float(coef.get("conv", 1.0)), "other": float(coef.get("other", 1.0))}
         self._per_mparam = float(coef.get("weights_ms_per_mparam", 0.0))
+        self._streamed = float(coef.get("streamed_ms_per_mparam", 0.0))
+        self._cache = (fit or {}).get("weight_cache")
         self._delta: Dict[tuple, float] = {
             (c["kind"], LayerKey.from_dict(c["key"])): float(c["delta"]) for c in (fit or {}).get("corrections", [])}
         self.predict_ms(space.full_widths)  # fails early on a table for another model
@@ -117,13 +135,16 @@ class TablePredictor:
     def layer_ms(self, widths: Dict[str, int]) -> List[float]:
         """Per-site latency in ms, in site order: entry minus overhead, times the site's fitted coefficient plus
         its corrections (family, input and output channel count, configuration; 0 where the fit has none),
-        plus the weights term."""
+        plus the weights terms (the streamed one gated by the whole network's weights)."""
         d = self._delta
+        sites = self.raw_sites(widths)
+        per_w = self._per_mparam
+        if self._cache and self._streamed:
+            per_w += self._streamed * float(weight_gate(sum(site_params(k) for k, _ in sites), self._cache))
         if not d:
-            return [self._scale[site_class(key.op)] * ms + self._per_mparam * site_params(key)
-                    for key, ms in self.raw_sites(widths)]
+            return [self._scale[site_class(key.op)] * ms + per_w * site_params(key) for key, ms in sites]
         return [(self._scale[site_class(key.op)] + sum(d.get(label, 0.0) for label in correction_labels(key))) * ms
-                + self._per_mparam * site_params(key) for key, ms in self.raw_sites(widths)]
+                + per_w * site_params(key) for key, ms in sites]
 
     def raw_sites(self, widths: Dict[str, int]) -> List[tuple]:
         """``(layer key, entry latency (the table's statistic) - overhead in ms)`` per site, uncorrected, in site order.

@@ -141,6 +141,10 @@ def _check_fit(fit: object, where: str) -> None:
         text(fit["model"], f"{where} model", TableError)
     for k, v in mapping(fit.get("coefficients", {}), f"{where} coefficients", TableError).items():
         number(v, f"{where} coefficient {k}", TableError)
+    if fit.get("weight_cache") is not None:
+        gate = mapping(fit["weight_cache"], f"{where} weight_cache", TableError)
+        for k in ("mparams", "log_width"):
+            number(gate.get(k), f"{where} weight_cache {k}", TableError, positive=True)
     for i, c in enumerate(sequence(fit.get("corrections", []), f"{where} corrections", TableError)):
         w = f"{where} correction {i}"
         mapping(c, w, TableError)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from edgeshrink import models
-from edgeshrink.host.latency.fit import features, fit
+from edgeshrink.host.latency.fit import FEATURES, features, fit
 from edgeshrink.host.latency.key import family
-from edgeshrink.host.latency.predict import TablePredictor
+from edgeshrink.host.latency.predict import TablePredictor, weight_gate
 from edgeshrink.host.latency.table import load_table
 from tests.conftest import one_line_error
 
@@ -39,9 +39,10 @@ def test_per_configuration_corrections_are_learnt_from_networks_and_help_held_ou
     assert with_keys["key_ridge"] is not None and without["key_ridge"] is None and without["deltas"] is None
     assert [r["key_ridge"] for r in with_keys["cv"]][0] is None  # "no corrections" was one of the candidates
     assert with_keys["cv_mean_abs_rel_error"] < with_keys["cv"][0]["cv_mean_abs_rel_error"]
-    c = np.array(list(with_keys["coefficients"].values()))
+    assert with_keys["weight_cache"] is None and without["weight_cache"] is None  # nothing gated in these networks
+    c = np.array(list(with_keys["coefficients"].values()))[:4]
     held_with = np.abs((X[test] @ c + K[test] @ with_keys["deltas"]) / y[test] - 1).mean()
-    held_without = np.abs(X[test] @ np.array(list(without["coefficients"].values())) / y[test] - 1).mean()
+    held_without = np.abs(X[test] @ np.array(list(without["coefficients"].values()))[:4] / y[test] - 1).mean()
     assert held_with < held_without / 3
     assert np.corrcoef(with_keys["deltas"], true_delta)[0, 1] > 0.9
 
@@ -60,6 +61,61 @@ def test_corrected_predictor_adds_family_and_configuration_deltas(formula_table)
     want = [ms * (1 + (0.2 if k == k0 else 0) - (0.05 if family(k) == family(k0) else 0)) for k, ms in sites]
     assert pred.layer_ms(w) == pytest.approx(want, rel=1e-12)
     assert sum(1 for k, _ in sites if family(k) == family(k0)) > sum(1 for k, _ in sites if k == k0) >= 1
+
+
+def _gated_networks(n, seed, cache_mparams=None):
+    """Networks whose weights (column 3) span 0.5..8 million; past ``cache_mparams`` each inference also pays
+    0.2 ms per million weights streamed from memory (a sharp switch, as a cache's capacity is)."""
+    rng = np.random.default_rng(seed)
+    w = np.exp(rng.uniform(np.log(0.5), np.log(8.0), n))
+    X = np.column_stack([np.ones(n), rng.uniform(1.0, 4.0, n), rng.uniform(0.01, 0.05, n), w])
+    y = X @ np.array([0.05, 1.1, 1.0, 0.01])
+    if cache_mparams:
+        y = y + 0.2 * w * (w > cache_mparams)
+    return X, y
+
+
+def test_fit_finds_the_cache_threshold_of_streamed_weights():
+    X, y = _gated_networks(120, 2, cache_mparams=3.0)
+    out = fit(X, y, overhead_ms=0.02)
+    gate = out["weight_cache"]
+    assert gate is not None and 2.4 < gate["mparams"] < 3.75  # within a grid step of the true threshold
+    assert out["coefficients"]["streamed_ms_per_mparam"] == pytest.approx(0.2, rel=0.25)
+    plain = next(r for r in out["cv"] if r["weight_cache"] is None)
+    assert out["cv_mean_abs_rel_error"] < plain["cv_mean_abs_rel_error"] / 3
+    # held-out networks: the gated fit predicts them, the linear one cannot
+    Xt, yt = _gated_networks(40, 3, cache_mparams=3.0)
+    c = np.array(list(out["coefficients"].values()))
+    pred = Xt @ c[:4] + c[4] * weight_gate(Xt[:, 3], gate) * Xt[:, 3]
+    gated_err = np.abs(pred / yt - 1).mean()
+    without = fit(X, y, overhead_ms=0.02, gates=[None])
+    cw = np.array(list(without["coefficients"].values()))
+    assert without["weight_cache"] is None
+    assert gated_err < 0.02 and np.abs(Xt @ cw[:4] / yt - 1).mean() > 3 * gated_err
+
+
+def test_fit_keeps_no_gate_when_the_weights_always_fit():
+    X, y = _gated_networks(60, 4)
+    y = y * np.random.default_rng(5).normal(1.0, 0.003, len(y))  # measurement noise only
+    out = fit(X, y, overhead_ms=0.02)
+    assert out["weight_cache"] is None and out["coefficients"]["streamed_ms_per_mparam"] == 0.0
+    assert len(out["cv"]) > 10  # the gates were tried
+
+
+def test_predictor_gates_the_streamed_weights_by_the_whole_network(formula_table):
+    table = load_table(str(formula_table))
+    raw = TablePredictor.for_model(table, models.create_model("resnet20"), corrected=False)
+    full = raw.space.full_widths
+    f = features(raw, full)
+    coef = {"intercept_ms": 0.05, "conv": 1.0, "other": 1.0, "weights_ms_per_mparam": 0.0,
+            "streamed_ms_per_mparam": 0.4}
+    # the threshold at the unpruned network's weights: its gate is exactly 1/2
+    table.calibration["fit"] = {"model": "resnet20", "coefficients": coef,
+                                "weight_cache": {"mparams": float(f[3]), "log_width": 0.01}}
+    pred = TablePredictor.for_model(table, models.create_model("resnet20"))
+    assert pred.predict_ms(full) == pytest.approx(0.05 + f[1] + f[2] + 0.2 * f[3], rel=1e-9)
+    half = {g: max(1, c // 2) for g, c in full.items()}
+    assert pred.predict_ms(half) == pytest.approx(raw.predict_ms(half) - table.overhead_ms + 0.05, rel=1e-6)
 
 
 def test_fit_refuses_too_few_networks():
@@ -104,7 +160,7 @@ def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(
     assert fit_["networks"][0]["widths"] == full  # the unpruned model first, then random pruned ones
     assert all(n["widths"] != full for n in fit_["networks"][1:])
     assert all(n["measured_ms"] > 0 for n in fit_["networks"])
-    assert set(fit_["coefficients"]) == {"intercept_ms", "conv", "other", "weights_ms_per_mparam"}
+    assert set(fit_["coefficients"]) == set(FEATURES)
     assert doc["build"]["calibration_networks"] == 4 and doc["build"]["measurements"] == 67 + 1 + 4
     assert "calibration: 4 networks" in r.stderr + r.stdout
     val = tmp_path / "val"
@@ -128,7 +184,7 @@ def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(
     vd2 = json.loads((val2 / "validate.json").read_text())
     rc = vd2["recalibrated"]
     assert vd2["drift"]["anchors"] == 4 and rc["networks"] == 4 and rc["fit"]["model"] == "resnet20"
-    assert set(rc["fit"]["coefficients"]) == {"intercept_ms", "conv", "other", "weights_ms_per_mparam"}
+    assert set(rc["fit"]["coefficients"]) == set(FEATURES)
     rerrs = [a["recalibrated_predicted_ms"] / a["measured_ms"] - 1 for a in vd2["architectures"]]
     assert rc["max_abs_rel_error"] == pytest.approx(max(map(abs, rerrs)))
     assert rc["mean_rel_error"] == pytest.approx(float(np.mean(rerrs)))
