@@ -4,6 +4,7 @@ Commands:
   bench MODEL [MODEL ...]   latency statistics of model files with one backend (optionally power and energy)
   backends                  which backends are available here, and why not
   info                      this device's metadata and thermal state
+  optimize MODEL --out FILE ONNX Runtime's optimised graph of MODEL (what this board's runtime fuses)
   power parse-tegrastats LOG  one JSON record per tegrastats sample
   power meters              which power meters are usable here, and why not
 """
@@ -58,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print this device's metadata and thermal state")
     i.add_argument("--json", action="store_true")
 
+    o = sub.add_parser("optimize", help="write ONNX Runtime's optimised graph of an .onnx model (what it fuses)")
+    o.add_argument("model", help="the .onnx model")
+    o.add_argument("--out", required=True, help="where the optimised .onnx graph goes")
+    o.add_argument("--threads", type=int, default=1, help="intra-op threads, as the benchmark runs; default 1")
+
     pw = sub.add_parser("power", help="power tools: parse tegrastats logs, list meters")
     psub = pw.add_subparsers(dest="power_cmd", required=True)
     pt = psub.add_parser("parse-tegrastats", help="parse a tegrastats log: one record per sample")
@@ -97,6 +103,30 @@ def _power(args: argparse.Namespace) -> int:
           f"{'+'.join(recs[0]['total_rails']) if recs and recs[0]['total_rails'] else '-'}")
     if power:
         print(f"total power mW: mean {sum(power) / len(power):.0f}, min {min(power):.0f}, max {max(power):.0f}")
+    return 0
+
+
+def _optimize(args: argparse.Namespace) -> int:
+    from .runners.ort import save_optimized
+
+    if not os.path.isfile(args.model):
+        raise UsageError(f"model not found: {args.model}")
+    if not 1 <= args.threads <= (os.cpu_count() or 1):
+        raise UsageError(f"--threads must be from 1 to {os.cpu_count() or 1} here, got {args.threads}")
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir):
+        raise UsageError(f"--out {args.out}: folder {out_dir} does not exist")
+    tmp = f"{args.out}.part"
+    try:
+        version = save_optimized(args.model, tmp, args.threads)
+        os.replace(tmp, args.out)  # atomically: a reader never sees half a graph
+    except (runners.ModelLoadError, runners.BackendUnavailable) as e:
+        raise UsageError(str(e)) from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    print(json.dumps({"model": args.model, "optimized": args.out, "runtime": f"onnxruntime {version}",
+                      "threads": args.threads}))
     return 0
 
 
@@ -271,6 +301,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 0
         if args.cmd == "power":
             return _power(args)
+        if args.cmd == "optimize":
+            return _optimize(args)
         if args.cmd == "info":
             from . import thermal
 

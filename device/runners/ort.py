@@ -34,6 +34,30 @@ def check_available(backend: str = "ort") -> str:
     return "onnxruntime " + ort.__version__
 
 
+def save_optimized(path: str, out: str, threads: int = 1) -> str:
+    """Optimise ``path`` as :class:`OrtRunner` loads it (CPU provider, ``ORT_ENABLE_ALL``) and write the optimised
+    graph to ``out`` (``SessionOptions.optimized_model_filepath``): what this board's runtime fuses, read by the host.
+
+    Returns:
+        the onnxruntime version.
+
+    Raises:
+        ModelLoadError: the runtime could not load ``path``; BackendUnavailable: no onnxruntime.
+    """
+    ort = require("onnxruntime", "pip install onnxruntime")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = max(1, threads)
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(out)
+    so.log_severity_level = 3  # the "hardware specific optimisations" warning of saving an NCHWc graph
+    try:
+        ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's errors derive from Exception only
+        raise load_error(str(path), "ONNX Runtime", e) from None
+    return ort.__version__
+
+
 class OrtRunner:
     """Runs an ONNX file in an ``onnxruntime.InferenceSession``.
 

@@ -648,7 +648,9 @@ def build_and_save(cfg: BuildConfig, out: str, log: Callable[[str], None] = lamb
     model = models.create_model(cfg.model, cfg.num_classes)
     fusion = None
     if cfg.backend == "ort":  # read what the runtime fuses from the runtime (other backends: the legacy rules)
-        rules, fusion = detect_fusion(model, cfg.input_shape, cfg.threads)
+        # on the first device: a farm is identical boards (--farm), so they fuse alike
+        rules, fusion = detect_fusion(model, cfg.input_shape, cfg.threads, device=cfg.devices[0],
+                                      trust_new_host=cfg.trust_new_host)
     space = build_space(model, cfg.input_shape, fusion=rules if fusion else None)
     widest = max(g.width for g in space.groups)
     if cfg.granularity >= widest:

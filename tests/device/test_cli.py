@@ -93,12 +93,33 @@ def test_jsonl_results_resume_without_remeasuring(tmp_path):
     (["bench", "x.onnx", "--backend", "nope"], "unknown backend 'nope'"),
     (["bench", "x.onnx", "--iters", "0"], "--iters must be from 1 to"),
     (["bench"], "no model files given"),
+    (["optimize", "missing.onnx", "--out", "o.onnx"], "model not found: missing.onnx"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, msg):
     r = run_cli("-m", "edgeshrink.device", *args)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("device: error: ") and msg in lines[0]
+
+
+def test_optimize_writes_the_runtimes_fused_graph_and_refuses_what_it_cannot_load(tmp_path):
+    model = tiny_onnx(tmp_path / "m.onnx")
+    out = tmp_path / "opt.onnx"
+    r = run_cli("-m", "edgeshrink.device", "optimize", str(model), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["runtime"].startswith("onnxruntime ") and rec["optimized"] == str(out)
+    nodes = [n for n in onnx.load(str(out)).graph.node if n.op_type in ("Conv", "FusedConv")]
+    # the ReLU is gone into the conv: the optimised graph is the runtime's, not the input
+    assert len(nodes) == 1 and [a.s for a in nodes[0].attribute if a.name == "activation"] == [b"Relu"]
+    assert not any(n.op_type == "Relu" for n in onnx.load(str(out)).graph.node)
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    bad = run_cli("-m", "edgeshrink.device", "optimize", str(junk), "--out", str(tmp_path / "j.onnx"))
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "junk.onnx" in bad.stderr
+    assert not list(tmp_path.glob("j.onnx*"))  # nothing half-written is left
+    gone = run_cli("-m", "edgeshrink.device", "optimize", str(model), "--out", str(tmp_path / "no" / "o.onnx"))
+    assert gone.returncode == 2 and "does not exist" in gone.stderr
 
 
 def test_backends_lists_ort_with_its_version():

@@ -80,6 +80,7 @@ def test_a_farm_of_two_boards_over_ssh_shares_the_batches(sshd, ssh_home, tmp_pa
     assert r.returncode == 0, r.stderr
     t = json.loads((tmp_path / "t.json").read_text())
     assert len(t["entries"]) == 67 and t["device"]["spec"] == a and t["device"]["farm"] == [a, b]
+    assert t["calibration"]["fusion"]["source"].endswith(f" on {a}")  # the board's runtime said what it fuses
     assert t["build"]["measurements"] == TOTAL
     used = [json.loads(x)["device"] for p in work.glob("results_r*.jsonl") for x in p.read_text().splitlines()]
     assert len(used) == TOTAL and set(used) == {a, b}

@@ -130,6 +130,14 @@ def test_fusion_rules_come_from_the_runtime_not_from_the_architecture():
         record["candidates"]["conv+hardswish"]
 
 
+def test_fusion_is_read_on_the_device_the_table_is_built_on():
+    net = Block("hardswish").eval()
+    here_rules, here = detect_fusion(net, (1, 3, 16, 16))
+    rules, record = detect_fusion(net, (1, 3, 16, 16), device="local")  # `device optimize` in the device's folder
+    assert rules == here_rules and record["runtime"] == here["runtime"]
+    assert record["source"].endswith(" on local") and here["source"].endswith(" on the host")
+
+
 def test_optimized_graph_patterns_count_sum_inputs(tmp_path):
     from edgeshrink import models
 
