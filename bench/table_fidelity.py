@@ -9,12 +9,13 @@ Writes bench/results/table_fidelity.json, the tables to latency_tables/<model>_o
 validation's JSON and scatter plot to bench/results/table_fidelity/<model>/; with ``--tag T`` (another CPU, say)
 bench/results/table_fidelity_T.json, latency_tables/T/ and bench/results/table_fidelity_T/<model>/.
 Target (latency-table issue): mean |predicted / measured - 1| <= 1.0% and max <= 3.0% for each model. The
-edge networks of the any-model issue, at 96x96 (target mean <= 2%, max <= 5%)::
+edge networks of the any-model issue, at 96x96 (target mean <= 2%, max <= 5%; 120 calibration networks and the
+recalibration for ResNet-18, whose weights straddle the cache, docs/latency.md)::
 
     python bench/table_fidelity.py --models mobilenet_v2 --input 1x3x96x96 --granularity 16 --calibrate 40 \
         --no-recalibrate --tag edge96
-    python bench/table_fidelity.py --models resnet18 --input 1x3x96x96 --granularity 32 --calibrate 40 \
-        --no-recalibrate --tag edge96_resnet18
+    python bench/table_fidelity.py --models resnet18 --input 1x3x96x96 --granularity 32 --calibrate 120 \
+        --tag edge96_resnet18_gate
 
     python bench/table_fidelity.py [--models resnet20,resnet56,wrn16_2] [--samples 30] [--calibrate 120] [--tag T]
         [--statistic min|median] [--input 1x3x32x32]
@@ -31,7 +32,13 @@ from edgeshrink.device.provenance import utc_now
 
 ROOT = Path(__file__).resolve().parents[1]
 
-MEAN_TARGET, MAX_TARGET = 0.010, 0.030
+MEAN_TARGET, MAX_TARGET = 0.010, 0.030  # the latency-table issue's, for the CIFAR networks at 32x32
+EDGE_TARGET = (0.020, 0.050)  # the any-model issue's, for edge networks at 96x96 or more
+
+
+def target_for(shape) -> tuple:
+    """``(mean, max)`` target of a model at input ``shape``: the CIFAR one at 32x32, the edge one above."""
+    return (MEAN_TARGET, MAX_TARGET) if tuple(shape)[2:] == (32, 32) else EDGE_TARGET
 
 
 def run_model(name: str, args) -> dict:
@@ -50,7 +57,7 @@ def run_model(name: str, args) -> dict:
     size = "" if shape == (1, 3, 32, 32) else f"_{shape[2]}x{shape[3]}"
     table_path = tables / f"{name}{size}_ort_local_1t_g{args.granularity}.json"
     model = models.create_model(name)
-    rules, fusion = detect_fusion(model, shape)  # what ONNX Runtime fuses, read from its optimised graph
+    rules, fusion = detect_fusion(model, shape, device="local")  # what ONNX Runtime fuses, from its optimised graph
     space = build_space(model, shape, fusion=rules)
     keys = enumerate_keys(space, args.granularity)
     t0 = time.monotonic()
@@ -72,6 +79,7 @@ def run_model(name: str, args) -> dict:
                          recalibrate=args.recalibrate, loads=args.val_loads)
     drift = doc["drift"] or {}
     recal = doc.get("recalibrated") or {}
+    tmean, tmax = target_for(shape)
     print(f"[{name}] validated in {time.monotonic() - t1:.0f} s: mean |err| {doc['mean_abs_rel_error']:.2%}, max "
           f"{doc['max_abs_rel_error']:.2%}; drift-corrected (speed x{drift.get('speed_ratio', 1):.4f}) "
           f"{drift.get('mean_abs_rel_error', float('nan')):.2%} / {drift.get('max_abs_rel_error', float('nan')):.2%}; "
@@ -91,11 +99,12 @@ def run_model(name: str, args) -> dict:
         "drift": {k: v for k, v in drift.items()} or None,
         "recalibrated": recal or None,
         "measurement_noise": doc.get("measurement_noise"),
-        "meets_target_raw": doc["mean_abs_rel_error"] <= MEAN_TARGET and doc["max_abs_rel_error"] <= MAX_TARGET,
-        "meets_target_drift_corrected": bool(drift) and drift["mean_abs_rel_error"] <= MEAN_TARGET
-        and drift["max_abs_rel_error"] <= MAX_TARGET,
-        "meets_target_recalibrated": bool(recal) and recal["mean_abs_rel_error"] <= MEAN_TARGET
-        and recal["max_abs_rel_error"] <= MAX_TARGET,
+        "target": {"mean_abs_rel_error": tmean, "max_abs_rel_error": tmax},
+        "meets_target_raw": doc["mean_abs_rel_error"] <= tmean and doc["max_abs_rel_error"] <= tmax,
+        "meets_target_drift_corrected": bool(drift) and drift["mean_abs_rel_error"] <= tmean
+        and drift["max_abs_rel_error"] <= tmax,
+        "meets_target_recalibrated": bool(recal) and recal["mean_abs_rel_error"] <= tmean
+        and recal["max_abs_rel_error"] <= tmax,
         "validation": str((out_dir / "validate.json").relative_to(ROOT)),
         "plot": str((out_dir / "validate.png").relative_to(ROOT)),
     }
@@ -133,6 +142,7 @@ def main() -> int:
     args.results_name = "table_fidelity" + (f"_{args.tag}" if args.tag else "")
     args.out = args.out or str(ROOT / "bench" / "results" / f"{args.results_name}.json")
     from edgeshrink.host.io import write_json
+    from edgeshrink.host.latency.table import parse_shape
 
     t0 = time.monotonic()
     rows = [run_model(m, args) for m in args.models.split(",")]
@@ -144,7 +154,7 @@ def main() -> int:
         "validate": {"samples": args.samples, "rounds": args.val_rounds, "iters": args.val_iters,
                      "loads": args.val_loads,
                      "anchors": args.anchors, "recalibrate": args.recalibrate},
-        "target": {"mean_abs_rel_error": MEAN_TARGET, "max_abs_rel_error": MAX_TARGET},
+        "target": dict(zip(("mean_abs_rel_error", "max_abs_rel_error"), target_for(parse_shape(args.input)))),
         "models": rows, "wall_s": round(time.monotonic() - t0, 1),
     }
     write_json(args.out, result)
