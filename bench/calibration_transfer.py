@@ -1,13 +1,16 @@
 """Does a table's calibration transfer? Networks of models the fit never saw (the same layer types, other depths)
 measured once on the local device, and predicted by the table three ways: the plain sum of the micro-models (no
-fit), with the table's fit transferred (``TablePredictor(..., transfer=True)``), and that scaled by the device's
-speed drift since the build, read from the table's own calibration networks measured in the same session.
-docs/results.md has the run behind ``transfer=False`` being the default.
+fit), with the table's fit transferred (``TablePredictor(..., transfer=True)``: its intercept's excess over the
+overhead scaled per site), that scaled by the device's speed drift since the build, read from the table's own
+calibration networks measured in the same session, and the transferred fit with its intercept moved unchanged (the
+rule before, ``transferred_fit_intercept_as_fitted``). docs/results.md has the runs.
 
-Writes bench/results/calibration_transfer.json.
+Writes bench/results/calibration_transfer.json (or --out).
 
     python bench/calibration_transfer.py --table latency_tables/default/resnet44_3x32x32_ort_local_1t.json
         --models resnet32,resnet56,resnet20 [--samples 12]
+    python bench/calibration_transfer.py --table latency_tables/edge96_resnet18_gate/resnet18_96x96_ort_local_1t_g32.json
+        --models resnet34 --out bench/results/calibration_transfer_edge96.json
 """
 
 from __future__ import annotations
@@ -62,9 +65,13 @@ def main() -> int:
         ms = [m["measured_ms"] for m in meas]
         p_plain = [plain.predict_ms(w) for w in archs]
         p_moved = [moved.predict_ms(w) for w in archs]
+        fitted_ic = float(table.calibration["fit"]["coefficients"]["intercept_ms"])
+        p_as_fitted = [p - moved.intercept_ms + fitted_ic for p in p_moved]  # the rule before: intercept moved unchanged
         rows.append({"model": name, "samples": len(archs), "fit_model": own,
                      "no_fit": errors(p_plain, ms), "transferred_fit": errors(p_moved, ms),
                      "transferred_fit_drift_corrected": errors([p * drift for p in p_moved], ms),
+                     "intercept_rule": moved.intercept_rule,
+                     "transferred_fit_intercept_as_fitted": errors(p_as_fitted, ms),
                      "networks": [{"widths": w, "measured_ms": m, "plain_ms": a, "transferred_ms": b}
                                   for w, m, a, b in zip(archs, ms, p_plain, p_moved)]})
         print(f"{name}: no fit {rows[-1]['no_fit']['mean_abs_rel_error']:.2%} mean / "

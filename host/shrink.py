@@ -64,6 +64,7 @@ class ShrinkResult:
     widths: Dict[str, int] = field(default_factory=dict)
     history: List[Dict[str, object]] = field(default_factory=list)
     wall_s: float = 0.0
+    table_fit: Dict[str, object] = field(default_factory=dict)  # TablePredictor.fit_record()
 
     @property
     def measured_ratio(self) -> Optional[float]:
@@ -167,6 +168,9 @@ def shrink(model: nn.Module, example_input: Union[torch.Tensor, Sequence[int]], 
     net = SelectOutput(work, select_output) if wrapped else work
     net.model_name = getattr(model, "model_name", type(model).__name__)
     predictor = TablePredictor.for_model(table, net)
+    if predictor.fit_scope() == "transferred":
+        ui.log(f"calibration: the table's fit is {predictor.fit['model']}'s, applied to this model outside the "
+               f"networks it was fitted on (intercept {predictor.intercept_rule})")
     space = predictor.space
     frozen = _frozen_groups(space, net, _prefixed(prune_only, wrapped), [_prefixed(i, wrapped) for i in ignore])
     grids = {g.name: channel_grid(g.width, int(table.build.get("granularity", 4))) for g in space.groups}
@@ -225,7 +229,8 @@ def shrink(model: nn.Module, example_input: Union[torch.Tensor, Sequence[int]], 
     writer.close()
     result = ShrinkResult(model=pruned.model if wrapped else pruned, onnx=None, method=method,
                           baseline_ms_predicted=base_ms, pruned_ms_predicted=pruned_ms, budget_ms=target,
-                          baseline_score=base_score, score=final_score, widths=final_widths, history=history)
+                          baseline_score=base_score, score=final_score, widths=final_widths, history=history,
+                          table_fit=predictor.fit_record())
     if measure or output == "onnx":
         _export_and_measure(result, net, pruned, shape, table, output, out_dir, measure, device, bench_seconds)
     result.wall_s = round(time.monotonic() - t0, 2)

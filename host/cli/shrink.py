@@ -66,7 +66,8 @@ def cmd_shrink(args) -> int:
     save_checkpoint(str(out / "model.pt"), r.model, num_classes, input_shape=list(table.input_shape),
                     shrink={"method": r.method, "budget_ms": r.budget_ms})
     doc = {"schema": "edgeshrink.shrink", "schema_version": 1, "model": args.model,
-           "model_source": models.describe_model(r.model), "table": args.perf_table, "method": r.method,
+           "model_source": models.describe_model(r.model), "table": args.perf_table, "table_fit": r.table_fit,
+           "method": r.method,
            "budget_ms": r.budget_ms, "baseline_ms_predicted": r.baseline_ms_predicted,
            "pruned_ms_predicted": r.pruned_ms_predicted, "baseline_ms_measured": r.baseline_ms_measured,
            "pruned_ms_measured": r.pruned_ms_measured, "measured_ratio": r.measured_ratio,

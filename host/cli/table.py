@@ -101,9 +101,9 @@ def register(sub) -> None:
     va.add_argument("--recalibrate", action="store_true",
                     help="measure all the table's calibration networks among the architectures and also report the "
                          "errors of the table refitted on them (what 'host table recalibrate' before use gives)")
-    va.add_argument("--transfer", action="store_true",
-                    help="apply a calibration fitted on another model's networks (off by default: it does not reliably "
-                         "help, docs/latency.md)")
+    va.add_argument("--no-transfer", dest="transfer", action="store_false",
+                    help="do not apply a calibration fitted on another model's networks (applied by default, its "
+                         "intercept moved per site: docs/latency.md)")
     va.add_argument("--compare", action="append", default=[], metavar="TABLE",
                     help="also judge this table on the same measured networks, side by side (repeatable; same "
                          "model, backend and statistic)")
@@ -307,10 +307,10 @@ def cmd_table_validate(args) -> int:
                      f"{doc['pearson_r']:.4f}" + (f" -> {args.out}/validate.json, validate.png" if args.out else ""))
         if doc.get("fit_scope") == "transferred":
             print(f"calibration: fitted on {doc['fit_model']}'s networks and applied to {args.model}, outside the "
-                  "networks it was fitted on (--transfer)")
+                  f"networks it was fitted on (intercept {doc.get('intercept_rule')}; --no-transfer for the plain sum)")
         elif doc.get("fit_scope") == "not transferred":
             print(f"calibration: the table's fit is {doc['fit_model']}'s and is not applied to {args.model} (the plain "
-                  "sum of the micro-models; --transfer applies it)")
+                  "sum of the micro-models, --no-transfer)")
         if doc.get("measurement_noise"):
             n = doc["measurement_noise"]
             lo, hi = n["mean_abs_rel_error_floor"]

@@ -215,7 +215,7 @@ def calibrate(table, space, networks: List[Dict[str, object]]) -> Dict[str, obje
                           "corrections per layer family, family x input channels, family x output channels and "
                           "configuration, with a ridge penalty chosen by 5-fold cross-validation jointly with the "
                           "streamed-weights gate",
-                "model": pred.space.model_name, "formula": "intercept_ms + sum over sites of (coef[class] + "
+                "model": pred.space.model_name, "sites": len(pred.space.sites), "formula": "intercept_ms + sum over sites of (coef[class] + "
                 "delta[family] + delta[family, in] + delta[family, out] + delta[configuration]) * "
                 "(entry - overhead_ms) + (weights_ms_per_mparam + streamed_ms_per_mparam * g(W)) * conv weights W "
                 "(millions); g(W) = 1 / (1 + exp(-(ln W - ln weight_cache.mparams) / weight_cache.log_width)), 0 "

@@ -76,16 +76,17 @@ class TablePredictor:
         space: the model's pruning space; its input shape must be the table's.
 
         corrected: apply the table's fitted calibration (``calibration.fit``).
-        transfer: apply a fit learned on another model's calibration networks too (off by default: measured, it
-            does not reliably help; ``transferred`` then says so and :attr:`calibration_networks` is empty, its
-            networks being another model's).
+        transfer: apply a fit learned on another model's calibration networks too (the default: measured in
+            bench/calibration_transfer.py, it helps each model tried; ``transferred`` then says so,
+            :attr:`calibration_networks` is empty, its networks being another model's, and the intercept is moved
+            per site, :attr:`intercept_rule`). False: the plain sum of the entries for another model.
 
     Raises:
         TableError: input shape differs, or the table lacks the unpruned model's configurations
             (a table built for another model).
     """
 
-    def __init__(self, table: LatencyTable, space: PruningSpace, corrected: bool = True, transfer: bool = False):
+    def __init__(self, table: LatencyTable, space: PruningSpace, corrected: bool = True, transfer: bool = True):
         if space.fusion != table.fusion_rules:
             raise TableError("the pruning space and the table disagree on what the runtime fuses; build the space "
                              "with TablePredictor.for_model")
@@ -93,17 +94,20 @@ class TablePredictor:
             raise TableError(f"latency table was measured at input {fmt_shape(table.input_shape)}, "
                              f"not {fmt_shape(space.input_shape)}")
         self.table, self.space = table, space
+        self.intercept_rule = "as fitted"
         fit = table.calibration.get("fit") if corrected else None
-        # A fit learned on another model's networks is applied only when asked (``transfer``): its coefficients are
-        # per op class and its corrections per layer family and configuration, which a model built from the same layer
-        # types shares, but the intercept and the scales trade off against each other within the range of the
-        # networks they were fitted on, and outside it they can do worse than no fit (bench/calibration_transfer.py).
+        # A fit learned on another model's networks applies to this one (unless ``transfer`` is False): its
+        # coefficients are per op class, its corrections per layer family and configuration and its cache gate the
+        # device's, all of which a model built from the same layer types shares; only the intercept is per model,
+        # and it is moved per site (_transferred_intercept).
         self.transferred = bool(fit) and fit.get("model") not in (None, space.model_name)
         if self.transferred and not transfer:
             fit, self.transferred = None, False
         self.fit = fit
         coef = (fit or {}).get("coefficients", {})
         self._intercept = float(coef.get("intercept_ms", table.overhead_ms))
+        if self.transferred:
+            self._intercept = self._transferred_intercept(fit)
         self._scale = {"conv": float(coef.get("conv", 1.0)), "other": float(coef.get("other", 1.0))}
         self._per_mparam = float(coef.get("weights_ms_per_mparam", 0.0))
         self._streamed = float(coef.get("streamed_ms_per_mparam", 0.0))
@@ -112,17 +116,48 @@ class TablePredictor:
             (c["kind"], LayerKey.from_dict(c["key"])): float(c["delta"]) for c in (fit or {}).get("corrections", [])}
         self.predict_ms(space.full_widths)  # fails early on a table for another model
 
+    def _transferred_intercept(self, fit: Dict[str, object]) -> float:
+        """The intercept of a fit moved to this model: the overhead once, plus the fitted excess over it scaled by
+        this model's site count over the fit model's. Within one model's networks every network has the same
+        sites, so a per-site cost (each node's dispatch inside the network, which a micro-model's overhead does not
+        hold) is fitted into the intercept; a deeper or shallower model pays it per site. The fit model's count
+        is ``fit["sites"]`` (recorded since this rule), else counted from the fit's model when it resolves, else
+        the intercept is moved unchanged (``intercept_rule`` says which)."""
+        ovh, ic = self.table.overhead_ms, float(fit.get("coefficients", {}).get("intercept_ms", self.table.overhead_ms))
+        n_fit = fit.get("sites")
+        if n_fit is None:
+            try:
+                from edgeshrink import models
+
+                n_fit = len(space_for_table(self.table, models.create_model(str(fit["model"]))).sites)
+            except Exception:  # a user's model that no longer resolves here: nothing to count
+                self.intercept_rule = "as fitted (the fit's model has no site count here)"
+                return ic
+        self.intercept_rule = f"per site ({len(self.space.sites)} sites here, {int(n_fit)} in {fit['model']})"
+        return ovh + (ic - ovh) * len(self.space.sites) / max(1, int(n_fit))
+
     @classmethod
-    def for_model(cls, table: LatencyTable, model, corrected: bool = True, transfer: bool = False) -> "TablePredictor":
+    def for_model(cls, table: LatencyTable, model, corrected: bool = True, transfer: bool = True) -> "TablePredictor":
         """Trace ``model`` at the table's input shape with the table's fusion rules. ``corrected=False``
-        ignores a fitted calibration (what the fit itself is computed from); ``transfer=True`` applies one fitted
+        ignores a fitted calibration (what the fit itself is computed from); ``transfer=False`` ignores one fitted
         on another model's networks."""
         return cls(table, space_for_table(table, model), corrected, transfer)
+
+    @property
+    def intercept_ms(self) -> float:
+        """The constant of the prediction (ms): the fit's intercept (moved per site when transferred), or the
+        overhead without a fit."""
+        return self._intercept
 
     @property
     def calibration_networks(self) -> List[Dict[str, object]]:
         """The fit's calibration networks when they are this model's (empty for a transferred or no fit)."""
         return [] if self.transferred or not self.fit else list(self.fit.get("networks", []))
+
+    def fit_record(self) -> Dict[str, object]:
+        """What a report says of the calibration it predicted with: ``{"scope", "model", "intercept_rule"}``."""
+        return {"scope": self.fit_scope(), "model": (self.fit or self.table.calibration.get("fit") or {}).get("model"),
+                "intercept_rule": self.intercept_rule}
 
     def fit_scope(self) -> str:
         """``"fitted"`` (this model's networks), ``"transferred"`` (another model's: outside the networks it was

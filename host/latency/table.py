@@ -141,6 +141,8 @@ def _check_fit(fit: object, where: str) -> None:
         text(fit["model"], f"{where} model", TableError)
     for k, v in mapping(fit.get("coefficients", {}), f"{where} coefficients", TableError).items():
         number(v, f"{where} coefficient {k}", TableError)
+    if fit.get("sites") is not None:
+        integer(fit["sites"], f"{where} sites", TableError, lo=1, hi=MAX_DIM)
     if fit.get("weight_cache") is not None:
         gate = mapping(fit["weight_cache"], f"{where} weight_cache", TableError)
         for k in ("mparams", "log_width"):

@@ -34,7 +34,7 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
                    warmup: int = 10, num_classes: int = 10, trust_new_host: bool = False, on_line=None,
                    anchors: int = 6, jobs: int = 1, interleave: bool = True, recalibrate: bool = False,
                    loads: Optional[int] = None, compare: Sequence[str] = (),
-                   measure: Optional[Measure] = None, transfer: bool = False) -> Dict[str, object]:
+                   measure: Optional[Measure] = None, transfer: bool = True) -> Dict[str, object]:
     """Predicted vs measured latency of ``samples`` random pruned architectures of ``model_name``.
 
     Args:
@@ -60,6 +60,8 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
         measure: ``measure(archs) -> (device metadata, [{"widths", "measured_ms", "median_ms", "round_mins_ms",
             "round_medians_ms"}])`` in place of measuring on the device with the settings above (another way to
             time networks; the tests' device whose answer is known).
+        transfer: apply a fit of another model's networks (the default; False: the plain sum of the entries;
+            ``fit_scope`` and ``intercept_rule`` in the result say which).
 
     Returns:
         ``{"model", "table", "device", "samples", "mean_abs_rel_error", "max_abs_rel_error", "mean_rel_error",
@@ -141,6 +143,7 @@ def validate_table(table_path: str, model_name: str, samples: int = 30, device: 
            "calibration": {k: v for k, v in table.calibration.items() if k != "fit"},
            "fit": fit_summary(pred.fit) if pred.fit else None,
            "fit_scope": pred.fit_scope(), "fit_model": (pred.fit or {}).get("model"),
+           "intercept_rule": pred.intercept_rule,
            "architectures": rows, "compared": compared}
     if out_dir:
         from edgeshrink.host.latency.plots import plot_validation

@@ -206,6 +206,9 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
         raise TableError(f"{job.table} was measured at input {fmt_shape(table.input_shape)}, but {job.checkpoint} "
                          f"takes {fmt_shape(input_shape)}; build a table at that input")
     predictor = TablePredictor.for_model(table, models.create_model(name, ckpt["num_classes"]))
+    if predictor.fit_scope() == "transferred":
+        ui.log(f"calibration: {job.table}'s fit is {predictor.fit['model']}'s, applied to {name} outside the networks "
+               f"it was fitted on (intercept {predictor.intercept_rule}); build a table for {name} to fit its own")
     space = predictor.space
     data = data or load_dataset(job.dataset, job.data_dir, seed=job.seed)
     if data.num_classes != ckpt["num_classes"]:
@@ -298,7 +301,7 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
     report = PruneReport(
         model=name, model_source=models.describe_model(base_model), dataset=data.name, checkpoint=str(job.checkpoint), table=str(job.table),
         input_shape=list(input_shape), device=bench["device"], backend=table.backend, precision=table.precision,
-        threads=table.threads, table_device=table.device, budget_ms=budget_ms,
+        threads=table.threads, table_device=table.device, table_fit=predictor.fit_record(), budget_ms=budget_ms,
         budget_fraction=budget_ms / baseline_pred if budget_ms is not None else None,
         baseline=side(base_eval, _macs_params(base_model, input_shape), baseline_pred, table.statistic,
                       models.channel_spec(base_model), onnx_base, bench["models"][onnx_base], interleaved),

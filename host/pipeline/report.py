@@ -74,6 +74,7 @@ class PruneReport:
     throttled: bool
     versions: Dict[str, str]
     wall_s: Dict[str, float]  # method, long_term (recovery), total
+    table_fit: Optional[Dict[str, object]] = None  # TablePredictor.fit_record(): the calibration predicted with
     created_utc: str = field(default_factory=utc_now)
 
     def to_dict(self) -> Dict[str, object]:
@@ -84,7 +85,7 @@ class PruneReport:
             "model_source": self.model_source, "dataset": self.dataset,
             "checkpoint": self.checkpoint, "table": self.table, "input_shape": list(self.input_shape),
             "device": self.device, "backend": self.backend, "precision": self.precision, "threads": self.threads,
-            "table_device": self.table_device, "budget_ms": self.budget_ms, "budget_fraction": self.budget_fraction,
+            "table_device": self.table_device, "table_fit": self.table_fit, "budget_ms": self.budget_ms, "budget_fraction": self.budget_fraction,
             "baseline": b, "pruned": p, "confirmed_on_device": self.confirmed_on_device,
             "ratios": {"latency_measured": (p["latency_ms_measured"] / b["latency_ms_measured"])
                        if self.confirmed_on_device else None,

@@ -135,14 +135,25 @@ def test_corrected_predictor_applies_the_fit_per_site(formula_table, tmp_path):
     assert pred.predict_ms(w) == pytest.approx(0.05 + sum(pred.layer_ms(w)), rel=1e-12)
     assert raw.predict_ms(w) == pytest.approx(table.overhead_ms + f[1] + f[2], rel=1e-12)
     assert pred.fit_scope() == "fitted"
-    # a fit from another model's networks is applied only when asked (transfer=True), and the predictor says so
+    # a fit from another model's networks applies by default with its intercept moved per site, and says so
     table.calibration["fit"]["model"] = "resnet56"
     table.calibration["fit"]["networks"] = [{"widths": {"conv1": 8}, "measured_ms": 1.0}]
-    kept = TablePredictor.for_model(table, models.create_model("resnet20"))
-    assert kept.fit_scope() == "not transferred" and kept.predict_ms(w) == pytest.approx(raw.predict_ms(w))
-    moved = TablePredictor.for_model(table, models.create_model("resnet20"), transfer=True)
+    table.calibration["fit"]["sites"] = 2 * len(raw.space.sites)  # the fit's model had twice resnet20's sites
+    moved = TablePredictor.for_model(table, models.create_model("resnet20"))
     assert moved.fit_scope() == "transferred" and moved.calibration_networks == []
-    assert moved.predict_ms(w) == pytest.approx(pred.predict_ms(w))
+    ovh = table.overhead_ms
+    assert moved.intercept_ms == pytest.approx(ovh + (0.05 - ovh) / 2, rel=1e-12)
+    assert moved.predict_ms(w) == pytest.approx(pred.predict_ms(w) - 0.05 + moved.intercept_ms, rel=1e-12)
+    assert moved.fit_record() == {"scope": "transferred", "model": "resnet56",
+                                  "intercept_rule": f"per site ({len(raw.space.sites)} sites here, "
+                                                    f"{2 * len(raw.space.sites)} in resnet56)"}
+    # without a recorded count the fit's model is traced to count its sites
+    del table.calibration["fit"]["sites"]
+    n56 = len(TablePredictor.for_model(table, models.create_model("resnet56"), corrected=False).space.sites)
+    counted = TablePredictor.for_model(table, models.create_model("resnet20"))
+    assert counted.intercept_ms == pytest.approx(ovh + (0.05 - ovh) * len(raw.space.sites) / n56, rel=1e-12)
+    kept = TablePredictor.for_model(table, models.create_model("resnet20"), transfer=False)
+    assert kept.fit_scope() == "not transferred" and kept.predict_ms(w) == pytest.approx(raw.predict_ms(w))
 
 
 @pytest.mark.slow
@@ -156,7 +167,9 @@ def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(
     assert doc["calibration"]["method"] == "overhead-once+fitted" and len(fit_["networks"]) == 4
     from edgeshrink.host.latency.space import build_space
 
-    full = build_space(models.create_model("resnet20"), (1, 3, 32, 32)).full_widths
+    space = build_space(models.create_model("resnet20"), (1, 3, 32, 32))
+    full = space.full_widths
+    assert fit_["sites"] == len(space.sites) and fit_["model"] == "resnet20"  # what a transfer scales by
     assert fit_["networks"][0]["widths"] == full  # the unpruned model first, then random pruned ones
     assert all(n["widths"] != full for n in fit_["networks"][1:])
     assert all(n["measured_ms"] > 0 for n in fit_["networks"])
