@@ -1,7 +1,8 @@
 """``python3 -m device`` / ``device``: the device-side command line (argparse, no third-party CLI libs).
 
 Commands:
-  bench MODEL [MODEL ...]   latency statistics of model files with one backend (optionally power and energy)
+  bench MODEL [MODEL ...]   latency statistics of model files with one backend (optionally power and energy);
+                            MODEL --inputs X.npz: the dynamic runner, input by input (device/dynamic.py)
   backends                  which backends are available here, and why not
   info                      this device's metadata and thermal state
   optimize MODEL --out FILE ONNX Runtime's optimised graph of MODEL (what this board's runtime fuses)
@@ -36,8 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--list", metavar="FILE", help="a file with one model path per line (in addition to MODELS)")
     b.add_argument("--backend", default="ort", help="runner (see `device backends`); default ort")
     b.add_argument("--threads", type=int, default=1, help="intra-op threads; default 1")
-    b.add_argument("--warmup", type=int, default=50, help="untimed inferences before timing; default 50")
-    b.add_argument("--iters", type=int, default=300, help="timed inferences; default 300")
+    b.add_argument("--warmup", type=int, help="untimed inferences before timing; default 50 (10 with --inputs)")
+    b.add_argument("--iters", type=int, help="timed inferences; default 300 (with --inputs: per input, default 3)")
     b.add_argument("--seed", type=int, default=0, help="seed of the random input feeds")
     b.add_argument("--json", action="store_true", help="print JSON results on stdout (logs go to stderr)")
     b.add_argument("--jsonl", metavar="FILE",
@@ -47,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="load every model once and time them side by side in ROUNDS round-robin bursts of --iters "
                         "(A B C A B C ...): what a drifting device needs to compare models; no power or self-timed "
                         "backends. With --jsonl the whole list is one unit of resume")
+    b.add_argument("--inputs", metavar="X.npz",
+                   help="run MODEL (an .onnx file or a staged model's .json manifest: early exits, gated blocks) on "
+                        "every input of this set (x: N x C x H x W float32, optional y: labels) one at a time at "
+                        "batch 1: the per-input latency distribution, the worst case, exits and block rates; "
+                        "--iters runs per input (default here 3), --limit N the first N inputs")
+    b.add_argument("--limit", type=int, metavar="N", help="with --inputs: the first N inputs only")
     b.add_argument("--loads", type=int, default=1, metavar="L",
                    help="with --interleave: share the rounds out over L loadings of the whole list (a loaded session "
                         "keeps its own offset while it is loaded; more loadings average it out); default 1")
@@ -187,7 +194,52 @@ def _check_limits(args: argparse.Namespace) -> None:
     seconds("cool_down_to", 150.0, -50.0)
 
 
+def _bench_inputs(args: argparse.Namespace, models: List[str], runtime: dict) -> int:
+    """``bench MODEL --inputs X.npz``: the dynamic runner (device/dynamic.py)."""
+    from . import dynamic
+
+    if len(models) != 1:
+        raise UsageError("--inputs runs one model (an .onnx file or a staged model's .json manifest)")
+    if args.interleave or args.power or args.jsonl:
+        raise UsageError("--inputs cannot be combined with --interleave, --power or --jsonl")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be >= 1, got {args.limit}")
+    iters, warmup = args.iters, args.warmup
+
+    def progress(done: int, total: int) -> None:
+        if not args.quiet:
+            print(f"[{done}/{total}] inputs", file=sys.stderr, flush=True)
+
+    try:
+        rec = dynamic.bench_dynamic(models[0], args.inputs, backend=args.backend, threads=args.threads, iters=iters,
+                                    warmup=warmup, limit=args.limit, progress=progress)
+    except (dynamic.DynamicError, runners.ModelLoadError, runners.BackendUnavailable) as e:
+        raise UsageError(str(e)) from None
+    doc = {"schema": BENCH_SCHEMA, "schema_version": BENCH_SCHEMA_VERSION, "tool_version": __version__,
+           "device": sysinfo.collect(runtime=runtime["version"], threads=args.threads), "results": [rec]}
+    if args.json:
+        json.dump(doc, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    s, w = rec["latency_ms"], rec["worst_case_ms"]
+    print(f"{rec['model']}: {rec['inputs']} inputs one at a time, per-input latency ms: mean {s['mean']:.4f}, "
+          f"median {s['median']:.4f}, p90 {s['p90']:.4f}, p99 {s['p99']:.4f}, max {s['max']:.4f}; worst case "
+          f"(every step) mean {w['mean']:.4f}")
+    if len(rec["exit_histogram"]) > 1:
+        print("exits: " + ", ".join(f"{k} {v}" for k, v in rec["exit_histogram"].items()))
+    if rec["block_rates"]:
+        print("blocks run: " + ", ".join(f"{k} {v:.1%}" for k, v in rec["block_rates"].items()))
+    if rec["top1"] is not None:
+        print(f"top-1 {rec['top1']:.2%}")
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
+    # --inputs runs a few times per input of a whole input set, a plain bench hundreds of times on one feed
+    if args.iters is None:
+        args.iters = 3 if args.inputs else 300
+    if args.warmup is None:
+        args.warmup = 10 if args.inputs else 50
     _check_limits(args)
     if args.calib_cache and not os.path.isfile(args.calib_cache):
         raise UsageError(f"calibration cache not found: {args.calib_cache}")
@@ -208,6 +260,8 @@ def _bench(args: argparse.Namespace) -> int:
             raise UsageError(f"backend {args.backend!r} is not available here: {runtime['reason']}")
     except KeyError:
         raise UsageError(f"unknown backend {args.backend!r}; known: {', '.join(runners.names())}") from None
+    if args.inputs:
+        return _bench_inputs(args, models, runtime)
 
     def progress(i: int, n: int, rec: dict) -> None:
         if not args.quiet:

@@ -389,6 +389,27 @@ def resize_images(data: Dataset, size: int) -> Dataset:
     return replace(data, train=one(data.train), val=one(data.val), test=one(data.test))
 
 
+def export_inputs(data: Dataset, split: str, out: str, limit: Optional[int] = None) -> int:
+    """Write ``split`` of ``data`` as the dynamic runner's input set (``device bench MODEL --inputs``): ``x``
+    ``(N, 3, H, W)`` float32 normalised as :meth:`Dataset.batches` gives it to the networks, ``y`` ``(N,)`` int64;
+    the first ``limit`` images when given. Written atomically; returns N.
+
+    Raises:
+        OutputError: ``out`` cannot be written.
+    """
+    from edgeshrink.host.io import atomic_path, prepare_file
+
+    prepare_file(out, "-o")
+    s: Split = getattr(data, split)
+    n = len(s) if limit is None else min(int(limit), len(s))
+    x = data.normalize(s.images[:n]).numpy().astype(np.float32)
+    y = s.labels[:n].numpy().astype(np.int64)
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a temporary name
+            np.savez(f, x=x, y=y)
+    return n
+
+
 def load_dataset(name: str, data_dir: Optional[str] = None, seed: int = 0, download: bool = False,
                  train_subset: Optional[int] = None, image_size: Optional[int] = None) -> Dataset:
     """A dataset by name (see :data:`DATASETS`), optionally with a stratified subset of ``train_subset`` training
