@@ -13,8 +13,8 @@ overhead::
                  + delta[family, out] + delta[configuration]) * (entry - overhead)
                  + (a_w + a_s * g(W)) * conv weights W (millions)
 
-where ``g`` is the fit's streamed-weights gate (:func:`weight_gate`, fitted by :mod:`edgeshrink.host.latency.fit`): 0 while the
-network's weights fit in the cache, 1 once every inference reads them from memory. It depends on the whole
+where ``g`` is the fit's streamed-weights gate (:func:`weight_gate`, fitted by :mod:`edgeshrink.host.latency.fit`):
+0 while the network's weights fit in the cache, 1 once every inference reads them from memory. It depends on the whole
 network's weights, so a site's share (``layer_ms``) is its own weights times the gate of the network it sits in.
 """
 
