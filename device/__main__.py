@@ -194,6 +194,12 @@ def _check_limits(args: argparse.Namespace) -> None:
     seconds("cool_down_to", 150.0, -50.0)
 
 
+def _bench_doc(runtime: dict, threads: int, results: List[dict]) -> dict:
+    """``device bench --json``'s reply: the schema, this device's metadata and one record per model."""
+    return {"schema": BENCH_SCHEMA, "schema_version": BENCH_SCHEMA_VERSION, "tool_version": __version__,
+            "device": sysinfo.collect(runtime=runtime["version"], threads=threads), "results": results}
+
+
 def _bench_inputs(args: argparse.Namespace, models: List[str], runtime: dict) -> int:
     """``bench MODEL --inputs X.npz``: the dynamic runner (device/dynamic.py)."""
     from . import dynamic
@@ -215,8 +221,7 @@ def _bench_inputs(args: argparse.Namespace, models: List[str], runtime: dict) ->
                                     warmup=warmup, limit=args.limit, progress=progress)
     except (dynamic.DynamicError, runners.ModelLoadError, runners.BackendUnavailable) as e:
         raise UsageError(str(e)) from None
-    doc = {"schema": BENCH_SCHEMA, "schema_version": BENCH_SCHEMA_VERSION, "tool_version": __version__,
-           "device": sysinfo.collect(runtime=runtime["version"], threads=args.threads), "results": [rec]}
+    doc = _bench_doc(runtime, args.threads, [rec])
     if args.json:
         json.dump(doc, sys.stdout, indent=1)
         sys.stdout.write("\n")
@@ -314,13 +319,7 @@ def _bench(args: argparse.Namespace) -> int:
         raise UsageError(f"{e.strerror or e}") from None
     except RuntimeError as e:  # a power meter or a vendor tool failed
         raise UsageError(str(e)) from None
-    doc = {
-        "schema": BENCH_SCHEMA,
-        "schema_version": BENCH_SCHEMA_VERSION,
-        "tool_version": __version__,
-        "device": sysinfo.collect(runtime=runtime["version"], threads=args.threads),
-        "results": results,
-    }
+    doc = _bench_doc(runtime, args.threads, results)
     if args.json:
         json.dump(doc, sys.stdout, indent=1)
         sys.stdout.write("\n")

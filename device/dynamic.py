@@ -22,6 +22,7 @@ files inside its folder, the input array's shape against the first model's input
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -176,8 +177,9 @@ class _Chain:
                 raise DynamicError(f"{os.path.basename(s['gate'])}: a gate model takes the features and at most a "
                                    "'state' input")
         # the recurrent gates' first state, built once (not inside the timed loop)
-        self.zero_state = {f: np.zeros(r.input_specs()["state"].shape, dtype=r.input_specs()["state"].dtype)
-                           for f, r in self.sessions.items() if "state" in self.input_name[f]}
+        self.zero_state = {f: np.zeros(spec.shape, dtype=spec.dtype) for f, spec in
+                           ((f, r.input_specs()["state"]) for f, r in self.sessions.items()
+                            if "state" in self.input_name[f])}
 
     def first_input_shape(self) -> Tuple[int, ...]:
         s = self.steps[0]
@@ -263,8 +265,6 @@ def bench_dynamic(path: str, inputs: str, backend: str = "ort", threads: int = 1
         DynamicError: a bad manifest or input set, or inputs of another shape than the first model takes;
         runners.ModelLoadError, runners.BackendUnavailable from the runtime.
     """
-    import contextlib
-
     if path.endswith(".json"):
         steps = load_manifest(path)["steps"]
     else:

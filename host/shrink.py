@@ -168,9 +168,8 @@ def shrink(model: nn.Module, example_input: Union[torch.Tensor, Sequence[int]], 
     net = SelectOutput(work, select_output) if wrapped else work
     net.model_name = getattr(model, "model_name", type(model).__name__)
     predictor = TablePredictor.for_model(table, net)
-    if predictor.fit_scope() == "transferred":
-        ui.log(f"calibration: the table's fit is {predictor.fit['model']}'s, applied to this model outside the "
-               f"networks it was fitted on (intercept {predictor.intercept_rule})")
+    if predictor.transfer_note():
+        ui.log(predictor.transfer_note())
     space = predictor.space
     frozen = _frozen_groups(space, net, _prefixed(prune_only, wrapped), [_prefixed(i, wrapped) for i in ignore])
     grids = {g.name: channel_grid(g.width, int(table.build.get("granularity", 4))) for g in space.groups}

@@ -15,9 +15,9 @@ model's fusions are right without rules written per architecture. The counts are
 from __future__ import annotations
 
 import collections
+import json
 import os
 import tempfile
-import json
 from typing import Dict, Optional, Sequence, Tuple
 
 from edgeshrink.host.latency.key import ACTIVATION_OPS

@@ -159,6 +159,14 @@ class TablePredictor:
         return {"scope": self.fit_scope(), "model": (self.fit or self.table.calibration.get("fit") or {}).get("model"),
                 "intercept_rule": self.intercept_rule}
 
+    def transfer_note(self) -> Optional[str]:
+        """One log line when the fit applied is another model's (None otherwise)."""
+        if not self.transferred:
+            return None
+        return (f"calibration: the table's fit is {self.fit['model']}'s, applied to {self.space.model_name} outside "
+                f"the networks it was fitted on (intercept {self.intercept_rule}); a table built for this model "
+                "fits its own")
+
     def fit_scope(self) -> str:
         """``"fitted"`` (this model's networks), ``"transferred"`` (another model's: outside the networks it was
         fitted on), ``"not transferred"`` (the table has another model's fit, not applied) or ``"none"``."""

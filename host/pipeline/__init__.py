@@ -31,10 +31,10 @@ from edgeshrink.host.pipeline.budget import resolve_budget
 from edgeshrink.host.pipeline.confirm import check_bench_seconds, confirm_on_device, not_measured
 from edgeshrink.host.pipeline.report import PruneReport, render_report, side
 from edgeshrink.host.pipeline.resume import ResumeState
-from edgeshrink.host.tensorboard import open_writer
 from edgeshrink.host.prune import criteria
 from edgeshrink.host.prune.methods import METHODS, MethodContext, check_config, method_spec, recover
 from edgeshrink.host.prune.netadapt import NetAdapt, NetAdaptConfig
+from edgeshrink.host.tensorboard import open_writer
 from edgeshrink.host.train import evaluate
 
 __all__ = ["PruneJob", "run_prune", "render_report"]
@@ -206,9 +206,8 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
         raise TableError(f"{job.table} was measured at input {fmt_shape(table.input_shape)}, but {job.checkpoint} "
                          f"takes {fmt_shape(input_shape)}; build a table at that input")
     predictor = TablePredictor.for_model(table, models.create_model(name, ckpt["num_classes"]))
-    if predictor.fit_scope() == "transferred":
-        ui.log(f"calibration: {job.table}'s fit is {predictor.fit['model']}'s, applied to {name} outside the networks "
-               f"it was fitted on (intercept {predictor.intercept_rule}); build a table for {name} to fit its own")
+    if predictor.transfer_note():
+        ui.log(predictor.transfer_note())
     space = predictor.space
     data = data or load_dataset(job.dataset, job.data_dir, seed=job.seed)
     if data.num_classes != ckpt["num_classes"]:

@@ -96,7 +96,7 @@ def kfac_factors(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.T
         check_layer(m)
     loss_fn = loss_fn or (lambda out, y: F.cross_entropy(out, y, reduction="sum"))
     sums: Dict[str, list] = {n: [None, None] for n in modules}
-    seen = {"n": 0}
+    seen = 0
     hooks = []
 
     def add(name: str, k: int, v: torch.Tensor) -> None:
@@ -123,15 +123,15 @@ def kfac_factors(model: nn.Module, batches: Iterable[Tuple[torch.Tensor, torch.T
         for x, y in batches:
             model.zero_grad(set_to_none=True)
             loss_fn(model(x), y).backward()
-            seen["n"] += int(x.shape[0])
+            seen += int(x.shape[0])
     finally:
         for h in hooks:
             h.remove()
         model.zero_grad(set_to_none=True)
         model.train(was_training)
-    if not seen["n"]:
+    if not seen:
         raise UserError("K-FAC factors need at least one batch")
-    return {n: Factors(s[0] / seen["n"], s[1] / seen["n"], seen["n"]) for n, s in sums.items()}
+    return {n: Factors(s[0] / seen, s[1] / seen, seen) for n, s in sums.items()}
 
 
 @dataclass

@@ -154,6 +154,7 @@ def test_corrected_predictor_applies_the_fit_per_site(formula_table, tmp_path):
     assert counted.intercept_ms == pytest.approx(ovh + (0.05 - ovh) * len(raw.space.sites) / n56, rel=1e-12)
     kept = TablePredictor.for_model(table, models.create_model("resnet20"), transfer=False)
     assert kept.fit_scope() == "not transferred" and kept.predict_ms(w) == pytest.approx(raw.predict_ms(w))
+    assert "resnet56's, applied to resnet20" in counted.transfer_note() and kept.transfer_note() is None
 
 
 @pytest.mark.slow
