@@ -7,7 +7,9 @@ files of its steps, run in order on a feature tensor ``h`` (the input first):
 - ``{"kind": "stage", "onnx": F, "features": OUT, "exit": {"logits": OUT, "threshold": q}}``: ``h`` becomes the
   stage's ``features`` output; with ``exit``, the input leaves here when the softmax of its ``logits`` output has
   a maximum >= q (Shallow-Deep Networks' confidence, Kaya et al. 2019). The last step is a stage whose exit takes
-  every input that reaches it (its threshold is ignored).
+  every input that reaches it (its threshold is ignored). ``"decisions": {block: OUT}`` names outputs that are the
+  gate probabilities of blocks the stage decides inside itself (a gated network in one graph, ONNX ``If`` per
+  block): a block counts as run where its output is >= 0.5.
 - ``{"kind": "gated", "gate": G, "block": B, "features": OUT, "decision": OUT, "threshold": 0.5}``: the gate model
   reads ``h`` and gives ``decision`` (a probability, shape (1,) or (1, 1)); the block model runs on ``h`` only when
   it is >= the threshold, else ``h`` passes unchanged (SkipNet, Wang et al. 2018). A gate model with an input
@@ -107,6 +109,11 @@ def load_manifest(path: str) -> Dict[str, object]:
                     raise DynamicError(f"{where}: the last step must have an exit with its logits output")
                 step["exit"] = {"logits": _text(ex, "logits", where + " exit"),
                                 "threshold": 0.0 if last else _threshold(ex, "threshold", where + " exit")}
+            dec = s.get("decisions") or {}
+            if not isinstance(dec, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                                    for k, v in dec.items()):
+                raise DynamicError(f"{where}: decisions must map block names to output names")
+            step["decisions"] = dict(dec)
         elif kind == "gated":
             if last:
                 raise DynamicError(f"{where}: the last step must be a stage with an exit, not a gated block")
@@ -167,6 +174,7 @@ class _Chain:
                 if f not in self.sessions:
                     self.sessions[f] = stack.enter_context(cls(f, threads=threads))
         self.steps = steps
+        self.last_logits: Optional[np.ndarray] = None  # the exit's logits of the last run
         self.input_name = {f: list(r.input_specs()) for f, r in self.sessions.items()}
         for s in steps:
             for f in ([s["onnx"]] if s["kind"] == "stage" else [s["block"]]):
@@ -222,12 +230,15 @@ class _Chain:
                     h = out[s["features"]]
                 continue
             out = self._run(s["onnx"], h)
-            missing = [n for n in (s["features"], (s["exit"] or {}).get("logits")) if n and n not in out]
+            missing = [n for n in (s["features"], (s["exit"] or {}).get("logits"), *s.get("decisions", {}).values())
+                       if n and n not in out]
             if missing:
                 raise DynamicError(f"{os.path.basename(s['onnx'])} has no output {missing[0]!r}")
+            executed.extend(int(float(np.asarray(out[v]).reshape(-1)[0]) >= 0.5) for v in s.get("decisions", {}).values())
             if s["exit"] is not None:
                 conf, k = _softmax_max(out[s["exit"]["logits"]])
                 if i == len(self.steps) - 1 or (not force_all and conf >= s["exit"]["threshold"]):
+                    self.last_logits = out[s["exit"]["logits"]]
                     return i, k, executed
             h = out[s["features"]]
         raise AssertionError("a checked manifest ends in an exit")  # load_manifest guarantees the last exit
@@ -283,7 +294,8 @@ def bench_dynamic(path: str, inputs: str, backend: str = "ort", threads: int = 1
         if (1, *x.shape[1:]) != want:
             raise DynamicError(f"{inputs}: x holds inputs of shape {tuple(x.shape[1:])}, the model takes "
                                f"{want} (batch 1)")
-        if steps[0]["kind"] == "stage" and steps[0]["exit"]["logits"] is None:  # a plain model: its first output
+        if steps[0]["kind"] == "stage" and steps[0]["exit"] and steps[0]["exit"]["logits"] is None:
+            # a plain model: its first output
             steps[0]["exit"]["logits"] = next(iter(chain._run(steps[0]["onnx"], x[:1])))
         for _ in range(warmup):
             chain.run(x[:1])
@@ -301,7 +313,7 @@ def bench_dynamic(path: str, inputs: str, backend: str = "ort", threads: int = 1
             if progress and ((n + 1) % 100 == 0 or n + 1 == len(x)):
                 progress(n + 1, len(x))
     names = [s["name"] for s in steps]
-    gated = [s["name"] for s in steps if s["kind"] == "gated"]
+    gated = [n for s in steps for n in ([s["name"]] if s["kind"] == "gated" else list(s.get("decisions", {})))]
     exit_names = [s["name"] for s in steps if s["kind"] == "stage" and s["exit"] is not None]
     hist = {nm: int(sum(1 for e in exits if names[e] == nm)) for nm in exit_names}
     rates = {nm: float(np.mean([ex[j] for ex in executed])) for j, nm in enumerate(gated)}
