@@ -1,5 +1,5 @@
-"""Checkpoints: model name + channel spec (+ residual spec) + state_dict (+ metadata), never a pickled
-``nn.Module``.
+"""Checkpoints: model name + channel spec (+ residual spec, + SkipNet gates) + state_dict (+ metadata), never a
+pickled ``nn.Module``.
 
 Saved with ``torch.save`` atomically; loaded with ``torch.load(weights_only=True)``, so a checkpoint cannot run
 code. A registry model is rebuilt with ``create_model(name, num_classes, channels, residual=...)``. A user's model
@@ -37,6 +37,12 @@ def save_checkpoint(path: str, model: nn.Module, num_classes: int, **meta: Any) 
             "state_dict": model.state_dict(), **meta}
     if getattr(model, "residual", None):
         ckpt["residual"] = model.residual
+    if getattr(model, "gates", None):
+        ckpt["gates"] = dict(model.gates)
+    from edgeshrink.models.eigen import eigen_layers
+
+    if eigen_layers(model):
+        ckpt["eigen"] = eigen_layers(model)
     if getattr(model, "model_source", None):
         ckpt["model_source"] = dict(model.model_source)
     if models.is_reference(model.model_name):
@@ -83,6 +89,14 @@ def _check_fields(ckpt: Dict[str, Any], path: str) -> None:
         raise CheckpointError(f"{path}: checkpoint state_dict entry {bad[0]!r} is not a tensor")
     if ckpt.get("residual") is not None:
         mapping(ckpt["residual"], f"{path}: checkpoint residual", CheckpointError)
+    if ckpt.get("eigen") is not None:
+        for name, r in mapping(ckpt["eigen"], f"{path}: checkpoint eigen", CheckpointError).items():
+            for v in sequence(r, f"{path}: checkpoint eigen of {name!r}", CheckpointError, length=2):
+                integer(v, f"{path}: checkpoint eigen of {name!r}", CheckpointError, lo=1)
+    if ckpt.get("gates") is not None:
+        g = mapping(ckpt["gates"], f"{path}: checkpoint gates", CheckpointError)
+        text(g.get("kind"), f"{path}: checkpoint gates kind", CheckpointError)
+        integer(g.get("hidden", 10), f"{path}: checkpoint gates hidden", CheckpointError, lo=1)
     if ckpt.get("shapes") is not None:
         for name, attrs in mapping(ckpt["shapes"], f"{path}: checkpoint shapes", CheckpointError).items():
             mapping(attrs, f"{path}: checkpoint shapes of {name!r}", CheckpointError)
@@ -149,7 +163,8 @@ def model_from_checkpoint(ckpt: Dict[str, Any], expect_model: Optional[str] = No
                            f"(sha256 {was[:12]} then, {now[:12]} now)")
             model = _reshape_from_checkpoint(model, ckpt)
         else:
-            model = models.create_model(name, ckpt["num_classes"], ckpt["channels"], residual=ckpt.get("residual"))
+            model = models.create_model(name, ckpt["num_classes"], ckpt["channels"], residual=ckpt.get("residual"),
+                                        gates=ckpt.get("gates"), eigen=ckpt.get("eigen"))
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except models.ModelError as e:
         raise CheckpointError(f"{path}: {e}") from None

@@ -21,8 +21,18 @@ class ChannelSpecError(ModelError):
 
 
 def channel_spec(model: nn.Module) -> Dict[str, int]:
-    """The channel spec of a built model: every Conv2d's module name -> its output channels."""
-    return {n: m.out_channels for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    """The channel spec of a built model: every Conv2d's module name -> its output channels (a convolution in its
+    eigenbasis form, :mod:`.eigen`, counts as the one layer it replaces)."""
+    out, inside = {}, []
+    for n, m in model.named_modules():
+        if any(n.startswith(p) for p in inside):
+            continue
+        if hasattr(m, "eigen_ranks"):
+            out[n] = m.out_channels
+            inside.append(n + ".")
+        elif isinstance(m, nn.Conv2d):
+            out[n] = m.out_channels
+    return out
 
 
 class WidthReader:

@@ -36,7 +36,8 @@ def list_models(pattern: str = "*") -> List[str]:
 
 def create_model(name: str, num_classes: int = 10, channels: Optional[Dict[str, int]] = None,
                  residual: Optional[Dict[str, object]] = None,
-                 input_shape: Optional[Sequence[int]] = None) -> nn.Module:
+                 input_shape: Optional[Sequence[int]] = None, gates: Optional[Dict[str, object]] = None,
+                 eigen: Optional[Dict[str, Sequence[int]]] = None) -> nn.Module:
     """Build a registered model, or a user's model by reference.
 
     Args:
@@ -59,6 +60,7 @@ def create_model(name: str, num_classes: int = 10, channels: Optional[Dict[str, 
         ModelReferenceError: a reference that does not resolve, or a factory that returns no module.
         ChannelSpecError: the spec names unknown layers or has non-positive widths, or a residual spec that
             does not fit the model.
+        ModelError: gates on a model that cannot carry them.
         ModelError: ``num_classes`` is not a positive integer.
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -78,6 +80,14 @@ def create_model(name: str, num_classes: int = 10, channels: Optional[Dict[str, 
     model.model_source = source
     if residual is not None:
         model = from_residual_spec(model, residual)
+    if eigen:
+        from .eigen import apply_eigen_
+
+        apply_eigen_(model, eigen)
+    if gates is not None:
+        from .gated import add_gates
+
+        model = add_gates(model, gates)
     return model
 
 
