@@ -233,6 +233,8 @@ def test_host_numbers_beyond_their_range(tmp_path, host_cli, args, needle):
     (["--method", "slimming", "--sparsity", "-0.00001"], "--sparsity must be > 0"),
     (["--method", "morphnet", "--morphnet-strength", "0"], "--morphnet-strength must be > 0"),
     (["--method", "swd", "--mu", "nan"], "--mu must be a finite number"),
+    (["--method", "eigendamage", "--damping", "0"], "--damping must be > 0"),
+    (["--method", "eigendamage", "--kfac-batches", "0"], "--kfac-batches must be in 1..1000000"),
     (["--method", "swd", "--a-min", "100", "--a-max", "10"], "--a-min 100 is above --a-max 10"),
     (["--method", "uniform", "--pruning-rate", "0.5"], "--pruning-rate applies to the threshold methods"),
     (["--method", "magnitude", "--pruning-rate", "1.5"], "--pruning-rate must be a fraction in (0, 1)"),

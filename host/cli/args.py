@@ -129,12 +129,14 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("slimming (Liu et al. 2017), swd (Tessier et al. 2022), morphnet (Gordon et al. 2018)")
     s.add_argument("--method-epochs", type=int, help="epochs of the method's own training: sparsity training "
                                                      "(slimming, default 5), SWD (default 5), per MorphNet round (default 2)")
-    s.add_argument("--method-lr", type=float, help="peak lr of that training (default 0.01)")
+    s.add_argument("--method-lr", type=float, help="peak lr of that training (and of eigendamage's fine-tuning "
+                                                   "between rounds; default 0.01)")
     s.add_argument("--penalty", choices=PENALTIES, help="slimming: l1 (default) or smooth-l1")
     s.add_argument("--sparsity", type=float, help="slimming: penalty strength (default 1e-5 for l1, 1e-6 for smooth-l1)")
-    s.add_argument("--pruning-iterations", type=int, help="slimming: rounds of prune + fine-tune (default 1)")
-    s.add_argument("--fine-tuning-epochs", type=int, help="slimming: fine-tuning epochs after each round but the last "
+    s.add_argument("--pruning-iterations", type=int, help="slimming, eigendamage: rounds of prune + fine-tune "
                                                           "(default 1)")
+    s.add_argument("--fine-tuning-epochs", type=int, help="slimming, eigendamage: fine-tuning epochs after each round "
+                                                          "but the last (default 1)")
     s.add_argument("--mu", type=float, help="swd: decay strength mu (default 5e-4)")
     s.add_argument("--a-min", type=float, help="swd: a at the start (default 1)")
     s.add_argument("--a-max", type=float, help="swd: a at the end (default 1e4)")
@@ -145,6 +147,15 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--morphnet-rounds", type=int, help="morphnet: shrink/expand rounds (default 2)")
     s.add_argument("--morphnet-strength", type=float, help="morphnet: lambda per ms of marginal latency (default 0.05)")
     s.add_argument("--gamma-threshold", type=float, help="morphnet: |gamma| below this is a dead channel (default 0.01)")
+    e = p.add_argument_group("eigendamage (Wang et al. 2019)")
+    e.add_argument("--damping", type=float, help="added to every K-FAC eigenvalue (default 1e-3)")
+    e.add_argument("--correct-eigenvalues", action="store_const", const=True,
+                   help="the eigenvalue-corrected curvature in the eigenbasis (EKFAC, George et al. 2018)")
+    e.add_argument("--kfac-batches", type=int, help="training batches the K-FAC factors average over (default 8)")
+    e.add_argument("--eigenbasis", choices=("latency", "off"),
+                   help="off: plain channels only (default); latency: after pruning, a layer also takes its "
+                        "eigenbasis form (three convolutions) where they are measured faster on the table's device "
+                        "than the plain layer (it removes more: docs/pruning.md)")
 
 
 def option_owners() -> dict:
@@ -260,10 +271,12 @@ LIMITS = {
     "interleave": (0, 1_000_000), "align": (0, 4096), "loads": (1, 1_000_000), "train_subset": (10, 100_000_000),
     "method_epochs": (1, 100_000), "pruning_iterations": (1, 1000), "fine_tuning_epochs": (0, 100_000),
     "taylor_batches": (1, 1_000_000), "refresh_steps": (1, MAX_ITERS), "morphnet_rounds": (1, 1000),
-    "short_term_val": (10, 100_000_000),
+    "short_term_val": (10, 100_000_000), "kfac_batches": (1, 1_000_000), "gate_hidden": (1, 4096),
+    "limit": (1, 100_000_000), "check": (1, 100_000_000),
 }
 POSITIVE = ("lr", "short_term_lr", "long_term_lr", "gamma", "power", "refine_tol", "sigma", "mad", "method_lr",
-            "sparsity", "mu", "a_min", "a_max", "morphnet_strength", "gamma_threshold", "min_keep", "pruning_rate")
+            "sparsity", "mu", "a_min", "a_max", "morphnet_strength", "gamma_threshold", "min_keep", "pruning_rate",
+            "damping", "rl_weight", "rl_gamma")
 NON_NEGATIVE = ("momentum", "weight_decay", "label_smoothing", "warmup_s", "idle_s", "cool_down_s")
 FINITE = ("cool_down_to",)
 

@@ -273,7 +273,9 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
     pruned.eval()
     pruned_eval = {"val": evaluate(pruned, data, "val"), "test": evaluate(pruned, data, "test")}
     pruned_widths = space.widths_from_spec(models.channel_spec(pruned))
-    pruned_pred = ctx.predict(pruned_widths)
+    # layers in their eigenbasis form (eigendamage): the plain layer's prediction less the saving measured side by side
+    pruned_pred = ctx.predict(pruned_widths) - sum(r.get("saving_ms", 0.0) for r in history
+                                                   if r.get("stage") == "eigenbasis")
     save_checkpoint(str(out / "model.pt"), pruned, ckpt["num_classes"], dataset=data.name,
                     input_shape=list(input_shape), metrics=pruned_eval, source_checkpoint=str(job.checkpoint),
                     latency_ms_predicted=pruned_pred, method=job.method,

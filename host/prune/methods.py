@@ -13,6 +13,10 @@ history. Recovery training (fine-tuning, LR rewinding, retraining from scratch) 
   ever more strongly during training; then they are removed.
 - ``morphnet``: MorphNet (Gordon et al. 2018) with the latency table as the resource: latency-weighted L1 on the BN
   scales, then shrink (threshold) and expand (one width multiplier to the budget), for ``morphnet_rounds``.
+- ``eigendamage``: EigenDamage (Wang et al. 2019, :mod:`.eigendamage`): OBD saliency in the Kronecker-factored
+  eigenbasis, channels removed globally to the budget in ``pruning_iterations`` rounds; with ``eigenbasis =
+  "latency"``, a layer takes its eigenbasis form (three convolutions) where that is measured faster than the plain
+  pruned layer on the table's device.
 """
 
 from __future__ import annotations
@@ -167,6 +171,19 @@ class MorphNetConfig:
     to_dict = _to_dict
 
 
+@dataclass(frozen=True)
+class EigenDamageConfig:
+    damping: float = 1e-3
+    correct_eigenvalues: bool = False
+    kfac_batches: int = 8
+    pruning_iterations: int = 1
+    fine_tuning_epochs: int = 1
+    method_lr: float = 0.01
+    eigenbasis: str = "off"  # off | latency (opt-in: docs/pruning.md has what it cost in accuracy here)
+    rank: str = "importance"
+    to_dict = _to_dict
+
+
 def check_config(method: str, cfg) -> None:
     """Refuse settings out of range, naming the option.
 
@@ -185,7 +202,9 @@ def check_config(method: str, cfg) -> None:
         bad("--norm must be 1 or 2")
     if getattr(cfg, "penalty", "l1") not in PENALTIES:
         bad(f"--penalty must be one of {', '.join(PENALTIES)}")
-    for name in ("sparsity", "mu", "a_min", "a_max", "method_lr", "morphnet_strength", "gamma_threshold"):
+    if getattr(cfg, "eigenbasis", "off") not in ("latency", "off"):
+        bad("--eigenbasis must be latency or off")
+    for name in ("sparsity", "mu", "a_min", "a_max", "method_lr", "morphnet_strength", "gamma_threshold", "damping"):
         v = getattr(cfg, name, None)
         if v is not None and not (v > 0 and math.isfinite(v)):
             bad(f"--{name.replace('_', '-')} must be a positive finite number, got {v:g}")
@@ -193,7 +212,8 @@ def check_config(method: str, cfg) -> None:
         bad(f"--a-min {cfg.a_min:g} is above --a-max {cfg.a_max:g}")
     if not 0 < getattr(cfg, "min_keep", 0.5) <= 1:
         bad("--min-keep must be in (0, 1]")
-    for name in ("method_epochs", "pruning_iterations", "taylor_batches", "refresh_steps", "morphnet_rounds"):
+    for name in ("method_epochs", "pruning_iterations", "taylor_batches", "refresh_steps", "morphnet_rounds",
+                 "kfac_batches"):
         if getattr(cfg, name, 1) < 1:
             bad(f"--{name.replace('_', '-')} must be >= 1")
     if getattr(cfg, "fine_tuning_epochs", 0) < 0:
@@ -214,8 +234,14 @@ def _select(ctx: MethodContext, model: nn.Module, scores: criteria.Scores, budge
     return criteria.widths_to_budget(scores, ctx.predictor, widths, ctx.grids, budget_ms, scope, rank, min_keep)
 
 
-def _prune(ctx: MethodContext, model: nn.Module, scores: criteria.Scores, target: Dict[str, int]) -> None:
-    criteria.prune_to_widths_(model, ctx.space, scores, target, ctx.input_shape)
+def _round_target(ctx: MethodContext, base_ms: float, k: int, rounds: int) -> float:
+    """Round ``k`` of ``rounds``' latency target: a geometric schedule from ``base_ms`` to the budget."""
+    return max(base_ms * (ctx.budget_ms / base_ms) ** (k / rounds), ctx.budget_ms)
+
+
+def _prune(ctx: MethodContext, model: nn.Module, scores: criteria.Scores, target: Dict[str, int]) -> Dict[str, List[int]]:
+    """Keep each group's ``target`` best-scored channels; returns the kept indices (numbered before the call)."""
+    return criteria.prune_to_widths_(model, ctx.space, scores, target, ctx.input_shape)
 
 
 def run_uniform(ctx: MethodContext, cfg: UniformConfig):
@@ -289,8 +315,7 @@ def run_slimming(ctx: MethodContext, cfg: SlimmingConfig):
             sub = replace(ctx, pruning_rate=max(1e-9, 1 - (1 - rate) * total0 / now))
             r = _select(sub, model, scores, None, "global", cfg.rank)
         else:
-            target = base_ms * (ctx.budget_ms / base_ms) ** (k / k_rounds)
-            r = _select(ctx, model, scores, max(target, ctx.budget_ms), "global", cfg.rank)
+            r = _select(ctx, model, scores, _round_target(ctx, base_ms, k, k_rounds), "global", cfg.rank)
         _prune(ctx, model, scores, r["widths"])
         ft = []
         if k < k_rounds and cfg.fine_tuning_epochs:
@@ -373,6 +398,48 @@ def run_morphnet(ctx: MethodContext, cfg: MorphNetConfig):
     return model, records
 
 
+def _kfac_batches(ctx: MethodContext, n: int, seed: int) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for x, y in ctx.data.batches("train", ctx.batch_size, shuffle=True, generator=g):
+        if len(out) >= n:
+            break
+        out.append((x, y))
+    return out
+
+
+def run_eigendamage(ctx: MethodContext, cfg: EigenDamageConfig):
+    from edgeshrink.host.prune import eigendamage as ed
+
+    model = copy.deepcopy(ctx.model).eval()
+    base_ms = ctx.predict(ctx.widths(model))
+    records, threshold = [], 0.0
+    for k in range(1, cfg.pruning_iterations + 1):
+        batches = _kfac_batches(ctx, cfg.kfac_batches, ctx.seed + k)
+        factors = ed.kfac_factors(model, batches)
+        bases = ed.layer_bases(model, batches, cfg.damping, cfg.correct_eigenvalues, factors=factors)
+        scores = ed.group_saliency(model, ctx.space, bases)
+        r = _select(ctx, model, scores, _round_target(ctx, base_ms, k, cfg.pruning_iterations), "global", cfg.rank)
+        widths = ctx.widths(model)
+        removed = [float(v) for g, s in scores.items() if r["widths"][g] < widths[g]
+                   for v in torch.sort(s).values[:widths[g] - r["widths"][g]]]
+        threshold = max(removed, default=0.0)  # the most salient channel removed: the round's saliency cut (nats)
+        kept = _prune(ctx, model, scores, r["widths"])
+        ft = []
+        if k < cfg.pruning_iterations and cfg.fine_tuning_epochs:
+            ft = _regularised_training(ctx, model, cfg.fine_tuning_epochs, cfg.method_lr, None)
+        ctx.log(f"eigendamage round {k}/{cfg.pruning_iterations}: {len(removed)} channels removed (saliency cut "
+                f"{threshold:.3g}), predicted {r['predicted_ms']:.4f} ms")
+        records.append({"stage": "prune", "round": k, "widths": r["widths"], "predicted_ms": r["predicted_ms"],
+                        "saliency_cut": threshold, "channels_removed": len(removed), "fine_tuning": ft})
+    if cfg.eigenbasis == "latency":
+        # the last round's curvature (the network before it was pruned), restricted to what it kept: a freshly
+        # pruned network's own curvature is that of a network not yet recovered
+        decision = ed.eigen_form_decision(ctx, model, factors, kept, cfg, threshold)
+        records.append({"stage": "eigenbasis", **decision})
+    return model, records
+
+
 METHODS: Dict[str, MethodSpec] = {
     "netadapt": MethodSpec("netadapt", NetAdaptConfig, None, "fine-tune", False,
                            "NetAdapt (Yang et al. 2018): per-group proposals, short-term fine-tuning, the best kept"),
@@ -388,6 +455,8 @@ METHODS: Dict[str, MethodSpec] = {
                       "Selective Weight Decay (Tessier et al. 2022)"),
     "morphnet": MethodSpec("morphnet", MorphNetConfig, run_morphnet, "fine-tune", False,
                            "MorphNet (Gordon et al. 2018), latency from the table as the resource"),
+    "eigendamage": MethodSpec("eigendamage", EigenDamageConfig, run_eigendamage, "fine-tune", False,
+                              "EigenDamage (Wang et al. 2019): OBD saliency in the Kronecker-factored eigenbasis"),
 }
 
 
@@ -447,4 +516,4 @@ def recover(model: nn.Module, mode: str, ctx: MethodContext, epochs: int, lr: fl
 
 
 __all__ = ["METHODS", "MethodContext", "MethodSpec", "UniformConfig", "MagnitudeConfig", "TaylorConfig",
-           "SlimmingConfig", "SWDConfig", "MorphNetConfig", "check_config", "method_spec", "method_options", "recover"]
+           "SlimmingConfig", "SWDConfig", "MorphNetConfig", "EigenDamageConfig", "check_config", "method_spec", "method_options", "recover"]

@@ -20,6 +20,8 @@ TINY = {  # the method's own options, as small as still exercises them
                  "--penalty", "smooth-l1"],
     "swd": ["--method-epochs", "1", "--refresh-steps", "5", "--a-max", "100", "--criterion", "local"],
     "morphnet": ["--method-epochs", "1", "--morphnet-rounds", "2", "--refresh-steps", "5"],
+    "eigendamage": ["--kfac-batches", "2", "--pruning-iterations", "2", "--fine-tuning-epochs", "1",
+                    "--correct-eigenvalues", "--eigenbasis", "off"],
 }
 
 
@@ -62,6 +64,10 @@ def test_each_method_meets_its_budget_end_to_end(method, tmp_path, host_cli, for
         assert len(targets) >= 3 and targets[0]["a"] == 1.0 and targets[-1]["a"] > targets[0]["a"]
     if method == "morphnet":
         assert [h["round"] for h in rep["iterations"]] == [1, 2] and rep["iterations"][0]["costs"]
+    if method == "eigendamage":
+        assert settings["correct_eigenvalues"] and settings["damping"] == 1e-3
+        assert [h["round"] for h in rep["iterations"]] == [1, 2]
+        assert rep["iterations"][0]["predicted_ms"] > rep["iterations"][1]["predicted_ms"]
     if method == "magnitude":
         assert all(w >= 0.25 * SPACE.full_widths[g] for g, w in widths.items())  # the safe floor
 
