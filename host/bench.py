@@ -205,3 +205,52 @@ def bench_on_device(paths: Sequence[str], device: str = "local", backend: str = 
             "loads": loads if interleave else None,
             "warmup": warmup,
             "iters": iters, "device_args": list(device_args), "models": out, "pulled": pulled}
+
+
+def bench_inputs_on_device(model: str, inputs: str, device: str = "local", backend: str = "ort", threads: int = 1,
+                           iters: int = 3, limit: Optional[int] = None, trust_new_host: bool = False,
+                           on_line: Optional[Callable[[str], None]] = None) -> Dict[str, object]:
+    """The dynamic runner on ``device`` (``device bench MODEL --inputs X.npz``): ``model`` is an ``.onnx`` file or a
+    staged model's ``.json`` manifest (its step files are copied with it), run one input at a time.
+
+    Returns:
+        The device's record (:func:`edgeshrink.device.dynamic.bench_dynamic`) with ``device`` metadata.
+
+    Raises:
+        DeviceError: a missing file, the device failed, or a reply without the per-input statistics.
+    """
+    from edgeshrink.device.dynamic import DynamicError, load_manifest
+
+    for p in (model, inputs):
+        if not os.path.isfile(p):
+            raise DeviceError(f"file not found: {p}")
+    files = [model]
+    if model.endswith(".json"):
+        try:
+            steps = load_manifest(model)["steps"]
+        except DynamicError as e:
+            raise DeviceError(str(e)) from None
+        files += sorted({f for s in steps for f in ([s["onnx"]] if s["kind"] == "stage" else [s["gate"], s["block"]])})
+    with open_device(device, trust_new_host=trust_new_host) as dev:
+        for f in files:
+            dev.put(f, f"staged/{os.path.basename(f)}")
+        dev.put(inputs, "staged/inputs.npz")
+        res = dev.run_device(["bench", f"staged/{os.path.basename(model)}", "--inputs", "staged/inputs.npz",
+                              "--backend", backend, "--threads", str(threads), "--iters", str(iters),
+                              *(["--limit", str(limit)] if limit else []), "--json"], on_stderr_line=on_line)
+    where = f"device {device} replied"
+    try:
+        doc = json.loads(res.stdout)
+    except ValueError:
+        raise DeviceError(f"{where} with something that is not JSON") from None
+    recs = sequence(mapping(doc, where, DeviceError).get("results"), f"{where}: results", DeviceError, length=1)
+    rec = mapping(recs[0], f"{where}: result", DeviceError)
+    for key in ("latency_ms", "worst_case_ms"):
+        lat = mapping(rec.get(key), f"{where}: {key}", DeviceError)
+        for k in ("mean", "median", "p90", "p99", "max"):
+            number(lat.get(k), f"{where}: {key} {k}", DeviceError, non_negative=True)
+    for b, v in mapping(rec.get("block_rates"), f"{where}: block_rates", DeviceError).items():
+        if not 0 <= number(v, f"{where}: block_rates {b}", DeviceError) <= 1:
+            raise DeviceError(f"{where}: block_rates {b} must be in [0, 1], got {v}")
+    mapping(rec.get("exit_histogram"), f"{where}: exit_histogram", DeviceError)
+    return {**rec, "device": {**mapping(doc.get("device"), f"{where}: device", DeviceError), "spec": device}}

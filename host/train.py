@@ -89,7 +89,8 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "val", batch_size: in
 def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
           on_epoch: Optional[Callable[[int, Dict[str, float]], None]] = None,
           on_step: Optional[Callable[[int, int], None]] = None, start_epoch: int = 0,
-          after_backward: Optional[Callable[[int, int], None]] = None) -> List[Dict[str, float]]:
+          after_backward: Optional[Callable[[int, int], None]] = None,
+          loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None) -> List[Dict[str, float]]:
     """Train ``model`` in place on ``data.train`` with augmentation; evaluates on val after each epoch.
 
     Args:
@@ -99,6 +100,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
             Renda et al. 2020, replays the last epochs of the original schedule).
         after_backward: ``after_backward(step, total_steps)`` between ``loss.backward()`` and the optimiser step,
             where a regulariser adds its gradient (network slimming, SWD, MorphNet).
+        loss_fn: ``loss_fn(logits, y)`` instead of the cross-entropy (SkipNet's hybrid RL loss); the reported
+            train loss is then that loss.
 
     Returns:
         One metrics dict per epoch trained.
@@ -118,7 +121,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
             lr = cfg.lr * lr_factor(cfg, start_epoch + step / steps_per_epoch)
             for pg in opt.param_groups:
                 pg["lr"] = lr
-            loss = crit(model(x), y)
+            out = model(x)
+            loss = crit(out, y) if loss_fn is None else loss_fn(out, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if after_backward:
@@ -134,6 +138,33 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
         if on_epoch:
             on_epoch(epoch + 1, m)
     return history
+
+
+def train_gated(model: nn.Module, data: Dataset, cfg: TrainConfig, rl=None,
+                weights: Optional[Dict[str, float]] = None, on_epoch=None, on_step=None) -> List[Dict[str, float]]:
+    """Supervised pre-training (``rl`` None) or the hybrid RL stage (``rl``, an
+    :class:`edgeshrink.host.skipnet.RLConfig`, and the blocks' latency ``weights``) of a SkipNet-gated network, in
+    place, with :func:`train`'s loop and schedule (the loss: :func:`edgeshrink.host.skipnet.rl_loss`).
+
+    Raises:
+        UserError: ``rl`` without ``weights`` for every gated block.
+    """
+    from edgeshrink.host.errors import UserError
+    from edgeshrink.host.skipnet import rl_loss
+
+    if rl is None:
+        model.policy = "hard"
+        return train(model, data, cfg, on_epoch=on_epoch, on_step=on_step)
+    rl.check()
+    if weights is None or set(weights) != set(model.gated):
+        raise UserError("--rl needs each gated block's latency share from a table (--perf-table)")
+    w = torch.tensor([weights[n] for n in model.gated], dtype=torch.float32)
+    model.policy = "sample"
+    try:
+        return train(model, data, cfg, on_epoch=on_epoch, on_step=on_step,
+                     loss_fn=lambda logits, y: rl_loss(model, logits, y, w, rl))
+    finally:
+        model.policy = "hard"
 
 
 def fine_tune_steps(model: nn.Module, data: Dataset, steps: int, lr: float = 0.01, batch_size: int = 64,
@@ -162,17 +193,25 @@ def fine_tune_steps(model: nn.Module, data: Dataset, steps: int, lr: float = 0.0
 
 def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: TrainConfig, out: str,
                    download: bool = False, train_subset: Optional[int] = None, image_size: Optional[int] = None,
-                   tensorboard: Optional[str] = None) -> Dict[str, object]:
+                   tensorboard: Optional[str] = None, gates: Optional[Dict[str, object]] = None,
+                   init: Optional[str] = None, rl=None, perf_table: Optional[str] = None) -> Dict[str, object]:
     """``host train``: train a registry model (or a ``file.py:factory`` reference) from its initialisation and write
     ``OUT/model.pt`` (a checkpoint) and ``OUT/metrics.json`` (val and test top-1/top-5 in %, the per-epoch history,
     the config, wall time). ``image_size`` resizes the dataset's images; ``tensorboard`` also logs the epochs there
     (:mod:`edgeshrink.host.tensorboard`).
 
+    SkipNet (:mod:`edgeshrink.host.skipnet`): ``gates`` (``{"kind": "ff" | "rnn", "hidden": N}``) adds gates before
+    the residual blocks and trains with them (supervised pre-training); ``rl`` (an ``RLConfig``) trains the hybrid
+    reinforcement stage instead, the blocks' latency shares from ``perf_table``. ``init`` starts from a checkpoint's
+    weights (its architecture, pruned or not, and its gates unless ``gates`` names others) instead of an
+    initialisation.
+
     Returns:
         The metrics.
 
     Raises:
-        DatasetError: the dataset is missing or unreadable. ModelError: an unknown model.
+        DatasetError: the dataset is missing or unreadable. ModelError: an unknown model, or gates on a network that
+        cannot carry them. UserError: ``rl`` without gates or without a table. CheckpointError: a bad ``init``.
     """
     import time
 
@@ -188,7 +227,18 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
                         image_size=image_size)
     writer = open_writer(tensorboard)
     torch.manual_seed(cfg.seed)
-    model = models.create_model(model_name, data.num_classes)
+    if init:
+        from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint
+
+        ck = load_checkpoint(init)
+        if ck["num_classes"] != data.num_classes:
+            from edgeshrink.host.errors import UserError
+
+            raise UserError(f"--init {init} has {ck['num_classes']} classes, {data.name} has {data.num_classes}")
+        model, model_name = model_from_checkpoint(ck, path=init), ck["model"]
+    else:
+        model = models.create_model(model_name, data.num_classes)
+    model, weights = _with_gates(model, gates, rl, perf_table)
     prepare_dir(out, "--out")  # before training, not after
     ui.log(f"training {model_name} on {data.name} ({len(data.train)} train / {len(data.val)} val / "
            f"{len(data.test)} test), {cfg.epochs} epochs, {cfg.optimizer} lr {cfg.lr} {cfg.schedule}")
@@ -201,15 +251,55 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
             if not ui.interactive() and (e % 5 == 0 or e == cfg.epochs):
                 ui.log(f"epoch {e}/{cfg.epochs}: train loss {m['train_loss']:.4f}, val top-1 {m['val_top1']:.2f}%")
 
-        history = train(model, data, cfg, on_epoch=on_epoch, on_step=lambda s, n: prog.update(task, completed=s, total=n))
+        step = lambda s, n: prog.update(task, completed=s, total=n)  # noqa: E731
+        if getattr(model, "gates", None):
+            history = train_gated(model, data, cfg, rl, weights, on_epoch=on_epoch, on_step=step)
+        else:
+            history = train(model, data, cfg, on_epoch=on_epoch, on_step=step)
     metrics = {"val": evaluate(model, data, "val"), "test": evaluate(model, data, "test"), "history": history,
                "train_config": cfg.to_dict(), "train_subset": train_subset, "wall_s": round(time.monotonic() - t0, 1), "dataset": data.name,
                "model": model_name, "model_source": models.describe_model(model)}
+    extra = {}
+    if getattr(model, "gates", None):
+        from edgeshrink.host.skipnet import evaluate_gated
+
+        metrics["gates"] = {**model.gates, "stage": "rl" if rl else "supervised", "init": init,
+                            "rl": rl.to_dict() if rl else None, "latency_shares": weights,
+                            "val_block_rates": evaluate_gated(model, data, "val")["block_rates"],
+                            "test_block_rates": evaluate_gated(model, data, "test")["block_rates"]}
+        extra["gate_training"] = {k: v for k, v in metrics["gates"].items() if k != "latency_shares"}
+        rates = metrics["gates"]["test_block_rates"]
+        ui.log("blocks run on the test split: " + ", ".join(f"{b} {r:.0%}" for b, r in rates.items()))
     writer.close()
     save_checkpoint(str(Path(out) / "model.pt"), model, data.num_classes, dataset=data.name,
                     input_shape=list(data.input_shape), metrics={"val": metrics["val"], "test": metrics["test"]},
-                    train_config=cfg.to_dict())
+                    train_config=cfg.to_dict(), **extra)
     write_json(Path(out) / "metrics.json", metrics)
     ui.log(f"{model_name}: val top-1 {metrics['val']['top1']:.2f}%, test top-1 {metrics['test']['top1']:.2f}% "
            f"({metrics['wall_s']:.0f} s) -> {Path(out) / 'model.pt'}")
     return metrics
+
+
+def _with_gates(model: nn.Module, gates: Optional[Dict[str, object]], rl, perf_table: Optional[str]):
+    """``(model with the gates asked for, the gated blocks' latency shares for the RL stage or None)``."""
+    from edgeshrink.host.errors import UserError
+    from edgeshrink.models.gated import GatedResNet, add_gates
+
+    if gates is not None:
+        if isinstance(model, GatedResNet):
+            if dict(model.gates) != dict(gates):
+                model = add_gates(model.base, gates)  # new gates on the same (trained) network
+        else:
+            model = add_gates(model, gates)
+    if rl is None:
+        return model, None
+    if not isinstance(model, GatedResNet):
+        raise UserError("--rl trains SkipNet gates: give --gates ff|rnn (or --init a gated checkpoint)")
+    rl.check()
+    if not perf_table:
+        raise UserError("--rl weighs each block by its latency share from a table: give --perf-table")
+    from edgeshrink.host.latency.predict import TablePredictor
+    from edgeshrink.host.latency.table import load_table
+    from edgeshrink.host.skipnet import block_weights
+
+    return model, block_weights(TablePredictor.for_model(load_table(perf_table), model.base), model)

@@ -22,10 +22,10 @@ import sys
 from typing import List, Optional
 
 from edgeshrink.host import __version__
-from edgeshrink.host.cli import bench, compare, demo, device, export, inputs, prune, shrink, table, train
+from edgeshrink.host.cli import bench, compare, demo, device, dynamic, export, inputs, prune, shrink, table, train
 from edgeshrink.host.errors import UserError
 
-GROUPS = (train, table, prune, compare, shrink, bench, export, inputs, device, demo)  # each adds its own subcommands (``register``)
+GROUPS = (train, table, prune, compare, shrink, bench, export, inputs, dynamic, device, demo)  # each adds its own subcommands (``register``)
 
 
 def build_parser() -> argparse.ArgumentParser:

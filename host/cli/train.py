@@ -16,6 +16,18 @@ def register(sub) -> None:
     add_train_args(t)
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--tensorboard", metavar="DIR", help="also log the epochs to TensorBoard in DIR (needs tensorboard)")
+    t.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights and architecture (pruned or "
+                                                  "not) instead of an initialisation")
+    g = t.add_argument_group("SkipNet gates (Wang et al. 2018; CIFAR ResNets)")
+    g.add_argument("--gates", choices=("ff", "rnn"), help="a gate before each identity-shortcut residual block: ff "
+                                                           "(feed-forward, one per block) or rnn (one shared LSTM)")
+    g.add_argument("--gate-hidden", type=int, default=10, help="the gates' hidden width (default 10)")
+    g.add_argument("--rl", action="store_true", help="the hybrid reinforcement stage (after supervised training "
+                                                     "with --gates: --init that checkpoint)")
+    g.add_argument("--rl-weight", type=float, default=0.1,
+                   help="alpha: the reward for skipping a block, per unit of its latency share (default 0.1)")
+    g.add_argument("--rl-gamma", type=float, default=0.99, help="the reward's discount (default 0.99)")
+    g.add_argument("--perf-table", help="latency table: each gated block's latency share (the RL reward weights)")
     t.set_defaults(func=cmd_train)
 
 
@@ -40,6 +52,11 @@ def train_config(args):
 def cmd_train(args) -> int:
     from edgeshrink.host.train import train_and_save
 
+    from edgeshrink.host.skipnet import RLConfig
+
+    gates = {"kind": args.gates, "hidden": args.gate_hidden} if args.gates else None
+    rl = RLConfig(alpha=args.rl_weight, gamma=args.rl_gamma) if args.rl else None
     train_and_save(args.model, args.dataset, args.data_dir, train_config(args), args.out, args.download,
-                   args.train_subset, image_size=args.image_size, tensorboard=args.tensorboard)
+                   args.train_subset, image_size=args.image_size, tensorboard=args.tensorboard, gates=gates,
+                   init=args.init, rl=rl, perf_table=args.perf_table)
     return 0

@@ -39,20 +39,30 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str, opset: 
     Returns:
         ``{"opset", "dynamic_batch", "slim", "nodes_before_slim", "nodes"}``.
     """
-    import onnx
-
     model = model.eval()
     x = torch.zeros(*input_shape)
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     kwargs = {}
     if dynamic_batch:
         kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=4096)},)
         if input_shape[0] == 1:
             x = torch.zeros(2, *input_shape[1:])  # a batch of 1 would be specialised by torch.export
+    before, nodes = export_module(model, (x,), path, ["input"], ["logits"], opset=opset, slim=slim, **kwargs)
+    return {"opset": opset, "dynamic_batch": dynamic_batch, "slim": slim, "nodes_before_slim": before,
+            "nodes": nodes}
+
+
+def export_module(module: nn.Module, args: Sequence[torch.Tensor], path: str, input_names: Sequence[str],
+                  output_names: Sequence[str], opset: int = OPSET, slim: bool = False, **kwargs):
+    """Export ``module`` (eval mode) called on ``args`` to ``path`` with these input and output names, atomically,
+    exporter chatter captured; ``kwargs`` go to ``torch.onnx.export``. Returns ``(nodes before slim, nodes)``."""
+    import onnx
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
-        prog = torch.onnx.export(model, (x,), dynamo=True, opset_version=opset, input_names=["input"],
-                                 output_names=["logits"], external_data=False, verbose=False, optimize=True, **kwargs)
+        prog = torch.onnx.export(module.eval(), tuple(args), dynamo=True, opset_version=opset,
+                                 input_names=list(input_names), output_names=list(output_names),
+                                 external_data=False, verbose=False, optimize=True, **kwargs)
     proto = prog.model_proto
     before = len(proto.graph.node)
     if slim:
@@ -65,8 +75,7 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str, opset: 
 
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
-    return {"opset": opset, "dynamic_batch": dynamic_batch, "slim": slim, "nodes_before_slim": before,
-            "nodes": len(proto.graph.node)}
+    return before, len(proto.graph.node)
 
 
 def check_onnx(model: nn.Module, path: str, input_shape: Sequence[int], atol: float = 1e-4, samples: int = 4,

@@ -1,0 +1,32 @@
+"""``host dynamic``: a SkipNet-gated checkpoint deployed as a staged model and measured input by input on the device."""
+
+from __future__ import annotations
+
+from edgeshrink.host.cli.args import add_data_args
+
+
+def register(sub) -> None:
+    p = sub.add_parser("dynamic", help="export a gated checkpoint (host train --gates) as per-block models and as one "
+                                       "graph with If per block, check both against torch, run the test split one "
+                                       "input at a time on the device in both, report measured against predicted")
+    p.add_argument("checkpoint", help="a checkpoint with SkipNet gates")
+    p.add_argument("--perf-table", required=True, help="latency table of the device (the prediction; its device, "
+                                                       "backend and threads are used)")
+    add_data_args(p)
+    p.add_argument("--device", help="where to measure (default: the table's device)")
+    p.add_argument("--trust-new-host", action="store_true", help="ssh://: accept and record an unknown host key")
+    p.add_argument("--limit", type=int, metavar="N", help="the first N test images only (default: all)")
+    p.add_argument("--iters", type=int, default=3, help="timed runs per input (its latency is their median)")
+    p.add_argument("--check", type=int, default=200, help="test inputs the export is checked on against torch")
+    p.add_argument("--out", required=True, help="output folder: staged/ (both forms), inputs.npz, report.json")
+    p.set_defaults(func=cmd_dynamic)
+
+
+def cmd_dynamic(args) -> int:
+    from edgeshrink.host import ui
+    from edgeshrink.host.skipnet import measure_gated
+
+    measure_gated(args.checkpoint, args.perf_table, args.dataset, args.out, data_dir=args.data_dir,
+                  device=args.device, limit=args.limit, iters=args.iters, check=args.check, seed=args.seed,
+                  trust_new_host=args.trust_new_host, log=ui.log)
+    return 0
