@@ -329,7 +329,7 @@ def eigen_form_keys(site, conv: nn.Conv2d, plain, r_in: int, r_out: int) -> list
             LayerKey(plain.op, r_out, plain.out_channels, hw, *one, plain.fused)]
 
 
-def measure_keys(table, keys, log=print) -> Dict[object, float]:
+def measure_keys(table, keys, model: str, log=print) -> Dict[object, float]:
     """Each layer configuration's latency (ms, the table's statistic, less the micro-model overhead) measured side
     by side in one session on the table's device with its backend, threads and timing settings.
 
@@ -341,7 +341,7 @@ def measure_keys(table, keys, log=print) -> Dict[object, float]:
     spec = table.device.get("spec") or "local"
     if spec == "imported":
         raise UserError("the table was imported: its board is not here to measure the eigenbasis form on")
-    cfg = BuildConfig(model=(table.models or ["resnet20"])[0], input_shape=tuple(table.input_shape), device=spec,
+    cfg = BuildConfig(model=model, input_shape=tuple(table.input_shape), device=spec,
                       backend=table.backend, threads=table.threads, statistic=table.statistic)
     log(f"measuring {len(keys)} layer configurations side by side on {spec} (plain layers and eigenbasis forms)")
     t = build_table(cfg, keys)
@@ -398,7 +398,7 @@ def eigen_form_decision(ctx, model: nn.Module, factors: Dict[str, Factors], kept
     saving = 0.0
     if todo:
         keys = sorted({k for _, _, plain, ks, _, _ in todo for k in [plain, *ks]}, key=str)
-        ms = (measure or (lambda k: measure_keys(ctx.predictor.table, k, ctx.log)))(keys)
+        ms = (measure or (lambda k: measure_keys(ctx.predictor.table, k, ctx.name, ctx.log)))(keys)
         for row, s, plain, ks, keep_in, keep_out in todo:
             row["plain_ms"], row["eigen_ms"] = ms[plain], sum(ms[k] for k in ks)
             if row["eigen_ms"] < row["plain_ms"]:

@@ -152,3 +152,26 @@ def test_compare_resumes_after_an_interruption(tmp_path, host_cli, formula_table
     # a third run with other settings for one method redoes that one only
     r = host_cli(*args[:-2], "--norm", "1", "--out", str(out))
     assert r.returncode == 0 and "uniform at budget 0.6: complete" in r.stderr and "magnitude at budget 0.6: complete" not in r.stderr
+
+
+@pytest.mark.slow
+def test_eigendamage_measures_the_eigenbasis_forms_on_the_tables_device(tmp_path, host_cli, formula_table,
+                                                                         untrained_ckpt):
+    out = tmp_path / "ed"
+    r = host_cli("prune", "--method", "eigendamage", "--kfac-batches", "2", "--eigenbasis", "latency",
+                 "--perf-table", str(formula_table), "--checkpoint", str(untrained_ckpt), "--budget", "0.6",
+                 "--long-term-epochs", "0", "--bench-seconds", "0.5", "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads((out / "report.json").read_text())
+    form = rep["iterations"][-1]
+    assert form["stage"] == "eigenbasis" and len(form["layers"]) == 21  # resnet20's convolutions
+    measured = [x for x in form["layers"] if x["plain_ms"] is not None]
+    assert measured and all(x["plain_ms"] > 0 and x["eigen_ms"] > 0 for x in measured)
+    assert form["eigen_layers"] == [x["layer"] for x in measured if x["eigen_ms"] < x["plain_ms"]]
+    ck = load_checkpoint(str(out / "model.pt"))
+    assert sorted(ck.get("eigen", {})) == sorted(form["eigen_layers"])
+    # the prediction is the table's for the plain layers less the saving measured for those in eigenbasis form
+    widths = SPACE.widths_from_spec(rep["pruned"]["channels"])
+    assert rep["pruned"]["latency_ms_predicted"] == pytest.approx(
+        predicted_by_formula("resnet20", widths) - form["saving_ms"], rel=1e-9)
+    assert rep["onnx_check"]["pruned"]["max_abs_diff"] <= 1e-4
