@@ -427,7 +427,7 @@ def gated_macs(model: GatedResNet, input_shape, rates: Optional[Dict[str, float]
     worst = sum(macs.values())
     out = {"worst": worst}
     if rates is not None:
-        skipped = sum((1 - rates[b]) * sum(v for k, v in macs.items() if k.startswith(f"base.{b}."))
+        skipped = sum((1 - rates[b]) * sum(v for k, v in macs.items() if k.startswith(f"{b}."))
                       for b in model.gated)
         out["mean"] = worst - skipped
     return out

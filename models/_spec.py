@@ -22,12 +22,15 @@ class ChannelSpecError(ModelError):
 
 def channel_spec(model: nn.Module) -> Dict[str, int]:
     """The channel spec of a built model: every Conv2d's module name -> its output channels (a convolution in its
-    eigenbasis form, :mod:`.eigen`, counts as the one layer it replaces)."""
+    eigenbasis form, :mod:`.eigen`, counts as the one layer it replaces; modules marked ``channel_spec_skip``, such
+    as SkipNet gates, are left out)."""
     out, inside = {}, []
     for n, m in model.named_modules():
         if any(n.startswith(p) for p in inside):
             continue
-        if hasattr(m, "eigen_ranks"):
+        if getattr(m, "channel_spec_skip", False):
+            inside.append(n + ".")
+        elif hasattr(m, "eigen_ranks"):
             out[n] = m.out_channels
             inside.append(n + ".")
         elif isinstance(m, nn.Conv2d):

@@ -13,8 +13,10 @@ passes unchanged.
 
 Gated blocks are those with an identity shortcut: a block that changes the width or the stride runs always (skipping
 it would still need its projection, and the projection block carries the stage's downsampling). A gated network
-keeps its base network's module names under ``base.`` and its channel spec (``dense_channels``), so checkpoints
-rebuild it as ``create_model(name, channels=..., gates={"kind", "hidden"})``.
+holds its base network's modules under their own names (``conv1``, ``layer1.0.conv1``, ... and ``fc``) beside the
+gates (``gate.*``): its channel spec is the base network's (the gates are left out of it), Torch-Pruning's
+dependency graph prunes a gate's input channels with the stream it reads, and checkpoints rebuild it as
+``create_model(name, channels=..., gates={"kind", "hidden"})``. ``base`` is the plain network on the same modules.
 
 Shapes: input ``(N, 3, H, W)``, output logits ``(N, num_classes)``; after a forward, ``last_probs`` and
 ``last_decisions`` are ``(N, gated blocks)``.
@@ -36,7 +38,7 @@ POLICIES = ("hard", "sample")
 def straight_through(p: torch.Tensor) -> torch.Tensor:
     """``1[p >= 0.5]`` forward, the identity's gradient backward (d out / d p = 1): the straight-through estimator."""
     hard = (p >= 0.5).to(p.dtype)
-    return hard + p - p.detach()
+    return hard + (p - p.detach())  # exactly ``hard``: the difference is 0, its gradient 1
 
 
 class FFGate(nn.Module):
@@ -114,20 +116,35 @@ class GatedResNet(nn.Module):
         self.gated = [n for n, b in self.blocks if getattr(b, "shortcut", "none") is None]
         if not self.gated:
             raise ModelError(f"{name} has no residual blocks with an identity shortcut to gate")
-        self.base, self.kind, self.hidden = base, kind, hidden
+        # the base network's modules at their own names (the state_dict and channel spec of the base network); the
+        # base itself is kept unregistered, as a view over the same modules
+        for child, mod in base.named_children():
+            self.add_module(child, mod)
+        object.__setattr__(self, "_base", base)
+        self.kind, self.hidden = kind, hidden
         channels = [b.conv1.in_channels for n, b in self.blocks if n in self.gated]
         if kind == "ff":
             self.gate = nn.ModuleList(FFGate(c, hidden) for c in channels)
         else:
             self.gate = RNNGate(channels, hidden)
+        self.gate.channel_spec_skip = True  # not layers of the network: channel specs and widths leave them out
         self.model_name = getattr(base, "model_name", None)
         self.model_source = getattr(base, "model_source", None)
-        self.dense_channels = channel_spec(base)
         self.gates = {"kind": kind, "hidden": hidden}
         self.policy = "hard"
         self.last_probs: Optional[torch.Tensor] = None
         self.last_decisions: Optional[torch.Tensor] = None
         self.last_log_probs: Optional[torch.Tensor] = None
+
+    @property
+    def base(self) -> nn.Module:
+        """The plain network on the same modules (every block run, no gates)."""
+        return self._base
+
+    @property
+    def dense_channels(self) -> Dict[str, int]:
+        """The base network's channel spec (what a checkpoint records)."""
+        return channel_spec(self._base)
 
     def gate_probs(self, i: int, h: torch.Tensor, state: Optional[torch.Tensor]):
         if self.kind == "ff":
@@ -136,8 +153,25 @@ class GatedResNet(nn.Module):
             state = self.gate.zero_state(h.shape[0], h)
         return self.gate.step(i, h, state)
 
+    def dependency_forward(self, x: torch.Tensor):
+        """``(logits of every block run, the gates' outputs)``: each gate reading its block's input, no
+        decision multiplying a block (what Torch-Pruning's dependency graph is traced through, so that a gate's input
+        channels are pruned with the stream and its decision is not taken for a channel of it)."""
+        b = self._base
+        h = b.relu(b.bn1(b.conv1(x)))
+        outs, i = [], 0
+        for name, blk in self.blocks:
+            if name in self.gated:
+                if self.kind == "ff":
+                    outs.append(self.gate[i](h))
+                else:  # the projections read the stream; the shared LSTM reads only them (and is never pruned)
+                    outs.append(torch.flatten(self.gate.proj[i](self.gate.pool(h)), 1))
+                i += 1
+            h = blk(h)
+        return b.fc(torch.flatten(b.pool(h), 1)), torch.cat(outs, 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = self.base
+        b = self._base
         h = b.relu(b.bn1(b.conv1(x)))
         probs, decisions, logps = [], [], []
         state, i = None, 0
@@ -150,10 +184,10 @@ class GatedResNet(nn.Module):
             if self.policy == "sample" and self.training:
                 g = torch.bernoulli(p.detach())
                 logps.append(g * torch.log(p.clamp_min(1e-8)) + (1 - g) * torch.log((1 - p).clamp_min(1e-8)))
-            elif self.training:
-                g = straight_through(p)
             else:
-                g = (p >= 0.5).to(p.dtype)
+                # the hard decision, in eval mode too: its gradient path through the gate is what lets Torch-Pruning's
+                # dependency graph (traced in eval mode) see the gate read the stream, and prune its input with it
+                g = straight_through(p)
             probs.append(p)
             decisions.append(g.detach())
             g4 = g.view(-1, 1, 1, 1)

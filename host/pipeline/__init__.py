@@ -208,6 +208,10 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
     predictor = TablePredictor.for_model(table, models.create_model(name, ckpt["num_classes"]))
     if predictor.transfer_note():
         ui.log(predictor.transfer_note())
+    if ckpt.get("gates"):
+        ui.log(f"{job.checkpoint} has SkipNet {ckpt['gates']['kind']} gates: they are pruned with the streams they read "
+               "and trained in the recovery; the table's predictions and the confirmation are for every block run, "
+               "`host dynamic` measures the gated network per input")
     space = predictor.space
     data = data or load_dataset(job.dataset, job.data_dir, seed=job.seed)
     if data.num_classes != ckpt["num_classes"]:

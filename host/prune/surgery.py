@@ -53,12 +53,16 @@ def prune_group_(model: nn.Module, members: Sequence[str], keep: int, input_shap
 
 
 def dependency_graph(model: nn.Module, input_shape: Sequence[int]):
-    """Torch-Pruning's DependencyGraph of ``model``, traced in eval mode at ``(1, C, H, W)``; the mode is restored."""
+    """Torch-Pruning's DependencyGraph of ``model``, traced in eval mode at ``(1, C, H, W)``; the mode is restored. A
+    model with a ``dependency_forward(x)`` is traced through it (a gated network: its gates read the streams, but
+    their decisions must not be taken for channels of what they multiply)."""
     import torch_pruning as tp
 
     was = model.training
     model.eval()
-    dg = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(*input_shape), verbose=False)
+    fwd = getattr(model, "dependency_forward", None)
+    dg = tp.DependencyGraph().build_dependency(model, example_inputs=torch.zeros(*input_shape), verbose=False,
+                                               **({"forward_fn": lambda m, x: fwd(x)} if fwd else {}))
     model.train(was)
     return dg
 

@@ -38,5 +38,5 @@ def test_the_test_split_goes_to_the_device_and_its_predictions_are_torchs(tmp_pa
 
 def test_inputs_refusals(tmp_path, host_cli):
     one_line_error(host_cli("inputs", "--dataset", "digits", "--limit", "0", "-o", str(tmp_path / "a.npz")),
-                   "--limit must be >= 1")
+                   "--limit must be in 1..100000000")
     one_line_error(host_cli("inputs", "--dataset", "digits", "-o", str(tmp_path / "a.txt")), "an input set is an .npz")

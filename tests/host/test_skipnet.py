@@ -209,3 +209,37 @@ def test_the_one_graph_form_decides_as_torch_and_as_the_per_block_form(staged_ff
         want = m.base(torch.from_numpy(x[:4])).numpy()
     got_all = np.concatenate([sess.run(["logits"], {"input": x[i:i + 1]})[0] for i in range(4)])
     assert np.abs(got_all - want).max() <= 1e-4
+
+
+@pytest.mark.parametrize("method,kind", [("uniform", "ff"), pytest.param("uniform", "rnn", marks=pytest.mark.slow),
+                                         pytest.param("eigendamage", "ff", marks=pytest.mark.slow)])
+def test_a_gated_network_is_pruned_with_its_gates(method, kind, tmp_path, host_cli, formula_table):
+    """The seed's order: train with gates, prune statically, fine-tune with the gates (the recovery)."""
+    from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+    from edgeshrink.host.latency.space import build_space
+
+    torch.manual_seed(0)
+    m = models.create_model("resnet20", 10, gates={"kind": kind})
+    save_checkpoint(str(tmp_path / "g.pt"), m, 10, dataset="digits", input_shape=[1, 3, 32, 32])
+    extra = ["--kfac-batches", "1"] if method == "eigendamage" else []
+    r = host_cli("prune", "--method", method, *extra, "--perf-table", formula_table, "--checkpoint", tmp_path / "g.pt",
+                 "--budget", "0.6", "--long-term-epochs", "1", "--bench-seconds", "0.5", "--out", tmp_path / "p")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads((tmp_path / "p" / "report.json").read_text())
+    ck = load_checkpoint(str(tmp_path / "p" / "model.pt"))
+    assert ck["gates"] == {"kind": kind, "hidden": 10} and ck["channels"] == rep["pruned"]["channels"]
+    assert not any(k.startswith("gate.") for k in ck["channels"])
+    pruned = model_from_checkpoint(ck)
+    space = build_space(models.create_model("resnet20", 10), (1, 3, 32, 32))
+    widths = space.widths_from_spec(ck["channels"])
+    assert rep["pruned"]["latency_ms_predicted"] <= rep["budget_ms"] and widths != space.full_widths
+    # every gate reads the pruned stream of its block
+    convs = list(pruned.gate) if kind == "ff" else list(pruned.gate.proj)
+    convs = [c.conv for c in convs] if kind == "ff" else convs
+    want = [b.conv1.in_channels for n, b in pruned.blocks if n in pruned.gated]
+    assert [c.in_channels for c in convs] == want
+    if method == "uniform":  # one multiplier for every group: every stream is narrower, and so every gate's input
+        assert all(w < f for w, f in zip(want, [16] * 3 + [32] * 2 + [64] * 2))
+    with torch.no_grad():
+        out = pruned(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 10) and pruned.last_decisions.shape == (2, 7)
