@@ -126,15 +126,6 @@ class _Head(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-class _FFGateStep(nn.Module):
-    def __init__(self, gate):
-        super().__init__()
-        self.gate = gate
-
-    def forward(self, x):
-        return self.gate(x)
-
-
 class _RNNGateStep(nn.Module):
     def __init__(self, gate, i: int):
         super().__init__()
@@ -174,7 +165,7 @@ def export_gated(model: GatedResNet, input_shape, folder: str) -> str:
         if name in model.gated:
             gate_file, block_file = f"{name}.gate.onnx", f"{name}.block.onnx"
             if model.kind == "ff":
-                _export(_FFGateStep(model.gate[i]), (h,), ["features"], ["decision"], os.path.join(folder, gate_file))
+                _export(model.gate[i], (h,), ["features"], ["decision"], os.path.join(folder, gate_file))
             else:
                 state = torch.zeros(1, 2 * model.hidden)
                 _export(_RNNGateStep(model.gate, i), (h, state), ["features", "state"], ["decision", "state_out"],
@@ -235,12 +226,14 @@ def _like(value_info, name: str):
     return v
 
 
-def export_gated_if(model: GatedResNet, input_shape, path: str, force: bool = False) -> Dict[str, str]:
+def export_gated_if(model: GatedResNet, input_shape, path: str, force: bool = False,
+                    staged: Optional[str] = None) -> Dict[str, str]:
     """The gated network as one ONNX graph: each gated block an ``If`` on its gate's decision (the block's graph in
     the then-branch, the identity in the else-branch), the gates inline, the recurrent gate's state threaded from
     gate to gate. Outputs ``logits`` and ``decision.{block}`` per gated block. ``force``: every block runs (the worst
     case: the gates still run, their decisions ignored). Built from the per-step ONNX files of
-    :func:`export_gated`, written atomically. Returns ``{block: decision output}``.
+    :func:`export_gated`: those of ``staged`` (its manifest) when given, else exported afresh into a temporary
+    folder. Written atomically. Returns ``{block: decision output}``.
     """
     import tempfile
 
@@ -250,9 +243,11 @@ def export_gated_if(model: GatedResNet, input_shape, path: str, force: bool = Fa
     from edgeshrink.host.io import atomic_path
 
     with tempfile.TemporaryDirectory() as tmp:
-        manifest = export_gated(model, input_shape, tmp)
-        steps = json.load(open(manifest, encoding="utf-8"))["steps"]
-        load = lambda f: onnx.load(os.path.join(tmp, f))  # noqa: E731
+        manifest = staged or export_gated(model, input_shape, tmp)
+        with open(manifest, encoding="utf-8") as f:
+            steps = json.load(f)["steps"]
+        here = os.path.dirname(os.path.abspath(manifest))
+        load = lambda name: onnx.load(os.path.join(here, name))  # noqa: E731
         nodes, inits, h, state, decisions, types = [], [], "input", None, {}, {}
         half = numpy_helper.from_array(np.array(0.5, dtype=np.float32), "gate_threshold")
         inits.append(half)
@@ -491,8 +486,8 @@ def measure_gated(checkpoint: str, table_path: str, dataset: str, out: str, data
         f"block ({len(model.gated)} gated blocks)")
     folder = os.path.join(out, "staged")
     manifest = export_gated(model, shape, folder)
-    if_dec = export_gated_if(model, shape, os.path.join(folder, "model_if.onnx"))
-    export_gated_if(model, shape, os.path.join(folder, "model_if_all.onnx"), force=True)
+    if_dec = export_gated_if(model, shape, os.path.join(folder, "model_if.onnx"), staged=manifest)
+    export_gated_if(model, shape, os.path.join(folder, "model_if_all.onnx"), force=True, staged=manifest)
     manifests = {"per-block": manifest, "if": write_if_manifest(folder, "model_if.onnx", if_dec, model, shape),
                  "if-all": write_if_manifest(folder, "model_if_all.onnx", if_dec, model, shape, "model_if_all.json")}
     inputs = os.path.join(out, "inputs.npz")
@@ -504,7 +499,8 @@ def measure_gated(checkpoint: str, table_path: str, dataset: str, out: str, data
     for f, c in checks.items():
         log(f"{f} export = torch on {c['inputs']} test inputs (same decisions, {c['ties']} ties at the threshold, max "
             f"|diff| {c['max_abs_diff']:.2g})")
-    steps = json.load(open(manifest, encoding="utf-8"))["steps"]
+    with open(manifest, encoding="utf-8") as f:
+        steps = json.load(f)["steps"]
     gates = {s["name"]: os.path.join(folder, s["gate"]) for s in steps if s["kind"] == "gated"}
     log(f"measuring the {len(gates)} gate models on {device}")
     gb = bench_on_device(list(gates.values()), device=device, backend=table.backend, threads=table.threads,

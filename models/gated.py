@@ -32,7 +32,6 @@ import torch.nn as nn
 from ._spec import ModelError, channel_spec
 
 GATE_KINDS = ("ff", "rnn")
-POLICIES = ("hard", "sample")
 
 
 def straight_through(p: torch.Tensor) -> torch.Tensor:
