@@ -1,4 +1,4 @@
-"""Checkpoints: model name + channel spec (+ residual spec, + SkipNet gates) + state_dict (+ metadata), never a
+"""Checkpoints: model name + channel spec (+ residual spec, + SkipNet gates, + internal classifiers' blocks) + state_dict (+ metadata), never a
 pickled ``nn.Module``.
 
 Saved with ``torch.save`` atomically; loaded with ``torch.load(weights_only=True)``, so a checkpoint cannot run
@@ -39,6 +39,10 @@ def save_checkpoint(path: str, model: nn.Module, num_classes: int, **meta: Any) 
         ckpt["residual"] = model.residual
     if getattr(model, "gates", None):
         ckpt["gates"] = dict(model.gates)
+    from edgeshrink.models.cells import ExitResNet
+
+    if isinstance(model, ExitResNet):
+        ckpt["exits"] = list(model.after)
     from edgeshrink.models.eigen import eigen_layers
 
     if eigen_layers(model):
@@ -97,6 +101,9 @@ def _check_fields(ckpt: Dict[str, Any], path: str) -> None:
         g = mapping(ckpt["gates"], f"{path}: checkpoint gates", CheckpointError)
         text(g.get("kind"), f"{path}: checkpoint gates kind", CheckpointError)
         integer(g.get("hidden", 10), f"{path}: checkpoint gates hidden", CheckpointError, lo=1)
+    if ckpt.get("exits") is not None:
+        for v in sequence(ckpt["exits"], f"{path}: checkpoint exits", CheckpointError):
+            text(v, f"{path}: checkpoint exits", CheckpointError)
     if ckpt.get("shapes") is not None:
         for name, attrs in mapping(ckpt["shapes"], f"{path}: checkpoint shapes", CheckpointError).items():
             mapping(attrs, f"{path}: checkpoint shapes of {name!r}", CheckpointError)
@@ -164,7 +171,7 @@ def model_from_checkpoint(ckpt: Dict[str, Any], expect_model: Optional[str] = No
             model = _reshape_from_checkpoint(model, ckpt)
         else:
             model = models.create_model(name, ckpt["num_classes"], ckpt["channels"], residual=ckpt.get("residual"),
-                                        gates=ckpt.get("gates"), eigen=ckpt.get("eigen"))
+                                        gates=ckpt.get("gates"), eigen=ckpt.get("eigen"), exits=ckpt.get("exits"))
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except models.ModelError as e:
         raise CheckpointError(f"{path}: {e}") from None

@@ -37,7 +37,8 @@ def list_models(pattern: str = "*") -> List[str]:
 def create_model(name: str, num_classes: int = 10, channels: Optional[Dict[str, int]] = None,
                  residual: Optional[Dict[str, object]] = None,
                  input_shape: Optional[Sequence[int]] = None, gates: Optional[Dict[str, object]] = None,
-                 eigen: Optional[Dict[str, Sequence[int]]] = None) -> nn.Module:
+                 eigen: Optional[Dict[str, Sequence[int]]] = None,
+                 exits: Optional[Sequence[str]] = None) -> nn.Module:
     """Build a registered model, or a user's model by reference.
 
     Args:
@@ -73,9 +74,12 @@ def create_model(name: str, num_classes: int = 10, channels: Optional[Dict[str, 
     elif name in _REGISTRY:
         model = _REGISTRY[name](num_classes=num_classes, channels=channels or {})
         source = registry_source(name)
+    elif _cells().parse_cell_name(name):
+        model = _cells().create_cell_net(name, num_classes, channels or {})
+        source = {**registry_source("cells_iterative"), "model": name}
     else:
-        raise UnknownModelError(f"unknown model {name!r}; known: {', '.join(list_models())}, or a reference "
-                                "path/to/file.py:factory")
+        raise UnknownModelError(f"unknown model {name!r}; known: {', '.join(list_models())} (a cell network "
+                                "also as cells_TYPE_ARRAY_wWIDTH), or a reference path/to/file.py:factory")
     model.model_name = name
     model.model_source = source
     if residual is not None:
@@ -84,11 +88,21 @@ def create_model(name: str, num_classes: int = 10, channels: Optional[Dict[str, 
         from .eigen import apply_eigen_
 
         apply_eigen_(model, eigen)
+    if exits:
+        from .cells import add_exits
+
+        model = add_exits(model, exits)
     if gates is not None:
         from .gated import add_gates
 
         model = add_gates(model, gates)
     return model
+
+
+def _cells():
+    from . import cells  # imports this module (to register its networks): imported here, not at the top
+
+    return cells
 
 
 @lru_cache(maxsize=None)

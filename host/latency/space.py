@@ -391,6 +391,15 @@ def build_space(model: nn.Module, input_shape: Sequence[int], fuse_residual_add:
             op = "maxpool" if (is_mod(n, nn.MaxPool2d) or n.target is F.max_pool2d) else "avgpool"
             x = tensor_args(n)[0]
             site(n, op, x, group_of(x), int(shape(n)[1]), kernel=k, stride=st, padding=pad)
+        elif is_mod(n, nn.AdaptiveAvgPool2d) and not _is_global(mods[n.target].output_size):
+            # to a fixed size that divides the input: the average pooling of kernel = stride = input / output
+            x = tensor_args(n)[0]
+            (ih, iw), (oh, ow) = hw(x), hw(n)
+            if ih % oh or iw % ow:
+                raise UnsupportedOpError(f"{name}: adaptive average pooling {ih}x{iw} -> {oh}x{ow} at node {n.name} "
+                                         "(modelled where the output size divides the input)")
+            k = (ih // oh, iw // ow)
+            site(n, "avgpool", x, group_of(x), int(shape(n)[1]), kernel=k, stride=k, padding=(0, 0))
         elif (is_mod(n, nn.AdaptiveAvgPool2d) and _is_global(mods[n.target].output_size)) or \
                 (n.op == "call_function" and n.target is F.adaptive_avg_pool2d and _is_global(n.args[1])) or \
                 (n.op == "call_method" and n.target == "mean" and tuple(n.args[1:2]) in (((2, 3),), ([2, 3],))):

@@ -7,7 +7,8 @@ from edgeshrink import models
 def test_registry_lists_every_architecture():
     imagenet = [f"resnet{d}{s}" for d in (18, 34, 50, 101, 152) for s in ("", "_cifar", "_cifar16")]
     assert models.list_models() == sorted(["resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-                                           "wrn16_2", "wrn40_2", "wrn28_10", "mobilenet_v2", "mobilenet_v3_small"]
+                                           "wrn16_2", "wrn40_2", "wrn28_10", "mobilenet_v2", "mobilenet_v3_small",
+                                           "cells_dense", "cells_iterative", "cells_full_ic", "cells_full"]
                                           + imagenet)
     assert models.list_models("wrn*") == ["wrn16_2", "wrn28_10", "wrn40_2"]
 
