@@ -90,7 +90,9 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
           on_epoch: Optional[Callable[[int, Dict[str, float]], None]] = None,
           on_step: Optional[Callable[[int, int], None]] = None, start_epoch: int = 0,
           after_backward: Optional[Callable[[int, int], None]] = None,
-          loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None) -> List[Dict[str, float]]:
+          loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+          stop_epoch: Optional[int] = None,
+          stop_when: Optional[Callable[[int, Dict[str, float]], bool]] = None) -> List[Dict[str, float]]:
     """Train ``model`` in place on ``data.train`` with augmentation; evaluates on val after each epoch.
 
     Args:
@@ -100,21 +102,25 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
             Renda et al. 2020, replays the last epochs of the original schedule).
         after_backward: ``after_backward(step, total_steps)`` between ``loss.backward()`` and the optimiser step,
             where a regulariser adds its gradient (network slimming, SWD, MorphNet).
-        loss_fn: ``loss_fn(logits, y)`` instead of the cross-entropy (SkipNet's hybrid RL loss); the reported
-            train loss is then that loss.
+        loss_fn: ``loss_fn(logits, y)`` instead of the cross-entropy (SkipNet's hybrid RL loss, SDN's weighted
+            loss); the reported train loss is then that loss.
+        stop_epoch: stop before this epoch of the schedule (a growth phase trains part of one schedule).
+        stop_when: ``stop_when(epoch, metrics)`` after each epoch; True stops there (loss-based growth).
 
     Returns:
         One metrics dict per epoch trained.
     """
-    torch.manual_seed(cfg.seed)
-    g = torch.Generator().manual_seed(cfg.seed)
+    # a later phase of one schedule draws other batches than its first (seeded by where it starts)
+    torch.manual_seed(cfg.seed + int(start_epoch))
+    g = torch.Generator().manual_seed(cfg.seed + int(start_epoch))
     opt = make_optimizer(model, cfg)
     crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
     start_epoch = min(max(int(start_epoch), 0), cfg.epochs)
-    total = steps_per_epoch * (cfg.epochs - start_epoch)
+    end = cfg.epochs if stop_epoch is None else min(max(int(stop_epoch), start_epoch), cfg.epochs)
+    total = steps_per_epoch * (end - start_epoch)
     history, step = [], 0
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(start_epoch, end):
         model.train()
         loss_sum, seen = 0.0, 0
         for x, y in data.batches("train", cfg.batch_size, shuffle=True, augment=True, generator=g):
@@ -137,6 +143,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
         history.append(m)
         if on_epoch:
             on_epoch(epoch + 1, m)
+        if stop_when is not None and stop_when(epoch + 1, m):
+            break
     return history
 
 
@@ -167,6 +175,144 @@ def train_gated(model: nn.Module, data: Dataset, cfg: TrainConfig, rl=None,
         model.policy = "hard"
 
 
+def train_cells(model: nn.Module, data: Dataset, cfg: TrainConfig, growth=None, snip=None,
+                log: Callable[[str], None] = print, on_epoch=None,
+                on_step=None) -> Dict[str, object]:
+    """Train a cell network (or an :class:`~edgeshrink.models.cells.ExitResNet`) in place with the SDN loss,
+    growing it and pruning it with SNIP as configured (:mod:`edgeshrink.host.grow`: ``growth`` a ``GrowthConfig``,
+    ``snip`` a ``SnipConfig``), with :func:`train`'s loop, one call per growth phase on one schedule.
+
+    Returns:
+        ``{"history": per-epoch metrics (with ``active_blocks``), "grown_at": epochs after which a block was added,
+        "pruning": one record per pruning (epoch, blocks, keep ratios, kept), "sparsity" (unstructured),
+        "widths" (structured)}``.
+
+    Raises:
+        UserError: settings that do not fit (:func:`check_configs`).
+    """
+    import torch.nn.functional as F
+
+    from edgeshrink.host.grow import (GrowthConfig, block_layers, check_configs, evenly_spaced, finalize_masks_,
+                                      iterative_keep, mask_block_, reinit_block_, sdn_loss, sdn_weights, snip_scores,
+                                      sparsity, structured_block_)
+    from edgeshrink.models.cells import CellNet
+
+    check_configs(model, cfg.epochs, growth, snip)
+    cells = isinstance(model, CellNet)
+    n_blocks = len(model.blocks) if cells else model.active
+    growing = cells and model.growing
+    deadlines = ()
+    if growing:
+        g = growth or GrowthConfig()
+        deadlines = g.grow_epochs if g.grow_epochs is not None else evenly_spaced(cfg.epochs, n_blocks)
+        model.active = 1
+    else:
+        g = growth or GrowthConfig()
+    steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    shape = (1, *data.input_shape[1:])
+    state = {"epoch": 0, "step": 0}
+    pruned_times = [0] * n_blocks
+    records: List[Dict[str, object]] = []
+    gen = torch.Generator().manual_seed(cfg.seed + 7)
+
+    def loss_fn(logits, y):
+        t = (state["epoch"] + state["step"] / steps_per_epoch) / cfg.epochs
+        exits = model.last_exits
+        return sdn_loss(exits, y, sdn_weights(model.exit_depths(), t, g.ic_max))
+
+    def sdn_of(m, x, y):
+        out = m(x)
+        return sdn_loss(m.last_exits, y, sdn_weights(m.exit_depths(), state["epoch"] / cfg.epochs, g.ic_max)) \
+            if m.last_exits else F.cross_entropy(out, y)
+
+    def prune_step(epoch: int, new_block: Optional[int]) -> None:
+        if snip is None:
+            return
+        if snip.policy == "skip_layer":
+            targets = [new_block] if new_block is not None else list(range(model.active))
+            targets = [b for b in targets if pruned_times[b] == 0]
+        else:
+            targets = list(range(model.active))
+        if not targets:
+            return
+        x, y = next(iter(data.batches("train", snip.prune_batch, shuffle=True, generator=gen)))
+        layers = [m for b in targets for _, m in block_layers(model, b)]
+        scores = snip_scores(model, layers, x, y, sdn_of)
+        rec = {"epoch": epoch, "blocks": targets, "keep": {}, "kept": {}}
+        at = 0
+        floors = snip.min_keep if snip.min_keep is not None else tuple(min(0.1, k) for k in snip.keep)
+        for b in targets:
+            nl = len(block_layers(model, b))
+            s = scores[at:at + nl]
+            at += nl
+            pruned_times[b] += 1
+            keep = snip.keep[b]
+            if snip.policy == "iterative":
+                keep = iterative_keep(keep, pruned_times[b], floors[b] if len(floors) > 1 else floors[0])
+            rec["keep"][f"block{b}"] = keep
+            if snip.form == "unstructured":
+                rec["kept"][f"block{b}"] = mask_block_([m for _, m in block_layers(model, b)], s, keep)
+            else:
+                rec["kept"][f"block{b}"] = structured_block_(model, b, s, keep, shape)
+            if snip.reinit:
+                reinit_block_(model, b)
+        records.append(rec)
+        log(f"SNIP ({snip.form}, {snip.policy}) after epoch {epoch}: " + ", ".join(
+            f"block {b} keeps {rec['keep'][f'block{b}']:.3g}" for b in targets))
+
+    prune_step(0, 0 if growing else None)
+    history: List[Dict[str, float]] = []
+    grown_at: List[int] = []
+    epoch = 0
+    while epoch < cfg.epochs:
+        stops = [cfg.epochs] + [e for e in snip.prune_epochs if e > epoch] if snip else [cfg.epochs]
+        can_grow = growing and model.active < n_blocks
+        if can_grow:
+            stops.append(deadlines[model.active - 1])
+        stop = min(stops)
+        last = {"loss": None}
+
+        def plateau(e, m, last=last):
+            prev, last["loss"] = last["loss"], m["train_loss"]
+            last["hit"] = prev is not None and (prev - m["train_loss"]) < g.tolerance * prev
+            return last["hit"]
+
+        state["epoch"] = epoch
+
+        def step_hook(s, n, base=epoch):
+            state["step"] = s % steps_per_epoch
+            state["epoch"] = base + s // steps_per_epoch
+            if on_step:
+                on_step(base * steps_per_epoch + s, cfg.epochs * steps_per_epoch)
+
+        def epoch_hook(e, m):
+            m["active_blocks"] = model.active
+            if on_epoch:
+                on_epoch(e, m)
+
+        h = train(model, data, cfg, start_epoch=epoch, stop_epoch=stop, loss_fn=loss_fn, on_step=step_hook,
+                  on_epoch=epoch_hook, stop_when=plateau if (can_grow and g.criterion == "loss") else None)
+        epoch = int(h[-1]["epoch"]) if h else stop
+        history += h
+        if can_grow and epoch < cfg.epochs and (epoch >= deadlines[model.active - 1] or last.get("hit")):
+            model.active += 1
+            grown_at.append(epoch)
+            log(f"growth after epoch {epoch}: block {model.active - 1} added ({model.active}/{n_blocks} blocks)")
+            prune_step(epoch, model.active - 1)
+        if snip and epoch in snip.prune_epochs and epoch < cfg.epochs:
+            prune_step(epoch, None)
+    model.eval()
+    out: Dict[str, object] = {"history": history, "grown_at": grown_at, "pruning": records}
+    if snip is not None and snip.form == "unstructured":
+        finalize_masks_(model)
+        out["sparsity"] = sparsity(model)
+    elif snip is not None:
+        from edgeshrink.models import channel_spec
+
+        out["widths"] = channel_spec(model)
+    return out
+
+
 def fine_tune_steps(model: nn.Module, data: Dataset, steps: int, lr: float = 0.01, batch_size: int = 64,
                     weight_decay: float = 5e-4, seed: int = 0) -> None:
     """Short-term fine-tuning (NetAdapt, Yang et al. 2018, Sec. 3.2): ``steps`` SGD steps at a constant
@@ -194,7 +340,8 @@ def fine_tune_steps(model: nn.Module, data: Dataset, steps: int, lr: float = 0.0
 def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: TrainConfig, out: str,
                    download: bool = False, train_subset: Optional[int] = None, image_size: Optional[int] = None,
                    tensorboard: Optional[str] = None, gates: Optional[Dict[str, object]] = None,
-                   init: Optional[str] = None, rl=None, perf_table: Optional[str] = None) -> Dict[str, object]:
+                   init: Optional[str] = None, rl=None, perf_table: Optional[str] = None,
+                   exits: Optional[Sequence[str]] = None, growth=None, snip=None) -> Dict[str, object]:
     """``host train``: train a registry model (or a ``file.py:factory`` reference) from its initialisation and write
     ``OUT/model.pt`` (a checkpoint) and ``OUT/metrics.json`` (val and test top-1/top-5 in %, the per-epoch history,
     the config, wall time). ``image_size`` resizes the dataset's images; ``tensorboard`` also logs the epochs there
@@ -205,6 +352,10 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
     reinforcement stage instead, the blocks' latency shares from ``perf_table``. ``init`` starts from a checkpoint's
     weights (its architecture, pruned or not, and its gates unless ``gates`` names others) instead of an
     initialisation.
+
+    Internal classifiers (:mod:`edgeshrink.host.grow`): a cell network (``cells_*``), or a CIFAR ResNet with
+    ``exits`` (block names), trains with the SDN loss; ``growth`` (a ``GrowthConfig``) grows a growing cell network,
+    ``snip`` (a ``SnipConfig``) prunes it with SNIP. The metrics then hold each classifier's val and test top-1.
 
     Returns:
         The metrics.
@@ -239,6 +390,26 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
     else:
         model = models.create_model(model_name, data.num_classes)
     model, weights = _with_gates(model, gates, rl, perf_table)
+    if exits:
+        from edgeshrink.models.cells import add_exits
+
+        try:
+            model = add_exits(model, exits)
+        except models.ModelError as e:
+            from edgeshrink.host.errors import UserError
+
+            raise UserError(f"--exits: {e}") from None
+    from edgeshrink.models.cells import CellNet, ExitResNet
+
+    sdn = isinstance(model, (CellNet, ExitResNet))
+    if (growth is not None or snip is not None) and not sdn:
+        from edgeshrink.host.errors import UserError
+
+        raise UserError("--grow-epochs, --growth and --keep are for the cell networks (cells_*; host models)")
+    if sdn:
+        from edgeshrink.host.grow import check_configs
+
+        check_configs(model, cfg.epochs, growth, snip)
     prepare_dir(out, "--out")  # before training, not after
     ui.log(f"training {model_name} on {data.name} ({len(data.train)} train / {len(data.val)} val / "
            f"{len(data.test)} test), {cfg.epochs} epochs, {cfg.optimizer} lr {cfg.lr} {cfg.schedule}")
@@ -252,8 +423,12 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
                 ui.log(f"epoch {e}/{cfg.epochs}: train loss {m['train_loss']:.4f}, val top-1 {m['val_top1']:.2f}%")
 
         step = lambda s, n: prog.update(task, completed=s, total=n)  # noqa: E731
+        grow_record = None
         if getattr(model, "gates", None):
             history = train_gated(model, data, cfg, rl, weights, on_epoch=on_epoch, on_step=step)
+        elif sdn:
+            grow_record = train_cells(model, data, cfg, growth, snip, log=ui.log, on_epoch=on_epoch, on_step=step)
+            history = grow_record.pop("history")
         else:
             history = train(model, data, cfg, on_epoch=on_epoch, on_step=step)
     metrics = {"val": evaluate(model, data, "val"), "test": evaluate(model, data, "test"), "history": history,
@@ -270,6 +445,17 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
         extra["gate_training"] = {k: v for k, v in metrics["gates"].items() if k != "latency_shares"}
         rates = metrics["gates"]["test_block_rates"]
         ui.log("blocks run on the test split: " + ", ".join(f"{b} {r:.0%}" for b, r in rates.items()))
+    if sdn:
+        from edgeshrink.host.exits import evaluate_exits
+
+        metrics["exits"] = {"names": model.exit_names, "val_top1": evaluate_exits(model, data, "val"),
+                            "test_top1": evaluate_exits(model, data, "test"),
+                            "growth": growth.to_dict() if growth else None, "snip": snip.to_dict() if snip else None,
+                            **(grow_record or {})}
+        extra["exit_training"] = {k: v for k, v in metrics["exits"].items() if k in ("growth", "snip", "grown_at",
+                                                                                     "sparsity")}
+        ui.log("test top-1 per exit: " + ", ".join(f"{n} {v:.2f}%" for n, v in
+                                                  zip(model.exit_names, metrics["exits"]["test_top1"])))
     writer.close()
     save_checkpoint(str(Path(out) / "model.pt"), model, data.num_classes, dataset=data.name,
                     input_shape=list(data.input_shape), metrics={"val": metrics["val"], "test": metrics["test"]},

@@ -115,17 +115,18 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
                         "from a fresh initialisation with the original schedule), none (default: the method's; swd: "
                         "none, the others: fine-tune)")
     r.add_argument("--pruning-rate", type=float, metavar="P",
-                   help="threshold methods (magnitude, taylor, slimming, swd): remove this fraction of the parameters "
+                   help="threshold methods (magnitude, taylor, slimming, swd, snip): remove this fraction of the parameters "
                         "(bisection on the threshold) instead of meeting a latency budget")
     r.add_argument("--rank", choices=RANKS, help="criterion methods: rank channels by their score (importance, "
                                                  "the default) or by score per ms of marginal latency (per-ms)")
-    c = p.add_argument_group("magnitude, taylor")
+    c = p.add_argument_group("magnitude, taylor, snip")
     c.add_argument("--scope", choices=SCOPES, help="global: one ranking over the network (default); local: the same "
                                                    "ratio per layer; safe: global, no group below --min-keep")
     c.add_argument("--norm", type=int, choices=(1, 2), help="magnitude: L1 or L2 filter norm (default 2)")
     c.add_argument("--taylor-batches", type=int, help="taylor: training batches the gradients sum over (default 8)")
     c.add_argument("--min-keep", type=float, help="safe scope/criterion: each group keeps at least this fraction "
                                                   "(default 0.25)")
+    c.add_argument("--prune-batch", type=int, help="snip: examples in the one batch of the sensitivity (default 128)")
     s = p.add_argument_group("slimming (Liu et al. 2017), swd (Tessier et al. 2022), morphnet (Gordon et al. 2018)")
     s.add_argument("--method-epochs", type=int, help="epochs of the method's own training: sparsity training "
                                                      "(slimming, default 5), SWD (default 5), per MorphNet round (default 2)")
@@ -194,7 +195,7 @@ def method_configs(args, methods) -> dict:
 
         wrong = [m for m in methods if not METHODS[m].threshold]
         if wrong:
-            raise UserError(f"--pruning-rate applies to the threshold methods (magnitude, taylor, slimming, swd), "
+            raise UserError(f"--pruning-rate applies to the threshold methods (magnitude, taylor, slimming, swd, snip), "
                             f"not {', '.join(wrong)}")
     out = {}
     for m in methods:
@@ -272,11 +273,12 @@ LIMITS = {
     "method_epochs": (1, 100_000), "pruning_iterations": (1, 1000), "fine_tuning_epochs": (0, 100_000),
     "taylor_batches": (1, 1_000_000), "refresh_steps": (1, MAX_ITERS), "morphnet_rounds": (1, 1000),
     "short_term_val": (10, 100_000_000), "kfac_batches": (1, 1_000_000), "gate_hidden": (1, 4096),
-    "limit": (1, 100_000_000), "check": (1, 100_000_000),
+    "limit": (1, 100_000_000), "check": (1, 100_000_000), "prune_batch": (1, 1_000_000),
+    "cost_inputs": (1, 100_000_000), "per_input_limit": (1, 100_000_000),
 }
 POSITIVE = ("lr", "short_term_lr", "long_term_lr", "gamma", "power", "refine_tol", "sigma", "mad", "method_lr",
             "sparsity", "mu", "a_min", "a_max", "morphnet_strength", "gamma_threshold", "min_keep", "pruning_rate",
-            "damping", "rl_weight", "rl_gamma")
+            "damping", "rl_weight", "rl_gamma", "growth_tolerance", "p99_ms")
 NON_NEGATIVE = ("momentum", "weight_decay", "label_smoothing", "warmup_s", "idle_s", "cool_down_s")
 FINITE = ("cool_down_to",)
 

@@ -28,6 +28,33 @@ def register(sub) -> None:
                    help="alpha: the reward for skipping a block, per unit of its latency share (default 0.1)")
     g.add_argument("--rl-gamma", type=float, default=0.99, help="the reward's discount (default 0.99)")
     g.add_argument("--perf-table", help="latency table: each gated block's latency share (the RL reward weights)")
+    e = t.add_argument_group("internal classifiers, growth and SNIP (Shallow-Deep Networks, Kaya et al. 2019; SNIP, "
+                             "Lee et al. 2019; the cell networks cells_*)")
+    e.add_argument("--exits", metavar="BLOCKS", help="CIFAR ResNets: internal classifiers after these residual blocks, "
+                                                     "comma-separated (e.g. layer1.2,layer2.2)")
+    e.add_argument("--grow-epochs", metavar="E1,E2,..", help="growing cell networks: add the next block (with its "
+                                                             "classifier) after each of these epochs (default: evenly "
+                                                             "spaced)")
+    e.add_argument("--growth", choices=("epochs", "loss"), default=None,
+                   help="epochs (at --grow-epochs) or loss: as soon as an epoch's training loss fell by less than "
+                        "--growth-tolerance, at the latest at the evenly spaced epochs")
+    e.add_argument("--growth-tolerance", type=float, default=0.01, help="the loss criterion's relative improvement "
+                                                                        "(default 0.01)")
+    e.add_argument("--ic-weights", metavar="W1,W2,..", help="each internal classifier's maximum SDN loss weight "
+                                                            "(default: its depth fraction)")
+    e.add_argument("--keep", metavar="K1,K2,..", help="SNIP: the fraction of weights (or channels, structured) each "
+                                                      "block keeps, one per block, in (0, 1]")
+    e.add_argument("--prune-policy", choices=("skip_layer", "normal", "iterative"), default="skip_layer",
+                   help="skip_layer: the newest block at each growth step; normal: every block at each step; "
+                        "iterative: every block at each step, keep**j at its j-th pruning (default skip_layer)")
+    e.add_argument("--snip-form", choices=("unstructured", "structured"), default="unstructured",
+                   help="unstructured masks, or channels removed physically (default unstructured)")
+    e.add_argument("--prune-batch", type=int, default=128, help="examples for SNIP's sensitivity (default 128)")
+    e.add_argument("--min-keep", metavar="F1,F2,..", help="iterative policy: each block's floor (default min(0.1, keep))")
+    e.add_argument("--reinit-pruned", action="store_true", help="draw the pruned blocks' surviving weights afresh "
+                                                                "after each pruning")
+    e.add_argument("--prune-epochs", metavar="E1,E2,..", help="further SNIP steps after these epochs (non-growing "
+                                                              "networks prune before training and here)")
     t.set_defaults(func=cmd_train)
 
 
@@ -54,9 +81,28 @@ def cmd_train(args) -> int:
 
     from edgeshrink.host.skipnet import RLConfig
 
+    from edgeshrink.host.grow import GrowthConfig, SnipConfig, parse_epochs, parse_fractions
+
     gates = {"kind": args.gates, "hidden": args.gate_hidden} if args.gates else None
     rl = RLConfig(alpha=args.rl_weight, gamma=args.rl_gamma) if args.rl else None
+    growth = None
+    if args.grow_epochs or args.growth or args.ic_weights:
+        growth = GrowthConfig(grow_epochs=parse_epochs(args.grow_epochs, "--grow-epochs") if args.grow_epochs else None,
+                              criterion=args.growth or "epochs", tolerance=args.growth_tolerance,
+                              ic_max=parse_fractions(args.ic_weights, "--ic-weights") if args.ic_weights else None)
+    snip = None
+    if args.keep:
+        snip = SnipConfig(keep=parse_fractions(args.keep, "--keep"), policy=args.prune_policy, form=args.snip_form,
+                          prune_batch=args.prune_batch,
+                          min_keep=parse_fractions(args.min_keep, "--min-keep") if args.min_keep else None,
+                          reinit=args.reinit_pruned,
+                          prune_epochs=parse_epochs(args.prune_epochs, "--prune-epochs") if args.prune_epochs else ())
+    elif args.min_keep or args.prune_epochs or args.reinit_pruned:
+        from edgeshrink.host.errors import UserError
+
+        raise UserError("--min-keep, --prune-epochs and --reinit-pruned set SNIP: give --keep")
+    exits = [v.strip() for v in args.exits.split(",") if v.strip()] if args.exits else None
     train_and_save(args.model, args.dataset, args.data_dir, train_config(args), args.out, args.download,
                    args.train_subset, image_size=args.image_size, tensorboard=args.tensorboard, gates=gates,
-                   init=args.init, rl=rl, perf_table=args.perf_table)
+                   init=args.init, rl=rl, perf_table=args.perf_table, exits=exits, growth=growth, snip=snip)
     return 0
