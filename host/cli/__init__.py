@@ -9,6 +9,9 @@
   host bench MODEL.onnx               measure a model on a device (local or ssh://), with power
   host export CKPT --format F         ONNX / TFLite / TensorRT artifacts (or --manifest PLAN --jobs N)
   host residual CKPT --keep ...       independent residual pruning (index-add / ScatterND)
+  host dynamic CKPT --perf-table T    a SkipNet-gated network measured input by input on the device
+  host exits CKPT --budget-ms B       early-exit thresholds for a latency budget, measured input by input
+  host show RUN                       a network's layers, parameters and top-1 per exit
   host device pack                    the device side as one zipapp file
   host demo                           the main job on the embedded digits data, in one command
 
@@ -22,10 +25,11 @@ import sys
 from typing import List, Optional
 
 from edgeshrink.host import __version__
-from edgeshrink.host.cli import bench, compare, demo, device, dynamic, export, inputs, prune, shrink, table, train
+from edgeshrink.host.cli import bench, compare, demo, device, dynamic, exits, export, inputs, prune, shrink, table, \
+    train
 from edgeshrink.host.errors import UserError
 
-GROUPS = (train, table, prune, compare, shrink, bench, export, inputs, dynamic, device, demo)  # each adds its own subcommands (``register``)
+GROUPS = (train, table, prune, compare, shrink, bench, export, inputs, dynamic, exits, device, demo)  # each adds its own subcommands (``register``)
 
 
 def build_parser() -> argparse.ArgumentParser:
