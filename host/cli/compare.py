@@ -26,6 +26,9 @@ def register(sub) -> None:
     c.add_argument("--backend", help="refuse a table measured with another backend (the table's is used)")
     c.add_argument("--bench-seconds", type=float, default=60.0,
                    help="the measuring session's length, shared by every network (default 60 s)")
+    c.add_argument("--per-input-limit", type=int, default=1000,
+                   help="a checkpoint with internal classifiers: test inputs on which every network and the early-exit "
+                        "network run one input at a time (default 1000)")
     c.add_argument("--out", required=True, help="folder; a rerun skips the runs that are complete and resumes the rest")
     c.add_argument("--json", action="store_true", help="compare.json on stdout")
     c.set_defaults(func=cmd_compare)
@@ -42,7 +45,8 @@ def cmd_compare(args) -> int:
     job = CompareJob(table=args.perf_table, checkpoint=args.checkpoint, out=args.out, methods=methods, budgets=budgets,
                      dataset=args.dataset, data_dir=args.data_dir, device=args.device, backend=args.backend,
                      seed=args.seed, bench_seconds=args.bench_seconds, trust_new_host=args.trust_new_host,
-                     recover=args.recover, long_term_epochs=args.long_term_epochs, long_term_lr=args.long_term_lr)
+                     recover=args.recover, long_term_epochs=args.long_term_epochs, long_term_lr=args.long_term_lr,
+                     per_input_limit=args.per_input_limit)
     data = load_dataset(args.dataset, args.data_dir, seed=args.seed, download=args.download,
                         train_subset=args.train_subset, image_size=image_size_for(args))
     print_result(run_compare(job, configs, data), render_compare, args.json,

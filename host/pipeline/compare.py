@@ -50,6 +50,7 @@ class CompareJob:
     recover: Optional[str] = None
     long_term_epochs: Optional[int] = None
     long_term_lr: Optional[float] = None
+    per_input_limit: int = 1000  # a network with internal classifiers: test inputs run one at a time per network
 
 
 def parse_budgets(text: str) -> List[float]:
@@ -194,11 +195,96 @@ def run_compare(job: CompareJob, configs: Dict[str, object], data: Dataset) -> D
               "measurement": {"rounds": rounds, "iters": NETWORK_ITERS, "interleaved": True,
                               "loads": network_loads(None, rounds)},
               "wall_s": round(time.monotonic() - t0, 1)}
+    from edgeshrink.models.cells import has_exits
+
+    from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint
+
+    bmodel = model_from_checkpoint(load_checkpoint(job.checkpoint), path=job.checkpoint)
+    if has_exits(bmodel):
+        result["early_exit"] = early_exit_rows(job, bmodel, data, table, device, baseline, rows, base_onnx, paths[1:])
+        plot_per_input(result, str(out / "pareto_per_input.png"))
+    result["wall_s"] = round(time.monotonic() - t0, 1)
     write_json(out / "compare.json", result)
     plot_pareto(rows, baseline, list(job.budgets), str(out / "pareto.png"),
                 f"{result['model']} on {result['dataset']}: test top-1 over latency measured on "
                 f"{bench['device'].get('spec')} ({table.backend}, {table.threads} thread(s))", noise)
     return result
+
+
+def early_exit_rows(job: CompareJob, model, data: Dataset, table, device: str, baseline: Dict[str, object],
+                    rows: List[Dict[str, object]], base_onnx: str, onnx_paths: Sequence[str]) -> Dict[str, object]:
+    """The early-exit network at every budget beside the static methods, all measured the same way: one input at a
+    time on ``job.per_input_limit`` test inputs (:class:`edgeshrink.host.exits.ExitDeployment`). The budget is the
+    fraction of the full network's mean latency measured so; each static row and the baseline get their per-input
+    mean and p99 (``per_input_ms``) too.
+
+    Returns:
+        ``{"full_network_ms", "exit_cost_ms", "rows": one per budget (thresholds, measured mean and p99, ratio to the
+        full network, test top-1, exit histogram; or an error)}``.
+    """
+    from edgeshrink.host.bench import bench_inputs_on_device
+    from edgeshrink.host.exits import ExitDeployment
+
+    out = Path(job.out) / "early_exit"
+    ui.log(f"early exit: {model.model_name} has {model.active - 1} internal classifiers; measuring it and every network "
+           f"one input at a time on {device} ({job.per_input_limit} test inputs)")
+    dep = ExitDeployment(model, data, table, str(out), device, iters=3, trust_new_host=job.trust_new_host, log=ui.log)
+    limit = min(job.per_input_limit, dep.n_test)
+    for rec, path in [(baseline, base_onnx)] + [(r, p) for r, p in zip(rows, onnx_paths)]:
+        m = bench_inputs_on_device(path, dep.test_inputs, device=device, backend=table.backend, threads=table.threads,
+                                   iters=3, limit=limit, trust_new_host=job.trust_new_host)
+        rec["per_input_ms"] = {k: m["latency_ms"][k] for k in ("mean", "median", "p99", "max")}
+    full = baseline["per_input_ms"]["mean"]
+    ee = []
+    for b in job.budgets:
+        try:
+            ch = dep.choose(b * full, label=f"budget {b:g} ({b * full:.4g} ms of the full network's {full:.4g})")
+        except UserError as e:
+            ui.log(f"[yellow]early exit at budget {b:g}: {e}[/]")
+            ee.append({"method": "early-exit", "budget": b, "error": str(e)})
+            continue
+        d = dep.deploy(ch["thresholds"], name=f"model_b{b:g}.json", limit=limit)
+        m = d["measured"]
+        ee.append({"method": "early-exit", "budget": b, "budget_ms": b * full, "thresholds": ch["thresholds"],
+                   "val_top1": 100 * ch["top1"], "expected_mean_ms": d["expected"]["mean_ms"],
+                   "latency_ms_predicted": d["predicted_mean_ms"], "latency_ms_measured": m["latency_ms"]["mean"],
+                   "latency_ms_p99": m["latency_ms"]["p99"], "ratio_measured_mean": m["latency_ms"]["mean"] / full,
+                   "meets_budget": m["latency_ms"]["mean"] / full <= b + 0.05, "top1": 100 * (m["top1"] or 0.0),
+                   "exit_histogram": m["exit_histogram"], "exit_top1": m["exit_top1"], "manifest": d["manifest"],
+                   "export_check": d["check"]})
+    return {"inputs": limit, "full_network_ms": baseline["per_input_ms"], "exit_cost_ms": dep.cost_ms,
+            "exit_cost_ms_predicted": dep.predicted["cost_ms"], "exits": model.exit_names, "rows": ee,
+            "note": "every network here is measured one input at a time at batch 1 on the same test inputs; the "
+                    "budget is a fraction of the full network's mean measured so"}
+
+
+def plot_per_input(result: Dict[str, object], path: str) -> None:
+    """Test top-1 over mean per-input latency: the static methods, early exit and the full network."""
+    from edgeshrink.host.pipeline.plots import _pyplot, _save
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    rows = [r for r in result["rows"] if not r.get("error") and r.get("per_input_ms")]
+    markers = "osD^v<>pXh"
+    for i, m in enumerate(dict.fromkeys(r["method"] for r in rows)):
+        pts = [(r["per_input_ms"]["mean"], r["top1"]) for r in rows if r["method"] == m]
+        ax.scatter(*zip(*pts), marker=markers[i % len(markers)], s=45, label=m)
+    ee = [r for r in result["early_exit"]["rows"] if not r.get("error")]
+    if ee:
+        ax.scatter([r["latency_ms_measured"] for r in ee], [r["top1"] for r in ee], marker="P", s=80, color="C3",
+                   label="early exit")
+    b = result["baseline"]
+    ax.scatter([b["per_input_ms"]["mean"]], [b["top1"]], marker="*", s=160, color="k", label="full network")
+    for x in result["budgets"]:
+        ax.axvline(x * b["per_input_ms"]["mean"], color="#999999", ls="--", lw=0.8)
+    ax.set_xlabel("mean latency per input, one at a time (ms)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(f"{result['model']} on {result['dataset']}: static pruning and early exit, measured one input at a "
+                 "time", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    _save(fig, path, 120)
 
 
 def render_compare(result: Dict[str, object], console=None) -> None:
@@ -231,6 +317,30 @@ def render_compare(result: Dict[str, object], console=None) -> None:
     n = result["noise"]["baseline_load_medians_spread"]
     if n is not None:
         console.print(f"measurement noise: the baseline's per-loading medians spread {n:.1%} of its median")
+    ee = result.get("early_exit")
+    if ee:
+        t = Table(title=f"one input at a time ({ee['inputs']} test inputs): the static networks and early exit")
+        for col in ("network", "budget", "mean (ms)", "p99 (ms)", "ratio (mean)", "test top-1 (%)", "thresholds",
+                    "exits taken"):
+            t.add_column(col, justify="left" if col in ("network", "thresholds", "exits taken") else "right")
+        t.add_row("full network", "", f"{b['per_input_ms']['mean']:.4f}", f"{b['per_input_ms']['p99']:.4f}", "1.000",
+                  f"{b['top1']:.2f}", "", "")
+        full = b["per_input_ms"]["mean"]
+        for r in result["rows"]:
+            if r.get("per_input_ms"):
+                t.add_row(r["method"], f"{r['budget']:g}", f"{r['per_input_ms']['mean']:.4f}",
+                          f"{r['per_input_ms']['p99']:.4f}", f"{r['per_input_ms']['mean'] / full:.3f}",
+                          f"{r['top1']:.2f}", "", "")
+        for r in ee["rows"]:
+            if r.get("error"):
+                t.add_row("early exit", f"{r['budget']:g}", "[red]unreachable[/]", *[""] * 5)
+                continue
+            ok = "" if r["meets_budget"] else " [red](over)[/]"
+            t.add_row("early exit", f"{r['budget']:g}", f"{r['latency_ms_measured']:.4f}", f"{r['latency_ms_p99']:.4f}",
+                      f"{r['ratio_measured_mean']:.3f}{ok}", f"{r['top1']:.2f}",
+                      ", ".join("never" if q is None else f"{q:g}" for q in r["thresholds"]),
+                      " ".join(f"{v}" for v in r["exit_histogram"].values()))
+        console.print(t)
 
 
 __all__ = ["CompareJob", "run_compare", "render_compare", "parse_budgets", "parse_methods"]

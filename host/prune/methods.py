@@ -17,6 +17,10 @@ history. Recovery training (fine-tuning, LR rewinding, retraining from scratch) 
   eigenbasis, channels removed globally to the budget in ``pruning_iterations`` rounds; with ``eigenbasis =
   "latency"``, a layer takes its eigenbasis form (three convolutions) where that is measured faster than the plain
   pruned layer on the table's device.
+- ``snip``: structured SNIP (Lee et al. 2019, Eq. 6, :mod:`edgeshrink.host.grow`): the connection sensitivity
+  ``|w dL/dw|`` on one batch of ``prune_batch`` training examples, normalised, summed per filter and over a group's
+  coupled convolutions; channels removed by one ranking to the budget (the SDN loss where the network has internal
+  classifiers).
 """
 
 from __future__ import annotations
@@ -184,6 +188,15 @@ class EigenDamageConfig:
     to_dict = _to_dict
 
 
+@dataclass(frozen=True)
+class SnipMethodConfig:
+    prune_batch: int = 128  # examples in SNIP's one batch
+    scope: str = "global"
+    rank: str = "importance"
+    min_keep: float = 0.25
+    to_dict = _to_dict
+
+
 def check_config(method: str, cfg) -> None:
     """Refuse settings out of range, naming the option.
 
@@ -213,7 +226,7 @@ def check_config(method: str, cfg) -> None:
     if not 0 < getattr(cfg, "min_keep", 0.5) <= 1:
         bad("--min-keep must be in (0, 1]")
     for name in ("method_epochs", "pruning_iterations", "taylor_batches", "refresh_steps", "morphnet_rounds",
-                 "kfac_batches"):
+                 "kfac_batches", "prune_batch"):
         if getattr(cfg, name, 1) < 1:
             bad(f"--{name.replace('_', '-')} must be >= 1")
     if getattr(cfg, "fine_tuning_epochs", 0) < 0:
@@ -440,6 +453,30 @@ def run_eigendamage(ctx: MethodContext, cfg: EigenDamageConfig):
     return model, records
 
 
+def run_snip(ctx: MethodContext, cfg: SnipMethodConfig):
+    from edgeshrink.host.grow import snip_scores, sdn_loss, sdn_weights
+
+    model = copy.deepcopy(ctx.model).eval()
+    g = torch.Generator().manual_seed(ctx.seed)
+    x, y = next(iter(ctx.data.batches("train", cfg.prune_batch, shuffle=True, generator=g)))
+    members = [(grp.name, m) for grp in ctx.space.groups for m in grp.members]
+    layers = [model.get_submodule(m) for _, m in members]
+    loss = None
+    if hasattr(model, "forward_exits"):  # every classifier's loss, as the network was trained
+        def loss(m, x, y):
+            return sdn_loss(m.forward_exits(x), y, sdn_weights(m.exit_depths(), 1.0))
+    per = snip_scores(model, layers, x, y, loss)
+    scores: criteria.Scores = {}
+    for (grp, _), s in zip(members, per):
+        ch = s.sum(dim=tuple(range(1, s.ndim)))
+        scores[grp] = scores[grp] + ch if grp in scores else ch
+    r = _select(ctx, model, scores, ctx.budget_ms, cfg.scope, cfg.rank, cfg.min_keep)
+    _prune(ctx, model, scores, r["widths"])
+    ctx.log(f"snip: {cfg.prune_batch} examples, {cfg.scope} scope, rank {cfg.rank}: predicted "
+            f"{r['predicted_ms']:.4f} ms")
+    return model, [dict(r)]
+
+
 METHODS: Dict[str, MethodSpec] = {
     "netadapt": MethodSpec("netadapt", NetAdaptConfig, None, "fine-tune", False,
                            "NetAdapt (Yang et al. 2018): per-group proposals, short-term fine-tuning, the best kept"),
@@ -457,6 +494,8 @@ METHODS: Dict[str, MethodSpec] = {
                            "MorphNet (Gordon et al. 2018), latency from the table as the resource"),
     "eigendamage": MethodSpec("eigendamage", EigenDamageConfig, run_eigendamage, "fine-tune", False,
                               "EigenDamage (Wang et al. 2019): OBD saliency in the Kronecker-factored eigenbasis"),
+    "snip": MethodSpec("snip", SnipMethodConfig, run_snip, "fine-tune", True,
+                       "structured SNIP (Lee et al. 2019): connection sensitivity summed per filter"),
 }
 
 
@@ -493,10 +532,17 @@ def recover(model: nn.Module, mode: str, ctx: MethodContext, epochs: int, lr: fl
         raise UserError(f"--recover must be one of {', '.join(RECOVERY)}, got {mode!r}")
     if mode == "none" or (mode == "fine-tune" and epochs == 0):
         return model, [], {"mode": mode, "epochs": 0}
+    def loss(m):  # a network with internal classifiers recovers with all of them (the SDN loss)
+        if not hasattr(m, "forward_exits"):
+            return None
+        from edgeshrink.host.grow import final_sdn_loss
+
+        return final_sdn_loss(m)
+
     if mode == "fine-tune":
         cfg = ctx.train_config(epochs, lr)
-        return model, train(model, ctx.data, cfg, on_epoch=on_epoch), {"mode": mode, "epochs": epochs,
-                                                                        "schedule": cfg.to_dict()}
+        return model, train(model, ctx.data, cfg, on_epoch=on_epoch, loss_fn=loss(model)), {
+            "mode": mode, "epochs": epochs, "schedule": cfg.to_dict()}
     if not isinstance(original, dict):
         raise UserError(f"--recover {mode} replays the original training schedule, and the checkpoint has none "
                         "(train it with `host train`, or use --recover fine-tune)")
@@ -507,13 +553,14 @@ def recover(model: nn.Module, mode: str, ctx: MethodContext, epochs: int, lr: fl
         raise UserError(f"the checkpoint's train_config is unreadable ({e})") from None
     if mode == "lr-rewind":
         start = max(cfg.epochs - epochs, 0)
-        return model, train(model, ctx.data, cfg, start_epoch=start, on_epoch=on_epoch), {
+        return model, train(model, ctx.data, cfg, start_epoch=start, on_epoch=on_epoch, loss_fn=loss(model)), {
             "mode": mode, "epochs": cfg.epochs - start, "rewound_to_epoch": start, "schedule": cfg.to_dict()}
     torch.manual_seed(ctx.seed)
-    fresh = models.create_model(ctx.name, ctx.num_classes, models.channel_spec(model), input_shape=ctx.space.input_shape)
-    return fresh, train(fresh, ctx.data, cfg, on_epoch=on_epoch), {"mode": mode, "epochs": cfg.epochs,
+    fresh = models.create_model(ctx.name, ctx.num_classes, models.channel_spec(model), input_shape=ctx.space.input_shape,
+                                exits=getattr(model, "after", None))
+    return fresh, train(fresh, ctx.data, cfg, on_epoch=on_epoch, loss_fn=loss(fresh)), {"mode": mode, "epochs": cfg.epochs,
                                                                    "schedule": cfg.to_dict()}
 
 
 __all__ = ["METHODS", "MethodContext", "MethodSpec", "UniformConfig", "MagnitudeConfig", "TaylorConfig",
-           "SlimmingConfig", "SWDConfig", "MorphNetConfig", "EigenDamageConfig", "check_config", "method_spec", "method_options", "recover"]
+           "SlimmingConfig", "SWDConfig", "MorphNetConfig", "EigenDamageConfig", "SnipMethodConfig", "check_config", "method_spec", "method_options", "recover"]
