@@ -386,11 +386,12 @@ def plot_curve(curve: Sequence[Dict[str, object]], chosen: Dict[str, object], fu
 
 
 class ExitDeployment:
-    """What early exit at any thresholds needs, prepared once: the stages exported and checked to load, what
+    """What early exit at any thresholds needs, prepared once: the stages and the full network exported, what
     leaving at each classifier costs measured on the device one input at a time, the full network's per-input
     latency measured the same way, the table's prediction, and every classifier's val and test outputs.
 
-    ``budget_ms``, when known before measuring, is refused at once if the table predicts the first exit above it.
+    ``budget_ms``, when known before measuring, is refused at once if the table predicts the first exit above it;
+    ``test_limit``: the first test inputs only go to the device (every one is still evaluated in torch).
 
     Raises:
         UserError: a network without internal classifiers, a dataset of another input shape, a budget below the
@@ -399,7 +400,7 @@ class ExitDeployment:
 
     def __init__(self, model: nn.Module, data: Dataset, table, folder: str, device: str, cost_inputs: int = 300,
                  iters: int = 3, trust_new_host: bool = False, log=print, measure_keys=None,
-                 budget_ms: Optional[float] = None):
+                 budget_ms: Optional[float] = None, test_limit: Optional[int] = None):
         from edgeshrink.host.bench import bench_inputs_on_device
         from edgeshrink.host.data import export_inputs
         from edgeshrink.host.export.onnx import export_onnx
@@ -425,7 +426,7 @@ class ExitDeployment:
         self.cost_inputs = os.path.join(folder, "val_inputs.npz")
         export_inputs(data, "val", self.cost_inputs, cost_inputs)
         self.test_inputs = os.path.join(folder, "test_inputs.npz")
-        self.n_test = export_inputs(data, "test", self.test_inputs)
+        self.n_test = export_inputs(data, "test", self.test_inputs, test_limit)  # what the device runs
         self.val = exit_outputs(model, data, "val")
         self.test = exit_outputs(model, data, "test")
         log(f"measuring what leaving at each of the {model.active} classifiers costs on {device}, one input at a time "
@@ -475,7 +476,8 @@ class ExitDeployment:
         rec = bench_inputs_on_device(path, self.test_inputs, device=self.device, backend=self.table.backend,
                                      threads=self.table.threads, iters=self.iters, limit=limit,
                                      trust_new_host=self.trust)
-        conf, pred, y = (a[:limit] for a in self.test) if limit else self.test
+        n = min(limit or self.n_test, self.n_test)  # the inputs the device ran
+        conf, pred, y = (a[:n] for a in self.test)
         return {"manifest": path, "check": chk, "measured": rec,
                 "expected": outcome(conf, pred, y, thresholds, self.cost_ms),
                 "predicted_mean_ms": outcome(conf, pred, y, thresholds, self.predicted["cost_ms"])["mean_ms"]}
@@ -542,7 +544,8 @@ def choose_exits(checkpoint: str, table_path: str, dataset: str, out: str, budge
     if device == "imported":
         raise UserError(f"{table_path} was imported (its board is not here): give --device")
     prepare_dir(out, "--out")
-    dep = ExitDeployment(model, data, table, out, device, cost_inputs, iters, trust_new_host, log, budget_ms=budget_ms)
+    dep = ExitDeployment(model, data, table, out, device, cost_inputs, iters, trust_new_host, log, budget_ms=budget_ms,
+                         test_limit=limit)
     if given is not None:
         conf, pred, y = dep.val
         chosen = {**outcome(conf, pred, y, given, dep.cost_ms), "thresholds": given,

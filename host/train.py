@@ -269,7 +269,7 @@ def train_cells(model: nn.Module, data: Dataset, cfg: TrainConfig, growth=None, 
         can_grow = growing and model.active < n_blocks
         if can_grow:
             stops.append(deadlines[model.active - 1])
-        stop = min(stops)
+        stop = max(min(stops), epoch + 1)  # every phase trains at least one epoch
         last = {"loss": None}
 
         def plateau(e, m, last=last):

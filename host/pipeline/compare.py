@@ -228,7 +228,8 @@ def early_exit_rows(job: CompareJob, model, data: Dataset, table, device: str, b
     out = Path(job.out) / "early_exit"
     ui.log(f"early exit: {model.model_name} has {model.active - 1} internal classifiers; measuring it and every network "
            f"one input at a time on {device} ({job.per_input_limit} test inputs)")
-    dep = ExitDeployment(model, data, table, str(out), device, iters=3, trust_new_host=job.trust_new_host, log=ui.log)
+    dep = ExitDeployment(model, data, table, str(out), device, iters=3, trust_new_host=job.trust_new_host, log=ui.log,
+                         test_limit=job.per_input_limit)
     limit = min(job.per_input_limit, dep.n_test)
     for rec, path in [(baseline, base_onnx)] + [(r, p) for r, p in zip(rows, onnx_paths)]:
         m = bench_inputs_on_device(path, dep.test_inputs, device=device, backend=table.backend, threads=table.threads,
