@@ -30,6 +30,16 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-smoothing", type=float, default=0.0, help="off by default")
 
 
+def add_per_input_args(p: argparse.ArgumentParser) -> None:
+    """The options of a command that runs test inputs one at a time on the device (``host dynamic``, ``host
+    exits``)."""
+    p.add_argument("--device", help="where to measure (default: the table's device)")
+    p.add_argument("--trust-new-host", action="store_true", help="ssh://: accept and record an unknown host key")
+    p.add_argument("--limit", type=int, metavar="N", help="the first N test images only (default: all)")
+    p.add_argument("--iters", type=int, default=3, help="timed runs per input (its latency is their median)")
+    p.add_argument("--check", type=int, default=200, help="test inputs the export is checked on against torch")
+
+
 def add_data_args(p: argparse.ArgumentParser) -> None:
     from edgeshrink.host.data import DATASETS
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgeshrink.host.cli.args import add_data_args
+from edgeshrink.host.cli.args import add_data_args, add_per_input_args
 
 
 def register(sub) -> None:
@@ -13,11 +13,7 @@ def register(sub) -> None:
     p.add_argument("--perf-table", required=True, help="latency table of the device (the prediction; its device, "
                                                        "backend and threads are used)")
     add_data_args(p)
-    p.add_argument("--device", help="where to measure (default: the table's device)")
-    p.add_argument("--trust-new-host", action="store_true", help="ssh://: accept and record an unknown host key")
-    p.add_argument("--limit", type=int, metavar="N", help="the first N test images only (default: all)")
-    p.add_argument("--iters", type=int, default=3, help="timed runs per input (its latency is their median)")
-    p.add_argument("--check", type=int, default=200, help="test inputs the export is checked on against torch")
+    add_per_input_args(p)
     p.add_argument("--out", required=True, help="output folder: staged/ (both forms), inputs.npz, report.json")
     p.set_defaults(func=cmd_dynamic)
 

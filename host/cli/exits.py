@@ -3,7 +3,7 @@ pruned network: structure, parameters, accuracy per exit)."""
 
 from __future__ import annotations
 
-from edgeshrink.host.cli.args import add_data_args
+from edgeshrink.host.cli.args import add_data_args, add_per_input_args
 
 
 def register(sub) -> None:
@@ -22,11 +22,7 @@ def register(sub) -> None:
                                                              "per internal classifier")
     p.add_argument("--p99-ms", type=float, help="cap on the p99 latency per input, ms")
     add_data_args(p)
-    p.add_argument("--device", help="where to measure (default: the table's device)")
-    p.add_argument("--trust-new-host", action="store_true", help="ssh://: accept and record an unknown host key")
-    p.add_argument("--limit", type=int, metavar="N", help="the first N test images only (default: all)")
-    p.add_argument("--iters", type=int, default=3, help="timed runs per input (its latency is their median)")
-    p.add_argument("--check", type=int, default=200, help="test inputs the export is checked on against torch")
+    add_per_input_args(p)
     p.add_argument("--cost-inputs", type=int, default=300,
                    help="val inputs on which what leaving at each classifier costs is measured (default 300)")
     p.add_argument("--out", required=True, help="output folder: staged/ (the stages and model.json), report.json, "
