@@ -26,11 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _steps import Steps, metrics
 from edgeshrink.device.provenance import utc_now
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,13 +40,6 @@ SEED_CIFAR10 = {"note": "the seed's CIFAR-10 figures: an 11-cell network of 16 c
 MODEL = "cells_iterative"
 
 
-def host(*args: str) -> None:
-    print("+ host " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "edgeshrink", *args], check=True)
-
-
-def metrics(folder: Path) -> dict:
-    return json.loads((folder / "metrics.json").read_text())
 
 
 def main() -> int:
@@ -67,19 +60,13 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    times = {}
     data = ["--dataset", "fashion-mnist", "--train-subset", str(args.train_subset)]
     train = [*data, "--epochs", str(args.epochs), "--lr", "0.1", "--batch-size", "64", "--grow-epochs",
              args.grow_epochs]
     table = work / "table.json"
 
-    def step(name, done, *cmd):
-        if done.exists():
-            return
-        t = time.monotonic()
-        host(*cmd)
-        times[name] = round(time.monotonic() - t, 1)
-
+    step = Steps()
+    times = step.times
     keeps = [float(v) for v in args.keeps.split(",")]
     runs = {"unpruned": work / "unpruned"}
     step("train_unpruned_s", runs["unpruned"] / "model.pt", "train", "--model", MODEL, *train, "--out",

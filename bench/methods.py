@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _steps import host
 from edgeshrink.device.provenance import utc_now
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,11 +34,6 @@ METHODS = "netadapt,uniform,magnitude,taylor,slimming,swd,morphnet"
 # images: about 20 minutes for both budgets here (a fifth of the steps would leave one group that can reach them)
 NETADAPT = ["--init-reduction", "0.08", "--decay", "1.0", "--short-term-steps", "20", "--short-term-val", "1000"]
 
-
-def host(*args: str) -> None:
-    cmd = [sys.executable, "-m", "edgeshrink", *args]
-    print("+ host " + " ".join(args), flush=True)
-    subprocess.run(cmd, check=True)
 
 
 def main() -> int:

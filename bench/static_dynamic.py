@@ -30,6 +30,7 @@ import sys
 import time
 from pathlib import Path
 
+from _steps import Steps, metrics
 from edgeshrink.device.provenance import utc_now
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,10 +40,6 @@ SEED_CIFAR100 = {"note": "the seed's CIFAR-100 ResNet-32 figures (FLOPs counted,
                  "static_dynamic": {"top1": 77.36, "gflops": 0.40}}
 
 
-def host(*args: str) -> None:
-    print("+ host " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "edgeshrink", *args], check=True)
-
 
 def device_inputs(model: str, inputs: str, iters: int) -> dict:
     """The dynamic runner on this machine (`device bench MODEL --inputs`)."""
@@ -50,9 +47,6 @@ def device_inputs(model: str, inputs: str, iters: int) -> dict:
                           str(iters), "--json", "--quiet"], check=True, capture_output=True, text=True).stdout
     return json.loads(out)["results"][0]
 
-
-def metrics(folder: Path) -> dict:
-    return json.loads((folder / "metrics.json").read_text())
 
 
 def main() -> int:
@@ -73,17 +67,11 @@ def main() -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    times = {}
     data = ["--dataset", "fashion-mnist", "--train-subset", str(args.train_subset)]
     table, base = work / "table.json", work / "base"
 
-    def step(name, done, *cmd):
-        if done.exists():
-            return
-        t = time.monotonic()
-        host(*cmd)
-        times[name] = round(time.monotonic() - t, 1)
-
+    step = Steps()
+    times = step.times
     step("train_s", base / "model.pt", "train", "--model", "resnet32", *data, "--epochs", str(args.epochs),
          "--lr", "0.1", "--batch-size", "64", "--out", str(base))
     resume = ["--resume"] if Path(str(table) + ".build").is_dir() else []
