@@ -1,5 +1,5 @@
-"""Checkpoints: model name + channel spec (+ residual spec, + SkipNet gates, + internal classifiers' blocks) + state_dict (+ metadata), never a
-pickled ``nn.Module``.
+"""Checkpoints: model name + channel spec (+ residual spec, + SkipNet gates, + internal classifiers' blocks) +
+state_dict (+ metadata), never a pickled ``nn.Module``.
 
 Saved with ``torch.save`` atomically; loaded with ``torch.load(weights_only=True)``, so a checkpoint cannot run
 code. A registry model is rebuilt with ``create_model(name, num_classes, channels, residual=...)``. A user's model

@@ -169,11 +169,12 @@ def sdn_loss(exits: Sequence[torch.Tensor], y: torch.Tensor, weights: Sequence[f
     return total
 
 
-def final_sdn_loss(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``loss_fn(logits, y)`` for :func:`edgeshrink.host.train.train`: the SDN loss at its final weights on the
-    classifiers of ``model``'s last training forward (recovery after pruning keeps every classifier trained)."""
-    w = sdn_weights(model.exit_depths(), 1.0)
-    return lambda logits, y: sdn_loss(model.last_exits, y, w)
+def sdn_loss_fn(model: nn.Module, progress: Callable[[], float] = lambda: 1.0,
+                ic_max: Optional[Sequence[float]] = None) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``loss_fn(logits, y)`` for :func:`edgeshrink.host.train.train`: the SDN loss on the classifiers of ``model``'s
+    last training forward, at the weights of ``progress()`` (default 1: the final weights, as recovery after pruning
+    uses them, so every classifier stays trained)."""
+    return lambda logits, y: sdn_loss(model.last_exits, y, sdn_weights(model.exit_depths(), progress(), ic_max))
 
 
 # -- SNIP -----------------------------------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def show(run: str, dataset: Optional[str] = None, data_dir: Optional[str] = None
             val, test = evaluate_exits(model, data, "val"), evaluate_exits(model, data, "test")
         else:
             val, test = [eval_top1(model, data, "val")["top1"]], [eval_top1(model, data, "test")["top1"]]
-    elif (p / "metrics.json").is_file() if p.is_dir() else False:
+    elif (p / "metrics.json").is_file():
         m = json.loads((p / "metrics.json").read_text())
         ex = m.get("exits") or {}
         val = ex.get("val_top1") or [m.get("val", {}).get("top1")]

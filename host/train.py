@@ -193,8 +193,8 @@ def train_cells(model: nn.Module, data: Dataset, cfg: TrainConfig, growth=None, 
     import torch.nn.functional as F
 
     from edgeshrink.host.grow import (GrowthConfig, block_layers, check_configs, evenly_spaced, finalize_masks_,
-                                      iterative_keep, mask_block_, reinit_block_, sdn_loss, sdn_weights, snip_scores,
-                                      sparsity, structured_block_)
+                                      iterative_keep, mask_block_, reinit_block_, sdn_loss, sdn_loss_fn, sdn_weights,
+                                      snip_scores, sparsity, structured_block_)
     from edgeshrink.models.cells import CellNet
 
     check_configs(model, cfg.epochs, growth, snip)
@@ -215,10 +215,7 @@ def train_cells(model: nn.Module, data: Dataset, cfg: TrainConfig, growth=None, 
     records: List[Dict[str, object]] = []
     gen = torch.Generator().manual_seed(cfg.seed + 7)
 
-    def loss_fn(logits, y):
-        t = (state["epoch"] + state["step"] / steps_per_epoch) / cfg.epochs
-        exits = model.last_exits
-        return sdn_loss(exits, y, sdn_weights(model.exit_depths(), t, g.ic_max))
+    loss_fn = sdn_loss_fn(model, lambda: (state["epoch"] + state["step"] / steps_per_epoch) / cfg.epochs, g.ic_max)
 
     def sdn_of(m, x, y):
         out = m(x)

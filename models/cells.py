@@ -236,10 +236,7 @@ def create_cell_net(name: str, num_classes: int = 10, channels: Optional[Dict[st
 
 def default_factory(kind: str):
     """The registry's factory of ``cells_<kind>`` (the default array and width)."""
-    return _default(kind)
 
-
-def _default(kind: str):
     def make(num_classes: int = 10, channels: Optional[Dict[str, int]] = None) -> CellNet:
         return CellNet(kind, DEFAULT_ARRAY, DEFAULT_WIDTH, num_classes, channels)
 

@@ -10,6 +10,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch.nn as nn
 
 from ._spec import ModelError, UnknownModelError
+from .cells import add_exits, create_cell_net, parse_cell_name
 from .generic import apply_channel_spec_
 from .ref import build_from_reference, file_sha256, is_reference, model_source
 from .residual import from_residual_spec
@@ -74,8 +75,8 @@ def create_model(name: str, num_classes: int = 10, channels: Optional[Dict[str, 
     elif name in _REGISTRY:
         model = _REGISTRY[name](num_classes=num_classes, channels=channels or {})
         source = registry_source(name)
-    elif _cells().parse_cell_name(name):
-        model = _cells().create_cell_net(name, num_classes, channels or {})
+    elif parse_cell_name(name):
+        model = create_cell_net(name, num_classes, channels or {})
         source = {**registry_source("cells_iterative"), "model": name}
     else:
         raise UnknownModelError(f"unknown model {name!r}; known: {', '.join(list_models())} (a cell network "
@@ -89,20 +90,12 @@ def create_model(name: str, num_classes: int = 10, channels: Optional[Dict[str, 
 
         apply_eigen_(model, eigen)
     if exits:
-        from .cells import add_exits
-
         model = add_exits(model, exits)
     if gates is not None:
         from .gated import add_gates
 
         model = add_gates(model, gates)
     return model
-
-
-def _cells():
-    from . import cells  # imports this module (to register its networks): imported here, not at the top
-
-    return cells
 
 
 @lru_cache(maxsize=None)

@@ -193,8 +193,7 @@ def run_compare(job: CompareJob, configs: Dict[str, object], data: Dataset) -> D
               "noise": {"baseline_load_medians_spread": noise,
                         "note": "(max - min) / median of the baseline's per-loading medians in this session"},
               "measurement": {"rounds": rounds, "iters": NETWORK_ITERS, "interleaved": True,
-                              "loads": network_loads(None, rounds)},
-              "wall_s": round(time.monotonic() - t0, 1)}
+                              "loads": network_loads(None, rounds)}}
     from edgeshrink.models.cells import has_exits
 
     from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint

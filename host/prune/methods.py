@@ -83,7 +83,7 @@ class MethodContext:
 
     def count_params(self, widths: Dict[str, int]) -> int:
         m = models.create_model(self.name, self.num_classes, self.space.spec_from_widths(widths),
-                              input_shape=self.space.input_shape)
+                                input_shape=self.space.input_shape, exits=getattr(self.model, "after", None))
         return sum(p.numel() for p in m.parameters())
 
     def predict(self, widths: Dict[str, int]) -> float:
@@ -535,9 +535,9 @@ def recover(model: nn.Module, mode: str, ctx: MethodContext, epochs: int, lr: fl
     def loss(m):  # a network with internal classifiers recovers with all of them (the SDN loss)
         if not hasattr(m, "forward_exits"):
             return None
-        from edgeshrink.host.grow import final_sdn_loss
+        from edgeshrink.host.grow import sdn_loss_fn
 
-        return final_sdn_loss(m)
+        return sdn_loss_fn(m)
 
     if mode == "fine-tune":
         cfg = ctx.train_config(epochs, lr)
