@@ -1,8 +1,8 @@
 """Datasets, by name: ``digits`` (embedded default), ``fashion-mnist`` (the real benchmark), ``cifar10``, ``cifar100``,
-``imagefolder``.
+``imagefolder``, ``imagenet`` (its standard folders), ``cityscapes`` (semantic segmentation).
 
-Every dataset is held in memory as uint8 images ``(N, 3, H, W)`` with int64 labels ``(N,)`` and three
-splits: ``train`` (fitting), ``val`` (held out from the training data: NetAdapt's short-term
+Every dataset is held in memory as uint8 images ``(N, 3, H, W)`` with int64 labels ``(N,)`` (a segmentation
+dataset: uint8 label maps ``(N, H, W)``, 255 ignored) and three splits: ``train`` (fitting), ``val`` (held out from the training data: NetAdapt's short-term
 evaluation and model selection) and ``test`` (reported only). Batches are normalised per channel and
 augmented on the fly as is usual for each dataset.
 """
@@ -15,7 +15,7 @@ import os
 import tarfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -40,7 +40,7 @@ class Split:
     labels: torch.Tensor  # (N,) int64
 
     def __len__(self) -> int:
-        return int(self.labels.numel())
+        return int(self.labels.shape[0])
 
 
 @dataclass
@@ -52,11 +52,22 @@ class Dataset:
     num_classes: int
     mean: Tuple[float, float, float]  # per-channel mean of images scaled to [0, 1]
     std: Tuple[float, float, float]
-    augment: str  # "crop4+flip" (CIFAR), "crop2" (digits: no flips, they change the class)
+    augment: str  # "crop4+flip" (CIFAR), "crop2" (digits: no flips, they change the class), "center+flip"
+    #   (ImageNet: random crop of the input size from the stored resize, centre crop to evaluate), "scale+crop+flip"
+    #   (segmentation: random scale 0.5-2, crop, flip of image and label map together)
+    task: str = "classification"  # or "segmentation" (labels are (N, H, W) maps)
+    metrics: Tuple[str, ...] = ("top1", "top5")  # what evaluation reports; the first selects models (NetAdapt)
+    crop: Optional[Tuple[int, int]] = None  # the network's input (H, W) when the stored images are larger (ImageNet)
 
     @property
     def input_shape(self) -> Tuple[int, int, int, int]:
+        if self.crop is not None:
+            return (1, self.train.images.shape[1], *self.crop)
         return (1, *self.train.images.shape[1:])
+
+    @property
+    def ignore_index(self) -> int:
+        return 255
 
     def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, 3, H, W)`` -> float32, normalised per channel."""
@@ -71,10 +82,24 @@ class Dataset:
         idx = torch.randperm(len(s), generator=generator) if shuffle else torch.arange(len(s))
         for i in range(0, len(s), batch_size):
             j = idx[i:i + batch_size]
-            x = s.images[j]
-            if augment:
+            x, y = s.images[j], s.labels[j]
+            if self.task == "segmentation":
+                if augment:
+                    x, y = _augment_segmentation(x, y, self.input_shape[2:], generator)
+                yield self.normalize(x), y.long()
+                continue
+            if self.crop is not None:
+                x = _random_crop(x, self.crop, generator) if augment else _center_crop(x, self.crop)
+                if augment:
+                    flip = torch.rand(len(x), generator=generator) < 0.5
+                    x[flip] = x[flip].flip(-1)
+            elif augment:
                 x = _augment(x, self.augment, generator)
-            yield self.normalize(x), s.labels[j]
+            yield self.normalize(x), y
+
+    def with_split(self, split: str, new: "Split") -> "Dataset":
+        """This dataset with ``split`` replaced (a subset for training or evaluation)."""
+        return replace(self, **{split: new})
 
 
 def _augment(x: torch.Tensor, kind: str, g: Optional[torch.Generator]) -> torch.Tensor:
@@ -92,6 +117,49 @@ def _augment(x: torch.Tensor, kind: str, g: Optional[torch.Generator]) -> torch.
         flip = torch.rand(n, generator=g) < 0.5
         out[flip] = out[flip].flip(-1)
     return out
+
+
+def _center_crop(x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    top, left = (h - size[0]) // 2, (w - size[1]) // 2
+    return x[..., top:top + size[0], left:left + size[1]]
+
+
+def _random_crop(x: torch.Tensor, size: Tuple[int, int], g: Optional[torch.Generator]) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    out = torch.empty((*x.shape[:-2], *size), dtype=x.dtype)
+    for k in range(len(x)):
+        top = int(torch.randint(0, h - size[0] + 1, (1,), generator=g))
+        left = int(torch.randint(0, w - size[1] + 1, (1,), generator=g))
+        out[k] = x[k, ..., top:top + size[0], left:left + size[1]]
+    return out
+
+
+SEG_SCALES = (0.5, 2.0)  # random scale range of segmentation training (the HRNet / NN-shrinking recipes)
+
+
+def _augment_segmentation(x: torch.Tensor, y: torch.Tensor, size: Sequence[int],
+                          g: Optional[torch.Generator]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Random scale in :data:`SEG_SCALES` (bilinear image, nearest labels), a random crop of ``size`` (padded with
+    zeros and the ignored label where the scaled image is smaller) and a horizontal flip, per image; uint8 in and
+    out, ``x (B, 3, H, W)``, ``y (B, H, W)``."""
+    ch, cw = int(size[0]), int(size[1])
+    xs = torch.zeros((len(x), x.shape[1], ch, cw), dtype=torch.uint8)
+    ys = torch.full((len(x), ch, cw), 255, dtype=torch.uint8)
+    lo, hi = SEG_SCALES
+    for k in range(len(x)):
+        s = lo + (hi - lo) * float(torch.rand(1, generator=g))
+        h, w = max(int(round(x.shape[-2] * s)), 1), max(int(round(x.shape[-1] * s)), 1)
+        xi = F.interpolate(x[k:k + 1].float(), size=(h, w), mode="bilinear", align_corners=False)
+        yi = F.interpolate(y[k:k + 1, None].float(), size=(h, w), mode="nearest")[:, 0]
+        top = int(torch.randint(0, max(h - ch, 0) + 1, (1,), generator=g))
+        left = int(torch.randint(0, max(w - cw, 0) + 1, (1,), generator=g))
+        xi, yi = xi[..., top:top + ch, left:left + cw], yi[..., top:top + ch, left:left + cw]
+        if float(torch.rand(1, generator=g)) < 0.5:
+            xi, yi = xi.flip(-1), yi.flip(-1)
+        xs[k, :, :xi.shape[-2], :xi.shape[-1]] = xi[0].round().clamp(0, 255).to(torch.uint8)
+        ys[k, :yi.shape[-2], :yi.shape[-1]] = yi[0].to(torch.uint8)
+    return xs, ys
 
 
 def _stratified(labels: np.ndarray, fractions: Tuple[float, ...], seed: int) -> List[np.ndarray]:
@@ -297,13 +365,19 @@ def subset_train(data: Dataset, n: int, seed: int = 0) -> Dataset:
         DatasetError: ``n`` below the number of classes or not below the training split's size.
     """
     size = len(data.train)
+    if data.task == "segmentation":  # label maps: a seeded random subset (no class to stratify by)
+        if not 1 <= n < size:
+            raise DatasetError(f"--train-subset must be between 1 and {size - 1} ({data.name} has {size} training "
+                               f"images), got {n}")
+        take = torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+        return data.with_split("train", Split(data.train.images[take], data.train.labels[take]))
     if not data.num_classes <= n < size:
         raise DatasetError(f"--train-subset must be between {data.num_classes} (the classes) and {size - 1} "
                            f"({data.name} has {size} training images), got {n}")
     labels = data.train.labels.numpy()
     take, _ = _stratified(labels, (n / size, 1 - n / size), seed)
     sub = Split(data.train.images[torch.from_numpy(take)], data.train.labels[torch.from_numpy(take)])
-    return Dataset(data.name, sub, data.val, data.test, data.num_classes, data.mean, data.std, data.augment)
+    return data.with_split("train", sub)
 
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".gif", ".webp"}
@@ -362,18 +436,181 @@ def load_imagefolder(root: str, seed: int = 0, size: int = 32) -> Dataset:
     return Dataset("imagefolder", train, val, test, len(classes), mean, std, "crop4+flip")
 
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _read_rgb(path: Path, what: str):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except OSError as e:
+        raise DatasetError(f"{what}: cannot read {path}: {e}") from None
+
+
+def load_imagenet(root: str, seed: int = 0, size: int = 224, val_size: int = 10000) -> Dataset:
+    """ImageNet (ILSVRC-2012) in its standard folder layout, ``ROOT/train/WNID/*.JPEG`` and ``ROOT/val/WNID/*.JPEG``
+    (the validation images sorted into class folders), through the image-folder reader: each image's shorter side
+    resized to ``size * 256 / 224`` and centre-cropped square (the usual "resize 256, crop 224"), held in memory as
+    uint8; training batches take a random ``size`` crop and a horizontal flip, evaluation the centre crop; ImageNet's
+    mean and std. ``val_size`` training images (seeded, at most half) are held out as val; the official val folder
+    is the test split. Classes are the sorted folder names of ``train``.
+
+    Raises:
+        DatasetError: ``train`` or ``val`` missing (naming the layout), fewer than two classes, a class folder of val
+            that train lacks, an unreadable image.
+    """
+    from PIL import Image
+
+    rootp = Path(root)
+    for sub in ("train", "val"):
+        if not (rootp / sub).is_dir():
+            raise DatasetError(f"imagenet: {rootp / sub} is not a folder (expected {rootp}/train/WNID/*.JPEG and "
+                               f"{rootp}/val/WNID/*.JPEG)")
+    classes = sorted(p.name for p in (rootp / "train").iterdir() if p.is_dir())
+    if len(classes) < 2:
+        raise DatasetError(f"imagenet: {rootp / 'train'} needs at least two class folders, found {len(classes)}")
+    extra = sorted({p.name for p in (rootp / "val").iterdir() if p.is_dir()} - set(classes))
+    if extra:
+        raise DatasetError(f"imagenet: {rootp / 'val'} has class folders that train lacks: {', '.join(extra[:3])}")
+    stored = int(round(size * 256 / 224))
+
+    def read(folder: Path) -> Tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for ci, c in enumerate(classes):
+            for p in sorted((folder / c).iterdir()) if (folder / c).is_dir() else []:
+                if p.suffix.lower() not in IMAGE_EXTS:
+                    continue
+                im = _read_rgb(p, "imagenet")
+                s = stored / min(im.size)
+                im = im.resize((max(stored, round(im.size[0] * s)), max(stored, round(im.size[1] * s))),
+                               Image.BILINEAR)
+                left, top = (im.size[0] - stored) // 2, (im.size[1] - stored) // 2
+                im = im.crop((left, top, left + stored, top + stored))
+                xs.append(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
+                ys.append(ci)
+        if not xs:
+            raise DatasetError(f"imagenet: no images under {folder}")
+        return np.stack(xs), np.asarray(ys, dtype=np.int64)
+
+    xtr, ytr = read(rootp / "train")
+    xte, yte = read(rootp / "val")
+    val_frac = min(max(val_size / len(ytr), 1 / len(ytr)), 0.5)
+    perm = np.random.default_rng(seed).permutation(len(ytr))
+    nv = max(1, int(round(val_frac * len(ytr))))
+    va, tr = np.sort(perm[:nv]), np.sort(perm[nv:])
+    return Dataset("imagenet", _split(xtr, ytr, tr), _split(xtr, ytr, va), _split(xte, yte, np.arange(len(yte))),
+                   len(classes), IMAGENET_MEAN, IMAGENET_STD, "center+flip", crop=(size, size))
+
+
+CITYSCAPES_SIZE = 256  # default working height (width twice it): a quarter of Cityscapes' 1024x2048
+
+
+def _cityscapes_pairs(root: Path, split: str) -> List[Tuple[Path, Path]]:
+    img_dir, lab_dir = root / "leftImg8bit" / split, root / "gtFine" / split
+    pattern = f"leftImg8bit/{split}/CITY/*_leftImg8bit.png"
+    if not img_dir.is_dir():
+        raise DatasetError(f"cityscapes: {img_dir} is not a folder (expected {root}/{pattern} and "
+                           f"{root}/gtFine/{split}/CITY/*_gtFine_labelIds.png)")
+    images = sorted(img_dir.glob("*/*_leftImg8bit.png"))
+    if not images:
+        raise DatasetError(f"cityscapes: no images matching {root}/{pattern}")
+    pairs = []
+    for im in images:
+        lab = lab_dir / im.parent.name / im.name.replace("_leftImg8bit.png", "_gtFine_labelIds.png")
+        if not lab.is_file():
+            raise DatasetError(f"cityscapes: {im} has no label {lab} (expected "
+                               f"{root}/gtFine/{split}/CITY/*_gtFine_labelIds.png beside every image)")
+        pairs.append((im, lab))
+    return pairs
+
+
+def load_cityscapes(root: str, seed: int = 0, size: Optional[int] = None, val_size: Optional[int] = None) -> Dataset:
+    """Cityscapes fine annotations (Cordts et al. CVPR 2016) in the official layout:
+    ``ROOT/leftImg8bit/{train,val}/CITY/*_leftImg8bit.png`` with ``ROOT/gtFine/{train,val}/CITY/*_gtFine_labelIds.png``.
+
+    Label ids map to the 19 training classes (:func:`edgeshrink.host.seg.cityscapes_lut`), the rest to 255 (ignored).
+    Images are held in memory resized to ``size`` x ``2 * size`` (bilinear; labels nearest; default
+    :data:`CITYSCAPES_SIZE`); training batches are randomly scaled (0.5-2), cropped back to that size and flipped.
+    The official val split is the test split; ``val_size`` training images (seeded; default a tenth, at least one)
+    are held out as val, the split models are selected on. ImageNet's mean and std (the usual initialisation).
+
+    Raises:
+        DatasetError: a folder or a label file missing (naming the pattern), an unreadable file, a label map of
+            another size than its image, or a label id outside Cityscapes' 0..33.
+    """
+    from PIL import Image
+
+    from edgeshrink.host.seg import CITYSCAPES_CLASSES, CITYSCAPES_MAX_ID, cityscapes_lut
+
+    rootp = Path(root)
+    if not rootp.is_dir():
+        raise DatasetError(f"cityscapes: {rootp} is not a folder (expected {rootp}/leftImg8bit/{{train,val}}/CITY/"
+                           "*_leftImg8bit.png and gtFine/{train,val}/CITY/*_gtFine_labelIds.png)")
+    h = int(size or CITYSCAPES_SIZE)
+    w = 2 * h
+    lut = cityscapes_lut()
+
+    def read(pairs):
+        xs = np.empty((len(pairs), 3, h, w), dtype=np.uint8)
+        ys = np.empty((len(pairs), h, w), dtype=np.uint8)
+        for k, (ip, lp) in enumerate(pairs):
+            im = _read_rgb(ip, "cityscapes")
+            try:
+                with Image.open(lp) as lab_im:
+                    lab = np.asarray(lab_im)
+            except OSError as e:
+                raise DatasetError(f"cityscapes: cannot read {lp}: {e}") from None
+            if lab.ndim != 2 or lab.shape != (im.size[1], im.size[0]):
+                raise DatasetError(f"cityscapes: {lp} is {lab.shape}, its image {im.size[1]}x{im.size[0]}; expected "
+                                   "a single-channel label map of the image's size")
+            if lab.max() > CITYSCAPES_MAX_ID or lab.min() < 0:
+                raise DatasetError(f"cityscapes: {lp} has label id {int(lab.max())}, outside Cityscapes' labelIds "
+                                   f"0..{CITYSCAPES_MAX_ID}")
+            xs[k] = np.asarray(im.resize((w, h), Image.BILINEAR), dtype=np.uint8).transpose(2, 0, 1)
+            ys[k] = lut[np.asarray(Image.fromarray(lab.astype(np.uint8)).resize((w, h), Image.NEAREST))]
+        return xs, ys
+
+    xtr, ytr = read(_cityscapes_pairs(rootp, "train"))
+    xte, yte = read(_cityscapes_pairs(rootp, "val"))
+    nv = int(val_size) if val_size is not None else max(1, len(ytr) // 10)
+    if not 1 <= nv < len(ytr):
+        raise DatasetError(f"cityscapes: {len(ytr)} training images cannot spare {nv} for val")
+    perm = np.random.default_rng(seed).permutation(len(ytr))
+    va, tr = np.sort(perm[:nv]), np.sort(perm[nv:])
+
+    def split(x, y, idx):
+        return Split(torch.from_numpy(np.ascontiguousarray(x[idx])), torch.from_numpy(np.ascontiguousarray(y[idx])))
+
+    data = Dataset("cityscapes", split(xtr, ytr, tr), split(xtr, ytr, va), split(xte, yte, np.arange(len(yte))),
+                   len(CITYSCAPES_CLASSES), IMAGENET_MEAN, IMAGENET_STD, "scale+crop+flip", task="segmentation",
+                   metrics=("miou", "top1", "top5"))
+    return data
+
+
 DATASETS: Dict[str, Callable[..., Dataset]] = {
     "digits": lambda data_dir=None, seed=0, download=False: load_digits(seed),
     "fashion-mnist": lambda data_dir=None, seed=0, download=False: load_fashion_mnist(data_dir, seed),
     "cifar10": lambda data_dir=None, seed=0, download=False: load_cifar("cifar10", data_dir or "data", seed, download=download),
     "cifar100": lambda data_dir=None, seed=0, download=False: load_cifar("cifar100", data_dir or "data", seed, download=download),
     "imagefolder": lambda data_dir=None, seed=0, download=False: load_imagefolder(data_dir or "data", seed),
+    "imagenet": lambda data_dir=None, seed=0, download=False: load_imagenet(data_dir or "data", seed),
+    "cityscapes": lambda data_dir=None, seed=0, download=False: load_cityscapes(data_dir or "data", seed),
 }
+NEEDS_DATA_DIR = {"imagefolder": "ROOT/CLASS/IMAGE files", "imagenet": "ROOT/train/WNID/*.JPEG and ROOT/val/WNID/*.JPEG",
+                  "cityscapes": "ROOT/leftImg8bit/{train,val}/CITY/*_leftImg8bit.png and ROOT/gtFine/..."}
 
 
 def resize_images(data: Dataset, size: int) -> Dataset:
     """Every split resized to ``size`` x ``size`` (bilinear, antialiased when shrinking), still uint8: how a network
-    for larger inputs (96-512 pixels on edge devices) is trained and pruned on a small-image dataset."""
+    for larger inputs (96-512 pixels on edge devices) is trained and pruned on a small-image dataset.
+
+    Raises:
+        DatasetError: a segmentation dataset (its loader takes the size: labels are resized with the images).
+    """
+    if data.task == "segmentation":
+        raise DatasetError(f"{data.name}: resize a segmentation dataset through its loader (--image-size)")
     if data.input_shape[2:] == (size, size):
         return data
 
@@ -391,7 +628,8 @@ def resize_images(data: Dataset, size: int) -> Dataset:
 
 def export_inputs(data: Dataset, split: str, out: str, limit: Optional[int] = None) -> int:
     """Write ``split`` of ``data`` as the dynamic runner's input set (``device bench MODEL --inputs``): ``x``
-    ``(N, 3, H, W)`` float32 normalised as :meth:`Dataset.batches` gives it to the networks, ``y`` ``(N,)`` int64;
+    ``(N, 3, H, W)`` float32 normalised as :meth:`Dataset.batches` gives it to the networks (centre-cropped where the
+    dataset crops), ``y`` ``(N,)`` int64;
     the first ``limit`` images when given. Written atomically; returns N.
 
     Raises:
@@ -402,7 +640,8 @@ def export_inputs(data: Dataset, split: str, out: str, limit: Optional[int] = No
     prepare_file(out, "-o")
     s: Split = getattr(data, split)
     n = len(s) if limit is None else min(int(limit), len(s))
-    x = data.normalize(s.images[:n]).numpy().astype(np.float32)
+    images = s.images[:n] if data.crop is None else _center_crop(s.images[:n], data.crop)
+    x = data.normalize(images).numpy().astype(np.float32)
     y = s.labels[:n].numpy().astype(np.int64)
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a temporary name
@@ -424,10 +663,14 @@ def load_dataset(name: str, data_dir: Optional[str] = None, seed: int = 0, downl
         raise DatasetError(f"--image-size must be 8..1024 pixels, got {image_size}")
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
-    if name == "imagefolder" and not data_dir:
-        raise DatasetError("imagefolder needs --data-dir ROOT (ROOT/CLASS/IMAGE files)")
+    if name in NEEDS_DATA_DIR and not data_dir:
+        raise DatasetError(f"{name} needs --data-dir ROOT ({NEEDS_DATA_DIR[name]})")
     if name == "digits" and image_size:
         data = load_digits(seed, int(image_size))
+    elif name == "cityscapes":
+        data = load_cityscapes(data_dir, seed, size=image_size)
+    elif name == "imagenet":
+        data = load_imagenet(data_dir, seed, size=int(image_size or 224))
     else:
         data = DATASETS[name](data_dir=data_dir, seed=seed, download=download)
         if image_size:

@@ -29,6 +29,7 @@ class TrainConfig:
     power: float = 0.9  # "poly": lr * (1 - t/T)^power
     label_smoothing: float = 0.0  # off by default
     seed: int = 0
+    criterion: str = "crossentropy"  # or "rmi" (segmentation: Region Mutual Information + BCE, host.seg.RMILoss)
 
     def to_dict(self) -> Dict[str, object]:
         d = asdict(self)
@@ -71,19 +72,62 @@ def lr_factor(cfg: TrainConfig, epoch_float: float) -> float:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, split: str = "val", batch_size: int = 512) -> Dict[str, float]:
-    """Top-1 and top-5 accuracy in percent and mean cross-entropy on ``split``."""
+def evaluate(model: nn.Module, data: Dataset, split: str = "val", batch_size: int = 512,
+             shard: bool = False) -> Dict[str, object]:
+    """Top-1 and top-5 accuracy in percent and mean cross-entropy on ``split``; for a segmentation dataset also mIoU
+    and per-class IoU in percent, top-1 / top-5 then per labelled pixel (:func:`edgeshrink.host.seg.evaluate_segmentation`).
+
+    ``shard``: in a distributed run each rank evaluates its share of the split and the counts are summed over the
+    ranks (every rank must call it with the same model); ignored in a single process.
+    """
+    from edgeshrink.host import distributed as dist_
+
+    sharded = shard and dist_.active()
+    reduce = dist_.all_sum if sharded else None
+    if sharded:
+        part = getattr(data, split)
+        sl = dist_.shard(len(part))
+        from edgeshrink.host.data import Split
+
+        data = data.with_split(split, Split(part.images[sl], part.labels[sl]))
+    if getattr(data, "task", "classification") == "segmentation":
+        from edgeshrink.host.seg import evaluate_segmentation
+
+        return evaluate_segmentation(model, data.batches(split, batch_size), data.num_classes, reduce=reduce)
     model.eval()
-    correct1 = correct5 = 0
-    loss_sum, n = 0.0, 0
+    sums = torch.zeros(4, dtype=torch.float64)  # top-1 hits, top-5 hits, loss sum, count
     for x, y in data.batches(split, batch_size):
         logits = model(x)
-        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        sums[2] += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        correct1 += (top[:, 0] == y).sum().item()
-        correct5 += (top == y.unsqueeze(1)).any(dim=1).sum().item()
-        n += y.numel()
-    return {"top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "loss": loss_sum / n}
+        sums[0] += (top[:, 0] == y).sum().item()
+        sums[1] += (top == y.unsqueeze(1)).any(dim=1).sum().item()
+        sums[3] += y.numel()
+    if reduce is not None:
+        sums = reduce(sums)
+    n = max(float(sums[3]), 1.0)
+    return {"top1": 100.0 * float(sums[0]) / n, "top5": 100.0 * float(sums[1]) / n, "loss": float(sums[2]) / n}
+
+
+def primary_metric(data: Dataset) -> str:
+    """The metric models are selected by: the first of the dataset's ``metrics`` (``miou`` for segmentation)."""
+    return getattr(data, "metrics", ("top1",))[0]
+
+
+def criterion_for(data: Dataset, cfg: "TrainConfig") -> nn.Module:
+    """The training loss of ``cfg.criterion`` for ``data``'s task.
+
+    Raises:
+        UserError: an unknown criterion, or RMI for classification.
+    """
+    from edgeshrink.host.errors import UserError
+    from edgeshrink.host.seg import make_criterion
+
+    try:
+        return make_criterion(cfg.criterion, data.num_classes, getattr(data, "task", "classification"),
+                              cfg.label_smoothing)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
@@ -107,14 +151,30 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
         stop_epoch: stop before this epoch of the schedule (a growth phase trains part of one schedule).
         stop_when: ``stop_when(epoch, metrics)`` after each epoch; True stops there (loss-based growth).
 
+    In a distributed run (:mod:`edgeshrink.host.distributed`) the model trains wrapped in DistributedDataParallel:
+    every rank draws the same global batch and trains on its contiguous share; validation is sharded and reduced.
+
     Returns:
         One metrics dict per epoch trained.
     """
+    from edgeshrink.host import distributed as dist_
+
+    ddp = dist_.active()
+    net = model
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+
+        if torch.cuda.is_available():  # NCCL: one GPU per rank, BN synchronised across them
+            model.cuda()
+            net = DistributedDataParallel(nn.SyncBatchNorm.convert_sync_batchnorm(model))
+        else:
+            net = DistributedDataParallel(model)
+        world, me = dist_.world_size(), dist_.rank()
     # a later phase of one schedule draws other batches than its first (seeded by where it starts)
     torch.manual_seed(cfg.seed + int(start_epoch))
     g = torch.Generator().manual_seed(cfg.seed + int(start_epoch))
     opt = make_optimizer(model, cfg)
-    crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    crit = criterion_for(data, cfg)
     steps_per_epoch = math.ceil(len(data.train) / cfg.batch_size)
     start_epoch = min(max(int(start_epoch), 0), cfg.epochs)
     end = cfg.epochs if stop_epoch is None else min(max(int(stop_epoch), start_epoch), cfg.epochs)
@@ -127,7 +187,14 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
             lr = cfg.lr * lr_factor(cfg, start_epoch + step / steps_per_epoch)
             for pg in opt.param_groups:
                 pg["lr"] = lr
-            out = model(x)
+            if ddp:
+                if len(y) < world:  # a last batch too small to share: every rank skips it alike
+                    continue
+                sl = dist_.shard(len(y), me, world)
+                x, y = x[sl], y[sl]
+                if torch.cuda.is_available():
+                    x, y = x.cuda(non_blocking=True), y.cuda(non_blocking=True)
+            out = net(x)
             loss = crit(out, y) if loss_fn is None else loss_fn(out, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -139,12 +206,21 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
             step += 1
             if on_step:
                 on_step(step, total)
-        m = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "lr": lr, **{f"val_{k}": v for k, v in evaluate(model, data, "val").items()}}
+        if ddp:
+            loss_sum, seen = (float(v) for v in dist_.all_sum(torch.tensor([loss_sum, float(seen)], dtype=torch.float64)))
+            if torch.cuda.is_available():
+                model.cpu()
+        m = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "lr": lr,
+             **{f"val_{k}": v for k, v in evaluate(model, data, "val", shard=ddp).items() if k != "per_class_iou"}}
+        if ddp and torch.cuda.is_available():
+            model.cuda()
         history.append(m)
         if on_epoch:
             on_epoch(epoch + 1, m)
         if stop_when is not None and stop_when(epoch + 1, m):
             break
+    if ddp and torch.cuda.is_available():
+        model.cpu()
     return history
 
 
@@ -311,15 +387,16 @@ def train_cells(model: nn.Module, data: Dataset, cfg: TrainConfig, growth=None, 
 
 
 def fine_tune_steps(model: nn.Module, data: Dataset, steps: int, lr: float = 0.01, batch_size: int = 64,
-                    weight_decay: float = 5e-4, seed: int = 0) -> None:
+                    weight_decay: float = 5e-4, seed: int = 0, criterion: str = "crossentropy") -> None:
     """Short-term fine-tuning (NetAdapt, Yang et al. 2018, Sec. 3.2): ``steps`` SGD steps at a constant
-    ``lr`` on augmented training batches, cycling over the training split as needed."""
+    ``lr`` on augmented training batches, cycling over the training split as needed, with ``criterion`` (the
+    segmentation losses ignore the unlabelled pixels). Runs in this process only, never under DDP."""
     if steps <= 0:
         return
     g = torch.Generator().manual_seed(seed)
-    cfg = TrainConfig(lr=lr, weight_decay=weight_decay, schedule="constant")
+    cfg = TrainConfig(lr=lr, weight_decay=weight_decay, schedule="constant", criterion=criterion)
     opt = make_optimizer(model, cfg)
-    crit = nn.CrossEntropyLoss()
+    crit = criterion_for(data, cfg)
     model.train()
     done = 0
     while done < steps:
@@ -338,7 +415,8 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
                    download: bool = False, train_subset: Optional[int] = None, image_size: Optional[int] = None,
                    tensorboard: Optional[str] = None, gates: Optional[Dict[str, object]] = None,
                    init: Optional[str] = None, rl=None, perf_table: Optional[str] = None,
-                   exits: Optional[Sequence[str]] = None, growth=None, snip=None) -> Dict[str, object]:
+                   exits: Optional[Sequence[str]] = None, growth=None, snip=None,
+                   metrics: Optional[str] = None) -> Dict[str, object]:
     """``host train``: train a registry model (or a ``file.py:factory`` reference) from its initialisation and write
     ``OUT/model.pt`` (a checkpoint) and ``OUT/metrics.json`` (val and test top-1/top-5 in %, the per-epoch history,
     the config, wall time). ``image_size`` resizes the dataset's images; ``tensorboard`` also logs the epochs there
@@ -373,6 +451,8 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
 
     data = load_dataset(dataset, data_dir, seed=cfg.seed, download=download, train_subset=train_subset,
                         image_size=image_size)
+    data = with_metrics(data, metrics)
+    criterion_for(data, cfg)  # an impossible criterion is refused before any work
     writer = open_writer(tensorboard)
     torch.manual_seed(cfg.seed)
     if init:
@@ -386,6 +466,7 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
         model, model_name = model_from_checkpoint(ck, path=init), ck["model"]
     else:
         model = models.create_model(model_name, data.num_classes)
+    check_task(model, data)
     model, weights = _with_gates(model, gates, rl, perf_table)
     if exits:
         from edgeshrink.models.cells import add_exits
@@ -407,7 +488,14 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
         from edgeshrink.host.grow import check_configs
 
         check_configs(model, cfg.epochs, growth, snip)
-    prepare_dir(out, "--out")  # before training, not after
+    from edgeshrink.host import distributed as dist_
+
+    if dist_.is_main():
+        prepare_dir(out, "--out")  # before training, not after
+    dist_.barrier()
+    if dist_.active():
+        ui.log(f"distributed: {dist_.world_size()} ranks, each trains on 1/{dist_.world_size()} of every batch of "
+               f"{cfg.batch_size} (DistributedDataParallel)")
     ui.log(f"training {model_name} on {data.name} ({len(data.train)} train / {len(data.val)} val / "
            f"{len(data.test)} test), {cfg.epochs} epochs, {cfg.optimizer} lr {cfg.lr} {cfg.schedule}")
     t0 = time.monotonic()
@@ -417,7 +505,8 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
         def on_epoch(e, m):
             writer.scalars("train", m, e)
             if not ui.interactive() and (e % 5 == 0 or e == cfg.epochs):
-                ui.log(f"epoch {e}/{cfg.epochs}: train loss {m['train_loss']:.4f}, val top-1 {m['val_top1']:.2f}%")
+                ui.log(f"epoch {e}/{cfg.epochs}: train loss {m['train_loss']:.4f}, val "
+                       + metric_text({k[4:]: v for k, v in m.items() if k.startswith("val_")}, data.metrics))
 
         step = lambda s, n: prog.update(task, completed=s, total=n)  # noqa: E731
         grow_record = None
@@ -428,7 +517,9 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
             history = grow_record.pop("history")
         else:
             history = train(model, data, cfg, on_epoch=on_epoch, on_step=step)
-    metrics = {"val": evaluate(model, data, "val"), "test": evaluate(model, data, "test"), "history": history,
+    metrics = {"val": evaluate(model, data, "val", shard=True), "test": evaluate(model, data, "test", shard=True),
+               "history": history, "metrics": list(data.metrics), "task": data.task,
+               "world_size": dist_.world_size(),
                "train_config": cfg.to_dict(), "train_subset": train_subset, "wall_s": round(time.monotonic() - t0, 1), "dataset": data.name,
                "model": model_name, "model_source": models.describe_model(model)}
     extra = {}
@@ -454,13 +545,57 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
         ui.log("test top-1 per exit: " + ", ".join(f"{n} {v:.2f}%" for n, v in
                                                   zip(model.exit_names, metrics["exits"]["test_top1"])))
     writer.close()
-    save_checkpoint(str(Path(out) / "model.pt"), model, data.num_classes, dataset=data.name,
-                    input_shape=list(data.input_shape), metrics={"val": metrics["val"], "test": metrics["test"]},
-                    train_config=cfg.to_dict(), **extra)
-    write_json(Path(out) / "metrics.json", metrics)
-    ui.log(f"{model_name}: val top-1 {metrics['val']['top1']:.2f}%, test top-1 {metrics['test']['top1']:.2f}% "
-           f"({metrics['wall_s']:.0f} s) -> {Path(out) / 'model.pt'}")
+    if dist_.is_main():
+        save_checkpoint(str(Path(out) / "model.pt"), model, data.num_classes, dataset=data.name,
+                        input_shape=list(data.input_shape), metrics={"val": metrics["val"], "test": metrics["test"]},
+                        train_config=cfg.to_dict(), **extra)
+        write_json(Path(out) / "metrics.json", metrics)
+    dist_.barrier()
+    ui.log(f"{model_name}: " + ", ".join(f"{sp} {metric_text(metrics[sp], data.metrics)}" for sp in ("val", "test"))
+           + f" ({metrics['wall_s']:.0f} s) -> {Path(out) / 'model.pt'}")
     return metrics
+
+
+METRIC_NAMES = {"miou": "mIoU", "top1": "top-1", "top5": "top-5"}
+
+
+def metric_text(m: Dict[str, object], names: Sequence[str] = ("top1",)) -> str:
+    """``"mIoU 41.20%, top-1 80.10%"``: the named metrics of an :func:`evaluate` result."""
+    return ", ".join(f"{METRIC_NAMES[n]} {m[n]:.2f}%" for n in names if n in m)
+
+
+def with_metrics(data: Dataset, metrics: Optional[str]) -> Dataset:
+    """``data`` reporting ``--metrics`` (:func:`edgeshrink.host.seg.parse_metrics`); ``data`` itself for None.
+
+    Raises:
+        UserError: an unknown name, or mIoU for classification.
+    """
+    if metrics is None:
+        return data
+    from dataclasses import replace
+
+    from edgeshrink.host.errors import UserError
+    from edgeshrink.host.seg import parse_metrics
+
+    try:
+        return replace(data, metrics=tuple(parse_metrics(metrics, data.task)))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def check_task(model: nn.Module, data: Dataset) -> None:
+    """Refuse a registry segmentation network on a classification dataset and the other way round (a user's model
+    by reference says nothing and is trusted).
+
+    Raises:
+        UserError: naming both.
+    """
+    task = getattr(model, "task", None)
+    if task is not None and task != data.task:
+        from edgeshrink.host.errors import UserError
+
+        raise UserError(f"{getattr(model, 'model_name', 'the model')} is a {task} network and {data.name} a "
+                        f"{data.task} dataset")
 
 
 def _with_gates(model: nn.Module, gates: Optional[Dict[str, object]], rl, perf_table: Optional[str]):

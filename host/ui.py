@@ -13,13 +13,17 @@ err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
 
 
+quiet = False  # the other ranks of a distributed run leave the logging to rank 0
+
+
 def interactive() -> bool:
-    return err.is_terminal
+    return err.is_terminal and not quiet
 
 
 def log(msg: str) -> None:
-    """One line on stderr."""
-    err.print(msg, soft_wrap=True)
+    """One line on stderr (nothing on ranks other than 0 of a distributed run)."""
+    if not quiet:
+        err.print(msg, soft_wrap=True)
 
 
 @contextmanager

@@ -12,7 +12,7 @@ with ``create_model(..., residual=...)`` (:mod:`.residual`). A user's own model 
 from ._spec import ChannelSpecError, ModelError, UnknownModelError, channel_spec  # noqa: F401
 from .ref import ModelReferenceError, is_reference, resolve_callable  # noqa: F401
 from .registry import create_model, describe_model, list_models, register_model  # noqa: F401
-from . import cells, imagenet, mobilenet, resnet, wrn  # noqa: E402,F401  (registers the architectures)
+from . import cells, hrnet, imagenet, mobilenet, resnet, wrn  # noqa: E402,F401  (registers the architectures)
 
 for _kind in cells.CELL_TYPES:  # the cell networks' defaults (any array and width also by name: cells.parse_cell_name)
     register_model(f"cells_{_kind}")(cells.default_factory(_kind))

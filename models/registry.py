@@ -75,6 +75,8 @@ def create_model(name: str, num_classes: int = 10, channels: Optional[Dict[str, 
     elif name in _REGISTRY:
         model = _REGISTRY[name](num_classes=num_classes, channels=channels or {})
         source = registry_source(name)
+        if not hasattr(model, "task"):
+            model.task = "classification"  # the registry's networks say what they are; a user's model need not
     elif parse_cell_name(name):
         model = create_cell_net(name, num_classes, channels or {})
         source = {**registry_source("cells_iterative"), "model": name}

@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="host", description="edgeshrink host side: train, build latency tables, "
                                 "prune with latency-aware NetAdapt, and confirm on the device.")
     p.add_argument("--version", action="version", version=f"edgeshrink {__version__}")
+    p.add_argument("--distributed", type=int, metavar="N",
+                   help="run the command on N local processes through torchrun (the same as torchrun "
+                        "--nproc-per-node N -m edgeshrink.host.cli ...; use torchrun itself across machines)")
     sub = p.add_subparsers(dest="cmd", required=True)
     for group in GROUPS:
         group.register(sub)
@@ -46,15 +49,54 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Run one command; returns its exit code (0, 1 for a manifest with failed artifacts, 2 for bad input, 130
     when interrupted)."""
     args = build_parser().parse_args(argv)
+    from edgeshrink.host import distributed, ui
     from edgeshrink.host.cli.args import check_ranges
     from edgeshrink.models import ModelError
 
+    where = ""
     try:
         check_ranges(args)
+        if args.distributed is not None:
+            return _torchrun(args.distributed, list(sys.argv[1:] if argv is None else argv))
+        if distributed.init_from_env():
+            where = f" (rank {distributed.rank()})"
+            ui.quiet = not distributed.is_main()
         return args.func(args)
     except (UserError, ModelError) as e:
-        print(f"host: error: {e}", file=sys.stderr)
+        print(f"host: error{where}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("host: interrupted", file=sys.stderr)
         return 130
+    finally:
+        distributed.shutdown()
+
+
+def _torchrun(n: int, argv: List[str]) -> int:
+    """``host --distributed N CMD ...``: the same command under ``torchrun --nproc-per-node N`` on this machine."""
+    import subprocess
+
+    if not 1 <= n <= 256:
+        raise UserError(f"--distributed must be 1..256 processes, got {n}")
+    if distributed_env():
+        raise UserError("--distributed inside a torchrun run: give one or the other")
+    rest, skip = [], False
+    for a in argv:  # the command without --distributed N
+        if skip:
+            skip = False
+            continue
+        if a == "--distributed":
+            skip = True
+            continue
+        if a.startswith("--distributed="):
+            continue
+        rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}",
+           "-m", "edgeshrink.host.cli", *rest]
+    return subprocess.call(cmd)
+
+
+def distributed_env() -> bool:
+    import os
+
+    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1") or 1) > 1

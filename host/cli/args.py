@@ -28,6 +28,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gamma", type=float, default=0.1, help="decay factor (step, multistep)")
     g.add_argument("--power", type=float, default=0.9, help="exponent (poly)")
     g.add_argument("--label-smoothing", type=float, default=0.0, help="off by default")
+    g.add_argument("--criterion", choices=("crossentropy", "rmi"), default="crossentropy",
+                   help="the loss: crossentropy (default), or rmi for segmentation (Region Mutual Information, Zhao et "
+                        "al. 2019, with the binary cross-entropy)")
 
 
 def add_per_input_args(p: argparse.ArgumentParser) -> None:
@@ -45,15 +48,20 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--dataset", choices=list(DATASETS), default="digits",
                    help="digits (embedded: scikit-learn's handwritten digits), fashion-mnist (the real benchmark: "
-                        "Debian's dataset-fashion-mnist), cifar10, cifar100, imagefolder")
+                        "Debian's dataset-fashion-mnist), cifar10, cifar100, imagefolder, imagenet (ROOT/train and "
+                        "ROOT/val class folders), cityscapes (segmentation: ROOT/leftImg8bit and ROOT/gtFine)")
     p.add_argument("--data-dir", help="dataset folder (cifar*: the python archive or its extracted folder; "
                                       "fashion-mnist: the IDX files, default /usr/share/datasets/fashion-mnist)")
     p.add_argument("--train-subset", type=int, metavar="N",
                    help="train on a stratified, seeded subset of N training images (quick runs); val and test whole")
     p.add_argument("--image-size", type=int, metavar="PX",
-                   help="resize the images to PX x PX (networks for 64-512 pixel inputs); prune and compare default "
-                        "to the checkpoint's input size")
+                   help="resize the images to PX x PX (networks for 64-512 pixel inputs; cityscapes: PX x 2PX, "
+                        "default 256; imagenet: a PX crop, default 224); prune and compare default to the checkpoint's "
+                        "input size")
     p.add_argument("--download", action="store_true", help="download CIFAR archives into --data-dir when missing")
+    p.add_argument("--metrics", metavar="M1,M2,..", help="what evaluation reports, the first selecting models "
+                   "(NetAdapt's short-term score): miou, top1, top5 (default miou,top1,top5 for segmentation, where "
+                   "top-1 / top-5 are per labelled pixel; top1,top5 otherwise)")
     p.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and batches")
 
 
@@ -321,10 +329,34 @@ def check_ranges(args: argparse.Namespace) -> None:
 
 
 def image_size_for(args) -> "int | None":
-    """``--image-size``, else the input size the checkpoint was trained at (``input_shape``), else None."""
+    """``--image-size``, else the height of ``--pruner-input``, else the height of the input the checkpoint was
+    trained at (``input_shape``), else None (a dataset's ``--image-size`` is its height: square images, cityscapes
+    twice as wide)."""
     if getattr(args, "image_size", None):
         return args.image_size
+    if getattr(args, "pruner_input", None):
+        return int(args.pruner_input[2])
     from edgeshrink.host.checkpoint import load_checkpoint
 
     shape = load_checkpoint(args.checkpoint).get("input_shape")
-    return int(shape[-1]) if shape else None
+    return int(shape[-2]) if shape else None
+
+
+def shape_arg(text: str):
+    """argparse type of ``--input`` / ``--pruner-input``: ``1x3x512x1024`` -> a tuple (one-line error otherwise)."""
+    from edgeshrink.host.latency.table import parse_shape
+
+    try:
+        return tuple(parse_shape(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_shape_args(p: argparse.ArgumentParser) -> None:
+    """``--input`` (the deployment input, the table's) and ``--pruner-input`` (where pruning runs)."""
+    p.add_argument("--input", type=shape_arg, metavar="NxCxHxW",
+                   help="the deployment input: the table's, the export's and the measurement's (default: the table's; "
+                        "given, it must be the table's)")
+    p.add_argument("--pruner-input", type=shape_arg, metavar="NxCxHxW",
+                   help="prune at this smaller input (training, evaluation, surgery; e.g. 1x3x64x128 for a segmentation "
+                        "network deployed at 1x3x512x1024); default: the deployment input")

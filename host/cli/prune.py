@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeshrink.host.cli.args import add_data_args, add_method_args, add_netadapt_args, image_size_for, method_configs, \
-    print_result
+from edgeshrink.host.cli.args import add_data_args, add_method_args, add_netadapt_args, add_shape_args, image_size_for, \
+    method_configs, print_result
 
 
 def register(sub) -> None:
@@ -17,6 +17,7 @@ def register(sub) -> None:
     pn.add_argument("--model", help="expected architecture (checked against the checkpoint)")
     pn.add_argument("--checkpoint", required=True)
     add_data_args(pn)
+    add_shape_args(pn)
     bg = pn.add_mutually_exclusive_group()
     bg.add_argument("--budget", type=float, default=0.5, help="target, a fraction of the unpruned predicted latency (default 0.5)")
     bg.add_argument("--budget-ms", type=float,
@@ -52,6 +53,7 @@ def register(sub) -> None:
 def cmd_prune(args) -> int:
     from edgeshrink.host.data import load_dataset
     from edgeshrink.host.pipeline import PruneJob, render_report, run_prune
+    from edgeshrink.host.train import with_metrics
 
     cfg = method_configs(args, [args.method])[args.method]  # refuses another method's options before any work
     job = PruneJob(table=args.perf_table, checkpoint=args.checkpoint, out=args.out, model=args.model,
@@ -61,8 +63,15 @@ def cmd_prune(args) -> int:
                    bench_seconds=args.bench_seconds, resume=args.resume, seed=args.seed, trust_new_host=args.trust_new_host,
                    power=args.power, method=args.method, recover=args.recover, long_term_epochs=args.long_term_epochs,
                    long_term_lr=args.long_term_lr, pruning_rate=args.pruning_rate,
-                   tensorboard=args.tensorboard)
-    data = load_dataset(args.dataset, args.data_dir, seed=args.seed, download=args.download,
-                        train_subset=args.train_subset, image_size=image_size_for(args))
-    print_result(run_prune(job, cfg, data=data), render_report, args.json, f"report: {Path(args.out) / 'report.json'}")
+                   tensorboard=args.tensorboard, input=args.input, pruner_input=args.pruner_input)
+    if args.pruner_input and args.input and (args.pruner_input[2] > args.input[2] or args.pruner_input[3] > args.input[3]):
+        from edgeshrink.host.errors import UserError
+
+        raise UserError(f"--pruner-input {'x'.join(map(str, args.pruner_input))} is larger than the deployment input "
+                        f"--input {'x'.join(map(str, args.input))}; prune at the smaller shape")
+    data = with_metrics(load_dataset(args.dataset, args.data_dir, seed=args.seed, download=args.download,
+                                     train_subset=args.train_subset, image_size=image_size_for(args)), args.metrics)
+    report = run_prune(job, cfg, data=data)
+    if report:  # the other ranks of a distributed run leave the report to rank 0
+        print_result(report, render_report, args.json, f"report: {Path(args.out) / 'report.json'}")
     return 0

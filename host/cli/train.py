@@ -73,7 +73,8 @@ def train_config(args):
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                        momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
                        step_size=args.step_size, milestones=tuple(args.milestones), gamma=args.gamma,
-                       power=args.power, label_smoothing=args.label_smoothing, seed=args.seed)
+                       power=args.power, label_smoothing=args.label_smoothing, seed=args.seed,
+                       criterion=getattr(args, "criterion", "crossentropy"))
 
 
 def cmd_train(args) -> int:
@@ -104,5 +105,6 @@ def cmd_train(args) -> int:
     exits = [v.strip() for v in args.exits.split(",") if v.strip()] if args.exits else None
     train_and_save(args.model, args.dataset, args.data_dir, train_config(args), args.out, args.download,
                    args.train_subset, image_size=args.image_size, tensorboard=args.tensorboard, gates=gates,
-                   init=args.init, rl=rl, perf_table=args.perf_table, exits=exits, growth=growth, snip=snip)
+                   init=args.init, rl=rl, perf_table=args.perf_table, exits=exits, growth=growth, snip=snip,
+                   metrics=args.metrics)
     return 0

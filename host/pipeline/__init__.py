@@ -35,7 +35,7 @@ from edgeshrink.host.prune import criteria
 from edgeshrink.host.prune.methods import METHODS, MethodContext, check_config, method_spec, recover
 from edgeshrink.host.prune.netadapt import NetAdapt, NetAdaptConfig
 from edgeshrink.host.tensorboard import open_writer
-from edgeshrink.host.train import evaluate
+from edgeshrink.host.train import check_task, evaluate
 
 __all__ = ["PruneJob", "run_prune", "render_report"]
 
@@ -66,6 +66,9 @@ class PruneJob:
     pruning_rate: Optional[float] = None  # remove this fraction of the parameters instead of meeting a budget
     measure: bool = True  # False: skip the device's confirmation (host compare measures every network together)
     tensorboard: Optional[str] = None  # also log the iterations and the recovery's epochs to TensorBoard here
+    input: Optional[Tuple[int, ...]] = None  # the deployment input (1, C, H, W) expected of the table; None: the table's
+    pruner_input: Optional[Tuple[int, ...]] = None  # prune (train, evaluate, trace) at this smaller input; None: the
+    #   deployment input
 
 
 def _macs_params(model: nn.Module, input_shape) -> Dict[str, int]:
@@ -85,8 +88,28 @@ def _versions() -> Dict[str, str]:
             "onnxruntime": onnxruntime.__version__}
 
 
+def check_pruner_input(pruner, deploy) -> Tuple[int, ...]:
+    """``--pruner-input`` as a tuple, checked against the deployment input: ``(1, C, h, w)`` with the deployment's
+    ``C`` and ``h, w`` no larger than its.
+
+    Raises:
+        UserError: naming both shapes.
+    """
+    pruner, deploy = tuple(int(v) for v in pruner), tuple(int(v) for v in deploy)
+    if len(pruner) != 4 or pruner[0] != 1 or pruner[1] != deploy[1] or any(v < 1 for v in pruner):
+        raise UserError(f"--pruner-input {fmt_shape(pruner)} must be 1x{deploy[1]}xHxW (the deployment input is "
+                        f"{fmt_shape(deploy)})")
+    if pruner[2] > deploy[2] or pruner[3] > deploy[3]:
+        raise UserError(f"--pruner-input {fmt_shape(pruner)} is larger than the deployment input {fmt_shape(deploy)}; "
+                        "prune at the smaller shape")
+    return pruner
+
+
 def _run_netadapt(na: NetAdapt, state: ResumeState, resume: bool, name: str, num_classes: int) -> nn.Module:
     """NetAdapt with its resume state, with progress bars; returns the pruned model."""
+    from edgeshrink.host.train import METRIC_NAMES
+
+    metric = METRIC_NAMES.get(na.metric, na.metric)
     with ui.progress() as prog:
         iter_task = prog.add_task("NetAdapt iterations", total=None)
         cand_task = prog.add_task("  candidates", total=None)
@@ -97,16 +120,16 @@ def _run_netadapt(na: NetAdapt, state: ResumeState, resume: bool, name: str, num
                 prog.update(iter_task, description=f"NetAdapt iteration {info['iteration']}")
             elif kind == "candidate":
                 prog.update(cand_task, completed=info["index"],
-                            description=f"  {info['group']} -> {info['width']} ch, val {info['val_top1']:.2f}%")
+                            description=f"  {info['group']} -> {info['width']} ch, val {metric} {info['val_top1']:.2f}%")
                 if not ui.interactive():
                     ui.log(f"  candidate {info['index']}/{info['of']}: {info['group']} -> {info['width']} ch, "
-                           f"predicted {info['predicted_ms']:.4f} ms, val top-1 {info['val_top1']:.2f}%")
+                           f"predicted {info['predicted_ms']:.4f} ms, val {metric} {info['val_top1']:.2f}%")
             elif kind == "chosen":
                 prog.advance(iter_task)
                 ui.log(f"iter {info['iteration']:2d}: target {info['target_ms']:.4f} ms"
                        f"{' (relaxed)' if info['target_relaxed'] else ''} | {info['chosen_group']} "
                        f"{info['width_before']}->{info['width_after']} | predicted {info['predicted_ms']:.4f} ms | "
-                       f"val top-1 {info['val_top1']:.2f}% | {len(info['candidates'])} candidates, {info['wall_s']:.1f} s")
+                       f"val {metric} {info['val_top1']:.2f}% | {len(info['candidates'])} candidates, {info['wall_s']:.1f} s")
 
         na.on_event = on_event
         prog.update(iter_task, total=na.expected_iterations())
@@ -201,10 +224,19 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
     if mode in ("lr-rewind", "scratch") and not isinstance(ckpt.get("train_config"), dict):
         raise UserError(f"--recover {mode} replays the original training schedule, and {job.checkpoint} has none "
                         "(train it with `host train`, or use --recover fine-tune)")
-    input_shape = tuple(ckpt.get("input_shape", table.input_shape))
-    if list(input_shape) != list(table.input_shape):
+    input_shape = tuple(table.input_shape)  # the deployment input: the table's, the export's, the measurement's
+    if job.input is not None and tuple(job.input) != input_shape:
+        raise TableError(f"--input {fmt_shape(job.input)} is the deployment input, but {job.table} was measured at "
+                         f"{fmt_shape(input_shape)}; build the table at --input")
+    ckpt_shape = tuple(ckpt.get("input_shape", input_shape))
+    if job.pruner_input is not None:
+        pruner_shape = check_pruner_input(job.pruner_input, input_shape)
+    elif ckpt_shape != input_shape:
         raise TableError(f"{job.table} was measured at input {fmt_shape(table.input_shape)}, but {job.checkpoint} "
-                         f"takes {fmt_shape(input_shape)}; build a table at that input")
+                         f"takes {fmt_shape(ckpt_shape)}; build a table at that input, or prune at --pruner-input "
+                         f"{fmt_shape(ckpt_shape)} for a deployment at the table's")
+    else:
+        pruner_shape = input_shape
     predictor = TablePredictor.for_model(table, models.create_model(name, ckpt["num_classes"]))
     if predictor.transfer_note():
         ui.log(predictor.transfer_note())
@@ -213,12 +245,23 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
                "and trained in the recovery; the table's predictions and the confirmation are for every block run, "
                "`host dynamic` measures the gated network per input")
     space = predictor.space
+    from edgeshrink.host import distributed as dist_
+
+    dist_.agree(sha256_file(job.table), f"the table ({job.table})")
+    dist_.agree(sha256_file(job.checkpoint), f"the checkpoint ({job.checkpoint})")
+    dist_.agree((job.method, job.budget, job.budget_ms, job.seed, cfg.to_dict()), "the prune settings")
     data = data or load_dataset(job.dataset, job.data_dir, seed=job.seed)
     if data.num_classes != ckpt["num_classes"]:
         raise CheckpointError(f"{job.checkpoint} has {ckpt['num_classes']} classes, dataset {data.name} has "
                               f"{data.num_classes}")
-    if tuple(data.input_shape) != tuple(input_shape):
-        raise UserError(f"dataset {data.name} gives inputs {data.input_shape}, the table and checkpoint use {input_shape}")
+    if tuple(data.input_shape) != tuple(pruner_shape):
+        raise UserError(f"dataset {data.name} gives inputs {fmt_shape(data.input_shape)}, pruning runs at "
+                        f"{fmt_shape(pruner_shape)} ({'--pruner-input' if job.pruner_input else 'the table and checkpoint'})")
+    check_task(base_model, data)
+    criterion = (ckpt.get("train_config") or {}).get("criterion", "crossentropy")
+    if pruner_shape != input_shape:
+        ui.log(f"pruning at {fmt_shape(pruner_shape)} (training, evaluation, surgery); the table, the export and the "
+               f"measurement at the deployment input {fmt_shape(input_shape)}")
 
     base_widths = space.widths_from_spec(ckpt["channels"])  # the checkpoint's (possibly already pruned) widths
     baseline_pred = predictor.predict_ms(base_widths)
@@ -226,12 +269,14 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
         resolve_budget(baseline_pred, job.budget if job.budget_ms is None else None, job.budget_ms)
     granularity = int(table.build.get("granularity", getattr(cfg, "granularity", 4)))
     ctx = MethodContext(base_model, data, space, predictor, name, ckpt["num_classes"], granularity, budget_ms,
-                        job.pruning_rate, batch_size=getattr(cfg, "batch_size", 64), seed=job.seed, log=ui.log)
+                        job.pruning_rate, batch_size=getattr(cfg, "batch_size", 64), seed=job.seed, log=ui.log,
+                        example_shape=pruner_shape, criterion=criterion)
     target = f"budget {budget_ms:.4f} ms ({budget_ms / baseline_pred:.0%})" if budget_ms is not None else \
         f"pruning rate {job.pruning_rate:g} of the parameters"
     if is_na:
-        cfg = NetAdaptConfig(**{**cfg.to_dict(), "budget_ms": budget_ms, "granularity": granularity})
-        na = NetAdapt(base_model, data, space, predictor, cfg)
+        cfg = NetAdaptConfig(**{**cfg.to_dict(), "budget_ms": budget_ms, "granularity": granularity,
+                                "loss": criterion})
+        na = NetAdapt(base_model, data, space, predictor, cfg, example_shape=pruner_shape)
         na.check_reachable()  # an impossible budget is bad input: refuse it before any work
         ui.log(f"[bold]NetAdapt[/] {name}: predicted {baseline_pred:.4f} ms -> {target} on "
                f"{table.device.get('spec')} / {table.backend}, select={cfg.select}, {len(space.groups)} channel groups")
@@ -240,7 +285,9 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
         ui.log(f"[bold]{job.method}[/] ({spec.summary}) {name}: predicted {baseline_pred:.4f} ms -> {target} on "
                f"{table.device.get('spec')} / {table.backend}, {len(space.groups)} channel groups, recovery {mode}")
 
-    prepare_dir(out, "--out")  # after every refusal above: a refused prune leaves no folder behind
+    if dist_.is_main():
+        prepare_dir(out, "--out")  # after every refusal above: a refused prune leaves no folder behind
+    dist_.barrier()
     base_eval = base_eval or {"val": evaluate(base_model, data, "val"), "test": evaluate(base_model, data, "test")}
     settings = cfg.to_dict()
     state = ResumeState(str(out), sha256_file(job.checkpoint), float(budget_ms if budget_ms is not None else -1.0),
@@ -249,7 +296,11 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
                          **{k: v for k, v in settings.items() if k not in ("budget_ms", "long_term_epochs",
                                                                            "long_term_lr", "max_iters")}})
     t_method = time.monotonic()
+    if not dist_.is_main():
+        state.save = lambda *a, **k: None  # rank 0 keeps the resume state; the others hold the same network
     if is_na:
+        if dist_.active():
+            ui.log(f"distributed NetAdapt: {dist_.world_size()} ranks share each iteration's candidates")
         pruned = _run_netadapt(na, state, job.resume, name, ckpt["num_classes"])
         history = na.history
     else:
@@ -272,9 +323,14 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
                                               on_epoch=on_epoch)
     writer.close()
     if long_term:
-        ui.log(f"recovery ({mode}): {len(long_term)} epochs, val top-1 {long_term[-1]['val_top1']:.2f}%")
+        from edgeshrink.host.train import metric_text
+
+        ui.log(f"recovery ({mode}): {len(long_term)} epochs, val "
+               + metric_text({k[4:]: v for k, v in long_term[-1].items() if k.startswith('val_')}, data.metrics))
     long_term_s = time.monotonic() - t_lt
     pruned.eval()
+    if not dist_.is_main():  # rank 0 evaluates, exports, measures and writes the report
+        return {}
     pruned_eval = {"val": evaluate(pruned, data, "val"), "test": evaluate(pruned, data, "test")}
     pruned_widths = space.widths_from_spec(models.channel_spec(pruned))
     # layers in their eigenbasis form (eigendamage): the plain layer's prediction less the saving measured side by side
@@ -318,7 +374,7 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
         power={"baseline": bench["models"][onnx_base].get("power"),
                "pruned": bench["models"][onnx_pruned].get("power")} if job.power and confirm else None,
         throttled=confirm and any(bench["models"][p]["throttled"] for p in (onnx_base, onnx_pruned)),
-        versions=_versions(),
+        versions=_versions(), pruner_input_shape=list(pruner_shape), metrics=list(data.metrics),
         wall_s={"method": round(method_s, 1), "long_term": round(long_term_s, 1),
                 "total": round(time.monotonic() - t_start, 1)}).to_dict()
     from edgeshrink.host.pipeline.plots import plot_widths

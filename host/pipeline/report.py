@@ -37,7 +37,11 @@ def side(top1: Dict[str, Dict[str, float]], macs_params: Dict[str, int], predict
              "latency_ms_round_medians": None if interleaved else measured["round_medians_ms"],
              "latency_ms_load_medians": measured.get("load_medians_ms"),
              "prediction_error": predicted_ms / stat_ms(measured, statistic) - 1, "onnx_sha256": measured["sha256"]}
-    return {"top1": top1["test"]["top1"], "top5": top1["test"]["top5"], "val_top1": top1["val"]["top1"],
+    seg = {}
+    if "miou" in top1["test"]:  # a segmentation network: mIoU and per-class IoU (%) beside the per-pixel top-1
+        seg = {"miou": top1["test"]["miou"], "val_miou": top1["val"]["miou"],
+               "per_class_iou": top1["test"].get("per_class_iou")}
+    return {"top1": top1["test"]["top1"], "top5": top1["test"]["top5"], "val_top1": top1["val"]["top1"], **seg,
             **macs_params, "latency_ms_predicted": predicted_ms, "prediction_statistic": statistic, **m,
             "channels": dict(channels), "onnx": os.path.basename(onnx_path)}
 
@@ -75,6 +79,8 @@ class PruneReport:
     versions: Dict[str, str]
     wall_s: Dict[str, float]  # method, long_term (recovery), total
     table_fit: Optional[Dict[str, object]] = None  # TablePredictor.fit_record(): the calibration predicted with
+    pruner_input_shape: Optional[List[int]] = None  # where pruning ran (--pruner-input); input_shape is the deployment's
+    metrics: Optional[List[str]] = None  # what was evaluated, the first selecting (top1, or miou for segmentation)
     created_utc: str = field(default_factory=utc_now)
 
     def to_dict(self) -> Dict[str, object]:
@@ -84,6 +90,8 @@ class PruneReport:
             "created_utc": self.created_utc, "model": self.model,
             "model_source": self.model_source, "dataset": self.dataset,
             "checkpoint": self.checkpoint, "table": self.table, "input_shape": list(self.input_shape),
+            "pruner_input_shape": list(self.pruner_input_shape or self.input_shape),
+            "metrics": list(self.metrics or ["top1", "top5"]),
             "device": self.device, "backend": self.backend, "precision": self.precision, "threads": self.threads,
             "table_device": self.table_device, "table_fit": self.table_fit, "budget_ms": self.budget_ms, "budget_fraction": self.budget_fraction,
             "baseline": b, "pruned": p, "confirmed_on_device": self.confirmed_on_device,
@@ -92,6 +100,7 @@ class PruneReport:
                        "latency_predicted": p["latency_ms_predicted"] / b["latency_ms_predicted"],
                        "macs": p["macs"] / b["macs"], "params": p["params"] / b["params"]},
             "top1_drop": b["top1"] - p["top1"],
+            **({"miou_drop": b["miou"] - p["miou"]} if "miou" in b else {}),
             "method": self.method, "settings": self.settings, "pruning_rate": self.pruning_rate,
             "iterations": self.iterations, "recovery": self.recovery, "long_term": self.long_term,
             "onnx_check": self.onnx_check, "measurement": self.measurement, "power": self.power,
@@ -114,7 +123,10 @@ def render_report(report: Dict[str, object], console=None) -> None:
     t.add_column("baseline", justify="right")
     t.add_column("pruned", justify="right")
     t.add_column("pruned / baseline", justify="right")
-    rows = [("test top-1 (%)", "top1", "{:.2f}"), ("test top-5 (%)", "top5", "{:.2f}"),
+    seg = "miou" in b
+    rows = ([("test mIoU (%)", "miou", "{:.2f}")] if seg else []) + [
+            (f"test top-1{' per pixel' if seg else ''} (%)", "top1", "{:.2f}"),
+            (f"test top-5{' per pixel' if seg else ''} (%)", "top5", "{:.2f}"),
             ("params", "params", "{:,}"), ("MACs", "macs", "{:,}"),
             (f"latency predicted, {b.get('prediction_statistic') or 'table'} (ms)", "latency_ms_predicted", "{:.4f}"),
             ("latency measured, median (ms)", "latency_ms_measured", "{:.4f}")]
@@ -123,7 +135,7 @@ def render_report(report: Dict[str, object], console=None) -> None:
         if b.get(k) is None:
             t.add_row(label, "not measured", "not measured", "")
             continue
-        ratio = "" if k in ("top1", "top5") else f"{p[k] / b[k]:.3f}"
+        ratio = "" if k in ("top1", "top5", "miou") else f"{p[k] / b[k]:.3f}"
         t.add_row(label, f.format(b[k]), f.format(p[k]), ratio)
     if measured:
         t.add_row("latency measured, p90 (ms)", f"{b['latency_ms_measured_stats']['p90']:.4f}",
@@ -148,7 +160,12 @@ def render_report(report: Dict[str, object], console=None) -> None:
     steps = (f"{len(report['iterations'])} NetAdapt iterations" if report.get("method", "netadapt") == "netadapt"
              else f"recovery {report.get('recovery', {}).get('mode')}")
     why = report["device"].get("note") or "not measured"
-    console.print(f"top-1 drop {report['top1_drop']:+.2f} points | {steps} | "
+    shapes = ""
+    if report.get("pruner_input_shape") and report["pruner_input_shape"] != report["input_shape"]:
+        shapes = (f" | pruned at {'x'.join(map(str, report['pruner_input_shape']))}, deployed at "
+                  f"{'x'.join(map(str, report['input_shape']))}")
+    drop = (f"mIoU drop {report['miou_drop']:+.2f} points, " if "miou_drop" in report else "")
+    console.print(f"{drop}top-1 drop {report['top1_drop']:+.2f} points | {steps} | "
                   + (f"measured latency ratio {lm:.3f}" if lm is not None else
                      f"predicted latency ratio {report['ratios']['latency_predicted']:.3f} ({why})")
-                  + f" | wall {report['wall_s']['total']:.0f} s")
+                  + f" | wall {report['wall_s']['total']:.0f} s{shapes}")

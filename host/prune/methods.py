@@ -69,10 +69,13 @@ class MethodContext:
     batch_size: int = 64
     seed: int = 0
     log: Callable[[str], None] = print
+    example_shape: Optional[Tuple[int, ...]] = None  # where surgery traces the network (--pruner-input); None: the space's
+    criterion: str = "crossentropy"  # the training loss of recovery (the checkpoint's)
 
     @property
     def input_shape(self):
-        return self.space.input_shape
+        """``(1, C, H, W)`` at which the methods trace the network for surgery and importance (the pruner input)."""
+        return tuple(self.example_shape) if self.example_shape else self.space.input_shape
 
     @property
     def grids(self) -> Dict[str, List[int]]:
@@ -92,7 +95,8 @@ class MethodContext:
         return self.predictor.predict_ms({k: criteria.grid_ceil(g[k], v) for k, v in widths.items()})
 
     def train_config(self, epochs: int, lr: float) -> TrainConfig:
-        return TrainConfig(epochs=epochs, lr=lr, batch_size=self.batch_size, schedule="cosine", seed=self.seed)
+        return TrainConfig(epochs=epochs, lr=lr, batch_size=self.batch_size, schedule="cosine", seed=self.seed,
+                           criterion=self.criterion)
 
 
 @dataclass(frozen=True)

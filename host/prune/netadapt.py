@@ -26,11 +26,12 @@ from typing import Callable, Dict, List, Optional, Protocol
 import torch.nn as nn
 
 from edgeshrink import models
+from edgeshrink.host import distributed as dist_
 from edgeshrink.host.data import Dataset
 from edgeshrink.host.errors import BudgetError
 from edgeshrink.host.latency.space import PruningSpace, channel_grid
 from edgeshrink.host.prune.surgery import prune_group_
-from edgeshrink.host.train import evaluate, fine_tune_steps
+from edgeshrink.host.train import evaluate, fine_tune_steps, primary_metric
 
 
 def _val_subset(data: Dataset, n: Optional[int], seed: int) -> Dataset:
@@ -42,8 +43,7 @@ def _val_subset(data: Dataset, n: Optional[int], seed: int) -> Dataset:
     from edgeshrink.host.data import Split
 
     idx = torch.randperm(len(data.val), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    return Dataset(data.name, data.train, Split(data.val.images[idx], data.val.labels[idx]), data.test,
-                   data.num_classes, data.mean, data.std, data.augment)
+    return data.with_split("val", Split(data.val.images[idx], data.val.labels[idx]))
 
 
 class LatencyModel(Protocol):
@@ -65,6 +65,7 @@ class NetAdaptConfig:
     max_iters: int = 100
     seed: int = 0
     short_term_val: Optional[int] = None  # evaluate proposals on a seeded subset of this many val images (None: all)
+    loss: str = "crossentropy"  # short-term fine-tuning's criterion ("rmi": a segmentation network trained with it)
 
     def to_dict(self) -> Dict[str, object]:
         return asdict(self)
@@ -75,7 +76,7 @@ class Proposal:
     group: str  # channel group name
     width: int  # proposed channel count
     predicted_ms: float
-    val_top1: Optional[float] = None  # after short-term fine-tuning
+    val_top1: Optional[float] = None  # after short-term fine-tuning: NetAdapt.metric on val (top-1, or mIoU), in %
     score: Optional[float] = None  # the selection criterion (lower is better)
     model: Optional[nn.Module] = field(default=None, repr=False)
 
@@ -100,16 +101,25 @@ class NetAdapt:
         val_score: ``val_score(model) -> float``, larger is better (default: val top-1 in % on ``data``); the
             user's ``test`` in :func:`edgeshrink.shrink`. ``data`` may be None when both are given.
         frozen: groups kept at their width (``prune_only`` / ``ignore`` of :func:`edgeshrink.shrink`).
+        example_shape: ``(1, C, H, W)`` at which proposals are traced for surgery (default the space's input; a
+            segmentation network is pruned at a small ``--pruner-input`` while the table is at the deployment input).
+
+    Under torchrun (:mod:`edgeshrink.host.distributed`) each rank fine-tunes its share of an iteration's proposals
+    (proposal k on rank k mod N); the scores are gathered so every rank commits the same proposal, whose weights the
+    rank that evaluated it broadcasts. Each proposal is fine-tuned from the same seed wherever it runs, so the choice is
+    the one a single process makes.
     """
 
     def __init__(self, model: nn.Module, data: Optional[Dataset], space: PruningSpace, latency: LatencyModel,
                  cfg: NetAdaptConfig, on_event: Optional[Callable[[str, Dict[str, object]], None]] = None,
                  short_term: Optional[Callable[[nn.Module], None]] = None,
-                 val_score: Optional[Callable[[nn.Module], float]] = None, frozen=()):
+                 val_score: Optional[Callable[[nn.Module], float]] = None, frozen=(),
+                 example_shape: Optional[tuple] = None):
         if cfg.select not in ("ratio", "accuracy"):
             raise ValueError(f"select must be 'ratio' or 'accuracy', got {cfg.select!r}")
         self.model = copy.deepcopy(model).eval()
         self.data, self.space, self.latency, self.cfg = data, space, latency, cfg
+        self.example_shape = tuple(example_shape or space.input_shape)
         if data is None and (short_term is None or val_score is None):
             raise ValueError("NetAdapt needs a dataset, or both short_term and val_score")
         self.eval_data = _val_subset(data, cfg.short_term_val, cfg.seed) if data is not None else None
@@ -117,8 +127,9 @@ class NetAdapt:
         self.members = {g.name: g.members for g in space.groups}
         self._short_term = short_term or (lambda m: fine_tune_steps(
             m, self.data, self.cfg.short_term_steps, lr=self.cfg.short_term_lr, batch_size=self.cfg.batch_size,
-            seed=self.cfg.seed))
-        self._val = val_score or (lambda m: evaluate(m, self.eval_data, "val")["top1"])
+            seed=self.cfg.seed, criterion=self.cfg.loss))
+        self.metric = primary_metric(data) if data is not None and val_score is None else "score"
+        self._val = val_score or (lambda m: evaluate(m, self.eval_data, "val")[self.metric])
         self.grids = {g.name: channel_grid(g.width, cfg.granularity) for g in space.groups}
         current = self.widths(self.model) if frozen else {}
         for g in frozen:
@@ -165,14 +176,19 @@ class NetAdapt:
 
     def evaluate_proposal(self, p: Proposal, current_ms: float, current_top1: float) -> Proposal:
         """ChooseWhichFilters (L2 norm) + ShortTermFineTune + evaluation on val; fills ``p`` in place."""
-        m = copy.deepcopy(self.model)
-        prune_group_(m, self.members[p.group], p.width, self.space.input_shape)
+        m = self.pruned_copy(p)
         self._short_term(m)
         m.eval()
         p.val_top1 = float(self._val(m))
         p.score = self.score(p, current_ms, current_top1)
         p.model = m
         return p
+
+    def pruned_copy(self, p: Proposal) -> nn.Module:
+        """ChooseWhichFilters: a copy of the current network with ``p.group`` cut to ``p.width`` (largest L2 norm)."""
+        m = copy.deepcopy(self.model)
+        prune_group_(m, self.members[p.group], p.width, self.example_shape)
+        return m
 
     def score(self, p: Proposal, current_ms: float, current_top1: float) -> float:
         """The selection criterion of an evaluated proposal, lower is better: with ``select="ratio"`` the val top-1
@@ -212,10 +228,25 @@ class NetAdapt:
             proposals = self.propose(widths, target)
         self.on_event("iteration", {"iteration": iteration + 1, "current_ms": current, "target_ms": target,
                                     "candidates": len(proposals), "target_relaxed": relaxed})
+        world, me = dist_.world_size(), dist_.rank()
         for k, p in enumerate(proposals):
+            if k % world != me:
+                continue
             self.evaluate_proposal(p, current, current_top1)
             self.on_event("candidate", {"iteration": iteration + 1, "index": k + 1, "of": len(proposals), **p.summary()})
+        if world > 1:  # every rank's scores, then the same choice everywhere; the winner's owner sends its weights
+            mine = {k: (p.val_top1, p.score) for k, p in enumerate(proposals) if k % world == me}
+            for part in dist_.gather(mine):
+                for k, (v, sc) in part.items():
+                    proposals[k].val_top1, proposals[k].score = v, sc
         best = self.choose(proposals)
+        if world > 1:
+            owner = proposals.index(best) % world
+            state = dist_.broadcast(best.model.state_dict() if owner == me else None, owner)
+            if owner != me:
+                best.model = self.pruned_copy(best)
+                best.model.load_state_dict(state)
+                best.model.eval()
         self.model, self._val_top1 = best.model, best.val_top1
         for p in proposals:
             p.model = None
@@ -223,7 +254,8 @@ class NetAdapt:
                   "chosen_group": best.group,
                   "chosen_members": list(self.members[best.group]), "width_before": widths[best.group],
                   "width_after": best.width, "val_top1": best.val_top1, "val_top1_before": current_top1,
-                  "predicted_ms": best.predicted_ms, "candidates": [p.summary() for p in proposals],
+                  "predicted_ms": best.predicted_ms, "metric": self.metric, "ranks": world,
+                  "candidates": [p.summary() for p in proposals],
                   "wall_s": round(time.monotonic() - t0, 2)}
         self.history.append(record)
         self.on_event("chosen", record)

@@ -9,7 +9,8 @@ def test_registry_lists_every_architecture():
     assert models.list_models() == sorted(["resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
                                            "wrn16_2", "wrn40_2", "wrn28_10", "mobilenet_v2", "mobilenet_v3_small",
                                            "cells_dense", "cells_iterative", "cells_full_ic", "cells_full"]
-                                          + imagenet)
+                                          + imagenet + [f"hrnet_{c}{h}" for c in ("w18", "w32", "w48", "w18_small")
+                                                        for h in ("", "_seg")])
     assert models.list_models("wrn*") == ["wrn16_2", "wrn28_10", "wrn40_2"]
 
 
