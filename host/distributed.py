@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Any, List, Optional
+from contextlib import contextmanager
+from typing import Any, Iterator, List, Optional
 
 import torch
 
@@ -70,11 +71,26 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+_local_depth = 0
+
+
+@contextmanager
+def local() -> Iterator[None]:
+    """Within it this process works alone (:func:`active` is False): a share of the work that is this rank's only,
+    such as one of ``host compare``'s runs."""
+    global _local_depth
+    _local_depth += 1
+    try:
+        yield
+    finally:
+        _local_depth -= 1
+
+
 def active() -> bool:
-    """A process group of more than one rank is up."""
+    """A process group of more than one rank is up (and this process is not inside :func:`local`)."""
     import torch.distributed as dist
 
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return _local_depth == 0 and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def rank() -> int:

@@ -59,11 +59,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.distributed is not None:
             return _torchrun(args.distributed, list(sys.argv[1:] if argv is None else argv))
         if distributed.init_from_env():
-            where = f" (rank {distributed.rank()})"
+            where = f" [rank {distributed.rank()} of {distributed.world_size()}]"
             ui.quiet = not distributed.is_main()
         return args.func(args)
     except (UserError, ModelError) as e:
-        print(f"host: error{where}: {e}", file=sys.stderr)
+        print(f"host: error: {e}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("host: interrupted", file=sys.stderr)

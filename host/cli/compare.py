@@ -49,6 +49,8 @@ def cmd_compare(args) -> int:
                      per_input_limit=args.per_input_limit)
     data = load_dataset(args.dataset, args.data_dir, seed=args.seed, download=args.download,
                         train_subset=args.train_subset, image_size=image_size_for(args))
-    print_result(run_compare(job, configs, data), render_compare, args.json,
-                 f"compare: {Path(args.out) / 'compare.json'}, {Path(args.out) / 'pareto.png'}")
+    result = run_compare(job, configs, data)
+    if result:  # the other ranks of a distributed run leave the measurement and the summary to rank 0
+        print_result(result, render_compare, args.json,
+                     f"compare: {Path(args.out) / 'compare.json'}, {Path(args.out) / 'pareto.png'}")
     return 0

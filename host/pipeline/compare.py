@@ -116,12 +116,25 @@ def run_compare(job: CompareJob, configs: Dict[str, object], data: Dataset) -> D
     table = load_table(job.table)
     if set(configs) != set(job.methods):
         raise UserError("host compare needs one settings object per method")
-    prepare_dir(out, "--out")
+    from edgeshrink.host import distributed as dist_
+
     ckpt_sha, table_sha = sha256_file(job.checkpoint), sha256_file(job.table)
+    dist_.agree(table_sha, f"the table ({job.table})")
+    dist_.agree(ckpt_sha, f"the checkpoint ({job.checkpoint})")
+    if dist_.is_main():
+        prepare_dir(out, "--out")
+    dist_.barrier()
     runs, failed, base_eval = [], [], None
     total = len(job.methods) * len(job.budgets)
+    world, me = dist_.world_size(), dist_.rank()
+    if world > 1:
+        ui.log(f"distributed: {world} ranks share the {total} runs (run k on rank k mod {world}); rank 0 measures them")
+    k = -1
     for m in job.methods:
         for b in job.budgets:
+            k += 1
+            if k % world != me:
+                continue
             run_dir = out / "runs" / f"{m}_b{b:g}"
             key = _run_key(job, m, b, configs[m], ckpt_sha, table_sha)
             report = _complete(run_dir, key)
@@ -141,13 +154,20 @@ def run_compare(job: CompareJob, configs: Dict[str, object], data: Dataset) -> D
                     bm = model_from_checkpoint(load_checkpoint(job.checkpoint), path=job.checkpoint)
                     base_eval = {"val": evaluate(bm, data, "val"), "test": evaluate(bm, data, "test")}
                 try:
-                    report = run_prune(pj, configs[m], data=data, base_eval=base_eval)
+                    with dist_.local():  # this rank's run alone: its NetAdapt and recovery in this process
+                        report = run_prune(pj, configs[m], data=data, base_eval=base_eval)
                 except BudgetError as e:  # one method failing a budget does not discard the others' hours
                     ui.log(f"[yellow]{m} at budget {b:g}: {e}[/]")
                     failed.append({"method": m, "budget": b, "error": str(e)})
                     continue
                 write_json(run_dir / "compare_key.json", key)
             runs.append((m, b, run_dir, report))
+    if world > 1:  # every rank's runs to rank 0, in the order of the methods and budgets; the others are done
+        done = {(r[0], r[1]): r for part in dist_.gather(runs) for r in part}
+        failed = [f for part in dist_.gather(failed) for f in part]
+        runs = [done[(m, b)] for m in job.methods for b in job.budgets if (m, b) in done]
+        if not dist_.is_main():
+            return {}
     if not runs:
         raise BudgetError("host compare: no method reached any budget; " + "; ".join(f["error"] for f in failed))
 

@@ -105,8 +105,8 @@ def test_models_lists_the_registry(host_cli):
     out = r.stdout.split()
     assert r.returncode == 0 and out == sorted(out)
     assert {"resnet20", "resnet110", "wrn16_2", "wrn40_2", "resnet18", "resnet152_cifar16", "mobilenet_v2",
-            "mobilenet_v3_small", "cells_dense", "cells_iterative", "cells_full_ic", "cells_full"} <= set(out) \
-        and len(out) == 29
+            "mobilenet_v3_small", "cells_dense", "cells_iterative", "cells_full_ic", "cells_full", "hrnet_w18_seg",
+            "hrnet_w48", "hrnet_w18_small_seg"} <= set(out) and len(out) == 37
 
 
 def test_prune_end_to_end_with_resume(tmp_path, host_cli, formula_table, untrained_ckpt):
