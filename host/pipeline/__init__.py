@@ -375,6 +375,8 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
                "pruned": bench["models"][onnx_pruned].get("power")} if job.power and confirm else None,
         throttled=confirm and any(bench["models"][p]["throttled"] for p in (onnx_base, onnx_pruned)),
         versions=_versions(), pruner_input_shape=list(pruner_shape), metrics=list(data.metrics),
+        table_build={"input_shape": list(table.input_shape), "wall_s": table.build.get("wall_s"),
+                     "measurements": table.build.get("measurements"), "entries": len(table.entries)},
         wall_s={"method": round(method_s, 1), "long_term": round(long_term_s, 1),
                 "total": round(time.monotonic() - t_start, 1)}).to_dict()
     from edgeshrink.host.pipeline.plots import plot_widths

@@ -186,7 +186,8 @@ def run_compare(job: CompareJob, configs: Dict[str, object], data: Dataset) -> D
     stat = table.statistic
     bm = bench["models"][base_onnx]
     base = runs[0][3]["baseline"]
-    baseline = {"top1": base["top1"], "params": base["params"], "macs": base["macs"],
+    baseline = {"top1": base["top1"], **({"miou": base["miou"]} if "miou" in base else {}),
+                "params": base["params"], "macs": base["macs"],
                 "latency_ms_predicted": base["latency_ms_predicted"], "latency_ms_measured": bm["median_ms"],
                 "latency_ms_measured_min": bm.get("min_ms"), "load_medians_ms": bm.get("load_medians_ms")}
     rows = []
@@ -201,7 +202,8 @@ def run_compare(job: CompareJob, configs: Dict[str, object], data: Dataset) -> D
             "ratio_measured_median": mm["median_ms"] / bm["median_ms"],
             "ratio_measured_min": (mm["min_ms"] / bm["min_ms"]) if mm.get("min_ms") and bm.get("min_ms") else None,
             "meets_budget": mm["median_ms"] / bm["median_ms"] <= b + 0.05,
-            "top1": p["top1"], "val_top1": p["val_top1"], "params": p["params"], "macs": p["macs"],
+            "top1": p["top1"], "val_top1": p["val_top1"], **({"miou": p["miou"]} if "miou" in p else {}),
+            "params": p["params"], "macs": p["macs"],
             "recovery": rep.get("recovery", {}).get("mode"), "wall_s": rep["wall_s"], "run": str(run_dir)})
     rows += failed
     loads = [v for v in (bm.get("load_medians_ms") or []) if v]
@@ -317,13 +319,14 @@ def render_compare(result: Dict[str, object], console=None) -> None:
 
         console = Console(file=console.file, width=150, highlight=False)
     b = result["baseline"]
+    acc = "miou" if "miou" in b else "top1"  # a segmentation network is judged by mIoU
     t = Table(title=f"{result['model']} on {result['dataset']}: methods at latency budgets, measured side by side on "
                     f"{result['device'].get('spec')} ({result['backend']}, {result['threads']} thread(s))")
     for col in ("method", "budget", "predicted (ms)", "measured min (ms)", "measured median (ms)", "ratio (median)",
-                "pred. error", "test top-1 (%)", "params", "MACs", "wall (s)"):
+                "pred. error", "test mIoU (%)" if acc == "miou" else "test top-1 (%)", "params", "MACs", "wall (s)"):
         t.add_column(col, justify="left" if col == "method" else "right")
     t.add_row("baseline", "", f"{b['latency_ms_predicted']:.4f}", f"{b['latency_ms_measured_min'] or 0:.4f}",
-              f"{b['latency_ms_measured']:.4f}", "1.000", "", f"{b['top1']:.2f}", f"{b['params']:,}", f"{b['macs']:,}", "")
+              f"{b['latency_ms_measured']:.4f}", "1.000", "", f"{b[acc]:.2f}", f"{b['params']:,}", f"{b['macs']:,}", "")
     for r in result["rows"]:
         if r.get("error"):
             t.add_row(r["method"], f"{r['budget']:g}", "[red]unreachable[/]", *[""] * 8)
@@ -331,7 +334,7 @@ def render_compare(result: Dict[str, object], console=None) -> None:
         ok = "" if r["meets_budget"] else " [red](over)[/]"
         t.add_row(r["method"], f"{r['budget']:g}", f"{r['latency_ms_predicted']:.4f}",
                   f"{r['latency_ms_measured_min'] or 0:.4f}", f"{r['latency_ms_measured']:.4f}",
-                  f"{r['ratio_measured_median']:.3f}{ok}", f"{r['prediction_error']:+.1%}", f"{r['top1']:.2f}",
+                  f"{r['ratio_measured_median']:.3f}{ok}", f"{r['prediction_error']:+.1%}", f"{r.get(acc, r['top1']):.2f}",
                   f"{r['params']:,}", f"{r['macs']:,}", f"{r['wall_s'].get('total', 0):.0f}")
     console.print(t)
     n = result["noise"]["baseline_load_medians_spread"]

@@ -81,6 +81,7 @@ class PruneReport:
     table_fit: Optional[Dict[str, object]] = None  # TablePredictor.fit_record(): the calibration predicted with
     pruner_input_shape: Optional[List[int]] = None  # where pruning ran (--pruner-input); input_shape is the deployment's
     metrics: Optional[List[str]] = None  # what was evaluated, the first selecting (top1, or miou for segmentation)
+    table_build: Optional[Dict[str, object]] = None  # the table's input, build time (s) and measurement count
     created_utc: str = field(default_factory=utc_now)
 
     def to_dict(self) -> Dict[str, object]:
@@ -91,7 +92,7 @@ class PruneReport:
             "model_source": self.model_source, "dataset": self.dataset,
             "checkpoint": self.checkpoint, "table": self.table, "input_shape": list(self.input_shape),
             "pruner_input_shape": list(self.pruner_input_shape or self.input_shape),
-            "metrics": list(self.metrics or ["top1", "top5"]),
+            "metrics": list(self.metrics or ["top1", "top5"]), "table_build": self.table_build,
             "device": self.device, "backend": self.backend, "precision": self.precision, "threads": self.threads,
             "table_device": self.table_device, "table_fit": self.table_fit, "budget_ms": self.budget_ms, "budget_fraction": self.budget_fraction,
             "baseline": b, "pruned": p, "confirmed_on_device": self.confirmed_on_device,

@@ -164,7 +164,7 @@ def test_prune_end_to_end_with_resume(tmp_path, host_cli, formula_table, untrain
 def test_demo_runs_the_main_job(tmp_path, host_cli):
     r = host_cli("demo", "--out", str(tmp_path / "demo"), "--epochs", "2", "--short-term-steps", "2",
                  "--long-term-epochs", "1", "--init-reduction", "0.15", "--decay", "0.9", "--calibrate", "12",
-                 "--bench-seconds", "2")
+                 "--bench-seconds", "2", "--granularity", "8", "--table-iters", "30", "--table-rounds", "1")
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "demo" / "pruned" / "report.json").read_text())
     assert report["pruned"]["latency_ms_predicted"] <= report["budget_ms"]

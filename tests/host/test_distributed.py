@@ -62,7 +62,7 @@ def test_a_two_rank_netadapt_iteration_chooses_what_one_rank_chooses(tmp_path, t
         assert r.returncode == 0, r.stderr[-3000:]
         got[n] = json.loads(out.read_text())
     one, two = got[1], got[2]
-    assert [h["ranks"] for h in two["history"]] == [2, 2]
+    assert [h["ranks"] for h in two["history"]] == [2]
     for h1, h2 in zip(one["history"], two["history"]):
         assert (h2["chosen_group"], h2["width_after"]) == (h1["chosen_group"], h1["width_after"])
         assert len(h1["candidates"]) > 2
@@ -104,3 +104,19 @@ def test_ranks_that_disagree_on_the_table_are_refused(tmp_path, formula_table, u
 
 def test_distributed_flag_refuses_a_count_out_of_range(host_cli):
     one_line_error(host_cli("--distributed", "0", "train", "--out", "x"), "--distributed must be 1..256")
+
+
+@pytest.mark.slow
+def test_compare_shares_its_runs_between_ranks_and_rank_0_measures_them(tmp_path, formula_table, untrained_ckpt):
+    out = tmp_path / "cmp"
+    r = torchrun(2, "-m", "edgeshrink.host.cli", "compare", "--methods", "uniform,magnitude", "--budgets", "0.6",
+                 "--perf-table", str(formula_table), "--checkpoint", str(untrained_ckpt), "--long-term-epochs", "0",
+                 "--bench-seconds", "1", "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 ranks share the 2 runs" in r.stderr
+    res = json.loads(r.stdout)  # rank 0 alone prints the result
+    assert [(row["method"], row["budget"]) for row in res["rows"]] == [("uniform", 0.6), ("magnitude", 0.6)]
+    for row in res["rows"]:  # both measured in rank 0's one session, beside the baseline
+        assert 0 < row["latency_ms_measured"] < res["baseline"]["latency_ms_measured"]
+        assert json.loads((out / "runs" / f"{row['method']}_b0.6" / "compare_key.json").read_text())["method"] == row["method"]
+    assert "magnitude at budget 0.6" not in r.stderr  # rank 1 ran it, and rank 1 does not log

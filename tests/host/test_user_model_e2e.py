@@ -28,7 +28,7 @@ def test_a_users_mobilenet_is_pruned_to_half_its_latency_and_confirmed(project, 
     assert r.returncode == 0, r.stderr[-2000:]
     table = tmp_path / "table.json"
     r = host_cli("table", "build", "--model", ref, "--input", "1x3x64x64", "--granularity", "16", "--iters", "50",
-                 "--rounds", "2", "--calibrate", "30", "--jobs", "2", "-o", table)
+                 "--rounds", "1", "--calibrate", "16", "--jobs", "2", "-o", table)
     assert r.returncode == 0, r.stderr[-2000:]
     t = json.loads(table.read_text())
     assert t["models"] == [ref] and t["build"]["model_source"]["sha256"]
