@@ -2,9 +2,9 @@
 ``imagefolder``, ``imagenet`` (its standard folders), ``cityscapes`` (semantic segmentation).
 
 Every dataset is held in memory as uint8 images ``(N, 3, H, W)`` with int64 labels ``(N,)`` (a segmentation
-dataset: uint8 label maps ``(N, H, W)``, 255 ignored) and three splits: ``train`` (fitting), ``val`` (held out from the training data: NetAdapt's short-term
-evaluation and model selection) and ``test`` (reported only). Batches are normalised per channel and
-augmented on the fly as is usual for each dataset.
+dataset: uint8 label maps ``(N, H, W)``, 255 ignored) and three splits: ``train`` (fitting), ``val`` (held out from
+the training data: NetAdapt's short-term evaluation and model selection) and ``test`` (reported only). Batches are
+normalised per channel and augmented on the fly as is usual for each dataset.
 """
 
 from __future__ import annotations
@@ -383,6 +383,34 @@ def subset_train(data: Dataset, n: int, seed: int = 0) -> Dataset:
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".gif", ".webp"}
 
 
+def read_class_folders(folder: Path, classes: List[str], what: str, transform) -> Tuple[np.ndarray, np.ndarray]:
+    """The images of ``folder/CLASS/*`` for each of ``classes`` (label = its index), each converted to RGB and passed
+    through ``transform(PIL image) -> PIL image`` (all to one size): ``(uint8 (N, 3, H, W), int64 (N,))``.
+
+    Raises:
+        DatasetError: an unreadable image, or no image at all (``what`` names the dataset).
+    """
+    xs, ys = [], []
+    for ci, c in enumerate(classes):
+        for p in sorted((folder / c).iterdir()) if (folder / c).is_dir() else []:
+            if p.suffix.lower() in IMAGE_EXTS:
+                xs.append(np.asarray(transform(_read_rgb(p, what)), dtype=np.uint8).transpose(2, 0, 1))
+                ys.append(ci)
+    if not xs:
+        raise DatasetError(f"{what}: no images under {folder}")
+    return np.stack(xs), np.asarray(ys, dtype=np.int64)
+
+
+def _read_rgb(path: Path, what: str):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except OSError as e:
+        raise DatasetError(f"{what}: cannot read {path}: {e}") from None
+
+
 def load_imagefolder(root: str, seed: int = 0, size: int = 32) -> Dataset:
     """Images in class folders (``root/CLASS/*.png``), or pre-split ``root/{train,val,test}/CLASS/*``.
 
@@ -399,19 +427,8 @@ def load_imagefolder(root: str, seed: int = 0, size: int = 32) -> Dataset:
         raise DatasetError(f"imagefolder: {rootp} is not a folder (expected {rootp}/CLASS/IMAGE files)")
 
     def read(folder: Path, classes: List[str]) -> Tuple[np.ndarray, np.ndarray]:
-        xs, ys = [], []
-        for ci, c in enumerate(classes):
-            for p in sorted((folder / c).iterdir()) if (folder / c).is_dir() else []:
-                if p.suffix.lower() in IMAGE_EXTS:
-                    try:
-                        im = Image.open(p).convert("RGB").resize((size, size), Image.BILINEAR)
-                    except OSError as e:
-                        raise DatasetError(f"imagefolder: cannot read {p}: {e}") from None
-                    xs.append(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
-                    ys.append(ci)
-        if not xs:
-            raise DatasetError(f"imagefolder: no images under {folder}")
-        return np.stack(xs), np.asarray(ys, dtype=np.int64)
+        return read_class_folders(folder, classes, "imagefolder",
+                                  lambda im: im.resize((size, size), Image.BILINEAR))
 
     presplit = (rootp / "train").is_dir() and (rootp / "test").is_dir()
     base = rootp / "train" if presplit else rootp
@@ -439,22 +456,12 @@ def load_imagefolder(root: str, seed: int = 0, size: int = 32) -> Dataset:
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def _read_rgb(path: Path, what: str):
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except OSError as e:
-        raise DatasetError(f"{what}: cannot read {path}: {e}") from None
-
-
 def load_imagenet(root: str, seed: int = 0, size: int = 224, val_size: int = 10000) -> Dataset:
     """ImageNet (ILSVRC-2012) in its standard folder layout, ``ROOT/train/WNID/*.JPEG`` and ``ROOT/val/WNID/*.JPEG``
-    (the validation images sorted into class folders), through the image-folder reader: each image's shorter side
-    resized to ``size * 256 / 224`` and centre-cropped square (the usual "resize 256, crop 224"), held in memory as
-    uint8; training batches take a random ``size`` crop and a horizontal flip, evaluation the centre crop; ImageNet's
-    mean and std. ``val_size`` training images (seeded, at most half) are held out as val; the official val folder
+    (the validation images sorted into class folders), through the image-folder reader (:func:`read_class_folders`):
+    each image's shorter side resized to ``size * 256 / 224`` and centre-cropped square (the usual "resize 256, crop
+    224"), held in memory as uint8; training batches take a random ``size`` crop and a horizontal flip, evaluation
+    the centre crop; ImageNet's mean and std. ``val_size`` training images (seeded, at most half) are held out as val; the official val folder
     is the test split. Classes are the sorted folder names of ``train``.
 
     Raises:
@@ -476,26 +483,14 @@ def load_imagenet(root: str, seed: int = 0, size: int = 224, val_size: int = 100
         raise DatasetError(f"imagenet: {rootp / 'val'} has class folders that train lacks: {', '.join(extra[:3])}")
     stored = int(round(size * 256 / 224))
 
-    def read(folder: Path) -> Tuple[np.ndarray, np.ndarray]:
-        xs, ys = [], []
-        for ci, c in enumerate(classes):
-            for p in sorted((folder / c).iterdir()) if (folder / c).is_dir() else []:
-                if p.suffix.lower() not in IMAGE_EXTS:
-                    continue
-                im = _read_rgb(p, "imagenet")
-                s = stored / min(im.size)
-                im = im.resize((max(stored, round(im.size[0] * s)), max(stored, round(im.size[1] * s))),
-                               Image.BILINEAR)
-                left, top = (im.size[0] - stored) // 2, (im.size[1] - stored) // 2
-                im = im.crop((left, top, left + stored, top + stored))
-                xs.append(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
-                ys.append(ci)
-        if not xs:
-            raise DatasetError(f"imagenet: no images under {folder}")
-        return np.stack(xs), np.asarray(ys, dtype=np.int64)
+    def resize_crop(im):  # the shorter side to `stored`, then the centre square
+        s = stored / min(im.size)
+        im = im.resize((max(stored, round(im.size[0] * s)), max(stored, round(im.size[1] * s))), Image.BILINEAR)
+        left, top = (im.size[0] - stored) // 2, (im.size[1] - stored) // 2
+        return im.crop((left, top, left + stored, top + stored))
 
-    xtr, ytr = read(rootp / "train")
-    xte, yte = read(rootp / "val")
+    xtr, ytr = read_class_folders(rootp / "train", classes, "imagenet", resize_crop)
+    xte, yte = read_class_folders(rootp / "val", classes, "imagenet", resize_crop)
     val_frac = min(max(val_size / len(ytr), 1 / len(ytr)), 0.5)
     perm = np.random.default_rng(seed).permutation(len(ytr))
     nv = max(1, int(round(val_frac * len(ytr))))
@@ -598,7 +593,8 @@ DATASETS: Dict[str, Callable[..., Dataset]] = {
     "imagenet": lambda data_dir=None, seed=0, download=False: load_imagenet(data_dir or "data", seed),
     "cityscapes": lambda data_dir=None, seed=0, download=False: load_cityscapes(data_dir or "data", seed),
 }
-NEEDS_DATA_DIR = {"imagefolder": "ROOT/CLASS/IMAGE files", "imagenet": "ROOT/train/WNID/*.JPEG and ROOT/val/WNID/*.JPEG",
+NEEDS_DATA_DIR = {"imagefolder": "ROOT/CLASS/IMAGE files",
+                  "imagenet": "ROOT/train/WNID/*.JPEG and ROOT/val/WNID/*.JPEG",
                   "cityscapes": "ROOT/leftImg8bit/{train,val}/CITY/*_leftImg8bit.png and ROOT/gtFine/..."}
 
 
@@ -653,7 +649,8 @@ def load_dataset(name: str, data_dir: Optional[str] = None, seed: int = 0, downl
                  train_subset: Optional[int] = None, image_size: Optional[int] = None) -> Dataset:
     """A dataset by name (see :data:`DATASETS`), optionally with a stratified subset of ``train_subset`` training
     images (:func:`subset_train`) and its images resized to ``image_size`` pixels square (:func:`resize_images`;
-    digits is resized from its 8x8 originals).
+    digits is resized from its 8x8 originals; cityscapes is held at ``image_size`` x ``2 * image_size``, imagenet
+    crops ``image_size`` square).
 
     Raises:
         DatasetError: unknown name, the dataset's files are missing or unreadable, a bad ``train_subset`` or an

@@ -122,9 +122,9 @@ def all_sum(t: torch.Tensor) -> torch.Tensor:
 
     if not active():
         return t
-    out = t.clone()
+    out = t.to("cuda" if dist.get_backend() == "nccl" else "cpu").clone()  # NCCL reduces GPU tensors only
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
+    return out.to(t.device)
 
 
 def gather(obj: Any) -> List[Any]:

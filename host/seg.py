@@ -161,7 +161,7 @@ def evaluate_segmentation(model: nn.Module, batches, num_classes: int,
     sums = torch.zeros(3, dtype=torch.float64)  # loss sum, top-5 hits, labelled pixels
     for x, y in batches:
         logits = model(x)
-        cm += confusion_matrix(logits.argmax(1), y, num_classes)
+        cm += confusion_matrix(logits.argmax(1), y, num_classes).cpu()
         valid = y != IGNORE_INDEX
         sums[0] += F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum").item()
         k = min(5, num_classes)

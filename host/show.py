@@ -79,7 +79,7 @@ def show(run: str, dataset: Optional[str] = None, data_dir: Optional[str] = None
         from edgeshrink.host.data import load_dataset
         from edgeshrink.host.train import evaluate as eval_top1
 
-        data = load_dataset(name, data_dir, image_size=shape[-1])
+        data = load_dataset(name, data_dir, image_size=shape[-2])  # the height (cityscapes is twice as wide)
         if hasattr(model, "forward_exits"):
             from edgeshrink.host.exits import evaluate_exits
 

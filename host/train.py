@@ -90,13 +90,15 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "val", batch_size: in
         from edgeshrink.host.data import Split
 
         data = data.with_split(split, Split(part.images[sl], part.labels[sl]))
+    dev = next(iter(model.parameters()), torch.empty(0)).device  # a DDP-trained model evaluates where it trains
+    batches = ((x.to(dev), y.to(dev)) for x, y in data.batches(split, batch_size))
     if getattr(data, "task", "classification") == "segmentation":
         from edgeshrink.host.seg import evaluate_segmentation
 
-        return evaluate_segmentation(model, data.batches(split, batch_size), data.num_classes, reduce=reduce)
+        return evaluate_segmentation(model, batches, data.num_classes, reduce=reduce)
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64)  # top-1 hits, top-5 hits, loss sum, count
-    for x, y in data.batches(split, batch_size):
+    for x, y in batches:
         logits = model(x)
         sums[2] += nn.functional.cross_entropy(logits, y, reduction="sum").item()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
@@ -208,12 +210,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
                 on_step(step, total)
         if ddp:
             loss_sum, seen = (float(v) for v in dist_.all_sum(torch.tensor([loss_sum, float(seen)], dtype=torch.float64)))
-            if torch.cuda.is_available():
-                model.cpu()
         m = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "lr": lr,
              **{f"val_{k}": v for k, v in evaluate(model, data, "val", shard=ddp).items() if k != "per_class_iou"}}
-        if ddp and torch.cuda.is_available():
-            model.cuda()
         history.append(m)
         if on_epoch:
             on_epoch(epoch + 1, m)
