@@ -504,7 +504,7 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
             writer.scalars("train", m, e)
             if not ui.interactive() and (e % 5 == 0 or e == cfg.epochs):
                 ui.log(f"epoch {e}/{cfg.epochs}: train loss {m['train_loss']:.4f}, val "
-                       + metric_text({k[4:]: v for k, v in m.items() if k.startswith("val_")}, data.metrics))
+                       + metric_text(m, data.metrics, prefix="val_"))
 
         step = lambda s, n: prog.update(task, completed=s, total=n)  # noqa: E731
         grow_record = None
@@ -557,9 +557,10 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
 METRIC_NAMES = {"miou": "mIoU", "top1": "top-1", "top5": "top-5"}
 
 
-def metric_text(m: Dict[str, object], names: Sequence[str] = ("top1",)) -> str:
-    """``"mIoU 41.20%, top-1 80.10%"``: the named metrics of an :func:`evaluate` result."""
-    return ", ".join(f"{METRIC_NAMES[n]} {m[n]:.2f}%" for n in names if n in m)
+def metric_text(m: Dict[str, object], names: Sequence[str] = ("top1",), prefix: str = "") -> str:
+    """``"mIoU 41.20%, top-1 80.10%"``: the named metrics of an :func:`evaluate` result (``prefix``: of a
+    :func:`train` epoch record, whose keys are ``val_miou``, ...)."""
+    return ", ".join(f"{METRIC_NAMES[n]} {m[prefix + n]:.2f}%" for n in names if prefix + n in m)
 
 
 def with_metrics(data: Dataset, metrics: Optional[str]) -> Dataset:

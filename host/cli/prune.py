@@ -64,11 +64,6 @@ def cmd_prune(args) -> int:
                    power=args.power, method=args.method, recover=args.recover, long_term_epochs=args.long_term_epochs,
                    long_term_lr=args.long_term_lr, pruning_rate=args.pruning_rate,
                    tensorboard=args.tensorboard, input=args.input, pruner_input=args.pruner_input)
-    if args.pruner_input and args.input and (args.pruner_input[2] > args.input[2] or args.pruner_input[3] > args.input[3]):
-        from edgeshrink.host.errors import UserError
-
-        raise UserError(f"--pruner-input {'x'.join(map(str, args.pruner_input))} is larger than the deployment input "
-                        f"--input {'x'.join(map(str, args.input))}; prune at the smaller shape")
     data = with_metrics(load_dataset(args.dataset, args.data_dir, seed=args.seed, download=args.download,
                                      train_subset=args.train_subset, image_size=image_size_for(args)), args.metrics)
     report = run_prune(job, cfg, data=data)

@@ -326,7 +326,7 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
         from edgeshrink.host.train import metric_text
 
         ui.log(f"recovery ({mode}): {len(long_term)} epochs, val "
-               + metric_text({k[4:]: v for k, v in long_term[-1].items() if k.startswith('val_')}, data.metrics))
+               + metric_text(long_term[-1], data.metrics, prefix="val_"))
     long_term_s = time.monotonic() - t_lt
     pruned.eval()
     if not dist_.is_main():  # rank 0 evaluates, exports, measures and writes the report
