@@ -33,6 +33,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from . import runners
+from .provenance import sha256_file
 from .stats import summarize
 
 STAGED_SCHEMA = "edgeshrink.staged_model"
@@ -126,6 +127,16 @@ def load_manifest(path: str) -> Dict[str, object]:
             raise DynamicError(f"{where}: kind must be 'stage' or 'gated', got {kind!r}")
         out.append(step)
     return {"steps": out, "folder": folder}
+
+
+def step_files(steps: List[dict]) -> List[str]:
+    """The files a staged model's steps (as :func:`load_manifest` returns them) run, each once, in order."""
+    out: List[str] = []
+    for s in steps:
+        for f in ([s["onnx"]] if s["kind"] == "stage" else [s["gate"], s["block"]]):
+            if f not in out:
+                out.append(f)
+    return out
 
 
 def load_inputs(path: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
@@ -270,7 +281,8 @@ def bench_dynamic(path: str, inputs: str, backend: str = "ort", threads: int = 1
         ``{"model", "inputs", "iters", "latency_ms": per-input statistics (mean, median, p90, p99, max, ...),
         "worst_case_ms": the same for every step run, "exit_histogram": {step name: count}, "block_rates":
         {block name: fraction of inputs that ran it}, "top1": accuracy or None, "exit_top1": {step name: accuracy
-        of the inputs that left there}, "per_input": {"exit", "pred", "latency_ms", "executed"}}``.
+        of the inputs that left there}, "per_input": {"exit", "pred", "latency_ms", "executed"}, "sha256": of
+        ``path``, "files": {step file name: sha256}}`` (what was run, as the device read it).
 
     Raises:
         DynamicError: a bad manifest or input set, or inputs of another shape than the first model takes;
@@ -323,7 +335,9 @@ def bench_dynamic(path: str, inputs: str, backend: str = "ort", threads: int = 1
         top1 = float(ok.mean())
         exit_top1 = {nm: (float(ok[[names[e] == nm for e in exits]].mean()) if hist[nm] else None)
                      for nm in exit_names}
-    return {"model": os.path.basename(path), "inputs": len(x), "input_file": os.path.basename(inputs),
+    return {"model": os.path.basename(path), "sha256": sha256_file(path),
+            "files": {os.path.basename(f): sha256_file(f) for f in step_files(steps)},
+            "inputs": len(x), "input_file": os.path.basename(inputs),
             "backend": backend, "threads": threads, "iters": iters, "warmup": warmup,
             "latency_ms": summarize(lat).to_dict(), "worst_case_ms": summarize(worst).to_dict(),
             "exit_histogram": hist, "block_rates": rates, "top1": top1, "exit_top1": exit_top1,

@@ -219,7 +219,7 @@ def bench_inputs_on_device(model: str, inputs: str, device: str = "local", backe
     Raises:
         DeviceError: a missing file, the device failed, or a reply without the per-input statistics.
     """
-    from edgeshrink.device.dynamic import DynamicError, load_manifest
+    from edgeshrink.device.dynamic import DynamicError, load_manifest, step_files
 
     for p in (model, inputs):
         if not os.path.isfile(p):
@@ -230,7 +230,7 @@ def bench_inputs_on_device(model: str, inputs: str, device: str = "local", backe
             steps = load_manifest(model)["steps"]
         except DynamicError as e:
             raise DeviceError(str(e)) from None
-        files += sorted({f for s in steps for f in ([s["onnx"]] if s["kind"] == "stage" else [s["gate"], s["block"]])})
+        files += step_files(steps)
     with open_device(device, trust_new_host=trust_new_host) as dev:
         for f in files:
             dev.put(f, f"staged/{os.path.basename(f)}")
@@ -253,4 +253,7 @@ def bench_inputs_on_device(model: str, inputs: str, device: str = "local", backe
         if not 0 <= number(v, f"{where}: block_rates {b}", DeviceError) <= 1:
             raise DeviceError(f"{where}: block_rates {b} must be in [0, 1], got {v}")
     mapping(rec.get("exit_histogram"), f"{where}: exit_histogram", DeviceError)
+    text(rec.get("sha256"), f"{where}: sha256", DeviceError)
+    for f, h in mapping(rec.get("files", {}), f"{where}: files", DeviceError).items():
+        text(h, f"{where}: files {f}", DeviceError)
     return {**rec, "device": {**mapping(doc.get("device"), f"{where}: device", DeviceError), "spec": device}}

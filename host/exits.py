@@ -563,7 +563,12 @@ def choose_exits(checkpoint: str, table_path: str, dataset: str, out: str, budge
     m = d["measured"]
     lat = m["latency_ms"]
     full_top1 = 100 * float((dep.test[1][:, -1] == dep.test[2]).mean())
+    from edgeshrink.host.export.artifact import ship_staged
+
+    shipped = ship_staged(d["manifest"], dep.shape, checkpoint, d["check"])
     report = {"checkpoint": checkpoint, "model": model.model_name, "table": table_path, "device": m["device"],
+              "artifact": {"file": f"staged/{shipped['file']}", "sha256": shipped["sha256"]},
+              "sha256": m["sha256"],
               "budget_ms": target, "budget_fraction": budget, "p99_cap_ms": p99_ms,
               "exits": model.exit_names, "thresholds": chosen["thresholds"],
               "val": {k: chosen[k] for k in ("top1", "mean_ms", "p99_ms", "histogram")},

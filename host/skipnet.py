@@ -522,14 +522,20 @@ def measure_gated(checkpoint: str, table_path: str, dataset: str, out: str, data
         forms[f] = {"measured_ms": dyn["latency_ms"], "worst_case_measured_ms": worst, "predicted": pred,
                     "prediction_error": pred["expected_ms"] / dyn["latency_ms"]["mean"] - 1,
                     "top1": dyn["top1"], "block_rates": dyn["block_rates"], "export_check": checks[f]}
+    for f in forms:
+        forms[f]["sha256"] = runs[f]["sha256"]  # the manifest the device ran (its step files in runs[f]["files"])
     best = min(forms, key=lambda f: forms[f]["measured_ms"]["mean"])
     dyn, chosen = runs[best], forms[best]
+    from edgeshrink.host.export.artifact import ship_staged
+
+    shipped = ship_staged(manifests[best], shape, checkpoint, checks[best])
     macs = gated_macs(model, shape, dyn["block_rates"])
     report = {"checkpoint": checkpoint, "model": model.model_name, "gates": model.gates, "table": table_path,
               "device": dyn["device"], "inputs": n, "form": best, "forms": forms,
+              "artifact": {"file": f"staged/{shipped['file']}", "sha256": shipped["sha256"]},
               "params": sum(p.numel() for p in model.parameters()), "macs": macs, "gate_ms": gate_ms,
               **{k: chosen[k] for k in ("top1", "block_rates", "measured_ms", "worst_case_measured_ms", "predicted",
-                                        "prediction_error", "export_check")},
+                                        "prediction_error", "export_check", "sha256")},
               "per_input": dyn["per_input"]}
     write_json(os.path.join(out, "report.json"), report)
     for f, v in forms.items():

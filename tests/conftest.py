@@ -74,6 +74,20 @@ def error_line(r: CliResult, *needles: str, prog: str = "host") -> str:
     return errors[0]
 
 
+def assert_shipped(folder, measured_sha256: str) -> dict:
+    """Assert the file the device measured (``measured_sha256``, as the device hashed it) is the file shipped: the
+    ``artifact.json`` in ``folder`` names it, and its bytes on disk still hash so. Returns the artifact.json."""
+    import hashlib
+    import json
+
+    doc = json.loads((Path(folder) / "artifact.json").read_text())
+    assert doc["schema"] == "edgeshrink.artifact" and doc["sha256"] == measured_sha256, (doc["sha256"], measured_sha256)
+    for name, sha in doc["files"].items():
+        assert hashlib.sha256((Path(folder) / name).read_bytes()).hexdigest() == sha, name
+    assert doc["files"][doc["file"]] == measured_sha256
+    return doc
+
+
 @pytest.fixture(scope="session")
 def digits():
     from edgeshrink.host.data import load_digits

@@ -148,11 +148,8 @@ def export_artifact(task: Dict[str, object]) -> Dict[str, object]:
     prepare_dir(out, "artifact folder")
     info: Dict[str, object] = {}
     if fmt == "onnx":
-        from edgeshrink.host.export.onnx import check_onnx, export_onnx
-
         main = "model.onnx"
-        info = export_onnx(model, shape, str(out / main), dynamic_batch=bool(task.get("dynamic_batch")), slim=True)
-        check = check_onnx(model, str(out / main), shape)
+        info, check = export_checked_onnx(model, shape, str(out / main), bool(task.get("dynamic_batch")))
         files = [main]
     elif fmt == "tflite":
         from edgeshrink.host.export.tflite import check_tflite, export_tflite
@@ -164,12 +161,10 @@ def export_artifact(task: Dict[str, object]) -> Dict[str, object]:
         check = check_tflite(model, str(out / main), shape, prec, test_split() if data is not None else None)
         files = [main]
     else:
-        from edgeshrink.host.export.onnx import check_onnx, export_onnx
         from edgeshrink.host.export.tensorrt import calibration_cache
 
         main = "model.onnx"
-        info = export_onnx(model, shape, str(out / main), dynamic_batch=bool(task.get("dynamic_batch")), slim=True)
-        check = check_onnx(model, str(out / main), shape)
+        info, check = export_checked_onnx(model, shape, str(out / main), bool(task.get("dynamic_batch")))
         files = [main]
         if prec == "int8":
             rep = representative()
@@ -178,21 +173,84 @@ def export_artifact(task: Dict[str, object]) -> Dict[str, object]:
             files.append("calib.cache")
         info["device_build"] = ("engines are built on the device: python3 -m device bench model.onnx --backend "
                                 f"tensorrt --precision {prec}" + (" --calib-cache calib.cache" if prec == "int8" else ""))
-    doc = {
-        "schema": ARTIFACT_SCHEMA, "schema_version": 1,
-        "format": fmt, "precision": prec, "input_shape": list(shape), "dynamic_batch": bool(task.get("dynamic_batch")),
-        "file": main, "sha256": sha256_file(str(out / main)),
-        "files": {f: sha256_file(str(out / f)) for f in files},
-        "source_checkpoint": {"path": ckpt_path, "sha256": ckpt_sha, "model": ckpt["model"],
-                              "channels": ckpt["channels"]},
-        "tool_versions": tool_versions(fmt), "export": info, "check": check,
-        "input_hash": want,
-        "created_utc": utc_now(),
-        "wall_s": round(time.monotonic() - t0, 2),
-    }
-    write_json(out / "artifact.json", doc)
+    doc = write_artifact_json(out, fmt, prec, shape, main, files, ckpt_path, info, check,
+                              dynamic_batch=bool(task.get("dynamic_batch")), input_hash=want, t0=t0,
+                              ckpt=ckpt, ckpt_sha=ckpt_sha)
     doc["status"] = "built"
     return doc
+
+
+def export_checked_onnx(model, shape, path: str, dynamic_batch: bool = False) -> Tuple[Dict[str, object],
+                                                                                         Dict[str, object]]:
+    """The one ONNX export of a whole network that is measured or shipped: torch's exporter, onnxslim, then
+    ``onnx.checker`` and ONNX Runtime against torch (:func:`edgeshrink.host.export.onnx.check_onnx`).
+
+    Returns:
+        ``(export info, check)`` as ``artifact.json`` records them.
+
+    Raises:
+        ExportCheckError: the graph is invalid or differs from torch.
+    """
+    from edgeshrink.host.export.onnx import check_onnx, export_onnx
+
+    info = export_onnx(model, shape, path, dynamic_batch=dynamic_batch, slim=True)
+    return info, check_onnx(model, path, shape)
+
+
+def write_artifact_json(folder, fmt: str, precision: str, shape, main: str, files, source: Optional[str],
+                        info: Dict[str, object], check: Dict[str, object], dynamic_batch: bool = False,
+                        input_hash: Optional[str] = None, t0: Optional[float] = None, ckpt=None,
+                        ckpt_sha: Optional[str] = None) -> Dict[str, object]:
+    """Write ``folder/artifact.json`` for the files in ``folder`` (``main`` the one to deploy; ``files`` every file
+    it needs, their sha256 taken now) and return it.
+
+    Args:
+        source: the checkpoint the artifact was built from (its path, sha256, model and channels are recorded), or
+            None.
+        fmt: ``onnx``, ``tflite``, ``trt`` (``host export``) or ``staged-onnx`` (a staged model's manifest and its
+            step files: ``host dynamic``, ``host exits``).
+    """
+    from edgeshrink.host.checkpoint import load_checkpoint
+
+    folder = Path(folder)
+    src = None
+    if source is not None:
+        ckpt = ckpt if ckpt is not None else load_checkpoint(source)
+        src = {"path": str(source), "sha256": ckpt_sha or sha256_file(str(source)), "model": ckpt["model"],
+               "channels": ckpt["channels"]}
+    doc = {
+        "schema": ARTIFACT_SCHEMA, "schema_version": 1,
+        "format": fmt, "precision": precision, "input_shape": list(shape), "dynamic_batch": bool(dynamic_batch),
+        "file": main, "sha256": sha256_file(str(folder / main)),
+        "files": {f: sha256_file(str(folder / f)) for f in files},
+        "source_checkpoint": src,
+        "tool_versions": tool_versions("onnx" if fmt == "staged-onnx" else fmt), "export": info, "check": check,
+        "input_hash": input_hash,
+        "created_utc": utc_now(),
+        "wall_s": round(time.monotonic() - t0, 2) if t0 is not None else None,
+    }
+    write_json(folder / "artifact.json", doc)
+    return doc
+
+
+def ship_onnx(model, shape, folder, source: Optional[str], name: str = "model.onnx") -> Dict[str, object]:
+    """Deploy ``model`` as ``host export --format onnx`` does: ``folder/name`` through :func:`export_checked_onnx`
+    and its ``artifact.json``; what the pipeline measures and ships (``host prune``, ``host compare``,
+    :func:`edgeshrink.shrink`). Returns the ``artifact.json`` document."""
+    t0 = time.monotonic()
+    info, check = export_checked_onnx(model, shape, str(Path(folder) / name))
+    return write_artifact_json(folder, "onnx", "fp32", shape, name, [name], source, info, check, t0=t0)
+
+
+def ship_staged(manifest: str, shape, source: Optional[str], check: Dict[str, object]) -> Dict[str, object]:
+    """The ``artifact.json`` of a staged model (``host dynamic``'s gated network, ``host exits``' early-exit
+    stages) beside its manifest: ``file`` the manifest, ``files`` it and every step file it runs. Returns it."""
+    from edgeshrink.device.dynamic import load_manifest as load_staged, step_files
+
+    folder = Path(manifest).parent
+    steps = load_staged(manifest)["steps"]
+    files = [Path(manifest).name] + [os.path.relpath(f, folder) for f in step_files(steps)]
+    return write_artifact_json(folder, "staged-onnx", "fp32", shape, Path(manifest).name, files, source, {}, check)
 
 
 def load_manifest(path: str) -> Tuple[List[Dict[str, object]], Path]:

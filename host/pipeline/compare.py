@@ -189,7 +189,8 @@ def run_compare(job: CompareJob, configs: Dict[str, object], data: Dataset) -> D
     baseline = {"top1": base["top1"], **({"miou": base["miou"]} if "miou" in base else {}),
                 "params": base["params"], "macs": base["macs"],
                 "latency_ms_predicted": base["latency_ms_predicted"], "latency_ms_measured": bm["median_ms"],
-                "latency_ms_measured_min": bm.get("min_ms"), "load_medians_ms": bm.get("load_medians_ms")}
+                "latency_ms_measured_min": bm.get("min_ms"), "load_medians_ms": bm.get("load_medians_ms"),
+                "onnx_sha256": bm["sha256"]}
     rows = []
     for (m, b, run_dir, rep), path in zip(runs, paths[1:]):
         mm = bench["models"][path]
@@ -197,7 +198,7 @@ def run_compare(job: CompareJob, configs: Dict[str, object], data: Dataset) -> D
         rows.append({
             "method": m, "budget": b, "budget_ms": rep["budget_ms"], "latency_ms_predicted": p["latency_ms_predicted"],
             "latency_ms_measured": mm["median_ms"], "latency_ms_measured_min": mm.get("min_ms"),
-            "load_medians_ms": mm.get("load_medians_ms"),
+            "load_medians_ms": mm.get("load_medians_ms"), "onnx_sha256": mm["sha256"],
             "prediction_error": p["latency_ms_predicted"] / stat_ms(mm, stat) - 1,
             "ratio_measured_median": mm["median_ms"] / bm["median_ms"],
             "ratio_measured_min": (mm["min_ms"] / bm["min_ms"]) if mm.get("min_ms") and bm.get("min_ms") else None,

@@ -66,6 +66,7 @@ class PruneReport:
     baseline: Dict[str, object]  # see side()
     pruned: Dict[str, object]
     confirmed_on_device: bool
+    artifact: Dict[str, object]  # {"file", "sha256"}: what ships (artifact.json); pruned.onnx_sha256 is what was measured
     method: str  # a name of edgeshrink.host.prune.methods.METHODS
     settings: Dict[str, object]  # the method's settings (its config's to_dict())
     iterations: List[Dict[str, object]]  # the method's history
@@ -95,7 +96,7 @@ class PruneReport:
             "metrics": list(self.metrics or ["top1", "top5"]), "table_build": self.table_build,
             "device": self.device, "backend": self.backend, "precision": self.precision, "threads": self.threads,
             "table_device": self.table_device, "table_fit": self.table_fit, "budget_ms": self.budget_ms, "budget_fraction": self.budget_fraction,
-            "baseline": b, "pruned": p, "confirmed_on_device": self.confirmed_on_device,
+            "baseline": b, "pruned": p, "confirmed_on_device": self.confirmed_on_device, "artifact": self.artifact,
             "ratios": {"latency_measured": (p["latency_ms_measured"] / b["latency_ms_measured"])
                        if self.confirmed_on_device else None,
                        "latency_predicted": p["latency_ms_predicted"] / b["latency_ms_predicted"],

@@ -12,7 +12,7 @@ from edgeshrink import models
 from edgeshrink.host import exits
 from edgeshrink.host.errors import UserError
 from edgeshrink.host.latency.key import LayerKey
-from tests.conftest import one_line_error
+from tests.conftest import assert_shipped, one_line_error
 from tests.tables import OVERHEAD_MS, formula_ms, synthetic_table
 
 
@@ -182,6 +182,9 @@ def test_host_exits_end_to_end(trained, host_cli, tmp_path):
     assert len(rep["thresholds"]) == 1 and rep["export_check"]["inputs"] == 40
     assert rep["exit_cost_ms"]["predicted"][1] > rep["exit_cost_ms"]["predicted"][0] > 0
     assert (tmp_path / "o" / "exits.png").stat().st_size > 1000
+    art = assert_shipped(tmp_path / "o" / "staged", rep["sha256"])  # the manifest measured is the one shipped
+    assert art["file"] == "model.json" and rep["artifact"]["sha256"] == rep["sha256"]
+    assert set(art["files"]) == {"model.json", "stage0.onnx", "stage1.onnx"}
     # thresholds as given: the histogram follows from torch's confidences
     r = host_cli("exits", trained / "run" / "model.pt", "--perf-table", trained / "t.json", "--thresholds", "0",
                  "--limit", "20", "--cost-inputs", "10", "--iters", "1", "--out", tmp_path / "o2")

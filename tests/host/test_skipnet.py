@@ -3,6 +3,7 @@ the device's execution rates against torch's decisions, the hybrid RL loss by ha
 table with a known answer, and the refusals."""
 
 import json
+import os
 import types
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from edgeshrink import models
 from edgeshrink.host import skipnet
-from tests.conftest import one_line_error
+from tests.conftest import assert_shipped, one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +188,13 @@ def test_host_dynamic_measures_a_gated_checkpoint_input_by_input(tmp_path, host_
     assert rep["predicted"]["expected_ms"] > 0 and rep["measured_ms"]["mean"] > 0
     assert rep["macs"]["mean"] <= rep["macs"]["worst"]
     assert json.loads((tmp_path / "dyn" / "staged" / "model.json").read_text())["check"]["inputs"] == 30
+    # the form the device measured fastest is the one shipped: its manifest's hash, as the device read it
+    art = assert_shipped(tmp_path / "dyn" / "staged", rep["sha256"])
+    assert rep["artifact"] == {"file": f"staged/{art['file']}", "sha256": rep["forms"][rep["form"]]["sha256"]}
+    from edgeshrink.device.dynamic import load_manifest, step_files
+
+    steps = load_manifest(str(tmp_path / "dyn" / "staged" / art["file"]))["steps"]
+    assert art["format"] == "staged-onnx" and set(art["files"]) == {art["file"], *map(os.path.basename, step_files(steps))}
 
 
 def test_the_one_graph_form_decides_as_torch_and_as_the_per_block_form(staged_ff, tmp_path):
