@@ -7,10 +7,12 @@ functions doing all training and evaluation, driven by a latency lookup table an
                                train_one_epoch=my_epoch, train=my_train, test=my_test)
     result.model            # the pruned nn.Module (pruned copy; ``model`` is not changed)
 
-Methods: ``netadapt`` (Yang et al. 2018; each proposal is short-term fine-tuned by ``train_one_epoch(model, lr)``
-and judged by ``test(model)``, a larger-is-better score), ``uniform`` (one width multiplier, bisection on the table)
-and ``magnitude`` (Torch-Pruning's L2 magnitude importance, ranked globally). The methods that need a dataset inside
-their loop (Taylor, slimming, SWD, MorphNet) run through ``host prune`` / :func:`edgeshrink.run_prune`.
+The methods are the registry's (``host prune --method``), run with the user's functions as their trainer: ``netadapt``
+(Yang et al. 2018; each proposal is short-term fine-tuned by ``train_one_epoch(model, lr)`` and judged by
+``test(model)``, a larger-is-better score), ``uniform`` (one width multiplier, bisection on the table) and
+``magnitude`` (Torch-Pruning's magnitude importance). The others read training batches inside their own loop (Taylor's
+gradients, the regularised training of slimming, SWD and MorphNet, EigenDamage's K-FAC statistics, SNIP's batch), which
+three opaque functions cannot give them: they run through ``host prune`` / :func:`edgeshrink.run_prune`.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ import torch.nn as nn
 from edgeshrink.host import ui
 from edgeshrink.host.errors import UserError
 
-SHRINK_METHODS = ("netadapt", "uniform", "magnitude")
+from edgeshrink.host.prune.methods import METHODS, MethodContext, check_config, check_method_reachable, recover
+
 OUTPUTS = ("pytorch", "onnx")
+SHRINK_METHODS = tuple(n for n, m in METHODS.items() if not m.needs_data)  # those that run on the user's functions
 
 
 class SelectOutput(nn.Module):
@@ -65,6 +69,8 @@ class ShrinkResult:
     history: List[Dict[str, object]] = field(default_factory=list)
     wall_s: float = 0.0
     table_fit: Dict[str, object] = field(default_factory=dict)  # TablePredictor.fit_record()
+    sha256: Optional[str] = None  # of the pruned ONNX written beside its artifact.json (``onnx``)
+    measured_sha256: Optional[str] = None  # of the file the device measured (the device computes it): ``sha256``
 
     @property
     def measured_ratio(self) -> Optional[float]:
@@ -104,26 +110,35 @@ def shrink(model: nn.Module, example_input: Union[torch.Tensor, Sequence[int]], 
            train: Optional[Callable[[nn.Module], Any]] = None, test: Optional[Callable[[nn.Module], float]] = None,
            prune_only: Optional[str] = None, ignore: Sequence[str] = (), output: str = "pytorch",
            select_output: Union[None, str, int, Callable[[Any], torch.Tensor]] = None, budget_ms: Optional[float] = None,
-           short_term_lr: float = 0.01, init_reduction: float = 0.06, decay: float = 0.95, out_dir: Optional[str] = None,
+           short_term_lr: Optional[float] = None, init_reduction: Optional[float] = None,
+           decay: Optional[float] = None, config=None, out_dir: Optional[str] = None,
            measure: bool = True, device: Optional[str] = None, bench_seconds: float = 10.0,
            tensorboard: Optional[str] = None) -> ShrinkResult:
     """Shrink ``model`` to a latency budget on the table's device, with the user's functions for all training.
+
+    The method runs through the same registry entry as ``host prune --method`` (:data:`METHODS
+    <edgeshrink.host.prune.methods.METHODS>`) with the user's functions as its trainer
+    (:class:`~edgeshrink.host.train.UserTrainer`); the methods that read training batches themselves are not offered.
 
     Args:
         model: any ``nn.Module`` the pruning space can trace (not modified; a pruned copy is returned).
         example_input: an input tensor ``(1, C, H, W)`` or its shape; must match the table's input shape.
         table: a :class:`edgeshrink.LatencyTable` or the path of one (``host table build --model file.py:factory``).
         budget: the target as a fraction of the table's prediction of ``model`` (``budget_ms`` instead: in ms).
-        method: ``netadapt``, ``uniform`` or ``magnitude``.
+        method: one of :data:`SHRINK_METHODS` (``netadapt``, ``uniform``, ``magnitude``).
         train_one_epoch: ``train_one_epoch(model, lr)``: NetAdapt's short-term fine-tuning of each proposal.
-        train: ``train(model)``: the long-term fine-tuning after pruning (skipped when None).
+        train: ``train(model)``: the recovery after pruning (skipped when None).
         test: ``test(model) -> float``, larger is better (top-1, mIoU...): NetAdapt's selection, and the
             before/after scores of the result.
         prune_only: a sub-module name (the tool's ``back_bone_only``): only groups entirely inside it are pruned.
         ignore: layer or module names kept whole (a detection head, the classifier).
-        output: ``"pytorch"`` (the pruned module) or ``"onnx"`` (also ``out_dir/model.onnx``, checked against torch).
+        output: ``"pytorch"`` (the pruned module) or ``"onnx"`` (also ``out_dir/model.onnx`` with its
+            ``artifact.json``, checked against torch).
         select_output: for a model whose forward returns a dict, list or tuple, the key, index or callable that picks
             the tensor to trace, export and time.
+        short_term_lr, init_reduction, decay: NetAdapt's settings (None: :class:`NetAdaptConfig`'s defaults, the
+            ones ``host prune`` uses).
+        config: the method's settings object (``NetAdaptConfig``, ``MagnitudeConfig``...; None: its defaults).
         out_dir: where ONNX files go (default: a temporary folder, removed unless ``output="onnx"``).
         measure: measure the unpruned and pruned ONNX side by side on ``device`` (default: the table's device) for
             about ``bench_seconds``.
@@ -133,28 +148,39 @@ def shrink(model: nn.Module, example_input: Union[torch.Tensor, Sequence[int]], 
         :class:`ShrinkResult`.
 
     Raises:
-        UserError: an unknown method or output, a missing function the method needs, a budget out of range or
-            unreachable (``BudgetError``), names in ``prune_only`` / ``ignore`` that are not in the model, an input
-            shape the table was not measured at; ``TableError`` when the table lacks one of the model's layers (it
-            names the layer); ``UnsupportedOpError`` for a model the pruning space cannot trace (it names the op).
+        UserError: an unknown method or one that needs a dataset, an unknown output, a missing function the method
+            needs, a budget out of range or unreachable (``BudgetError``), names in ``prune_only`` / ``ignore`` that
+            are not in the model, an input shape the table was not measured at, settings out of range; ``TableError``
+            when the table lacks one of the model's layers (it names the layer); ``UnsupportedOpError`` for a model
+            the pruning space cannot trace (it names the op).
     """
+    from dataclasses import replace
+
     from edgeshrink import models
     from edgeshrink.host.latency.predict import TablePredictor
-    from edgeshrink.host.latency.space import channel_grid
     from edgeshrink.host.latency.table import LatencyTable, load_table
-    from edgeshrink.host.prune import criteria
     from edgeshrink.host.tensorboard import open_writer
+    from edgeshrink.host.train import UserTrainer
 
     t0 = time.monotonic()
     if method not in SHRINK_METHODS:
-        raise UserError(f"shrink: method must be one of {', '.join(SHRINK_METHODS)}, got {method!r} (the others run "
-                        "through host prune)")
+        why = f"{method} reads training batches itself: run it through host prune" if method in METHODS else \
+            f"unknown method {method!r}"
+        raise UserError(f"shrink: method must be one of {', '.join(SHRINK_METHODS)} (the methods that run on your own "
+                        f"functions); {why}")
+    spec = METHODS[method]
     if output not in OUTPUTS:
         raise UserError(f"shrink: output must be 'pytorch' or 'onnx', got {output!r}")
     if method == "netadapt" and (train_one_epoch is None or test is None):
         raise UserError("shrink: netadapt needs train_one_epoch(model, lr) and test(model)")
     if budget_ms is None and not (budget is not None and 0 < budget < 1):
         raise UserError(f"shrink: budget must be a fraction in (0, 1), got {budget!r}")
+    cfg = config if config is not None else spec.config()
+    if not isinstance(cfg, spec.config):
+        raise UserError(f"shrink: {method} takes {spec.config.__name__} settings, not {type(cfg).__name__}")
+    given = {"short_term_lr": short_term_lr, "init_reduction": init_reduction, "decay": decay}
+    cfg = replace(cfg, **{k: v for k, v in given.items() if v is not None and hasattr(cfg, k)})
+    check_config(method, cfg)
     if isinstance(table, (str, os.PathLike)):
         table = load_table(str(table))
     elif not isinstance(table, LatencyTable):
@@ -172,57 +198,31 @@ def shrink(model: nn.Module, example_input: Union[torch.Tensor, Sequence[int]], 
         ui.log(predictor.transfer_note())
     space = predictor.space
     frozen = _frozen_groups(space, net, _prefixed(prune_only, wrapped), [_prefixed(i, wrapped) for i in ignore])
-    grids = {g.name: channel_grid(g.width, int(table.build.get("granularity", 4))) for g in space.groups}
-    widths = space.widths_from_spec(models.channel_spec(net))
-    for g in frozen:
-        grids[g] = [widths[g]]
-    base_ms = predictor.predict_ms(widths)
+    granularity = int(table.build.get("granularity", 4))
+    base_ms = predictor.predict_ms(space.widths_from_spec(models.channel_spec(net)))
     target = budget_ms if budget_ms is not None else budget * base_ms
     writer = open_writer(tensorboard)
-    score = (lambda m: float(test(m.model if wrapped else m))) if test else None
-    base_score = score(net) if score else None
+    trainer = UserTrainer(train_one_epoch, train, test, unwrap=(lambda m: m.model) if wrapped else None)
+    base_score = trainer.score(net) if test else None
+
+    def on_event(kind: str, info: Dict[str, object]) -> None:
+        if kind == "chosen":
+            ui.log(f"iter {info['iteration']:2d}: {info['chosen_group']} {info['width_before']}->"
+                   f"{info['width_after']} | predicted {info['predicted_ms']:.4f} ms | test {info['val_top1']:.4g}")
+            writer.scalars(method, {"predicted_ms": info["predicted_ms"], "score": info["val_top1"]},
+                           int(info["iteration"]))
+
+    ctx = MethodContext(net, None, space, predictor, net.model_name, 0, granularity, target, seed=getattr(cfg, "seed", 0),
+                        log=ui.log, example_shape=shape, trainer=trainer, frozen=tuple(frozen), on_event=on_event)
+    check_method_reachable(ctx, cfg, method)
     ui.log(f"shrink ({method}): predicted {base_ms:.4f} ms -> budget {target:.4f} ms, {len(space.groups)} channel "
            f"groups ({len(frozen)} kept whole)" + (f", test score {base_score:.4g}" if base_score is not None else ""))
-    history: List[Dict[str, object]] = []
-    if method == "netadapt":
-        from edgeshrink.host.prune.netadapt import NetAdapt, NetAdaptConfig
-
-        def short_term(m: nn.Module) -> None:
-            train_one_epoch(m.model if wrapped else m, short_term_lr)
-
-        cfg = NetAdaptConfig(budget_ms=target, init_reduction=init_reduction, decay=decay,
-                             granularity=int(table.build.get("granularity", 4)))
-
-        def on_event(kind: str, info: Dict[str, object]) -> None:
-            if kind == "chosen":
-                ui.log(f"iter {info['iteration']:2d}: {info['chosen_group']} {info['width_before']}->"
-                       f"{info['width_after']} | predicted {info['predicted_ms']:.4f} ms | test {info['val_top1']:.4g}")
-                writer.scalars("netadapt", {"predicted_ms": info["predicted_ms"], "score": info["val_top1"]},
-                               int(info["iteration"]))
-
-        na = NetAdapt(net, None, space, predictor, cfg, on_event=on_event, short_term=short_term, val_score=score,
-                      frozen=frozen)
-        pruned = na.run()
-        history = na.history
-    else:
-        pruned = copy.deepcopy(net).eval()
-        import torch_pruning as tp
-
-        scores = criteria.group_scores(pruned, space, tp.importance.MagnitudeImportance(p=2, normalizer=None), shape)
-        if method == "uniform":
-            r = criteria.uniform_widths(predictor, widths, grids, target)
-        else:
-            r = criteria.widths_to_budget(scores, predictor, widths, grids, target, scope="global")
-        criteria.prune_to_widths_(pruned, space, scores, r["widths"], shape)
-        history = [{"widths": r["widths"], "predicted_ms": r["predicted_ms"]}]
-    if train is not None:
-        ui.log("long-term fine-tuning: train(model)")
-        pruned.train()
-        train(pruned.model if wrapped else pruned)
-        pruned.eval()
+    pruned, history = spec.run(ctx, cfg)
+    pruned, _, _ = recover(pruned, "fine-tune", ctx, 0, 0.0, None)  # the user's train(model), when given
+    pruned.eval()
     final_widths = space.widths_from_spec(models.channel_spec(pruned))
     pruned_ms = predictor.predict_ms(final_widths)
-    final_score = score(pruned) if score else None
+    final_score = trainer.score(pruned) if test else None
     writer.scalars("shrink", {"baseline_ms_predicted": base_ms, "pruned_ms_predicted": pruned_ms,
                               "baseline_score": base_score, "score": final_score}, 0)
     writer.close()
@@ -244,7 +244,7 @@ def shrink(model: nn.Module, example_input: Union[torch.Tensor, Sequence[int]], 
 def _export_and_measure(result: ShrinkResult, base: nn.Module, pruned: nn.Module, shape, table, output: str,
                         out_dir: Optional[str], measure: bool, device: Optional[str], bench_seconds: float) -> None:
     from edgeshrink.host.bench import stat_ms
-    from edgeshrink.host.export.onnx import check_onnx, export_onnx
+    from edgeshrink.host.export.artifact import export_checked_onnx, ship_onnx
     from edgeshrink.host.pipeline.confirm import confirm_on_device
 
     tmp = None
@@ -253,12 +253,10 @@ def _export_and_measure(result: ShrinkResult, base: nn.Module, pruned: nn.Module
     folder = out_dir or (tmp.name if tmp else "shrink_out")
     os.makedirs(folder, exist_ok=True)
     try:
-        paths = {}
-        for tag, m in (("baseline", base), ("model", pruned)):
-            path = os.path.join(folder, f"{tag}.onnx")
-            export_onnx(m.eval(), shape, path)
-            check_onnx(m, path, shape)
-            paths[tag] = path
+        # the baseline as the pruned network is deployed (export/'s one ONNX path); the pruned one is the artifact
+        paths = {"baseline": os.path.join(folder, "baseline.onnx"), "model": os.path.join(folder, "model.onnx")}
+        export_checked_onnx(base.eval(), shape, paths["baseline"])
+        result.sha256 = ship_onnx(pruned.eval(), shape, folder, None)["sha256"]
         if output == "onnx":
             result.onnx = paths["model"]
         if measure:
@@ -267,6 +265,7 @@ def _export_and_measure(result: ShrinkResult, base: nn.Module, pruned: nn.Module
                                     [result.baseline_ms_predicted, result.pruned_ms_predicted], bench_seconds)
             result.baseline_ms_measured = stat_ms(got["models"][paths["baseline"]], table.statistic)
             result.pruned_ms_measured = stat_ms(got["models"][paths["model"]], table.statistic)
+            result.measured_sha256 = got["models"][paths["model"]]["sha256"]
     finally:
         if tmp is not None:
             tmp.cleanup()

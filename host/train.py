@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Protocol, Sequence
 
 import torch
 import torch.nn as nn
@@ -407,6 +407,73 @@ def fine_tune_steps(model: nn.Module, data: Dataset, steps: int, lr: float = 0.0
             if done >= steps:
                 break
     model.eval()
+
+
+class Trainer(Protocol):
+    """What a pruning method trains and judges a network with (:class:`DatasetTrainer` or :class:`UserTrainer`).
+
+    ``data`` is the dataset when there is one (the methods that read training batches themselves need it: Taylor,
+    slimming, SWD, MorphNet, EigenDamage, SNIP, and recovery other than the user's ``train``); None for the user's
+    functions alone.
+    """
+
+    data: Optional[Dataset]
+    metric: str  # what score() measures: "top1", "miou", or "score" (the user's test)
+
+    def fine_tune(self, model: nn.Module, steps: int, lr: float) -> None:
+        """Short-term fine-tuning of a candidate, in place (NetAdapt, Yang et al. 2018, Sec. 3.2)."""
+
+    def score(self, model: nn.Module) -> float:
+        """The candidate's score on held-out data, larger is better (val top-1 / mIoU in %, or the user's test)."""
+
+
+class DatasetTrainer:
+    """The dataset's trainer: :func:`fine_tune_steps` on its training split and :func:`evaluate` on its val split
+    (``val_subset``: a seeded subset of that many val images), the first of ``data.metrics`` as the score."""
+
+    def __init__(self, data: Dataset, criterion: str = "crossentropy", batch_size: int = 64, seed: int = 0,
+                 val_subset: Optional[int] = None):
+        from edgeshrink.host.data import Split
+
+        self.data, self.criterion, self.batch_size, self.seed = data, criterion, batch_size, seed
+        self.metric = primary_metric(data)
+        self.eval_data = data
+        if val_subset is not None and val_subset < len(data.val):
+            idx = torch.randperm(len(data.val), generator=torch.Generator().manual_seed(seed))[:val_subset]
+            idx = idx.sort().values
+            self.eval_data = data.with_split("val", Split(data.val.images[idx], data.val.labels[idx]))
+
+    def fine_tune(self, model: nn.Module, steps: int, lr: float) -> None:
+        fine_tune_steps(model, self.data, steps, lr=lr, batch_size=self.batch_size, seed=self.seed,
+                        criterion=self.criterion)
+
+    def score(self, model: nn.Module) -> float:
+        return float(evaluate(model, self.eval_data, "val")[self.metric])
+
+
+class UserTrainer:
+    """The user's three functions (:func:`edgeshrink.shrink`, the DNN-shrink-tool's workflow): ``train_one_epoch(model,
+    lr)`` fine-tunes a candidate (one epoch stands for NetAdapt's short-term steps), ``test(model) -> float`` (larger is
+    better) scores it, ``train(model)`` is the recovery after pruning (None: none). ``unwrap`` maps the network the
+    methods prune to the module the user's functions take (an output selector's inner model)."""
+
+    data = None
+    metric = "score"
+
+    def __init__(self, train_one_epoch=None, train=None, test=None, unwrap=None):
+        self.train_one_epoch, self.train, self.test = train_one_epoch, train, test
+        self.unwrap = unwrap or (lambda m: m)
+
+    def fine_tune(self, model: nn.Module, steps: int, lr: float) -> None:
+        self.train_one_epoch(self.unwrap(model), lr)
+
+    def score(self, model: nn.Module) -> float:
+        return float(self.test(self.unwrap(model)))
+
+    def recover(self, model: nn.Module) -> None:
+        model.train()
+        self.train(self.unwrap(model))
+        model.eval()
 
 
 def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: TrainConfig, out: str,

@@ -7,8 +7,17 @@ import argparse
 
 from edgeshrink.host.latency.networks import NETWORK_ITERS, NETWORK_LOADS, NETWORK_ROUNDS
 
-NETADAPT_DEFAULTS = dict(init_reduction=0.06, decay=0.95, short_term_steps=30, short_term_lr=0.01,
-                         long_term_epochs=10, long_term_lr=0.01)
+from edgeshrink.host.prune.config import NetAdaptConfig
+
+NETADAPT_OPTIONS = ("init_reduction", "decay", "short_term_steps", "short_term_lr", "long_term_epochs", "long_term_lr")
+
+
+def netadapt_defaults(cfg: NetAdaptConfig = NetAdaptConfig()) -> dict:
+    """The command-line defaults of NetAdapt's options: ``cfg``'s (NetAdaptConfig's own, or a named preset's)."""
+    return {k: getattr(cfg, k) for k in NETADAPT_OPTIONS}
+
+
+NETADAPT_DEFAULTS = netadapt_defaults()
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -82,7 +91,8 @@ def add_netadapt_args(p: argparse.ArgumentParser, defaults=NETADAPT_DEFAULTS) ->
                    help=f"(default {shown['short_term_lr']})")
     g.add_argument("--select", choices=("ratio", "accuracy"), default="ratio" if defaults else None,
                    help="ratio: least val accuracy loss per ms saved (default); accuracy: most accurate proposal (the paper)")
-    g.add_argument("--max-iters", type=int, default=100 if defaults else None, help="(default 100)")
+    g.add_argument("--max-iters", type=int, default=NetAdaptConfig.max_iters if defaults else None,
+                   help=f"(default {NetAdaptConfig.max_iters})")
     g.add_argument("--short-term-val", type=int, metavar="N",
                    help="evaluate each proposal on a seeded subset of N val images (default: the whole val split)")
     r = p.add_argument_group("recovery after pruning (every method)")
@@ -101,7 +111,6 @@ def netadapt_config(args, seed: int, defaults=NETADAPT_DEFAULTS):
         UserError: ``--init-reduction`` or ``--decay`` out of range.
     """
     from edgeshrink.host.errors import UserError
-    from edgeshrink.host.prune.netadapt import NetAdaptConfig
 
     def get(name, default=None):
         v = getattr(args, name, None)
@@ -111,8 +120,9 @@ def netadapt_config(args, seed: int, defaults=NETADAPT_DEFAULTS):
         raise UserError("--init-reduction must be in (0, 1) and --decay in (0, 1]")
     return NetAdaptConfig(budget_ms=0.0, init_reduction=get("init_reduction"), decay=get("decay"),
                           short_term_steps=get("short_term_steps"), short_term_lr=get("short_term_lr"),
-                          select=get("select", "ratio"), long_term_epochs=get("long_term_epochs"),
-                          long_term_lr=get("long_term_lr"), max_iters=get("max_iters", 100), seed=seed,
+                          select=get("select", NetAdaptConfig.select), long_term_epochs=get("long_term_epochs"),
+                          long_term_lr=get("long_term_lr"), max_iters=get("max_iters", NetAdaptConfig.max_iters),
+                          seed=seed,
                           short_term_val=getattr(args, "short_term_val", None))
 
 

@@ -7,12 +7,8 @@ from dataclasses import replace
 import time
 from pathlib import Path
 
-from edgeshrink.host.cli.args import NETADAPT_DEFAULTS, add_netadapt_args, netadapt_config, progress_reporter
-
-# A shorter schedule than `host prune`'s, so that a newcomer sees the whole job in about three minutes on two cores
-# (docs/results.md has the measured runs): digits saturates, so fewer fine-tuning steps lose nothing there.
-DEMO_NETADAPT = {**NETADAPT_DEFAULTS, "init_reduction": 0.08, "decay": 0.92, "short_term_steps": 15,
-                 "long_term_epochs": 8}
+from edgeshrink.host.cli.args import add_netadapt_args, netadapt_config, netadapt_defaults, progress_reporter
+from edgeshrink.host.prune.config import DEMO_PRESET, preset_changes
 
 
 def register(sub) -> None:
@@ -30,7 +26,7 @@ def register(sub) -> None:
     d.add_argument("--calibrate", type=int, default=20, metavar="N",
                    help="calibration networks measured with the table (host table build --calibrate; default 20, "
                         "0: none, the plain sum of the micro-models)")
-    add_netadapt_args(d, DEMO_NETADAPT)
+    add_netadapt_args(d, netadapt_defaults(DEMO_PRESET))
     d.add_argument("--bench-seconds", type=float, default=20.0,
                    help="confirmation: time baseline and pruned side by side for about this long (default 20 s)")
     d.add_argument("--fresh", action="store_true", help="redo every step (default: reuse the finished steps in OUT)")
@@ -77,7 +73,9 @@ def cmd_demo(args) -> int:
         log_build_summary(table, str(table_path), build_cfg.resume)
     else:
         ui.log(f"2/3 latency table: reusing {table_path}")
-    ui.log("[bold]3/3 NetAdapt[/]")
+    changes = preset_changes(DEMO_PRESET)
+    ui.log("[bold]3/3 NetAdapt[/], the demo preset (DEMO_PRESET; host prune's defaults in brackets): " + ", ".join(
+        f"{k.replace('_', '-')} {getattr(na_cfg, k):g} ({d:g})" for k, (_, d) in changes.items()))
     job = PruneJob(table=str(table_path), checkpoint=str(base), out=str(out / "pruned"), model=args.model,
                    budget=args.budget, resume=not args.fresh, seed=args.seed, bench_seconds=args.bench_seconds)
     report = run_prune(job, na_cfg, data=load_dataset("digits", seed=args.seed))

@@ -28,7 +28,7 @@ def register(sub) -> None:
                    help="the output to trace, export and time, for a model returning a dict (a key) or a tuple (an "
                         "index)")
     s.add_argument("--output", choices=OUTPUTS, default="pytorch", help="also write OUT/model.onnx with onnx")
-    s.add_argument("--short-term-lr", type=float, default=0.01)
+    s.add_argument("--short-term-lr", type=float, help="netadapt: lr of train_one_epoch (default 0.01, host prune's)")
     s.add_argument("--no-measure", action="store_true", help="skip the device's measurement")
     s.add_argument("--bench-seconds", type=float, default=10.0)
     s.add_argument("--tensorboard", metavar="DIR", help="log NetAdapt's iterations to TensorBoard in DIR")

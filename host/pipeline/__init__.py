@@ -10,9 +10,9 @@ and :mod:`.report` (``report.json`` and its summary table).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -23,7 +23,7 @@ from edgeshrink.host import __version__, ui
 from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from edgeshrink.host.data import Dataset, load_dataset
 from edgeshrink.host.errors import BudgetError, CheckpointError, TableError, UserError
-from edgeshrink.host.export.onnx import check_onnx, export_onnx
+from edgeshrink.host.export.artifact import export_checked_onnx, ship_onnx
 from edgeshrink.host.io import prepare_dir, write_json
 from edgeshrink.host.latency.predict import TablePredictor
 from edgeshrink.host.latency.table import check_backend, fmt_shape, load_table
@@ -31,9 +31,9 @@ from edgeshrink.host.pipeline.budget import resolve_budget
 from edgeshrink.host.pipeline.confirm import check_bench_seconds, confirm_on_device, not_measured
 from edgeshrink.host.pipeline.report import PruneReport, render_report, side
 from edgeshrink.host.pipeline.resume import ResumeState
-from edgeshrink.host.prune import criteria
-from edgeshrink.host.prune.methods import METHODS, MethodContext, check_config, method_spec, recover
-from edgeshrink.host.prune.netadapt import NetAdapt, NetAdaptConfig
+from edgeshrink.host.prune.methods import METHODS, MethodContext, check_config, check_method_reachable, method_spec, \
+    recover
+from edgeshrink.host.prune.config import NetAdaptConfig
 from edgeshrink.host.tensorboard import open_writer
 from edgeshrink.host.train import check_task, evaluate
 
@@ -105,73 +105,64 @@ def check_pruner_input(pruner, deploy) -> Tuple[int, ...]:
     return pruner
 
 
-def _run_netadapt(na: NetAdapt, state: ResumeState, resume: bool, name: str, num_classes: int) -> nn.Module:
-    """NetAdapt with its resume state, with progress bars; returns the pruned model."""
+def _progress_events(prog, method: str) -> Callable[[str, Dict[str, object]], None]:
+    """A method's progress events as bars and log lines (NetAdapt's iterations and candidates)."""
     from edgeshrink.host.train import METRIC_NAMES
 
-    metric = METRIC_NAMES.get(na.metric, na.metric)
-    with ui.progress() as prog:
-        iter_task = prog.add_task("NetAdapt iterations", total=None)
-        cand_task = prog.add_task("  candidates", total=None)
+    tasks: Dict[str, object] = {}
+    metric = ["top-1"]
 
-        def on_event(kind: str, info: Dict[str, object]) -> None:
-            if kind == "iteration":
-                prog.update(cand_task, completed=0, total=info["candidates"])
-                prog.update(iter_task, description=f"NetAdapt iteration {info['iteration']}")
-            elif kind == "candidate":
-                prog.update(cand_task, completed=info["index"],
-                            description=f"  {info['group']} -> {info['width']} ch, val {metric} {info['val_top1']:.2f}%")
-                if not ui.interactive():
-                    ui.log(f"  candidate {info['index']}/{info['of']}: {info['group']} -> {info['width']} ch, "
-                           f"predicted {info['predicted_ms']:.4f} ms, val {metric} {info['val_top1']:.2f}%")
-            elif kind == "chosen":
-                prog.advance(iter_task)
-                ui.log(f"iter {info['iteration']:2d}: target {info['target_ms']:.4f} ms"
-                       f"{' (relaxed)' if info['target_relaxed'] else ''} | {info['chosen_group']} "
-                       f"{info['width_before']}->{info['width_after']} | predicted {info['predicted_ms']:.4f} ms | "
-                       f"val {metric} {info['val_top1']:.2f}% | {len(info['candidates'])} candidates, {info['wall_s']:.1f} s")
+    def on_event(kind: str, info: Dict[str, object]) -> None:
+        if kind == "start":
+            metric[0] = METRIC_NAMES.get(info["metric"], info["metric"])
+            tasks["iter"] = prog.add_task(f"{method} iterations", total=info["expected_iterations"],
+                                          completed=info["done"])
+            tasks["cand"] = prog.add_task("  candidates", total=None)
+        elif kind == "iteration":
+            prog.update(tasks["cand"], completed=0, total=info["candidates"])
+            prog.update(tasks["iter"], description=f"{method} iteration {info['iteration']}")
+        elif kind == "candidate":
+            prog.update(tasks["cand"], completed=info["index"], description=f"  {info['group']} -> {info['width']} "
+                        f"ch, val {metric[0]} {info['val_top1']:.2f}%")
+            if not ui.interactive():
+                ui.log(f"  candidate {info['index']}/{info['of']}: {info['group']} -> {info['width']} ch, "
+                       f"predicted {info['predicted_ms']:.4f} ms, val {metric[0]} {info['val_top1']:.2f}%")
+        elif kind == "chosen":
+            prog.advance(tasks["iter"])
+            ui.log(f"iter {info['iteration']:2d}: target {info['target_ms']:.4f} ms"
+                   f"{' (relaxed)' if info['target_relaxed'] else ''} | {info['chosen_group']} "
+                   f"{info['width_before']}->{info['width_after']} | predicted {info['predicted_ms']:.4f} ms | "
+                   f"val {metric[0]} {info['val_top1']:.2f}% | {len(info['candidates'])} candidates, {info['wall_s']:.1f} s")
 
-        na.on_event = on_event
-        prog.update(iter_task, total=na.expected_iterations())
-        start = 0
-        if resume:
-            saved = state.load(name, num_classes, na.space.input_shape)
-            if saved is not None:
-                na.restore_(*saved)
-                start = len(na.history)
-                ui.log(f"resuming after iteration {start} from {state.path}")
-                prog.update(iter_task, completed=start)
-        return na.run(start_iteration=start, after_iteration=lambda n: state.save(n.model, n.history))
+    return on_event
+
+
+class _MethodResume:
+    """A method's own progress in the prune's resume state (NetAdapt's completed iterations)."""
+
+    def __init__(self, state: ResumeState, ctx: MethodContext, resume: bool):
+        self.state, self.ctx, self.resume = state, ctx, resume
+
+    def load(self):
+        return self.state.load(self.ctx.name, self.ctx.num_classes, self.ctx.space.input_shape) if self.resume else None
+
+    def save(self, model: nn.Module, history: list) -> None:
+        self.state.save(model, history)
 
 
 def _run_method(job: "PruneJob", cfg, ctx: MethodContext, state: ResumeState) -> Tuple[nn.Module, list]:
-    """A registry method other than NetAdapt, its result kept in the resume state once it has finished (a resumed
-    prune then goes straight to recovery)."""
+    """The registry method, its result kept in the resume state once it has finished (a resumed prune then goes
+    straight to recovery); a method that keeps its own progress (NetAdapt) continues from it."""
     if job.resume:
         saved = state.load(ctx.name, ctx.num_classes, ctx.space.input_shape)
         if saved is not None and saved[1] and saved[1][-1].get("stage") == "method_done":
             ui.log(f"resuming: {job.method} finished before; its network is in {state.path}")
             return saved[0], saved[1][:-1]
-    model, history = method_spec(job.method).run(ctx, cfg)
+    with ui.progress() as prog:
+        ctx = replace(ctx, resume=_MethodResume(state, ctx, job.resume), on_event=_progress_events(prog, job.method))
+        model, history = method_spec(job.method).run(ctx, cfg)
     state.save(model, history + [{"stage": "method_done"}])
     return model, history
-
-
-def _check_reachable(ctx: MethodContext, cfg, method: str) -> None:
-    """Refuse a budget no network on the grid meets (within a ``safe`` scope's floor), before any work."""
-    if ctx.budget_ms is None:
-        return
-    grids, full = ctx.grids, ctx.widths(ctx.model)
-    scope = getattr(cfg, "scope", getattr(cfg, "criterion", "global"))
-    if scope == "safe":
-        narrow = {g: criteria.grid_ceil(grids[g], cfg.min_keep * full[g]) for g in grids}
-    else:
-        narrow = {g: grid[0] for g, grid in grids.items()}
-    floor = ctx.predictor.predict_ms(narrow)
-    if floor > ctx.budget_ms:
-        raise BudgetError(f"--method {method}: budget {ctx.budget_ms:.4f} ms is unreachable: the narrowest network "
-                          f"it may reach on the channel grid (granularity {ctx.granularity}"
-                          f"{f', safe floor {cfg.min_keep:g}' if scope == 'safe' else ''}) is predicted at {floor:.4f} ms")
 
 
 def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
@@ -199,7 +190,7 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
     out = Path(job.out)
     spec = method_spec(job.method)
     if cfg is None:
-        cfg = NetAdaptConfig(budget_ms=0.0) if job.method == "netadapt" else spec.config()
+        cfg = spec.config()
     if not isinstance(cfg, spec.config):
         raise UserError(f"--method {job.method} takes {spec.config.__name__} settings, not {type(cfg).__name__}")
     check_config(job.method, cfg)
@@ -209,9 +200,10 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
     if job.pruning_rate is not None and not 0 < job.pruning_rate < 1:
         raise UserError(f"--pruning-rate must be a fraction in (0, 1), got {job.pruning_rate:g}")
     mode = job.recover or spec.recover
-    is_na = job.method == "netadapt"
-    lt_epochs = job.long_term_epochs if job.long_term_epochs is not None else (cfg.long_term_epochs if is_na else 10)
-    lt_lr = job.long_term_lr if job.long_term_lr is not None else (cfg.long_term_lr if is_na else 0.01)
+    # the recovery's schedule: the job's, else the method's own (NetAdapt's long-term fine-tuning), else its defaults
+    lt_epochs = job.long_term_epochs if job.long_term_epochs is not None else \
+        getattr(cfg, "long_term_epochs", NetAdaptConfig.long_term_epochs)
+    lt_lr = job.long_term_lr if job.long_term_lr is not None else getattr(cfg, "long_term_lr", NetAdaptConfig.long_term_lr)
     check_bench_seconds(job.bench_seconds)  # refused before any work, not after the method
     table = load_table(job.table)
     check_backend(table, job.table, job.backend)
@@ -268,22 +260,17 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
     budget_ms = None if job.pruning_rate is not None else \
         resolve_budget(baseline_pred, job.budget if job.budget_ms is None else None, job.budget_ms)
     granularity = int(table.build.get("granularity", getattr(cfg, "granularity", 4)))
+    # settings the method reads from the job (a budget, the table's grid, the checkpoint's loss) are recorded as used
+    cfg = replace(cfg, **{k: v for k, v in (("budget_ms", budget_ms), ("granularity", granularity),
+                                            ("loss", criterion)) if hasattr(cfg, k)})
     ctx = MethodContext(base_model, data, space, predictor, name, ckpt["num_classes"], granularity, budget_ms,
                         job.pruning_rate, batch_size=getattr(cfg, "batch_size", 64), seed=job.seed, log=ui.log,
                         example_shape=pruner_shape, criterion=criterion)
     target = f"budget {budget_ms:.4f} ms ({budget_ms / baseline_pred:.0%})" if budget_ms is not None else \
         f"pruning rate {job.pruning_rate:g} of the parameters"
-    if is_na:
-        cfg = NetAdaptConfig(**{**cfg.to_dict(), "budget_ms": budget_ms, "granularity": granularity,
-                                "loss": criterion})
-        na = NetAdapt(base_model, data, space, predictor, cfg, example_shape=pruner_shape)
-        na.check_reachable()  # an impossible budget is bad input: refuse it before any work
-        ui.log(f"[bold]NetAdapt[/] {name}: predicted {baseline_pred:.4f} ms -> {target} on "
-               f"{table.device.get('spec')} / {table.backend}, select={cfg.select}, {len(space.groups)} channel groups")
-    else:
-        _check_reachable(ctx, cfg, job.method)
-        ui.log(f"[bold]{job.method}[/] ({spec.summary}) {name}: predicted {baseline_pred:.4f} ms -> {target} on "
-               f"{table.device.get('spec')} / {table.backend}, {len(space.groups)} channel groups, recovery {mode}")
+    check_method_reachable(ctx, cfg, job.method)  # an impossible budget is bad input: refused before any work
+    ui.log(f"[bold]{job.method}[/] ({spec.summary}) {name}: predicted {baseline_pred:.4f} ms -> {target} on "
+           f"{table.device.get('spec')} / {table.backend}, {len(space.groups)} channel groups, recovery {mode}")
 
     if dist_.is_main():
         prepare_dir(out, "--out")  # after every refusal above: a refused prune leaves no folder behind
@@ -298,13 +285,7 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
     t_method = time.monotonic()
     if not dist_.is_main():
         state.save = lambda *a, **k: None  # rank 0 keeps the resume state; the others hold the same network
-    if is_na:
-        if dist_.active():
-            ui.log(f"distributed NetAdapt: {dist_.world_size()} ranks share each iteration's candidates")
-        pruned = _run_netadapt(na, state, job.resume, name, ckpt["num_classes"])
-        history = na.history
-    else:
-        pruned, history = _run_method(job, cfg, ctx, state)
+    pruned, history = _run_method(job, cfg, ctx, state)
     method_s = time.monotonic() - t_method
     writer = open_writer(job.tensorboard)
     for rec in history:
@@ -341,12 +322,12 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
                     latency_ms_predicted=pruned_pred, method=job.method,
                     **({"train_config": ckpt["train_config"]} if isinstance(ckpt.get("train_config"), dict) else {}))
 
-    # Export both and measure them side by side on the device the table was measured on.
+    # Deploy both through export/ (the pruned network is the artifact, with its artifact.json) and measure those
+    # very files side by side on the device the table was measured on.
     onnx_base, onnx_pruned = str(out / "baseline.onnx"), str(out / "model.onnx")
-    export_onnx(base_model, input_shape, onnx_base)
-    export_onnx(pruned, input_shape, onnx_pruned)
-    checks = {"baseline": check_onnx(base_model, onnx_base, input_shape),
-              "pruned": check_onnx(pruned, onnx_pruned, input_shape)}
+    _, base_check = export_checked_onnx(base_model, input_shape, onnx_base)
+    shipped = ship_onnx(pruned, input_shape, out, str(out / "model.pt"))
+    checks = {"baseline": base_check, "pruned": shipped["check"]}
     if confirm:
         bench = confirm_on_device(onnx_base, onnx_pruned, table, job.device or table.device.get("spec") or "local",
                                   [baseline_pred, pruned_pred], job.bench_seconds, job.bench_iters, job.bench_rounds,
@@ -368,7 +349,8 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
                       models.channel_spec(base_model), onnx_base, bench["models"][onnx_base], interleaved),
         pruned=side(pruned_eval, _macs_params(pruned, input_shape), pruned_pred, table.statistic,
                     models.channel_spec(pruned), onnx_pruned, bench["models"][onnx_pruned], interleaved),
-        confirmed_on_device=confirm, method=job.method, settings=settings, iterations=history, long_term=long_term,
+        confirmed_on_device=confirm, artifact={"file": shipped["file"], "sha256": shipped["sha256"]},
+        method=job.method, settings=settings, iterations=history, long_term=long_term,
         recovery=recovery, pruning_rate=job.pruning_rate,
         onnx_check=checks, measurement={k: bench.get(k) for k in ("rounds", "warmup", "iters", "interleaved", "loads")},
         power={"baseline": bench["models"][onnx_base].get("power"),

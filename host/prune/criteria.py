@@ -112,6 +112,29 @@ def grid_ceil(grid: List[int], value: float) -> int:
     return above[0] if above else grid[-1]
 
 
+def check_reachable(latency, grids: Dict[str, List[int]], budget_ms: float, grid_note: str,
+                    floor: Optional[Dict[str, int]] = None, prefix: str = "") -> float:
+    """The one reachability check before any pruning work: the narrowest network a method may reach (every group at
+    the bottom of its grid, or at ``floor`` where given) must be predicted at or below ``budget_ms``.
+
+    Args:
+        grid_note: how the grid is described in the message ("granularity 8", "granularity 8, safe floor 0.25").
+        prefix: what the message starts with ("--method magnitude: ").
+
+    Returns:
+        The narrowest network's prediction (ms).
+
+    Raises:
+        BudgetError: one line naming the budget and the floor's prediction.
+    """
+    narrow = {g: (floor or {}).get(g, grid[0]) for g, grid in grids.items()}
+    ms = latency.predict_ms(narrow)
+    if ms > budget_ms:
+        raise BudgetError(f"{prefix}budget {budget_ms:.4f} ms is unreachable: the narrowest network on the channel "
+                          f"grid ({grid_note}) is predicted at {ms:.4f} ms")
+    return ms
+
+
 def uniform_widths(latency, widths: Dict[str, int], grids: Dict[str, List[int]], budget_ms: float,
                    cap: Optional[Dict[str, int]] = None) -> Dict[str, object]:
     """One width multiplier for every group: the largest ``m`` for which the widths ``grid_floor(m * widths[g])``

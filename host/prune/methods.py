@@ -2,7 +2,7 @@
 table predicts it (or to a parameter pruning rate) on a :class:`MethodContext`, returning the pruned network and its
 history. Recovery training (fine-tuning, LR rewinding, retraining from scratch) is the pipeline's, after the method.
 
-- ``netadapt``: :mod:`.netadapt` (Yang et al. 2018), run by the pipeline with its per-iteration resume.
+- ``netadapt``: :mod:`.netadapt` (Yang et al. 2018), resumed per iteration through ``ctx.resume``.
 - ``uniform``: one width multiplier for every group (:func:`.criteria.uniform_widths`), filters kept by L2 norm.
 - ``magnitude``: Torch-Pruning's ``MagnitudeImportance`` (L1/L2 filter norm, Li et al. 2017).
 - ``taylor``: Torch-Pruning's ``TaylorImportance`` (first-order Taylor, Molchanov et al. 2019; on an untrained
@@ -34,13 +34,14 @@ import torch
 import torch.nn as nn
 
 from edgeshrink import models
+from edgeshrink.host import distributed as dist_
 from edgeshrink.host.data import Dataset
 from edgeshrink.host.errors import UserError
 from edgeshrink.host.latency.space import PruningSpace, channel_grid
 from edgeshrink.host.prune import criteria
-from edgeshrink.host.prune.netadapt import NetAdaptConfig
+from edgeshrink.host.prune.netadapt import NetAdapt, NetAdaptConfig
 from edgeshrink.host.prune.regularizers import PENALTIES, MorphNetRegularizer, SlimmingRegularizer, SWDRegularizer
-from edgeshrink.host.train import TrainConfig, train
+from edgeshrink.host.train import TrainConfig, Trainer, UserTrainer, train
 
 RECOVERY = ("fine-tune", "lr-rewind", "scratch", "none")
 
@@ -71,6 +72,11 @@ class MethodContext:
     log: Callable[[str], None] = print
     example_shape: Optional[Tuple[int, ...]] = None  # where surgery traces the network (--pruner-input); None: the space's
     criterion: str = "crossentropy"  # the training loss of recovery (the checkpoint's)
+    trainer: Optional[Trainer] = None  # None: the dataset's (DatasetTrainer); UserTrainer: edgeshrink.shrink's functions
+    frozen: Tuple[str, ...] = ()  # groups kept at their width (shrink's prune_only / ignore)
+    resume: Optional[object] = None  # load() -> (model, history) or None, save(model, history): a method's own
+    #   progress (NetAdapt's iterations) kept for an interrupted run
+    on_event: Optional[Callable[[str, Dict[str, object]], None]] = None  # progress events (NetAdapt's)
 
     @property
     def input_shape(self):
@@ -79,7 +85,10 @@ class MethodContext:
 
     @property
     def grids(self) -> Dict[str, List[int]]:
-        return {g.name: channel_grid(g.width, self.granularity) for g in self.space.groups}
+        """Each group's channel grid (a frozen group's: its current width alone)."""
+        now = self.widths(self.model) if self.frozen else {}
+        return {g.name: [now[g.name]] if g.name in self.frozen else channel_grid(g.width, self.granularity)
+                for g in self.space.groups}
 
     def widths(self, model: nn.Module) -> Dict[str, int]:
         return self.space.widths_from_spec(models.channel_spec(model))
@@ -103,10 +112,11 @@ class MethodContext:
 class MethodSpec:
     name: str
     config: type  # the settings dataclass; its fields are the method's own options
-    run: Optional[Callable[[MethodContext, object], Tuple[nn.Module, List[Dict[str, object]]]]]
+    run: Callable[[MethodContext, object], Tuple[nn.Module, List[Dict[str, object]]]]
     recover: str  # the default recovery
     threshold: bool  # accepts --pruning-rate
     summary: str
+    needs_data: bool = True  # reads training batches itself (False: runs on the user's functions, edgeshrink.shrink)
 
 
 # -- settings ------------------------------------------------------------------------------------------------------
@@ -259,6 +269,42 @@ def _round_target(ctx: MethodContext, base_ms: float, k: int, rounds: int) -> fl
 def _prune(ctx: MethodContext, model: nn.Module, scores: criteria.Scores, target: Dict[str, int]) -> Dict[str, List[int]]:
     """Keep each group's ``target`` best-scored channels; returns the kept indices (numbered before the call)."""
     return criteria.prune_to_widths_(model, ctx.space, scores, target, ctx.input_shape)
+
+
+def check_method_reachable(ctx: MethodContext, cfg, method: str) -> None:
+    """Refuse a budget no network the method may reach on the grid meets (within a ``safe`` scope's floor), before
+    any work (:func:`.criteria.check_reachable`)."""
+    if ctx.budget_ms is None:
+        return
+    scope = getattr(cfg, "scope", getattr(cfg, "criterion", "global"))
+    grids, note = ctx.grids, f"granularity {ctx.granularity}"
+    floor = None
+    if scope == "safe":
+        full = ctx.widths(ctx.model)
+        floor = {g: criteria.grid_ceil(grids[g], cfg.min_keep * full[g]) for g in grids}
+        note += f", safe floor {cfg.min_keep:g}"
+    criteria.check_reachable(ctx.predictor, grids, ctx.budget_ms, note, floor, prefix=f"--method {method}: ")
+
+
+def run_netadapt(ctx: MethodContext, cfg: NetAdaptConfig):
+    """NetAdapt (:mod:`.netadapt`) on the context's trainer, continuing from ``ctx.resume`` where it holds completed
+    iterations; emits ``start`` (``expected_iterations``, ``done``, ``metric``) then NetAdapt's own events."""
+    cfg = replace(cfg, budget_ms=ctx.budget_ms, granularity=ctx.granularity, loss=ctx.criterion)
+    na = NetAdapt(ctx.model, ctx.trainer or ctx.data, ctx.space, ctx.predictor, cfg, on_event=ctx.on_event,
+                  frozen=ctx.frozen, example_shape=ctx.input_shape)
+    if dist_.active():
+        ctx.log(f"distributed NetAdapt: {dist_.world_size()} ranks share each iteration's candidates")
+    start = 0
+    saved = ctx.resume.load() if ctx.resume is not None else None
+    if saved is not None:
+        na.restore_(*saved)
+        start = len(na.history)
+        ctx.log(f"resuming NetAdapt after iteration {start}")
+    if ctx.on_event:
+        ctx.on_event("start", {"expected_iterations": na.expected_iterations(), "done": start, "metric": na.metric})
+    model = na.run(start_iteration=start,
+                   after_iteration=(lambda n: ctx.resume.save(n.model, n.history)) if ctx.resume is not None else None)
+    return model, na.history
 
 
 def run_uniform(ctx: MethodContext, cfg: UniformConfig):
@@ -482,12 +528,13 @@ def run_snip(ctx: MethodContext, cfg: SnipMethodConfig):
 
 
 METHODS: Dict[str, MethodSpec] = {
-    "netadapt": MethodSpec("netadapt", NetAdaptConfig, None, "fine-tune", False,
-                           "NetAdapt (Yang et al. 2018): per-group proposals, short-term fine-tuning, the best kept"),
+    "netadapt": MethodSpec("netadapt", NetAdaptConfig, run_netadapt, "fine-tune", False,
+                           "NetAdapt (Yang et al. 2018): per-group proposals, short-term fine-tuning, the best kept",
+                           needs_data=False),
     "uniform": MethodSpec("uniform", UniformConfig, run_uniform, "fine-tune", False,
-                          "one width multiplier for every channel group (bisection on the table)"),
+                          "one width multiplier for every channel group (bisection on the table)", needs_data=False),
     "magnitude": MethodSpec("magnitude", MagnitudeConfig, run_criterion("magnitude"), "fine-tune", True,
-                            "filter norm (Torch-Pruning MagnitudeImportance)"),
+                            "filter norm (Torch-Pruning MagnitudeImportance)", needs_data=False),
     "taylor": MethodSpec("taylor", TaylorConfig, run_criterion("taylor"), "fine-tune", True,
                          "first-order Taylor (Torch-Pruning TaylorImportance)"),
     "slimming": MethodSpec("slimming", SlimmingConfig, run_slimming, "fine-tune", True,
@@ -525,6 +572,7 @@ def recover(model: nn.Module, mode: str, ctx: MethodContext, epochs: int, lr: fl
     - ``scratch``: the pruned architecture from a fresh initialisation, trained with the original schedule in full
       (the NetAdapt thesis and MobileNetV3 found this better than fine-tuning).
     - ``none``.
+    - with the user's functions (:class:`~edgeshrink.host.train.UserTrainer`): their ``train(model)``, whatever ``mode``.
 
     Returns:
         ``(model, per-epoch history, {"mode", "epochs", "schedule"})``.
@@ -532,6 +580,12 @@ def recover(model: nn.Module, mode: str, ctx: MethodContext, epochs: int, lr: fl
     Raises:
         UserError: an unknown mode, or ``lr-rewind`` / ``scratch`` for a checkpoint without its training schedule.
     """
+    if isinstance(ctx.trainer, UserTrainer):  # the user's train(model) is the recovery (edgeshrink.shrink)
+        if ctx.trainer.train is None:
+            return model, [], {"mode": "none", "epochs": 0}
+        ctx.log("recovery: the user's train(model)")
+        ctx.trainer.recover(model)
+        return model, [], {"mode": "user-train"}
     if mode not in RECOVERY:
         raise UserError(f"--recover must be one of {', '.join(RECOVERY)}, got {mode!r}")
     if mode == "none" or (mode == "fine-tune" and epochs == 0):
@@ -566,5 +620,5 @@ def recover(model: nn.Module, mode: str, ctx: MethodContext, epochs: int, lr: fl
                                                                    "schedule": cfg.to_dict()}
 
 
-__all__ = ["METHODS", "MethodContext", "MethodSpec", "UniformConfig", "MagnitudeConfig", "TaylorConfig",
+__all__ = ["METHODS", "MethodContext", "MethodSpec", "check_method_reachable", "run_netadapt", "UniformConfig", "MagnitudeConfig", "TaylorConfig",
            "SlimmingConfig", "SWDConfig", "MorphNetConfig", "EigenDamageConfig", "SnipMethodConfig", "check_config", "method_spec", "method_options", "recover"]

@@ -21,7 +21,7 @@ import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Protocol
+from typing import Callable, Dict, List, Optional, Protocol, Union
 
 import torch.nn as nn
 
@@ -30,45 +30,14 @@ from edgeshrink.host import distributed as dist_
 from edgeshrink.host.data import Dataset
 from edgeshrink.host.errors import BudgetError
 from edgeshrink.host.latency.space import PruningSpace, channel_grid
+from edgeshrink.host.prune.config import NetAdaptConfig
+from edgeshrink.host.prune.criteria import check_reachable
 from edgeshrink.host.prune.surgery import prune_group_
-from edgeshrink.host.train import evaluate, fine_tune_steps, primary_metric
-
-
-def _val_subset(data: Dataset, n: Optional[int], seed: int) -> Dataset:
-    """``data`` with a seeded random subset of ``n`` val images (the proposals' holdout), or ``data`` itself."""
-    if n is None or n >= len(data.val):
-        return data
-    import torch
-
-    from edgeshrink.host.data import Split
-
-    idx = torch.randperm(len(data.val), generator=torch.Generator().manual_seed(seed))[:n].sort().values
-    return data.with_split("val", Split(data.val.images[idx], data.val.labels[idx]))
+from edgeshrink.host.train import DatasetTrainer, Trainer
 
 
 class LatencyModel(Protocol):
     def predict_ms(self, widths: Dict[str, int]) -> float: ...
-
-
-@dataclass(frozen=True)
-class NetAdaptConfig:
-    budget_ms: float  # stop when the predicted latency is at or below this
-    init_reduction: float = 0.1  # first iteration's reduction target, a fraction of the unpruned prediction
-    decay: float = 0.96  # per-iteration multiplier of the reduction target
-    granularity: int = 4  # channel grid step (the table's)
-    short_term_steps: int = 50  # SGD steps of short-term fine-tuning per proposal
-    short_term_lr: float = 0.01
-    batch_size: int = 64
-    select: str = "ratio"  # "ratio": least val-accuracy loss per ms saved; "accuracy": highest val accuracy
-    long_term_epochs: int = 10  # epochs of long-term fine-tuning after the budget is met
-    long_term_lr: float = 0.01
-    max_iters: int = 100
-    seed: int = 0
-    short_term_val: Optional[int] = None  # evaluate proposals on a seeded subset of this many val images (None: all)
-    loss: str = "crossentropy"  # short-term fine-tuning's criterion ("rmi": a segmentation network trained with it)
-
-    def to_dict(self) -> Dict[str, object]:
-        return asdict(self)
 
 
 @dataclass
@@ -90,16 +59,14 @@ class NetAdapt:
 
     Args:
         model: the trained network, unpruned or already pruned (not modified; iterations work on copies).
-        data: dataset; short-term evaluation uses its ``val`` split, never ``test``.
+        data: a dataset (its :class:`~edgeshrink.host.train.DatasetTrainer` from ``cfg``: short-term fine-tuning on
+            ``train``, proposals judged on ``val``, never ``test``), or any
+            :class:`~edgeshrink.host.train.Trainer` (the user's functions: :class:`~edgeshrink.host.train.UserTrainer`).
         space: the model's pruning space (groups from Torch-Pruning, sites from torch.fx).
         latency: a latency model, ``predict_ms(widths) -> float``.
         cfg: settings.
         on_event: ``on_event(kind, info)`` progress hook; kinds ``"iteration"``, ``"candidate"``,
             ``"chosen"``, ``"long_term"``.
-        short_term: ``short_term(model)`` fine-tunes a proposal in place (default: ``cfg.short_term_steps`` SGD
-            steps on ``data``); the user's ``train_one_epoch`` in :func:`edgeshrink.shrink`.
-        val_score: ``val_score(model) -> float``, larger is better (default: val top-1 in % on ``data``); the
-            user's ``test`` in :func:`edgeshrink.shrink`. ``data`` may be None when both are given.
         frozen: groups kept at their width (``prune_only`` / ``ignore`` of :func:`edgeshrink.shrink`).
         example_shape: ``(1, C, H, W)`` at which proposals are traced for surgery (default the space's input; a
             segmentation network is pruned at a small ``--pruner-input`` while the table is at the deployment input).
@@ -110,26 +77,19 @@ class NetAdapt:
     the one a single process makes.
     """
 
-    def __init__(self, model: nn.Module, data: Optional[Dataset], space: PruningSpace, latency: LatencyModel,
+    def __init__(self, model: nn.Module, data: Union[Dataset, Trainer], space: PruningSpace, latency: LatencyModel,
                  cfg: NetAdaptConfig, on_event: Optional[Callable[[str, Dict[str, object]], None]] = None,
-                 short_term: Optional[Callable[[nn.Module], None]] = None,
-                 val_score: Optional[Callable[[nn.Module], float]] = None, frozen=(),
-                 example_shape: Optional[tuple] = None):
+                 frozen=(), example_shape: Optional[tuple] = None):
         if cfg.select not in ("ratio", "accuracy"):
             raise ValueError(f"select must be 'ratio' or 'accuracy', got {cfg.select!r}")
         self.model = copy.deepcopy(model).eval()
-        self.data, self.space, self.latency, self.cfg = data, space, latency, cfg
+        self.space, self.latency, self.cfg = space, latency, cfg
         self.example_shape = tuple(example_shape or space.input_shape)
-        if data is None and (short_term is None or val_score is None):
-            raise ValueError("NetAdapt needs a dataset, or both short_term and val_score")
-        self.eval_data = _val_subset(data, cfg.short_term_val, cfg.seed) if data is not None else None
+        self.trainer = DatasetTrainer(data, cfg.loss, cfg.batch_size, cfg.seed, cfg.short_term_val) \
+            if isinstance(data, Dataset) else data
         self.on_event = on_event or (lambda kind, info: None)
         self.members = {g.name: g.members for g in space.groups}
-        self._short_term = short_term or (lambda m: fine_tune_steps(
-            m, self.data, self.cfg.short_term_steps, lr=self.cfg.short_term_lr, batch_size=self.cfg.batch_size,
-            seed=self.cfg.seed, criterion=self.cfg.loss))
-        self.metric = primary_metric(data) if data is not None and val_score is None else "score"
-        self._val = val_score or (lambda m: evaluate(m, self.eval_data, "val")[self.metric])
+        self.metric = self.trainer.metric
         self.grids = {g.name: channel_grid(g.width, cfg.granularity) for g in space.groups}
         current = self.widths(self.model) if frozen else {}
         for g in frozen:
@@ -150,11 +110,7 @@ class NetAdapt:
 
     def check_reachable(self) -> None:
         """Raise BudgetError when even the narrowest network on the grid misses the budget."""
-        narrowest = {g: grid[0] for g, grid in self.grids.items()}
-        floor = self.latency.predict_ms(narrowest)
-        if floor > self.cfg.budget_ms:
-            raise BudgetError(f"budget {self.cfg.budget_ms:.4f} ms is unreachable: the narrowest network on the "
-                              f"channel grid (granularity {self.cfg.granularity}) is predicted at {floor:.4f} ms")
+        check_reachable(self.latency, self.grids, self.cfg.budget_ms, f"granularity {self.cfg.granularity}")
 
     def target_ms(self, iteration: int, current_ms: float) -> float:
         """Latency target of iteration ``iteration`` (0-based): ``current - dR_i``, not below the budget."""
@@ -177,9 +133,9 @@ class NetAdapt:
     def evaluate_proposal(self, p: Proposal, current_ms: float, current_top1: float) -> Proposal:
         """ChooseWhichFilters (L2 norm) + ShortTermFineTune + evaluation on val; fills ``p`` in place."""
         m = self.pruned_copy(p)
-        self._short_term(m)
+        self.trainer.fine_tune(m, self.cfg.short_term_steps, self.cfg.short_term_lr)
         m.eval()
-        p.val_top1 = float(self._val(m))
+        p.val_top1 = self.trainer.score(m)
         p.score = self.score(p, current_ms, current_top1)
         p.model = m
         return p
@@ -211,7 +167,7 @@ class NetAdapt:
         current = self.latency.predict_ms(widths)
         target = self.target_ms(iteration, current)
         if self._val_top1 is None:
-            self._val_top1 = float(self._val(self.model))
+            self._val_top1 = self.trainer.score(self.model)
         current_top1 = self._val_top1
         proposals = self.propose(widths, target)
         relaxed = False

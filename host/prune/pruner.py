@@ -16,7 +16,6 @@ from typing import Dict, Optional
 
 import torch.nn as nn
 
-from edgeshrink.host.errors import BudgetError
 from edgeshrink.host.latency.space import channel_grid
 from edgeshrink.host.prune import criteria
 
@@ -57,10 +56,9 @@ class LatencyPruner:
         g = int(granularity or table.build.get("granularity", 4))
         self.grids = {grp.name: channel_grid(grp.width, g) for grp in self.space.groups}
         self.full_ms = self.predictor.predict_ms(self.widths())
-        narrow = self.predictor.predict_ms({k: v[0] for k, v in self.grids.items()})
-        if narrow > self.budget_ms:
-            raise BudgetError(f"budget {self.budget_ms:.4f} ms is unreachable: the narrowest network on the grid is "
-                              f"predicted at {narrow:.4f} ms")
+        floor = {k: criteria.grid_ceil(v, min_keep * self.widths()[k]) for k, v in self.grids.items()} \
+            if scope == "safe" else None
+        criteria.check_reachable(self.predictor, self.grids, self.budget_ms, f"granularity {g}", floor)
         self.current_step = 0
         self.history = []
 

@@ -7,6 +7,7 @@ import torch.nn as nn
 
 import edgeshrink as es
 from edgeshrink.host.errors import BudgetError, TableError, UserError
+from tests.conftest import assert_shipped
 from tests.tables import synthetic_table
 from tests.usermodel import write_user_model
 
@@ -79,8 +80,11 @@ def test_a_dict_output_is_picked_for_tracing_export_and_latency(ref, table, tmp_
 
     model = DictNet(es.create_model(ref)).eval()
     r = es.shrink(model, (1, 3, 32, 32), table, budget=0.7, method="uniform", select_output="logits",
-                  output="onnx", out_dir=str(tmp_path), measure=False)
+                  output="onnx", out_dir=str(tmp_path), device="local", bench_seconds=0.2)
     assert isinstance(r.model, DictNet) and set(r.model(torch.zeros(1, 3, 32, 32))) == {"logits", "aux"}
+    # the file the device measured is the file shipped beside its artifact.json
+    assert r.measured_sha256 == r.sha256 and assert_shipped(tmp_path, r.sha256)["file"] == "model.onnx"
+    assert r.pruned_ms_measured < r.baseline_ms_measured
     x = torch.randn(1, 3, 32, 32)
     sess = ort.InferenceSession(r.onnx, providers=["CPUExecutionProvider"])
     got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
@@ -104,3 +108,37 @@ def test_refusals(ref, table):
         es.shrink(model, x, table, budget=0.01, method="uniform", measure=False)
     with pytest.raises(TableError, match="has no entry for .* layer features.0.0"):
         es.shrink(model, x, synthetic_table("resnet20"), method="uniform", measure=False)
+
+
+@pytest.mark.slow
+def test_shrink_and_host_prune_take_the_same_netadapt_steps(tmp_path, formula_table, untrained_ckpt, digits):
+    """One pruning seam: ``host prune``'s pipeline (the dataset's trainer) and ``shrink`` (the user's functions doing
+    the same training and evaluation) run the one registry entry, so they commit the same groups to the same widths."""
+    from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint
+    from edgeshrink.host.pipeline import PruneJob, run_prune
+    from edgeshrink.host.prune.config import NetAdaptConfig
+    from edgeshrink.host.train import evaluate, fine_tune_steps
+
+    cfg = NetAdaptConfig(short_term_steps=2, init_reduction=0.05)
+    job = PruneJob(table=str(formula_table), checkpoint=str(untrained_ckpt), out=str(tmp_path / "prune"), budget=0.9,
+                   long_term_epochs=0, measure=False)
+    report = run_prune(job, cfg, data=digits)
+
+    def train_one_epoch(m, lr):  # what the dataset's trainer does for a proposal
+        fine_tune_steps(m, digits, 2, lr=lr, batch_size=64, seed=0)
+
+    model = model_from_checkpoint(load_checkpoint(str(untrained_ckpt)))
+    r = es.shrink(model, (1, 3, 32, 32), str(formula_table), budget=0.9, method="netadapt", config=cfg,
+                  train_one_epoch=train_one_epoch, test=lambda m: evaluate(m, digits, "val")["top1"], measure=False)
+    chosen = [(h["chosen_group"], h["width_after"]) for h in report["iterations"]]
+    assert len(chosen) >= 2 and chosen == [(h["chosen_group"], h["width_after"]) for h in r.history]
+    assert es.channel_spec(r.model) == report["pruned"]["channels"]
+    assert [h["val_top1"] for h in r.history] == [h["val_top1"] for h in report["iterations"]]
+
+
+def test_shrink_offers_the_registry_methods_that_run_on_the_users_functions():
+    from edgeshrink.host.prune.methods import METHODS
+    from edgeshrink.host.shrink import SHRINK_METHODS
+
+    assert SHRINK_METHODS == ("netadapt", "uniform", "magnitude")
+    assert all(METHODS[m].needs_data for m in METHODS if m not in SHRINK_METHODS)

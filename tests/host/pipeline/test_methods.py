@@ -9,6 +9,7 @@ import torch
 from edgeshrink import models
 from edgeshrink.host.checkpoint import load_checkpoint, save_checkpoint
 from edgeshrink.host.latency.space import build_space
+from tests.conftest import assert_shipped
 from tests.tables import predicted_by_formula
 
 SPACE = build_space(models.create_model("resnet20"), (1, 3, 32, 32))
@@ -54,6 +55,10 @@ def test_each_method_meets_its_budget_end_to_end(method, tmp_path, host_cli, for
     assert len(rep["long_term"]) == (0 if method == "swd" else 1)
     assert (out / "widths.png").stat().st_size > 1000 and not (out / "netadapt_state.pt").exists()
     assert load_checkpoint(str(out / "model.pt"))["channels"] == p["channels"]
+    # the file measured is the file shipped: the device's hash of what it ran is artifact.json's
+    art = assert_shipped(out, p["onnx_sha256"])
+    assert rep["artifact"] == {"file": "model.onnx", "sha256": p["onnx_sha256"]} and art["export"]["slim"]
+    assert art["source_checkpoint"]["channels"] == p["channels"]
     settings = rep["settings"]
     if method == "slimming":
         assert settings["penalty"] == "smooth-l1" and settings["sparsity"] is None  # 1e-6, the variant's default
@@ -143,6 +148,7 @@ def test_compare_resumes_after_an_interruption(tmp_path, host_cli, formula_table
     res = json.loads((out / "compare.json").read_text())
     assert [(row["method"], row["budget"]) for row in res["rows"]] == [("uniform", 0.6), ("magnitude", 0.6)]
     for row in res["rows"]:
+        assert_shipped(row["run"], row["onnx_sha256"])  # each row measured the file its run ships
         assert row["latency_ms_measured"] < res["baseline"]["latency_ms_measured"]
         assert row["ratio_measured_median"] == pytest.approx(row["latency_ms_measured"] / res["baseline"]["latency_ms_measured"])
         assert row["latency_ms_predicted"] <= 0.6 * res["baseline"]["latency_ms_predicted"] + 1e-12
