@@ -518,7 +518,7 @@ def choose_exits(checkpoint: str, table_path: str, dataset: str, out: str, budge
     from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint
     from edgeshrink.host.data import load_dataset
     from edgeshrink.host.io import prepare_dir, write_json
-    from edgeshrink.host.latency.table import load_table
+    from edgeshrink.host.latency.table import load_table, require_device
 
     if sum(v is not None for v in (budget_ms, budget, thresholds)) != 1:
         raise UserError("give one of --budget-ms (ms), --budget (a fraction of the full network's latency) or "
@@ -540,9 +540,7 @@ def choose_exits(checkpoint: str, table_path: str, dataset: str, out: str, budge
     given = parse_thresholds(thresholds, model.active - 1) if thresholds is not None else None
     table = load_table(table_path)
     data = load_dataset(dataset, data_dir, seed=seed, image_size=(ck.get("input_shape") or [0, 0, 0, None])[-1])
-    device = device or table.device.get("spec") or "local"
-    if device == "imported":
-        raise UserError(f"{table_path} was imported (its board is not here): give --device")
+    device = require_device(table, table_path, device)
     prepare_dir(out, "--out")
     dep = ExitDeployment(model, data, table, out, device, cost_inputs, iters, trust_new_host, log, budget_ms=budget_ms,
                          test_limit=limit)

@@ -30,6 +30,7 @@ import torch.nn as nn
 from edgeshrink.host import ui
 from edgeshrink.host.errors import UserError
 
+from edgeshrink.host.latency.table import require_device
 from edgeshrink.host.prune.methods import METHODS, MethodContext, check_config, check_method_reachable, recover
 
 OUTPUTS = ("pytorch", "onnx")
@@ -185,6 +186,8 @@ def shrink(model: nn.Module, example_input: Union[torch.Tensor, Sequence[int]], 
         table = load_table(str(table))
     elif not isinstance(table, LatencyTable):
         raise UserError(f"shrink: table must be a LatencyTable or the path of one, got {type(table).__name__}")
+    if measure:  # refused before any work where nothing here can measure (an imported table)
+        device = require_device(table, "shrink's table", device)
     shape = tuple(example_input.shape) if isinstance(example_input, torch.Tensor) else tuple(int(v) for v in example_input)
     if list(shape) != list(table.input_shape):
         raise UserError(f"shrink: the table was measured at input {'x'.join(map(str, table.input_shape))}, the "
@@ -260,8 +263,7 @@ def _export_and_measure(result: ShrinkResult, base: nn.Module, pruned: nn.Module
         if output == "onnx":
             result.onnx = paths["model"]
         if measure:
-            spec = device or table.device.get("spec") or "local"
-            got = confirm_on_device(paths["baseline"], paths["model"], table, spec,
+            got = confirm_on_device(paths["baseline"], paths["model"], table, device,
                                     [result.baseline_ms_predicted, result.pruned_ms_predicted], bench_seconds)
             result.baseline_ms_measured = stat_ms(got["models"][paths["baseline"]], table.statistic)
             result.pruned_ms_measured = stat_ms(got["models"][paths["model"]], table.statistic)

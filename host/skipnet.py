@@ -462,7 +462,7 @@ def measure_gated(checkpoint: str, table_path: str, dataset: str, out: str, data
     from edgeshrink.host.data import export_inputs, load_dataset
     from edgeshrink.host.io import prepare_dir, write_json
     from edgeshrink.host.latency.predict import TablePredictor
-    from edgeshrink.host.latency.table import load_table
+    from edgeshrink.host.latency.table import load_table, require_device
 
     for name, v in (("--limit", limit), ("--iters", iters), ("--check", check)):
         if v is not None and v < 1:
@@ -478,10 +478,8 @@ def measure_gated(checkpoint: str, table_path: str, dataset: str, out: str, data
     if list(table.input_shape) != shape:
         raise UserError(f"{dataset} images are {'x'.join(map(str, shape))}, the table was built at "
                         f"{'x'.join(map(str, table.input_shape))}")
+    device = require_device(table, table_path, device)
     prepare_dir(out, "--out")
-    device = device or table.device.get("spec") or "local"
-    if device == "imported":
-        raise UserError(f"{table_path} was imported (its board is not here): give --device")
     log(f"exporting {model.model_name} with {model.kind} gates: per-block models and one graph with If per gated "
         f"block ({len(model.gated)} gated blocks)")
     folder = os.path.join(out, "staged")

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from edgeshrink.host.errors import UserError
+from edgeshrink.host.latency.table import require_device
 
 NETWORK_ROUNDS, NETWORK_ITERS, NETWORK_LOADS = 150, 4, 5
 
@@ -157,5 +158,5 @@ def measure_for_table(table, model_name: str, num_classes: int, archs: Sequence[
     """:func:`measure_networks` with the table's input shape, backend, threads and statistic, on ``device``
     (default: the table's own)."""
     return measure_networks(model_name, num_classes, archs, input_shape=table.input_shape,
-                            device=device or table.device.get("spec") or "local", backend=table.backend,
+                            device=require_device(table, "the table", device), backend=table.backend,
                             threads=table.threads, statistic=table.statistic, **kw)

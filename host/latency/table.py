@@ -241,6 +241,31 @@ def load_table(path: str) -> LatencyTable:
         raise TableError(f"{path}: malformed latency table (no {e.args[0]!r})") from None
 
 
+def measuring_device(table: LatencyTable, device: Optional[str] = None) -> Optional[str]:
+    """Where a command measures what it made with ``table``: ``device`` (``--device``) when given, else the device the
+    table was measured on (``local`` for a table that names none); None for an imported table without ``device``
+    (its board is not here: the earlier NetAdapt work's Raspberry Pi tables)."""
+    if device:
+        return device
+    spec = table.device.get("spec")
+    return None if spec == "imported" else (spec or "local")
+
+
+def require_device(table: LatencyTable, path: str, device: Optional[str] = None) -> str:
+    """:func:`measuring_device` for a command that cannot work without measuring.
+
+    Raises:
+        UserError: an imported table and no ``device`` (one line: give --device).
+    """
+    from edgeshrink.host.errors import UserError
+
+    spec = measuring_device(table, device)
+    if spec is None:
+        raise UserError(f"{path} was imported ({table.device.get('board') or 'its board'} is not here): give --device "
+                        "where to measure")
+    return spec
+
+
 def check_backend(table: LatencyTable, path: str, backend: Optional[str]) -> None:
     """Raise TableError when the user asked for ``backend`` and the table was measured with another."""
     if backend is not None and backend != table.backend:

@@ -26,7 +26,7 @@ from edgeshrink.host.errors import BudgetError, CheckpointError, TableError, Use
 from edgeshrink.host.export.artifact import export_checked_onnx, ship_onnx
 from edgeshrink.host.io import prepare_dir, write_json
 from edgeshrink.host.latency.predict import TablePredictor
-from edgeshrink.host.latency.table import check_backend, fmt_shape, load_table
+from edgeshrink.host.latency.table import check_backend, fmt_shape, load_table, measuring_device
 from edgeshrink.host.pipeline.budget import resolve_budget
 from edgeshrink.host.pipeline.confirm import check_bench_seconds, confirm_on_device, not_measured
 from edgeshrink.host.pipeline.report import PruneReport, render_report, side
@@ -209,7 +209,8 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
     check_backend(table, job.table, job.backend)
     # An imported table (the earlier NetAdapt work's Raspberry Pi table) describes a board that is not here:
     # prune with its predictions and leave the confirmation to `host bench` on that board, unless --device names one.
-    confirm = job.measure and (job.device is not None or table.device.get("spec") not in (None, "imported"))
+    device = measuring_device(table, job.device)
+    confirm = job.measure and device is not None
     ckpt = load_checkpoint(job.checkpoint)
     base_model = model_from_checkpoint(ckpt, job.model, job.checkpoint)
     name = ckpt["model"]
@@ -329,7 +330,7 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
     shipped = ship_onnx(pruned, input_shape, out, str(out / "model.pt"))
     checks = {"baseline": base_check, "pruned": shipped["check"]}
     if confirm:
-        bench = confirm_on_device(onnx_base, onnx_pruned, table, job.device or table.device.get("spec") or "local",
+        bench = confirm_on_device(onnx_base, onnx_pruned, table, device,
                                   [baseline_pred, pruned_pred], job.bench_seconds, job.bench_iters, job.bench_rounds,
                                   job.power, job.trust_new_host, str(out / "device_logs"))
     elif job.measure:

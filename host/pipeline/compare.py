@@ -24,7 +24,7 @@ from edgeshrink.host.data import Dataset
 from edgeshrink.host.errors import BudgetError, UserError
 from edgeshrink.host.io import prepare_dir, write_json
 from edgeshrink.host.latency.networks import NETWORK_ITERS, NETWORK_LOADS, network_loads
-from edgeshrink.host.latency.table import load_table
+from edgeshrink.host.latency.table import load_table, require_device
 from edgeshrink.host.pipeline import PruneJob, run_prune
 from edgeshrink.host.pipeline.confirm import confirmation_rounds
 from edgeshrink.host.pipeline.plots import plot_pareto
@@ -114,6 +114,7 @@ def run_compare(job: CompareJob, configs: Dict[str, object], data: Dataset) -> D
     t0 = time.monotonic()
     out = Path(job.out)
     table = load_table(job.table)
+    device = require_device(table, job.table, job.device)  # before any run: every network is measured at the end
     if set(configs) != set(job.methods):
         raise UserError("host compare needs one settings object per method")
     from edgeshrink.host import distributed as dist_
@@ -176,7 +177,6 @@ def run_compare(job: CompareJob, configs: Dict[str, object], data: Dataset) -> D
     paths = [base_onnx] + [str(r[2] / "model.onnx") for r in runs]
     preds = [runs[0][3]["baseline"]["latency_ms_predicted"]] + [r[3]["pruned"]["latency_ms_predicted"] for r in runs]
     rounds = confirmation_rounds(job.bench_seconds, preds)
-    device = job.device or table.device.get("spec") or "local"
     ui.log(f"measuring the baseline and {len(runs)} pruned networks side by side on {device} ({table.backend}, "
            f"{table.threads} thread(s)): {rounds} round-robin bursts of {NETWORK_ITERS} runs over {NETWORK_LOADS} "
            f"loadings (about {job.bench_seconds:g} s)")

@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgeshrink.host.errors import UserError
+from edgeshrink.host.latency.table import require_device
 from edgeshrink.models.eigen import EigenConv
 
 
@@ -338,9 +339,7 @@ def measure_keys(table, keys, model: str, log=print) -> Dict[object, float]:
     """
     from edgeshrink.host.latency.build import BuildConfig, build_table
 
-    spec = table.device.get("spec") or "local"
-    if spec == "imported":
-        raise UserError("the table was imported: its board is not here to measure the eigenbasis form on")
+    spec = require_device(table, "the table")
     cfg = BuildConfig(model=model, input_shape=tuple(table.input_shape), device=spec,
                       backend=table.backend, threads=table.threads, statistic=table.statistic)
     log(f"measuring {len(keys)} layer configurations side by side on {spec} (plain layers and eigenbasis forms)")

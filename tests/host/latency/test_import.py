@@ -105,3 +105,8 @@ def test_prune_with_an_imported_table_predicts_without_a_device(tmp_path, host_c
     assert rep["table_device"]["board"] == "Raspberry Pi 3B"
     assert (out / "model.onnx").exists() and (out / "model.pt").exists()
     assert "nothing was measured" in r.stderr
+    # the commands that exist to measure refuse the same table at once, one line, nothing left behind
+    r = host_cli("compare", "--perf-table", str(table), "--checkpoint", str(untrained_ckpt), "--methods", "uniform",
+                 "--budgets", "0.9", "--out", str(tmp_path / "cmp"))
+    one_line_error(r, "pi.json was imported (Raspberry Pi 3B is not here): give --device")
+    assert not (tmp_path / "cmp").exists()
