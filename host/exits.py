@@ -327,7 +327,7 @@ def predict_exit_costs(table, model: nn.Module, measure=None, log=print) -> Dict
     passed (their sites' latency), plus the table's per-call intercept once per stage. Configurations the table
     lacks (a classifier's pooling and linear layer, which a table built for the plain network never needed) are
     measured side by side on the table's device first (``measure(table, keys, model_name)``, default
-    :func:`edgeshrink.host.prune.eigendamage.measure_keys`).
+    :func:`edgeshrink.host.latency.build.measure_keys`).
 
     Returns:
         ``{"cost_ms": per exit, "stage_ms": per stage, "measured_keys": how many configurations were measured}``.
@@ -345,7 +345,7 @@ def predict_exit_costs(table, model: nn.Module, measure=None, log=print) -> Dict
                      key=lambda k: json.dumps(k.to_dict(), sort_keys=True))
     if missing:
         if measure is None:
-            from edgeshrink.host.prune.eigendamage import measure_keys as measure
+            from edgeshrink.host.latency.build import measure_keys as measure
         got = measure(table, missing, model.model_name, log=log)
         extra = [Entry(k, {table.statistic: float(v) + table.overhead_ms}, 0, "measured") for k, v in got.items()]
         table = replace(table, entries=list(table.entries) + extra)

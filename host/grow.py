@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgeshrink.host.errors import UserError
+from edgeshrink.host.prune.snip import weight
 
 POLICIES = ("skip_layer", "normal", "iterative")
 FORMS = ("unstructured", "structured")
@@ -184,51 +185,6 @@ def block_layers(model: nn.Module, b: int) -> List[Tuple[str, nn.Module]]:
     return [(f"blocks.{b}.{n}", m) for n, m in model.blocks[b].named_modules() if isinstance(m, nn.Conv2d)]
 
 
-def _weight(m: nn.Module) -> torch.Tensor:
-    """The weight a layer computes with (under a mask: the original times the mask)."""
-    return m.weight_orig * m.weight_mask if hasattr(m, "weight_mask") else m.weight
-
-
-def snip_scores(model: nn.Module, layers: Sequence[nn.Module], x: torch.Tensor, y: torch.Tensor,
-                loss_fn: Optional[Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]] = None
-                ) -> List[torch.Tensor]:
-    """SNIP's connection sensitivity (Lee et al. 2019, Eq. 6) of each weight of ``layers``: ``|w * dL/dw|`` on the
-    batch ``(x, y)``, normalised by its sum over all of them (they sum to 1; a masked weight scores 0).
-
-    Args:
-        loss_fn: ``loss_fn(model, x, y)``; default the cross-entropy of ``model(x)``.
-
-    Returns:
-        One tensor per layer, of its weight's shape.
-
-    The batch statistics of BatchNorm are used (training mode) without updating the running ones; the model's mode
-    and its parameters' gradients are restored.
-    """
-    was = model.training
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in bns]
-    saved = {p: p.grad for p in model.parameters()}
-    model.train()
-    for m in bns:
-        m.momentum = 0.0  # batch statistics, running statistics left as they are
-    try:
-        params = [m.weight_orig if hasattr(m, "weight_mask") else m.weight for m in layers]
-        for p in params:
-            p.grad = None
-        loss = loss_fn(model, x, y) if loss_fn is not None else F.cross_entropy(model(x), y)
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        raw = [(_weight(m) * (g if g is not None else torch.zeros_like(p))).abs().detach()
-               for m, p, g in zip(layers, params, grads)]
-    finally:
-        for m, mo in zip(bns, momenta):
-            m.momentum = mo
-        for p, g in saved.items():
-            p.grad = g
-        model.train(was)
-    total = sum(float(r.sum()) for r in raw) or 1.0
-    return [r / total for r in raw]
-
-
 def iterative_keep(keep: float, j: int, floor: float) -> float:
     """The iterative policy's keep ratio at a block's ``j``-th pruning (``j >= 1``): ``max(keep ** j, floor)``."""
     return max(keep ** j, floor)
@@ -315,7 +271,7 @@ def sparsity(model: nn.Module) -> Dict[str, float]:
     """Each block's fraction of zero convolution weights, and ``total`` over every conv weight."""
     out, zeros, n = {}, 0, 0
     for b in range(len(model.blocks)):
-        ws = [_weight(m).detach() for _, m in block_layers(model, b)]
+        ws = [weight(m).detach() for _, m in block_layers(model, b)]
         z = sum(int((w == 0).sum()) for w in ws)
         t = sum(w.numel() for w in ws)
         out[f"block{b}"] = z / t

@@ -268,7 +268,8 @@ def train_cells(model: nn.Module, data: Dataset, cfg: TrainConfig, growth=None, 
 
     from edgeshrink.host.grow import (GrowthConfig, block_layers, check_configs, evenly_spaced, finalize_masks_,
                                       iterative_keep, mask_block_, reinit_block_, sdn_loss, sdn_loss_fn, sdn_weights,
-                                      snip_scores, sparsity, structured_block_)
+                                      sparsity, structured_block_)
+    from edgeshrink.host.prune.snip import snip_scores
     from edgeshrink.models.cells import CellNet
 
     check_configs(model, cfg.epochs, growth, snip)

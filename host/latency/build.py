@@ -43,7 +43,7 @@ from edgeshrink.host.latency.micro import key_id, overhead_model, save_atomic, w
 from edgeshrink.host.latency.networks import NETWORK_ITERS, NETWORK_LOADS, NETWORK_ROUNDS, calibration_archs, \
     measure_networks
 from edgeshrink.host.latency.space import build_space, enumerate_keys
-from edgeshrink.host.latency.table import STATISTICS, Entry, LatencyTable
+from edgeshrink.host.latency.table import STATISTICS, Entry, LatencyTable, require_device
 from edgeshrink.host.remote import open_device
 
 OVERHEAD_FILE = "overhead.onnx"
@@ -672,3 +672,18 @@ def build_and_save(cfg: BuildConfig, out: str, log: Callable[[str], None] = lamb
     if own_workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     return table
+
+
+def measure_keys(table, keys, model: str, log=print) -> Dict[object, float]:
+    """Each layer configuration's latency (ms, the table's statistic, less the micro-model overhead) measured side
+    by side in one session on the table's device with its backend, threads and timing settings.
+
+    Raises:
+        UserError: an imported table (its board is not here). DeviceError: the device failed.
+    """
+    spec = require_device(table, "the table")
+    cfg = BuildConfig(model=model, input_shape=tuple(table.input_shape), device=spec,
+                      backend=table.backend, threads=table.threads, statistic=table.statistic)
+    log(f"measuring {len(keys)} layer configurations side by side on {spec}")
+    t = build_table(cfg, keys)
+    return {e.key: max(e.ms(t.statistic) - t.overhead_ms, 0.0) for e in t.entries}

@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgeshrink.host.errors import UserError
-from edgeshrink.host.latency.table import require_device
+from edgeshrink.host.latency.build import measure_keys
 from edgeshrink.models.eigen import EigenConv
 
 
@@ -330,23 +330,6 @@ def eigen_form_keys(site, conv: nn.Conv2d, plain, r_in: int, r_out: int) -> list
             LayerKey(plain.op, r_out, plain.out_channels, hw, *one, plain.fused)]
 
 
-def measure_keys(table, keys, model: str, log=print) -> Dict[object, float]:
-    """Each layer configuration's latency (ms, the table's statistic, less the micro-model overhead) measured side
-    by side in one session on the table's device with its backend, threads and timing settings.
-
-    Raises:
-        UserError: an imported table (its board is not here). DeviceError: the device failed.
-    """
-    from edgeshrink.host.latency.build import BuildConfig, build_table
-
-    spec = require_device(table, "the table")
-    cfg = BuildConfig(model=model, input_shape=tuple(table.input_shape), device=spec,
-                      backend=table.backend, threads=table.threads, statistic=table.statistic)
-    log(f"measuring {len(keys)} layer configurations side by side on {spec} (plain layers and eigenbasis forms)")
-    t = build_table(cfg, keys)
-    return {e.key: max(e.ms(t.statistic) - t.overhead_ms, 0.0) for e in t.entries}
-
-
 def restrict(factors: Factors, module: nn.Module, keep_in: Optional[Sequence[int]],
              keep_out: Optional[Sequence[int]]) -> Factors:
     """K-FAC factors of a layer before its channels were pruned, restricted to the kept input channels (their
@@ -373,7 +356,7 @@ def eigen_form_decision(ctx, model: nn.Module, factors: Dict[str, Factors], kept
     Args:
         factors: each layer's K-FAC factors before the last pruning; ``kept``: each group's kept channels then
             (:func:`restrict` gives the pruned layers' curvature from them).
-        measure: ``measure(keys) -> {key: ms}`` (default :func:`measure_keys` on the table's device).
+        measure: ``measure(keys) -> {key: ms}`` (default :func:`edgeshrink.host.latency.build.measure_keys` on the table's device).
 
     Returns:
         ``{"threshold", "layers": [{"layer", "r_in", "r_out", "plain_ms", "eigen_ms", "form"}], "eigen_layers",

@@ -41,6 +41,7 @@ from edgeshrink.host.latency.space import PruningSpace, channel_grid
 from edgeshrink.host.prune import criteria
 from edgeshrink.host.prune.netadapt import NetAdapt, NetAdaptConfig
 from edgeshrink.host.prune.regularizers import PENALTIES, MorphNetRegularizer, SlimmingRegularizer, SWDRegularizer
+from edgeshrink.host.prune.snip import snip_scores
 from edgeshrink.host.train import TrainConfig, Trainer, UserTrainer, train
 
 RECOVERY = ("fine-tune", "lr-rewind", "scratch", "none")
@@ -504,7 +505,7 @@ def run_eigendamage(ctx: MethodContext, cfg: EigenDamageConfig):
 
 
 def run_snip(ctx: MethodContext, cfg: SnipMethodConfig):
-    from edgeshrink.host.grow import snip_scores, sdn_loss, sdn_weights
+    from edgeshrink.host.grow import sdn_loss, sdn_weights
 
     model = copy.deepcopy(ctx.model).eval()
     g = torch.Generator().manual_seed(ctx.seed)

@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from edgeshrink import models
 from edgeshrink.host import grow
+from edgeshrink.host.prune.snip import snip_scores
 from edgeshrink.host.train import TrainConfig, train_cells
 from tests.conftest import one_line_error
 
@@ -39,7 +40,7 @@ def test_snip_sensitivity_against_a_hand_computation():
     G = p.T @ X / 5
     want = np.abs(W * G)
     want /= want.sum()
-    got = grow.snip_scores(layer, [layer], x, y)[0].numpy()
+    got = snip_scores(layer, [layer], x, y)[0].numpy()
     assert got == pytest.approx(want, rel=1e-5, abs=1e-9)
     assert layer.weight.grad is None  # gradients left as they were
 
@@ -48,7 +49,7 @@ def test_snip_leaves_the_batchnorm_statistics_alone():
     m = models.create_model("cells_iterative_0101_w4", 10)
     before = m.blocks[0].cells[0].bn1.running_mean.clone()
     layers = [mod for _, mod in grow.block_layers(m, 0)]
-    s = grow.snip_scores(m, layers, torch.randn(8, 3, 32, 32) * 3 + 1, torch.arange(8) % 10)
+    s = snip_scores(m, layers, torch.randn(8, 3, 32, 32) * 3 + 1, torch.arange(8) % 10)
     assert torch.equal(m.blocks[0].cells[0].bn1.running_mean, before)
     assert sum(float(t.sum()) for t in s) == pytest.approx(1.0)
 
