@@ -72,6 +72,7 @@ def cmd_shrink(args) -> int:
            "pruned_ms_predicted": r.pruned_ms_predicted, "baseline_ms_measured": r.baseline_ms_measured,
            "pruned_ms_measured": r.pruned_ms_measured, "measured_ratio": r.measured_ratio,
            "baseline_score": r.baseline_score, "score": r.score, "widths": r.widths, "onnx": r.onnx,
+           "sha256": r.sha256, "measured_sha256": r.measured_sha256,
            "iterations": r.history, "wall_s": r.wall_s}
     write_json(out / "shrink.json", doc)
     if args.json:
