@@ -73,4 +73,4 @@ PY
 else
   echo "(dry run: nothing installed)"
 fi
-echo "done. Copy the device side (host device pack -o edgeshrink-device.pyz) and run: ${VPY} edgeshrink-device.pyz backends"
+echo "done. Copy the device side (host device pack --out-pyz edgeshrink-device.pyz) and run: ${VPY} edgeshrink-device.pyz backends"

@@ -38,7 +38,7 @@ def main() -> int:
         table.unlink()
     t0 = time.monotonic()
     subprocess.run([sys.executable, "-m", "edgeshrink", "table", "build", "--model", args.model, "--input",
-                    args.input, "--device", "local", "--backend", "ort", "-o", str(table)], check=True)
+                    args.input, "--device", "local", "--backend", "ort", "--out-table", str(table)], check=True)
     build_s = time.monotonic() - t0
     t1 = time.monotonic()
     subprocess.run([sys.executable, "-m", "edgeshrink", "table", "validate", str(table), "--model", args.model,

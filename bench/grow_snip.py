@@ -80,7 +80,7 @@ def main() -> int:
                  str(runs[name]))
     resume = ["--resume"] if Path(str(table) + ".build").is_dir() else []
     step("table_s", table, "table", "build", "--model", MODEL, "--granularity", "4", "--jobs", "2", "--iters", "100",
-         "--rounds", "2", "--calibrate", "12", *resume, "-o", str(table))
+         "--rounds", "2", "--calibrate", "12", *resume, "--out-table", str(table))
 
     # 3. one measuring session
     from edgeshrink.host.bench import bench_inputs_on_device, bench_on_device
@@ -171,7 +171,7 @@ def main() -> int:
 
     # 5. host compare with the early-exit network beside the methods
     step("compare_s", work / "compare" / "compare.json", "compare", "--methods", "snip,magnitude,uniform", "--budgets",
-         args.budgets, "--perf-table", str(table), "--checkpoint", str(runs["unpruned"] / "model.pt"), *data,
+         args.budgets, "--table", str(table), "--checkpoint", str(runs["unpruned"] / "model.pt"), *data,
          "--recover", "fine-tune", "--long-term-epochs", str(args.recover_epochs), "--bench-seconds", "30",
          "--out", str(work / "compare"))
     cmp = json.loads((work / "compare" / "compare.json").read_text())

@@ -63,18 +63,18 @@ def main() -> int:
         t = time.monotonic()
         resume = ["--resume"] if Path(str(table) + ".build").is_dir() else []
         host("table", "build", "--model", "resnet20", "--granularity", "4", "--jobs", "2", "--iters", "100",
-             "--rounds", "2", "--calibrate", "20", *resume, "-o", str(table))
+             "--rounds", "2", "--calibrate", "20", *resume, "--out-table", str(table))
         times["table_s"] = round(time.monotonic() - t, 1)
     t = time.monotonic()
     me = args.method_epochs
-    host("compare", "--methods", METHODS, "--budgets", "0.5,0.3", "--perf-table", str(table), "--checkpoint",
+    host("compare", "--methods", METHODS, "--budgets", "0.5,0.3", "--table", str(table), "--checkpoint",
          str(ckpt), *data, "--recover", "fine-tune", "--long-term-epochs", str(args.recover_epochs),
          "--method-epochs", str(me), *NETADAPT,
          "--bench-seconds", str(args.bench_seconds), "--out", str(work / "compare"))
     times["compare_s"] = round(time.monotonic() - t, 1)
     # latency-aware ranking (score per ms of marginal latency) beside uniform, measured side by side in its own session
     t = time.monotonic()
-    host("compare", "--methods", "uniform,magnitude,taylor", "--budgets", "0.5,0.3", "--perf-table", str(table),
+    host("compare", "--methods", "uniform,magnitude,taylor", "--budgets", "0.5,0.3", "--table", str(table),
          "--checkpoint", str(ckpt), *data, "--recover", "fine-tune", "--long-term-epochs", str(args.recover_epochs),
          "--rank", "per-ms", "--bench-seconds", str(args.bench_seconds), "--out", str(work / "compare_per_ms"))
     times["compare_per_ms_s"] = round(time.monotonic() - t, 1)
@@ -82,7 +82,7 @@ def main() -> int:
     # control: the training-time methods (slimming, swd, morphnet) train method-epochs more than the one-shot ones;
     # uniform and magnitude with that many more fine-tuning epochs say how much of their lead is the extra training
     t = time.monotonic()
-    host("compare", "--methods", "uniform,magnitude", "--budgets", "0.5,0.3", "--perf-table", str(table),
+    host("compare", "--methods", "uniform,magnitude", "--budgets", "0.5,0.3", "--table", str(table),
          "--checkpoint", str(ckpt), *data, "--recover", "fine-tune",
          "--long-term-epochs", str(args.recover_epochs + me), "--bench-seconds", str(args.bench_seconds),
          "--out", str(work / "compare_control"))

@@ -33,7 +33,7 @@ def main() -> int:
     t0 = time.monotonic()
     subprocess.run([sys.executable, "-m", "edgeshrink.host.cli", "table", "build", "--model", "resnet20", "--input", "1x3x32x32",
                     "--device", "local", "--backend", "ort", "--threads", "1", "--granularity", "4", "--jobs", "2",
-                    "-o", str(table_path)], check=True)
+                    "--out-table", str(table_path)], check=True)
     build_s = time.monotonic() - t0
     table = load_table(str(table_path))
     pred = TablePredictor.for_model(table, models.create_model("resnet20"))

@@ -49,8 +49,8 @@ def main() -> int:
           "--criterion", "rmi", "--out", str(work / "train"))
     table = work / f"table_{dh}x{dw}.json"
     steps("table", table, "table", "build", "--model", args.model, "--num-classes", "19", "--input", f"1x3x{dh}x{dw}",
-          "--granularity", args.granularity, "--iters", "50", "--rounds", "2", "--calibrate", "10", "-o", str(table))
-    steps("prune", work / "prune" / "report.json", "prune", "--perf-table", str(table), "--checkpoint",
+          "--granularity", args.granularity, "--iters", "50", "--rounds", "2", "--calibrate", "10", "--out-table", str(table))
+    steps("prune", work / "prune" / "report.json", "prune", "--table", str(table), "--checkpoint",
           str(work / "train" / "model.pt"), *data, "--pruner-input", f"1x3x{ph}x{pw}", "--input", f"1x3x{dh}x{dw}",
           "--budget", args.budget, "--short-term-steps", "4", "--short-term-val", "10", "--long-term-epochs", "2",
           "--bench-seconds", "20", "--out", str(work / "prune"))

@@ -87,7 +87,7 @@ def main() -> int:
             out = tmp / f"t_{name}.json"
             t0 = time.monotonic()
             subprocess.run([sys.executable, "-m", "edgeshrink.host.cli", "table", "build", "--model", "resnet20", "--granularity",
-                            "16", "--rounds", "1", "--batch", "16", "--device", dev, "-o", str(out)], check=True,
+                            "16", "--rounds", "1", "--batch", "16", "--device", dev, "--out-table", str(out)], check=True,
                            env=dict(os.environ), stdout=subprocess.DEVNULL)
             tables[name] = {"wall_s": round(time.monotonic() - t0, 2), "doc": json.loads(out.read_text())}
         by_key = {}

@@ -76,9 +76,9 @@ def main() -> int:
          "--lr", "0.1", "--batch-size", "64", "--out", str(base))
     resume = ["--resume"] if Path(str(table) + ".build").is_dir() else []
     step("table_s", table, "table", "build", "--model", "resnet32", "--granularity", "8", "--jobs", "2", "--iters",
-         "100", "--rounds", "2", "--calibrate", "12", *resume, "-o", str(table))
+         "100", "--rounds", "2", "--calibrate", "12", *resume, "--out-table", str(table))
     step("compare_s", work / "compare" / "compare.json", "compare", "--methods", "eigendamage,magnitude,uniform",
-         "--budgets", args.budgets, "--perf-table", str(table), "--checkpoint", str(base / "model.pt"), *data, "--recover",
+         "--budgets", args.budgets, "--table", str(table), "--checkpoint", str(base / "model.pt"), *data, "--recover",
          "fine-tune", "--long-term-epochs", str(args.recover_epochs), "--bench-seconds", "30",
          "--out", str(work / "compare"))
     cmp = json.loads((work / "compare" / "compare.json").read_text())
@@ -112,14 +112,14 @@ def main() -> int:
     for a in [float(v) for v in args.rl_weights.split(",")]:
         folder = work / f"rl_{a:g}"
         step(f"rl_{a:g}_s", folder / "model.pt", "train", "--init", str(work / "gated" / "model.pt"), "--rl",
-             "--rl-weight", f"{a:g}", "--perf-table", str(table), *data, "--epochs", str(args.rl_epochs), "--lr",
+             "--rl-weight", f"{a:g}", "--table", str(table), *data, "--epochs", str(args.rl_epochs), "--lr",
              "0.01", "--batch-size", "64", "--out", str(folder))
         candidates.append(candidate(folder, a))
     ok = [c for c in candidates if c["val_top1"] >= base_val - 1.0]
     chosen = (sorted(ok, key=lambda c: c["predicted_ms_val_rates"]) or
               sorted(candidates, key=lambda c: -c["val_top1"]))[0]
     dyn_dir = work / f"dynamic_{Path(chosen['folder']).name}"
-    step("dynamic_s", dyn_dir / "report.json", "dynamic", str(Path(chosen["folder"]) / "model.pt"), "--perf-table",
+    step("dynamic_s", dyn_dir / "report.json", "dynamic", "--checkpoint", str(Path(chosen["folder"]) / "model.pt"), "--table",
          str(table), "--dataset", "fashion-mnist", "--limit", str(args.inputs), "--iters", str(args.iters),
          "--out", str(dyn_dir))
     dyn = json.loads((dyn_dir / "report.json").read_text())

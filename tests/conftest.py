@@ -22,6 +22,24 @@ SHARED_DATA = ROOT / "tests" / "data" / "captures"
 UPSTREAM_DATA = ROOT.parent / "shared" / "data"
 
 
+# The fast tier (-m "not slow") has a budget of 3 minutes: a test there that runs longer than this is a slow test
+# (mark it, or make it cheaper). Only its call is timed: the shared session fixtures' set-up is paid once.
+FAST_TEST_LIMIT_S = float(os.environ.get("EDGESHRINK_FAST_TEST_LIMIT_S", "5"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    import time
+
+    t0 = time.perf_counter()
+    yield
+    took = time.perf_counter() - t0
+    fast_tier = "not slow" in (item.config.getoption("markexpr") or "")
+    if fast_tier and item.get_closest_marker("slow") is None and took > FAST_TEST_LIMIT_S:
+        pytest.fail(f"a fast-tier test took {took:.1f} s (> {FAST_TEST_LIMIT_S:g} s): mark it slow or make it cheaper",
+                    pytrace=False)
+
+
 def run_cli(*args: str, cwd=None, env=None, timeout=600) -> subprocess.CompletedProcess:
     """Run ``python ARGS`` in a subprocess (``-m edgeshrink.device ...``, ``-c ...``): for what must be a separate
     process (import checks, the device folder or zipapp on its own, signals)."""

@@ -71,8 +71,8 @@ def test_malformed_checkpoints_are_one_line(tmp_path, host_cli, untrained_ckpt, 
     change(ck)
     bad = tmp_path / "bad.pt"
     torch.save(ck, bad)
-    one_line_error(host_cli("export", str(bad), "-o", str(tmp_path / "x")), str(bad), needle)
-    one_line_error(host_cli("prune", "--perf-table", str(formula_table), "--checkpoint", str(bad), "--out",
+    one_line_error(host_cli("export", "--checkpoint", str(bad), "-o", str(tmp_path / "x")), str(bad), needle)
+    one_line_error(host_cli("prune", "--table", str(formula_table), "--checkpoint", str(bad), "--out",
                             str(tmp_path / "p")), needle)
     assert not (tmp_path / "x").exists() and not (tmp_path / "p").exists()
 
@@ -87,7 +87,7 @@ def test_a_corrupt_resume_state_is_one_line(tmp_path, host_cli, untrained_ckpt, 
         (out / "netadapt_state.pt").write_bytes(state)
     else:
         torch.save({**state, "checkpoint_sha": sha256_file(str(untrained_ckpt))}, out / "netadapt_state.pt")
-    r = host_cli("prune", "--perf-table", str(formula_table), "--checkpoint", str(untrained_ckpt), "--out", str(out),
+    r = host_cli("prune", "--table", str(formula_table), "--checkpoint", str(untrained_ckpt), "--out", str(out),
                  "--resume", "--short-term-steps", "0", "--long-term-epochs", "0")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     error_line(r, "netadapt_state.pt", "--resume")
@@ -99,7 +99,7 @@ def test_a_results_line_without_a_field_is_one_line(tmp_path, host_cli):
     work.mkdir()
     (work / "results_r0.jsonl").write_text('{"model": "overhead.onnx"}\n{"model": "x", "latency_ms": {}}\n')
     error_line(host_cli("table", "build", "--granularity", "32", "--iters", "2", "--rounds", "1", "--resume",
-                        "-o", str(out)), "results_r0.jsonl line 1 latency_ms must be a JSON object",
+                        "--out-table", str(out)), "results_r0.jsonl line 1 latency_ms must be a JSON object",
                "delete the work folder")
 
 
@@ -128,13 +128,13 @@ def test_unwritable_outputs_are_refused_before_any_work(tmp_path, host_cli, form
     target = read_only_dir(tmp_path) if where == "READ_ONLY" else where
     T, C = str(formula_table), str(untrained_ckpt)
     t0 = time.monotonic()
-    one_line_error(host_cli("table", "build", "--granularity", "32", "-o", f"{target}/t.json"), target, "cannot write")
-    one_line_error(host_cli("table", "merge", T, T, "-o", f"{target}/m.json"), target)
+    one_line_error(host_cli("table", "build", "--granularity", "32", "--out-table", f"{target}/t.json"), target, "cannot write")
+    one_line_error(host_cli("table", "merge", T, T, "--out-table", f"{target}/m.json"), target)
     one_line_error(host_cli("table", "show", T, "--out", target), target)
-    error_line(host_cli("prune", "--perf-table", T, "--checkpoint", C, "--out", target), target)
-    one_line_error(host_cli("export", C, "-o", target), target)
+    error_line(host_cli("prune", "--table", T, "--checkpoint", C, "--out", target), target)
+    one_line_error(host_cli("export", "--checkpoint", C, "-o", target), target)
     one_line_error(host_cli("train", "--epochs", "1", "--out", target), target)
-    one_line_error(host_cli("device", "pack", "-o", f"{target}/d.pyz"), target)
+    one_line_error(host_cli("device", "pack", "--out-pyz", f"{target}/d.pyz"), target)
     model = tiny_onnx(tmp_path / "m.onnx")
     r = host_cli("bench", str(model), "--out", target)
     one_line_error(r, target)
@@ -145,7 +145,7 @@ def test_unwritable_outputs_are_refused_before_any_work(tmp_path, host_cli, form
 
 
 def test_a_pack_into_a_missing_folder_makes_it(tmp_path, host_cli):
-    r = host_cli("device", "pack", "-o", str(tmp_path / "new" / "dir" / "d.pyz"))
+    r = host_cli("device", "pack", "--out-pyz", str(tmp_path / "new" / "dir" / "d.pyz"))
     assert r.returncode == 0 and (tmp_path / "new" / "dir" / "d.pyz").stat().st_size > 1000
 
 
@@ -172,9 +172,9 @@ def test_model_files_the_runtime_cannot_load_and_inputs_too_large(tmp_path):
 
 
 def test_host_inputs_too_large_and_negative_class_counts(tmp_path, host_cli, formula_table):
-    one_line_error(host_cli("table", "build", "--input", "1x3x100000x100000", "-o", str(tmp_path / "t.json")),
+    one_line_error(host_cli("table", "build", "--input", "1x3x100000x100000", "--out-table", str(tmp_path / "t.json")),
                    "too large")
-    one_line_error(host_cli("table", "build", "--num-classes", "-3", "-o", str(tmp_path / "t.json")), "--num-classes")
+    one_line_error(host_cli("table", "build", "--num-classes", "-3", "--out-table", str(tmp_path / "t.json")), "--num-classes")
     one_line_error(host_cli("table", "predict", str(formula_table), "--num-classes", "-3"), "--num-classes")
     one_line_error(host_cli("table", "validate", str(formula_table), "--num-classes", "0"), "--num-classes")
     assert not (tmp_path / "t.json").exists()
@@ -185,13 +185,13 @@ def test_host_inputs_too_large_and_negative_class_counts(tmp_path, host_cli, for
 def test_budgets_that_mean_nothing_are_refused_and_leave_no_folder(tmp_path, host_cli, formula_table, untrained_ckpt,
                                                                    value):
     out = tmp_path / "p"
-    one_line_error(host_cli("prune", "--perf-table", str(formula_table), "--checkpoint", str(untrained_ckpt),
+    one_line_error(host_cli("prune", "--table", str(formula_table), "--checkpoint", str(untrained_ckpt),
                             "--budget-ms", value, "--out", str(out)), "--budget-ms must be a positive finite number")
     assert not out.exists()
 
 
 def test_a_grid_coarser_than_every_layer_is_refused(tmp_path, host_cli):
-    one_line_error(host_cli("table", "build", "--granularity", "64", "-o", str(tmp_path / "t.json")),
+    one_line_error(host_cli("table", "build", "--granularity", "64", "--out-table", str(tmp_path / "t.json")),
                    "--granularity 64 leaves every channel group of resnet20 at its full width")
     assert not (tmp_path / "t.json").exists()
 
@@ -215,7 +215,7 @@ def test_device_numbers_beyond_what_the_device_can_do(tmp_path, args, needle):
     (["bench", "M", "--threads", "-1"], "--threads must be in 0.."),
     (["train", "--lr", "nan", "--out", "O"], "--lr must be a finite number"),
     (["train", "--epochs", "0", "--out", "O"], "--epochs must be in 1.."),
-    (["table", "merge", "A", "A", "--sigma", "inf", "-o", "O"], "--sigma must be a finite number"),
+    (["table", "merge", "A", "A", "--sigma", "inf", "--out-table", "O"], "--sigma must be a finite number"),
 ])
 def test_host_numbers_beyond_their_range(tmp_path, host_cli, args, needle):
     model = str(tiny_onnx(tmp_path / "m.onnx"))
@@ -250,7 +250,7 @@ def test_method_settings_that_cannot_work_are_one_line_and_leave_no_folder(tmp_p
     out = tmp_path / "p"
     args = [str(tmp_path / "absent") if a == "ABSENT" else a for a in args]
     needles = needle if isinstance(needle, tuple) else (needle,)
-    one_line_error(host_cli("prune", "--perf-table", str(formula_table), "--checkpoint", str(untrained_ckpt),
+    one_line_error(host_cli("prune", "--table", str(formula_table), "--checkpoint", str(untrained_ckpt),
                             *args, "--out", str(out)), *needles)
     assert not out.exists()
 
@@ -266,7 +266,7 @@ def test_method_settings_that_cannot_work_are_one_line_and_leave_no_folder(tmp_p
 ])
 def test_compare_settings_are_refused_before_any_run(tmp_path, host_cli, formula_table, untrained_ckpt, args, needle):
     out = tmp_path / "c"
-    one_line_error(host_cli("compare", "--perf-table", str(formula_table), "--checkpoint", str(untrained_ckpt),
+    one_line_error(host_cli("compare", "--table", str(formula_table), "--checkpoint", str(untrained_ckpt),
                             *args, "--out", str(out)), needle)
     assert not out.exists()
 
@@ -291,9 +291,9 @@ def test_model_references_that_do_not_give_a_model_are_one_line(tmp_path, host_c
                    "model reference", "no such file")
     one_line_error(host_cli("train", "--model", f"{net}:not_a_model", "--epochs", "1", "--out", out),
                    "returned a dict, not an nn.Module")
-    one_line_error(host_cli("table", "build", "--model", f"{net}:rolled", "--calibrate", "0", "-o",
+    one_line_error(host_cli("table", "build", "--model", f"{net}:rolled", "--calibrate", "0", "--out-table",
                             str(tmp_path / "t.json")), "op roll", "not one the latency table models")
     one_line_error(host_cli("table", "predict", formula_table, "--model", ref), "has no entry for", "layer features.0.0")
-    one_line_error(host_cli("shrink", "--model", ref, "--perf-table", formula_table, "--train-fn",
+    one_line_error(host_cli("shrink", "--model", ref, "--table", formula_table, "--train-fn",
                             f"{net}:nothing", "--out", out), "has no 'nothing'")
     assert not (tmp_path / "out").exists() and not (tmp_path / "t.json").exists()

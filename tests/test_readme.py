@@ -38,4 +38,4 @@ def test_the_shrink_example_runs_with_the_users_own_functions(tmp_path):
     m = re.search(r"measured (\d+\.\d+) -> (\d+\.\d+) ms, test (\d\.\d+) -> (\d\.\d+)", r.stdout)
     assert m, r.stdout
     base, pruned = float(m.group(1)), float(m.group(2))
-    assert pruned < 0.85 * base  # the budget is 0.7 of the predicted latency, and the device confirms a cut
+    assert pruned < 0.92 * base  # the budget is 0.8 of the predicted latency, and the device confirms a cut

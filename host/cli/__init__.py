@@ -50,11 +50,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     when interrupted)."""
     args = build_parser().parse_args(argv)
     from edgeshrink.host import distributed, ui
-    from edgeshrink.host.cli.args import check_ranges
+    from edgeshrink.host.cli.args import check_ranges, resolve_deprecated
     from edgeshrink.models import ModelError
 
     where = ""
     try:
+        resolve_deprecated(args)
         check_ranges(args)
         if args.distributed is not None:
             return _torchrun(args.distributed, list(sys.argv[1:] if argv is None else argv))

@@ -4,6 +4,7 @@ values whose checks live in the library."""
 from __future__ import annotations
 
 import argparse
+from typing import Optional
 
 from edgeshrink.host.latency.networks import NETWORK_ITERS, NETWORK_LOADS, NETWORK_ROUNDS
 
@@ -18,6 +19,84 @@ def netadapt_defaults(cfg: NetAdaptConfig = NetAdaptConfig()) -> dict:
 
 
 NETADAPT_DEFAULTS = netadapt_defaults()
+
+
+# -- one vocabulary ----------------------------------------------------------------------------------------------
+# Every command spells the same thing the same way: --table (a latency table), --checkpoint (a checkpoint),
+# --out (always a folder; a single file written is named --out-<kind>, e.g. --out-table), --json (the result on
+# stdout). Spellings of earlier releases keep working for now and say so in one line on stderr.
+
+# Options whose flag is not their field's name with dashes (renamed so that no flag has two meanings).
+FLAGS = {"criterion": "--swd-scope", "power": "--poly-power", "out_table": "--out-table"}
+
+
+def flag_of(dest: str) -> str:
+    """The flag that sets ``dest``: ``--swd-scope`` for SWD's ``criterion``, else the name with dashes."""
+    return FLAGS.get(dest, "--" + dest.replace("_", "-"))
+
+
+def deprecated(spelling: str, use: str) -> None:
+    """One line on stderr: ``spelling`` still works, ``use`` is the word now."""
+    import sys
+
+    print(f"host: note: {spelling} is deprecated; use {use}", file=sys.stderr)
+
+
+def add_option(p, names, old=(), **kw):
+    """``p.add_argument(*names, **kw)``, also accepting the ``old`` spellings (with :func:`deprecated`'s notice)."""
+    if not old:
+        return p.add_argument(*names, **kw)
+    base = p._registry_get("action", kw.pop("action", None), None)  # groups share their parser's registry
+    new = [n for n in names if n.startswith("--")][0]
+
+    class Deprecating(base):
+        spellings_deprecated = tuple(old)
+
+        def __call__(self, parser, namespace, values, option_string=None):
+            if option_string in old:
+                deprecated(option_string, new)
+            super().__call__(parser, namespace, values, option_string)
+
+    return p.add_argument(*names, *old, action=Deprecating, **kw)
+
+
+def add_table_arg(p, required: bool = True, help: str = "latency table JSON (host table build)") -> None:
+    """``--table T.json`` (``--perf-table`` of earlier releases)."""
+    add_option(p, ["--table"], old=("--perf-table",), required=required, metavar="TABLE", help=help)
+
+
+def add_checkpoint_arg(p, required: bool = True, help: str = "a checkpoint (host train's model.pt)") -> None:
+    """``--checkpoint CKPT``; a positional checkpoint (earlier releases) still works, resolved by
+    :func:`resolve_deprecated`."""
+    p.add_argument("--checkpoint", metavar="CKPT", help=help)
+    p.add_argument("checkpoint_pos", nargs="?", metavar="CHECKPOINT", help=argparse.SUPPRESS)
+    p.set_defaults(checkpoint_required=required)
+
+
+def add_json_arg(p, what: str = "the result") -> None:
+    p.add_argument("--json", action="store_true", help=f"{what} as JSON on stdout (logs on stderr)")
+
+
+def resolve_deprecated(args: argparse.Namespace) -> None:
+    """After parsing: a positional checkpoint becomes ``--checkpoint`` (with its notice); a required one missing is
+    refused.
+
+    Raises:
+        UserError: both spellings, or neither where the command needs one.
+    """
+    from edgeshrink.host.errors import UserError
+
+    if not hasattr(args, "checkpoint_pos"):
+        return
+    pos = args.checkpoint_pos
+    del args.checkpoint_pos
+    if pos is not None:
+        if args.checkpoint is not None:
+            raise UserError(f"give the checkpoint once: --checkpoint {args.checkpoint} or {pos}, not both")
+        deprecated("a positional checkpoint", f"--checkpoint {pos}")
+        args.checkpoint = pos
+    if args.checkpoint_required and args.checkpoint is None:
+        raise UserError("--checkpoint is required")
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -35,7 +114,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--milestones", type=lambda s: [int(v) for v in s.split(",")], default=[100, 150],
                    help="comma-separated epochs (multistep)")
     g.add_argument("--gamma", type=float, default=0.1, help="decay factor (step, multistep)")
-    g.add_argument("--power", type=float, default=0.9, help="exponent (poly)")
+    add_option(g, ["--poly-power"], old=("--power",), dest="power", type=float, default=0.9,
+               help="the poly schedule's exponent (default 0.9)")
     g.add_argument("--label-smoothing", type=float, default=0.0, help="off by default")
     g.add_argument("--criterion", choices=("crossentropy", "rmi"), default="crossentropy",
                    help="the loss: crossentropy (default), or rmi for segmentation (Region Mutual Information, Zhao et "
@@ -52,7 +132,11 @@ def add_per_input_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", type=int, default=200, help="test inputs the export is checked on against torch")
 
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
+def add_data_args(p: argparse.ArgumentParser, training: bool = True, image_size: bool = True,
+                  metrics: Optional[bool] = None) -> None:
+    """The dataset options a command uses, no more. ``training=False``: a command that only runs test inputs (no
+    --train-subset, --download, --metrics); ``image_size=False``: one that takes the size from its checkpoint;
+    ``metrics=False``: one that reports top-1 only (default: as ``training``)."""
     from edgeshrink.host.data import DATASETS
 
     p.add_argument("--dataset", choices=list(DATASETS), default="digits",
@@ -61,16 +145,20 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
                         "ROOT/val class folders), cityscapes (segmentation: ROOT/leftImg8bit and ROOT/gtFine)")
     p.add_argument("--data-dir", help="dataset folder (cifar*: the python archive or its extracted folder; "
                                       "fashion-mnist: the IDX files, default /usr/share/datasets/fashion-mnist)")
-    p.add_argument("--train-subset", type=int, metavar="N",
-                   help="train on a stratified, seeded subset of N training images (quick runs); val and test whole")
-    p.add_argument("--image-size", type=int, metavar="PX",
-                   help="resize the images to PX x PX (networks for 64-512 pixel inputs; cityscapes: PX x 2PX, "
-                        "default 256; imagenet: a PX crop, default 224); prune and compare default to the checkpoint's "
-                        "input size")
-    p.add_argument("--download", action="store_true", help="download CIFAR archives into --data-dir when missing")
-    p.add_argument("--metrics", metavar="M1,M2,..", help="what evaluation reports, the first selecting models "
-                   "(NetAdapt's short-term score): miou, top1, top5 (default miou,top1,top5 for segmentation, where "
-                   "top-1 / top-5 are per labelled pixel; top1,top5 otherwise)")
+    if training:
+        p.add_argument("--train-subset", type=int, metavar="N",
+                       help="train on a stratified, seeded subset of N training images (quick runs); val and test whole")
+    if image_size:
+        p.add_argument("--image-size", type=int, metavar="PX",
+                       help="resize the images to PX x PX (networks for 64-512 pixel inputs; cityscapes: PX x 2PX, "
+                            "default 256; imagenet: a PX crop, default 224); prune and compare default to the "
+                            "checkpoint's input size")
+    if training:
+        p.add_argument("--download", action="store_true", help="download CIFAR archives into --data-dir when missing")
+    if training if metrics is None else metrics:
+        p.add_argument("--metrics", metavar="M1,M2,..", help="what evaluation reports, the first selecting models "
+                       "(NetAdapt's short-term score): miou, top1, top5 (default miou,top1,top5 for segmentation, where "
+                       "top-1 / top-5 are per labelled pixel; top1,top5 otherwise)")
     p.add_argument("--seed", type=int, default=0, help="seed of splits, initialisation and batches")
 
 
@@ -169,8 +257,8 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--mu", type=float, help="swd: decay strength mu (default 5e-4)")
     s.add_argument("--a-min", type=float, help="swd: a at the start (default 1)")
     s.add_argument("--a-max", type=float, help="swd: a at the end (default 1e4)")
-    s.add_argument("--criterion", choices=SCOPES, help="swd: which channels are targets at the budget: global "
-                                                       "(default), local, safe")
+    add_option(s, ["--swd-scope"], old=("--criterion",), dest="criterion", choices=SCOPES,
+               help="swd: which channels are targets at the budget: global (default), local, safe")
     s.add_argument("--refresh-steps", type=int, help="swd: steps between target sets; morphnet: between marginal "
                                                      "latencies (default 50)")
     s.add_argument("--morphnet-rounds", type=int, help="morphnet: shrink/expand rounds (default 2)")
@@ -216,8 +304,7 @@ def method_configs(args, methods) -> dict:
         method_spec(m)
     for opt, own in owners.items():
         if getattr(args, opt, None) is not None and not set(own) & set(methods):
-            raise UserError(f"--{opt.replace('_', '-')} belongs to {', '.join(own)}, not "
-                            f"{', '.join(methods)}")
+            raise UserError(f"{flag_of(opt)} belongs to {', '.join(own)}, not {', '.join(methods)}")
     if getattr(args, "pruning_rate", None) is not None:
         from edgeshrink.host.prune.methods import METHODS
 
@@ -322,7 +409,7 @@ def check_ranges(args: argparse.Namespace) -> None:
     for name, value in vars(args).items():
         if value is None or isinstance(value, (bool, str, list)):
             continue
-        flag = "--" + name.replace("_", "-")
+        flag = flag_of(name)
         if name in LIMITS and isinstance(value, int):
             lo, hi = LIMITS[name]
             integer(value, flag, lo=lo, hi=hi)

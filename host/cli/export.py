@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 from typing import Dict, List, Sequence
 
-from edgeshrink.host.cli.args import add_data_args
+from edgeshrink.host.cli.args import add_checkpoint_arg, add_data_args, add_json_arg, add_option
 from edgeshrink.host.errors import UserError
 
 
 def register(sub) -> None:
     ex = sub.add_parser("export", help="deployable artifacts (ONNX, TFLite, TensorRT) with artifact.json, one or a manifest")
-    ex.add_argument("checkpoint", nargs="?", help="checkpoint .pt (or use --manifest)")
+    add_checkpoint_arg(ex, required=False, help="the checkpoint to export (or use --manifest)")
     ex.add_argument("--format", choices=("onnx", "tflite", "trt"), default="onnx",
                     help="onnx; tflite (litert-torch, the [tflite] extra); trt (ships the ONNX, plus the int8 "
                          "calibration cache; the device builds the engine)")
@@ -27,16 +27,18 @@ def register(sub) -> None:
     ex.add_argument("--manifest", help="YAML plan of many artifacts (see README)")
     ex.add_argument("--jobs", type=int, default=1, help="worker processes for a manifest")
     ex.add_argument("--shard", default="1/1", help="build only share i of N of the manifest")
-    ex.add_argument("--json", action="store_true")
+    add_json_arg(ex, "artifact.json (or manifest.json)")
 
     rs = sub.add_parser("residual", help="independent residual pruning of a CIFAR ResNet: each branch at a "
                                          "residual add keeps its own channels (index-add, ScatterND in ONNX)")
-    rs.add_argument("checkpoint", help="a resnet* checkpoint (dense, or pruned in the coupled mode)")
+    add_checkpoint_arg(rs, help="a resnet* checkpoint (dense, or pruned in the coupled mode)")
     rs.add_argument("--keep", required=True, help="channels each branch keeps per stage, e.g. layer1=8,layer2=16,layer3=32")
-    rs.add_argument("--finetune-epochs", type=int, default=5, help="fine-tuning epochs after pruning (default 5)")
+    add_option(rs, ["--long-term-epochs"], old=("--finetune-epochs",), type=int, default=5,
+               help="fine-tuning epochs after pruning (default 5)")
     rs.add_argument("--lr", type=float, default=0.01)
-    add_data_args(rs)
+    add_data_args(rs, image_size=False, metrics=False)
     rs.add_argument("--out", required=True, help="output folder: model.pt, model.onnx, report.json")
+    add_json_arg(rs, "report.json")
     ex.set_defaults(func=cmd_export)
     rs.set_defaults(func=cmd_residual)
 
@@ -62,7 +64,7 @@ def cmd_export(args) -> int:
         from edgeshrink.host.latency.build import parse_shard
 
         if args.checkpoint or args.out:
-            raise UserError("give either CHECKPOINT -o DIR or --manifest PLAN, not both")
+            raise UserError("give either --checkpoint CKPT --out DIR or --manifest PLAN, not both")
         try:
             shard = parse_shard(args.shard)
         except ValueError as e:
@@ -84,7 +86,7 @@ def cmd_export(args) -> int:
             ui.out.print(t)
         return 1 if doc["counts"]["failed"] else 0
     if not args.checkpoint or not args.out:
-        raise UserError("host export needs CHECKPOINT and -o DIR (or --manifest PLAN)")
+        raise UserError("host export needs --checkpoint CKPT and --out DIR (or --manifest PLAN)")
     doc = artifact.export_artifact({"checkpoint": args.checkpoint, "format": args.format, "precision": args.precision,
                                     "input": args.input, "out": args.out, "dynamic_batch": args.dynamic_batch,
                                     "dataset": args.dataset, "data_dir": args.data_dir,
@@ -112,10 +114,10 @@ def cmd_residual(args) -> int:
         per_stage = parse_stage_widths(args.keep)
     except ValueError as e:
         raise UserError(str(e)) from None
-    if args.finetune_epochs < 0:
-        raise UserError("--finetune-epochs must be >= 0")
-    run_independent(args.checkpoint, per_stage, load_dataset(args.dataset, args.data_dir, seed=args.seed,
+    report = run_independent(args.checkpoint, per_stage, load_dataset(args.dataset, args.data_dir, seed=args.seed,
                                                               train_subset=args.train_subset,
                                                               download=args.download),
-                    args.out, finetune_epochs=args.finetune_epochs, lr=args.lr, seed=args.seed)
+                    args.out, finetune_epochs=args.long_term_epochs, lr=args.lr, seed=args.seed)
+    if args.json:
+        print(json.dumps(report, indent=1))
     return 0

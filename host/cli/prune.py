@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeshrink.host.cli.args import add_data_args, add_method_args, add_netadapt_args, add_shape_args, image_size_for, \
-    method_configs, print_result
+from edgeshrink.host.cli.args import add_data_args, add_json_arg, add_method_args, add_netadapt_args, add_shape_args, \
+    add_table_arg, image_size_for, method_configs, print_result
 
 
 def register(sub) -> None:
@@ -13,7 +13,7 @@ def register(sub) -> None:
 
     pn = sub.add_parser("prune", help="a pruning method (NetAdapt by default) to a latency budget, then export and "
                                       "measure on the device")
-    pn.add_argument("--perf-table", required=True, help="latency table JSON (host table build)")
+    add_table_arg(pn)
     pn.add_argument("--model", help="expected architecture (checked against the checkpoint)")
     pn.add_argument("--checkpoint", required=True)
     add_data_args(pn)
@@ -46,7 +46,7 @@ def register(sub) -> None:
     pn.add_argument("--out", required=True)
     pn.add_argument("--tensorboard", metavar="DIR",
                     help="also log the method's iterations and the recovery's epochs to TensorBoard in DIR")
-    pn.add_argument("--json", action="store_true", help="report JSON on stdout")
+    add_json_arg(pn, "report.json")
     pn.set_defaults(func=cmd_prune)
 
 
@@ -56,7 +56,7 @@ def cmd_prune(args) -> int:
     from edgeshrink.host.train import with_metrics
 
     cfg = method_configs(args, [args.method])[args.method]  # refuses another method's options before any work
-    job = PruneJob(table=args.perf_table, checkpoint=args.checkpoint, out=args.out, model=args.model,
+    job = PruneJob(table=args.table, checkpoint=args.checkpoint, out=args.out, model=args.model,
                    dataset=args.dataset, data_dir=args.data_dir,
                    budget=None if args.budget_ms is not None else args.budget, budget_ms=args.budget_ms,
                    device=args.device, backend=args.backend, bench_iters=args.bench_iters, bench_rounds=args.bench_rounds,

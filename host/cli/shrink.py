@@ -8,14 +8,16 @@ from pathlib import Path
 
 
 def register(sub) -> None:
+    from edgeshrink.host.cli.args import add_json_arg, add_option, add_table_arg
     from edgeshrink.host.shrink import OUTPUTS, SHRINK_METHODS
 
     s = sub.add_parser("shrink", help="shrink your own model with your own train_one_epoch / train / test functions "
                                       "(file.py:name references) to a latency budget, measured on the device")
     s.add_argument("--model", required=True, help="file.py:factory or package.module:factory (or a registry name)")
-    s.add_argument("--checkpoint", help="weights to start from (host train's model.pt); default: the factory's")
+    s.add_argument("--checkpoint", metavar="CKPT", help="weights to start from (host train's model.pt); default: the "
+                                                         "factory's")
     s.add_argument("--num-classes", type=int, default=10)
-    s.add_argument("--perf-table", required=True, help="latency table JSON (host table build --model ...)")
+    add_table_arg(s, help="latency table JSON (host table build --model ...)")
     s.add_argument("--budget", type=float, default=0.5, help="fraction of the unpruned predicted latency (default 0.5)")
     s.add_argument("--method", choices=SHRINK_METHODS, default="netadapt")
     s.add_argument("--train-one-epoch-fn", metavar="REF",
@@ -27,13 +29,14 @@ def register(sub) -> None:
     s.add_argument("--select-output", metavar="KEY",
                    help="the output to trace, export and time, for a model returning a dict (a key) or a tuple (an "
                         "index)")
-    s.add_argument("--output", choices=OUTPUTS, default="pytorch", help="also write OUT/model.onnx with onnx")
+    add_option(s, ["--format"], old=("--output",), choices=OUTPUTS, default="pytorch",
+               help="pytorch (OUT/model.pt only) or onnx (also OUT/model.onnx with its artifact.json)")
     s.add_argument("--short-term-lr", type=float, help="netadapt: lr of train_one_epoch (default 0.01, host prune's)")
     s.add_argument("--no-measure", action="store_true", help="skip the device's measurement")
     s.add_argument("--bench-seconds", type=float, default=10.0)
     s.add_argument("--tensorboard", metavar="DIR", help="log NetAdapt's iterations to TensorBoard in DIR")
     s.add_argument("--out", required=True, help="folder: model.pt (checkpoint), shrink.json, model.onnx")
-    s.add_argument("--json", action="store_true", help="shrink.json on stdout")
+    add_json_arg(s, "shrink.json")
     s.set_defaults(func=cmd_shrink)
 
 
@@ -46,7 +49,7 @@ def cmd_shrink(args) -> int:
 
     fns = {k: models.resolve_callable(getattr(args, k)) if getattr(args, k) else None
            for k in ("train_one_epoch_fn", "train_fn", "test_fn")}
-    table = load_table(args.perf_table)
+    table = load_table(args.table)
     if args.checkpoint:
         ckpt = load_checkpoint(args.checkpoint)
         model = model_from_checkpoint(ckpt, args.model, args.checkpoint)
@@ -60,13 +63,13 @@ def cmd_shrink(args) -> int:
     out = Path(args.out)
     r = shrink(model, tuple(table.input_shape), table, budget=args.budget, method=args.method,
                train_one_epoch=fns["train_one_epoch_fn"], train=fns["train_fn"], test=fns["test_fn"],
-               prune_only=args.prune_only, ignore=[i for i in args.ignore.split(",") if i], output=args.output,
+               prune_only=args.prune_only, ignore=[i for i in args.ignore.split(",") if i], output=args.format,
                select_output=key, short_term_lr=args.short_term_lr, out_dir=str(out), measure=not args.no_measure,
                bench_seconds=args.bench_seconds, tensorboard=args.tensorboard)
     save_checkpoint(str(out / "model.pt"), r.model, num_classes, input_shape=list(table.input_shape),
                     shrink={"method": r.method, "budget_ms": r.budget_ms})
     doc = {"schema": "edgeshrink.shrink", "schema_version": 1, "model": args.model,
-           "model_source": models.describe_model(r.model), "table": args.perf_table, "table_fit": r.table_fit,
+           "model_source": models.describe_model(r.model), "table": args.table, "table_fit": r.table_fit,
            "method": r.method,
            "budget_ms": r.budget_ms, "baseline_ms_predicted": r.baseline_ms_predicted,
            "pruned_ms_predicted": r.pruned_ms_predicted, "baseline_ms_measured": r.baseline_ms_measured,

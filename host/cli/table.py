@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from edgeshrink.host.cli.args import add_network_bench_args, every_tenth, progress_reporter
+from edgeshrink.host.cli.args import add_json_arg, add_network_bench_args, add_option, every_tenth, progress_reporter
 from edgeshrink.host.errors import UserError
 from edgeshrink.host.io import prepare_file
 
@@ -37,7 +37,7 @@ def register(sub) -> None:
                    help="what the table's entries and calibration networks hold, and so what it predicts: the fastest "
                         "timed run (min, default: on a CPU shared with other tenants the median follows their load; "
                         "the minimum repeats 5x closer) or the median run")
-    b.add_argument("--workdir", help="micro-models and measured results (default OUT.build/, removed after success)")
+    b.add_argument("--workdir", help="micro-models and measured results (default T.json.build/ beside --out-table, removed after success)")
     b.add_argument("--resume", action="store_true",
                    help="continue an interrupted build in its work folder; nothing measured there is measured again")
     b.add_argument("--batch", type=int, default=64, help="micro-models per device command (default 64)")
@@ -61,7 +61,9 @@ def register(sub) -> None:
                    help="with --coarse: the runtime's channel block (16: ONNX Runtime's NCHWc kernels on AVX-512, 8: on "
                         "AVX2); adds the 'block' interpolant, which reads a partial block at a measured partial block "
                         "(use --coarse C/2 so every block has one); default 0: linear and ceil only")
-    b.add_argument("-o", "--out", required=True, help="table JSON to write")
+    add_option(b, ["--out-table"], old=("-o", "--out"), dest="out_table", required=True, metavar="T.json",
+               help="the table JSON to write")
+    add_json_arg(b, "the table's summary (entries, measurements, build time, the calibration's fit)")
 
     sh = tb.add_parser("show", help="what a table holds, and a latency heatmap per layer type")
     sh.add_argument("table")
@@ -70,7 +72,8 @@ def register(sub) -> None:
 
     mg = tb.add_parser("merge", help="combine repeated runs (median, MAD outliers dropped) and shards; optional smoothing")
     mg.add_argument("tables", nargs="+", help="table JSON files of one device, backend, precision and input shape")
-    mg.add_argument("-o", "--out", required=True)
+    add_option(mg, ["--out-table"], old=("-o", "--out"), dest="out_table", required=True, metavar="T.json",
+               help="the merged table JSON to write")
     mg.add_argument("--mad", type=float, default=3.5, help="outlier threshold in scaled MADs (default 3.5; >= 3 runs)")
     mg.add_argument("--smooth", choices=("gaussian", "monotone"), help="smooth along the channel axes")
     mg.add_argument("--sigma", type=float, default=3.0, help="gaussian sigma in grid steps (default 3)")
@@ -80,9 +83,11 @@ def register(sub) -> None:
 
     im = tb.add_parser("import", help="convert a foreign latency table (the earlier NetAdapt perf tables)")
     im.add_argument("file", help="the foreign table (netadapt-pickle: a pickled dict of 2-D numpy arrays)")
-    im.add_argument("--format", choices=("netadapt-pickle",), default="netadapt-pickle")
+    add_option(im, ["--input-format"], old=("--format",), dest="input_format", choices=("netadapt-pickle",),
+               default="netadapt-pickle", help="what FILE is (default netadapt-pickle)")
     im.add_argument("--model", default="wrn40_2")
-    im.add_argument("-o", "--out", required=True, help="table JSON to write")
+    add_option(im, ["--out-table"], old=("-o", "--out"), dest="out_table", required=True, metavar="T.json",
+               help="the table JSON to write")
 
     va = tb.add_parser("validate", help="predicted vs measured latency (the table's statistic) of random pruned "
                                           "architectures")
@@ -119,7 +124,8 @@ def register(sub) -> None:
     rc.add_argument("--trust-new-host", action="store_true")
     add_network_bench_args(rc, "network")
     rc.add_argument("--jobs", type=int, default=1, help="processes exporting the networks")
-    rc.add_argument("-o", "--out", required=True, help="table JSON to write (may be TABLE itself)")
+    add_option(rc, ["--out-table"], old=("-o", "--out"), dest="out_table", required=True, metavar="T.json",
+               help="the table JSON to write (may be TABLE itself)")
 
     pr = tb.add_parser("predict", help="predicted latency of a model from a table")
     pr.add_argument("table")
@@ -163,8 +169,12 @@ def cmd_table_build(args) -> int:
                       statistic=args.statistic, coarse=args.coarse, refine_tol=args.refine_tol,
                       check_fraction=args.check_fraction, refine_rounds=args.refine_rounds, align=args.align)
     with ui.progress() as prog:
-        table = build_and_save(cfg, args.out, log=ui.log, progress=progress_reporter(prog, BUILD_STAGES))
-    log_build_summary(table, args.out, cfg.resume)
+        table = build_and_save(cfg, args.out_table, log=ui.log, progress=progress_reporter(prog, BUILD_STAGES))
+    log_build_summary(table, args.out_table, cfg.resume)
+    if args.json:
+        print(json.dumps({"table": args.out_table, "entries": len(table.entries), "statistic": table.statistic,
+                          "overhead_ms": table.overhead_ms, "build": table.build,
+                          "fit": table.calibration.get("fit")}, indent=1, default=str))
     return 0
 
 
@@ -234,10 +244,10 @@ def cmd_table_merge(args) -> int:
     from edgeshrink.host import ui
     from edgeshrink.host.latency.merge import merge_tables
 
-    prepare_file(args.out, "-o")
+    prepare_file(args.out_table, "--out-table")
     table = merge_tables(args.tables, mad_threshold=args.mad, smooth=args.smooth, sigma=args.sigma,
                          num_classes=args.num_classes)
-    table.save(args.out)
+    table.save(args.out_table)
     m = table.build["merge"]
     runs = "; ".join(f"{d['table']} ({d['typical_deviation']:+.1%})" for d in m["runs_dropped"]) or "none"
     cal = m["calibration"]
@@ -252,7 +262,7 @@ def cmd_table_merge(args) -> int:
     ui.log(f"merged {m['tables']} tables into {len(table.entries)} entries ({table.build['measured']} measured, "
            f"{table.build['interpolated']} interpolated); runs dropped as outliers: {runs}; "
            f"{m['entries_dropped']} single entries dropped"
-           + (f"; smoothed ({args.smooth})" if args.smooth else "") + refit + f" -> {args.out}")
+           + (f"; smoothed ({args.smooth})" if args.smooth else "") + refit + f" -> {args.out_table}")
     return 0
 
 
@@ -262,13 +272,13 @@ def cmd_table_import(args) -> int:
     from edgeshrink.host.latency.importers import import_netadapt_table
     from edgeshrink.host.latency.predict import TablePredictor
 
-    prepare_file(args.out, "-o")
+    prepare_file(args.out_table, "--out-table")
     table = import_netadapt_table(args.file, args.model)
-    table.save(args.out)
+    table.save(args.out_table)
     pred = TablePredictor.for_model(table, models.create_model(args.model))
     ui.log(f"imported {len(table.entries)} {args.model} configurations from {args.file} ({table.device['board']}, "
            f"{table.device['runtime']}); unpruned {args.model} sums to {pred.predict_ms(pred.space.full_widths):.2f} "
-           f"ms -> {args.out}")
+           f"ms -> {args.out_table}")
     return 0
 
 
@@ -276,7 +286,7 @@ def cmd_table_recalibrate(args) -> int:
     from edgeshrink.host import ui
     from edgeshrink.host.latency.recalibrate import recalibrate_table
 
-    r = recalibrate_table(args.table, args.model, args.out, device=args.device, num_classes=args.num_classes,
+    r = recalibrate_table(args.table, args.model, args.out_table, device=args.device, num_classes=args.num_classes,
                           rounds=args.rounds, iters=args.iters, jobs=args.jobs, trust_new_host=args.trust_new_host,
                           on_line=every_tenth(ui.log), loads=args.loads)
     f = r["fit"]
@@ -284,7 +294,7 @@ def cmd_table_recalibrate(args) -> int:
           if "cv_mean_abs_rel_error" in f else "")
     print(f"{r['networks']} calibration networks measured again: speed now / at the last fit x{r['speed_ratio']:.4f} "
           f"(median; {r['ratio_min']:.4f} to {r['ratio_max']:.4f}); refitted: fit mean |error| "
-          f"{f['fit_mean_abs_rel_error']:.2%}{cv} -> {args.out}")
+          f"{f['fit_mean_abs_rel_error']:.2%}{cv} -> {args.out_table}")
     return 0
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgeshrink.host.cli.args import add_data_args, add_train_args
+from edgeshrink.host.cli.args import add_data_args, add_json_arg, add_option, add_table_arg, add_train_args
 
 
 def register(sub) -> None:
@@ -14,7 +14,8 @@ def register(sub) -> None:
                         "package.module:factory (default resnet20)")
     add_data_args(t)
     add_train_args(t)
-    t.add_argument("--out", required=True, help="output folder")
+    t.add_argument("--out", required=True, help="output folder: model.pt, metrics.json")
+    add_json_arg(t, "metrics.json")
     t.add_argument("--tensorboard", metavar="DIR", help="also log the epochs to TensorBoard in DIR (needs tensorboard)")
     t.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights and architecture (pruned or "
                                                   "not) instead of an initialisation")
@@ -27,7 +28,7 @@ def register(sub) -> None:
     g.add_argument("--rl-weight", type=float, default=0.1,
                    help="alpha: the reward for skipping a block, per unit of its latency share (default 0.1)")
     g.add_argument("--rl-gamma", type=float, default=0.99, help="the reward's discount (default 0.99)")
-    g.add_argument("--perf-table", help="latency table: each gated block's latency share (the RL reward weights)")
+    add_table_arg(g, required=False, help="latency table: each gated block's latency share (the RL reward weights)")
     e = t.add_argument_group("internal classifiers, growth and SNIP (Shallow-Deep Networks, Kaya et al. 2019; SNIP, "
                              "Lee et al. 2019; the cell networks cells_*)")
     e.add_argument("--exits", metavar="BLOCKS", help="CIFAR ResNets: internal classifiers after these residual blocks, "
@@ -50,7 +51,8 @@ def register(sub) -> None:
     e.add_argument("--snip-form", choices=("unstructured", "structured"), default="unstructured",
                    help="unstructured masks, or channels removed physically (default unstructured)")
     e.add_argument("--prune-batch", type=int, default=128, help="examples for SNIP's sensitivity (default 128)")
-    e.add_argument("--min-keep", metavar="F1,F2,..", help="iterative policy: each block's floor (default min(0.1, keep))")
+    add_option(e, ["--snip-min-keep"], old=("--min-keep",), dest="min_keep", metavar="F1,F2,..",
+               help="iterative policy: each block's floor (default min(0.1, keep))")
     e.add_argument("--reinit-pruned", action="store_true", help="draw the pruned blocks' surviving weights afresh "
                                                                 "after each pruning")
     e.add_argument("--prune-epochs", metavar="E1,E2,..", help="further SNIP steps after these epochs (non-growing "
@@ -95,16 +97,20 @@ def cmd_train(args) -> int:
     if args.keep:
         snip = SnipConfig(keep=parse_fractions(args.keep, "--keep"), policy=args.prune_policy, form=args.snip_form,
                           prune_batch=args.prune_batch,
-                          min_keep=parse_fractions(args.min_keep, "--min-keep") if args.min_keep else None,
+                          min_keep=parse_fractions(args.min_keep, "--snip-min-keep") if args.min_keep else None,
                           reinit=args.reinit_pruned,
                           prune_epochs=parse_epochs(args.prune_epochs, "--prune-epochs") if args.prune_epochs else ())
     elif args.min_keep or args.prune_epochs or args.reinit_pruned:
         from edgeshrink.host.errors import UserError
 
-        raise UserError("--min-keep, --prune-epochs and --reinit-pruned set SNIP: give --keep")
+        raise UserError("--snip-min-keep, --prune-epochs and --reinit-pruned set SNIP: give --keep")
     exits = [v.strip() for v in args.exits.split(",") if v.strip()] if args.exits else None
-    train_and_save(args.model, args.dataset, args.data_dir, train_config(args), args.out, args.download,
+    metrics = train_and_save(args.model, args.dataset, args.data_dir, train_config(args), args.out, args.download,
                    args.train_subset, image_size=args.image_size, tensorboard=args.tensorboard, gates=gates,
-                   init=args.init, rl=rl, perf_table=args.perf_table, exits=exits, growth=growth, snip=snip,
+                   init=args.init, rl=rl, perf_table=args.table, exits=exits, growth=growth, snip=snip,
                    metrics=args.metrics)
+    if args.json:
+        import json
+
+        print(json.dumps(metrics, indent=1))
     return 0

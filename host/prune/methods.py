@@ -221,9 +221,9 @@ def check_config(method: str, cfg) -> None:
     def bad(msg):
         raise UserError(f"--method {method}: {msg}")
 
-    for name in ("scope", "criterion"):
+    for name, flag in (("scope", "--scope"), ("criterion", "--swd-scope")):
         if getattr(cfg, name, "global") not in criteria.SCOPES:
-            bad(f"--{name} must be one of {', '.join(criteria.SCOPES)}")
+            bad(f"{flag} must be one of {', '.join(criteria.SCOPES)}")
     if getattr(cfg, "rank", "importance") not in criteria.RANKS:
         bad(f"--rank must be one of {', '.join(criteria.RANKS)}")
     if getattr(cfg, "norm", 2) not in (1, 2):
@@ -300,7 +300,7 @@ def run_netadapt(ctx: MethodContext, cfg: NetAdaptConfig):
     if saved is not None:
         na.restore_(*saved)
         start = len(na.history)
-        ctx.log(f"resuming NetAdapt after iteration {start}")
+        ctx.log(f"resuming after iteration {start} (NetAdapt)")
     if ctx.on_event:
         ctx.on_event("start", {"expected_iterations": na.expected_iterations(), "done": start, "metric": na.metric})
     model = na.run(start_iteration=start,

@@ -34,7 +34,7 @@ def test_a_trt_int8_artifact_ships_with_its_calibration_cache(tmp_path, host_cli
     """`host export --format trt --precision int8` then `host bench --backend trtexec --calib-cache`: the cache reaches
     the tool (trtexec is a FAKE replaying the real capture, which refuses int8 without a valid cache and says how
     many scales it read: no TensorRT here)."""
-    r = host_cli("export", str(untrained_ckpt), "--format", "trt", "--precision", "int8", "--calib-samples", "8", "-o",
+    r = host_cli("export", "--checkpoint", str(untrained_ckpt), "--format", "trt", "--precision", "int8", "--calib-samples", "8", "-o",
                  str(tmp_path / "trt"))
     assert r.returncode == 0, r.stderr
     for k, v in {"EDGESHRINK_TRTEXEC": str(ROOT / "tests" / "fakes" / "fake_trtexec"),

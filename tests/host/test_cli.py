@@ -42,10 +42,10 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, host_cli, formula_table, 
     one_line_error(host_cli("table", "predict", str(tmp_path / "none.json")), "no such latency table")
     one_line_error(host_cli("table", "predict", T, "--model", "wrn16_2"), "built for resnet20", "wrn16_2")
     one_line_error(host_cli("table", "predict", T, "--backend", "tensorrt"), "measured with backend 'ort', not 'tensorrt'")
-    one_line_error(host_cli("table", "build", "--input", "3x32x32", "-o", str(tmp_path / "t.json")), "1x3x32x32")
+    one_line_error(host_cli("table", "build", "--input", "3x32x32", "--out-table", str(tmp_path / "t.json")), "1x3x32x32")
     one_line_error(host_cli("train", "--dataset", "cifar10", "--data-dir", str(tmp_path / "cifar"),
                             "--out", str(tmp_path / "o")), "cifar-10-python.tar.gz", str(tmp_path / "cifar"))
-    prune = ["prune", "--perf-table", T, "--out", str(tmp_path / "p")]
+    prune = ["prune", "--table", T, "--out", str(tmp_path / "p")]
     one_line_error(host_cli(*prune, "--checkpoint", str(tmp_path / "none.pt")), "no such checkpoint")
     one_line_error(host_cli(*prune, "--checkpoint", C, "--model", "resnet56"), "holds a resnet20, not a resnet56")
     one_line_error(host_cli(*prune, "--checkpoint", C, "--backend", "litert"), "measured with backend 'ort', not 'litert'")
@@ -91,6 +91,7 @@ def test_table_predict_json_and_channels(tmp_path, host_cli, formula_table):
     assert f"resnet20: predicted latency {full['latency_ms_predicted']:.4f} ms" in r.stdout
 
 
+@pytest.mark.slow
 def test_train_writes_checkpoint_and_metrics(tmp_path, host_cli):
     r = host_cli("train", "--model", "resnet20", "--epochs", "1", "--out", str(tmp_path / "b"))
     assert r.returncode == 0, r.stderr
@@ -109,11 +110,12 @@ def test_models_lists_the_registry(host_cli):
             "hrnet_w48", "hrnet_w18_small_seg"} <= set(out) and len(out) == 37
 
 
+@pytest.mark.slow
 def test_prune_end_to_end_with_resume(tmp_path, host_cli, formula_table, untrained_ckpt):
     """NetAdapt on a table with a known answer, cut after its first iteration and resumed, then confirmed on the
     local device."""
     out = tmp_path / "pruned"
-    args = ["prune", "--perf-table", str(formula_table), "--model", "resnet20", "--checkpoint", str(untrained_ckpt),
+    args = ["prune", "--table", str(formula_table), "--model", "resnet20", "--checkpoint", str(untrained_ckpt),
             "--dataset", "digits", "--budget", "0.7", "--out", str(out), *FAST_NETADAPT, "--init-reduction", "0.2"]
     # interrupted after the first iteration: the state of that iteration is kept
     r = host_cli(*args, "--max-iters", "1")
@@ -162,16 +164,17 @@ def test_prune_end_to_end_with_resume(tmp_path, host_cli, formula_table, untrain
 
 @pytest.mark.slow
 def test_demo_runs_the_main_job(tmp_path, host_cli):
-    r = host_cli("demo", "--out", str(tmp_path / "demo"), "--epochs", "2", "--short-term-steps", "2",
-                 "--long-term-epochs", "1", "--init-reduction", "0.15", "--decay", "0.9", "--calibrate", "12",
-                 "--bench-seconds", "2", "--granularity", "8", "--table-iters", "30", "--table-rounds", "1")
+    r = host_cli("demo", "--out", str(tmp_path / "demo"), "--epochs", "1", "--short-term-steps", "2",
+                 "--long-term-epochs", "1", "--init-reduction", "0.15", "--decay", "0.9", "--calibrate", "6",
+                 "--bench-seconds", "1", "--granularity", "8", "--table-iters", "30", "--table-rounds", "1")
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "demo" / "pruned" / "report.json").read_text())
     assert report["pruned"]["latency_ms_predicted"] <= report["budget_ms"]
     assert report["budget_fraction"] == pytest.approx(0.5)
     assert (tmp_path / "demo" / "base" / "model.pt").exists()
     fit = json.loads((tmp_path / "demo" / "table.json").read_text())["calibration"]["fit"]
-    assert fit["model"] == "resnet20" and len(fit["networks"]) == 12  # NetAdapt pruned on the calibrated table
+    assert fit["model"] == "resnet20" and len(fit["networks"]) == 6  # NetAdapt pruned on the calibrated table
+    assert "the demo preset (DEMO_PRESET" in r.stderr  # its schedule is named, and host prune's defaults beside it
     assert "demo finished" in r.stderr
     assert not (tmp_path / "demo" / "table.json.build").exists()
 
@@ -181,3 +184,52 @@ def test_demo_refuses_too_few_calibration_networks_before_training(tmp_path, hos
     r = host_cli("demo", "--out", str(tmp_path / "demo"), "--calibrate", n)
     assert r.returncode == 2 and r.stderr.strip() == f"host: error: --calibrate must be 0 (none) or >= 3 networks, got {n}"
     assert not (tmp_path / "demo").exists()  # nothing was trained
+
+
+def _subcommands(parser, prefix=()):
+    """Every leaf command of the parser: ``(("table", "build"), its parser)``, ..."""
+    import argparse
+
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for name, sp in a.choices.items():
+                yield from _subcommands(sp, prefix + (name,))
+            return
+    yield prefix, parser
+
+
+def test_one_vocabulary_across_the_commands():
+    """The table is --table, the checkpoint --checkpoint, --out always a folder (a file is --out-<kind>), no flag with
+    two meanings, --json wherever a command produces a result."""
+    from edgeshrink.host.cli import build_parser
+
+    seen = {}
+    for cmd, p in _subcommands(build_parser()):
+        flags = {s: a for a in p._actions for s in a.option_strings}
+        for s, a in flags.items():
+            if s in getattr(a, "spellings_deprecated", ()):
+                continue  # an earlier spelling, still accepted (the next test)
+            seen.setdefault(s, set()).add(a.dest)
+        if "--table" in flags:
+            assert flags["--table"].dest == "table", cmd
+        if cmd[0] != "table" and any(a.dest == "checkpoint" for a in p._actions):
+            assert "--checkpoint" in flags, cmd
+        if cmd not in (("models",), ("demo",), ("device", "pack"), ("inputs",), ("table", "merge"),
+                       ("table", "import"), ("table", "recalibrate")):
+            assert "--json" in flags, f"host {' '.join(cmd)} has no --json"
+    # one meaning per flag: the same flag sets the same field in every command
+    assert {s: d for s, d in seen.items() if len(d) > 1} == {}
+    for old_meaning in ("--criterion", "--power", "--min-keep", "--output", "--finetune-epochs"):
+        assert len(seen.get(old_meaning, ())) <= 1, old_meaning
+
+
+def test_earlier_spellings_still_work_with_a_one_line_notice(host_cli, tmp_path, untrained_ckpt):
+    r = host_cli("inputs", "--dataset", "digits", "--limit", "3", "-o", str(tmp_path / "a.npz"))
+    assert r.returncode == 0 and (tmp_path / "a.npz").exists()
+    assert "host: note: -o is deprecated; use --out-npz" in r.stderr.splitlines()
+    r = host_cli("export", str(untrained_ckpt), "--out", str(tmp_path / "e"))
+    assert r.returncode == 0 and (tmp_path / "e" / "artifact.json").exists()
+    assert f"host: note: a positional checkpoint is deprecated; use --checkpoint {untrained_ckpt}" in r.stderr
+    one_line_error(host_cli("export", str(untrained_ckpt), "--checkpoint", str(untrained_ckpt), "--out",
+                            str(tmp_path / "f")), "give the checkpoint once")
+    one_line_error(host_cli("dynamic", "--table", "t.json", "--out", str(tmp_path / "g")), "--checkpoint is required")

@@ -79,6 +79,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_ranks_that_disagree_on_the_table_are_refused(tmp_path, formula_table, untrained_ckpt):
     other = tmp_path / "other.json"
     d = json.loads(formula_table.read_text())
@@ -90,7 +91,7 @@ def test_ranks_that_disagree_on_the_table_are_refused(tmp_path, formula_table, u
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "edgeshrink.host.cli", "prune", "--perf-table", str(table), "--checkpoint",
+            [sys.executable, "-m", "edgeshrink.host.cli", "prune", "--table", str(table), "--checkpoint",
              str(untrained_ckpt), "--out", str(tmp_path / "out")],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     for rank, p in enumerate(procs):
@@ -110,7 +111,7 @@ def test_distributed_flag_refuses_a_count_out_of_range(host_cli):
 def test_compare_shares_its_runs_between_ranks_and_rank_0_measures_them(tmp_path, formula_table, untrained_ckpt):
     out = tmp_path / "cmp"
     r = torchrun(2, "-m", "edgeshrink.host.cli", "compare", "--methods", "uniform,magnitude", "--budgets", "0.6",
-                 "--perf-table", str(formula_table), "--checkpoint", str(untrained_ckpt), "--long-term-epochs", "0",
+                 "--table", str(formula_table), "--checkpoint", str(untrained_ckpt), "--long-term-epochs", "0",
                  "--bench-seconds", "1", "--out", str(out), "--json")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "2 ranks share the 2 runs" in r.stderr

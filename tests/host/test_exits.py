@@ -171,8 +171,9 @@ def trained(tmp_path_factory):
     return d
 
 
+@pytest.mark.slow
 def test_host_exits_end_to_end(trained, host_cli, tmp_path):
-    r = host_cli("exits", trained / "run" / "model.pt", "--perf-table", trained / "t.json", "--budget", "1",
+    r = host_cli("exits", "--checkpoint", trained / "run" / "model.pt", "--table", trained / "t.json", "--budget", "1",
                  "--limit", "40", "--cost-inputs", "20", "--check", "40", "--iters", "1", "--out", tmp_path / "o")
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads((tmp_path / "o" / "report.json").read_text())
@@ -186,7 +187,7 @@ def test_host_exits_end_to_end(trained, host_cli, tmp_path):
     assert art["file"] == "model.json" and rep["artifact"]["sha256"] == rep["sha256"]
     assert set(art["files"]) == {"model.json", "stage0.onnx", "stage1.onnx"}
     # thresholds as given: the histogram follows from torch's confidences
-    r = host_cli("exits", trained / "run" / "model.pt", "--perf-table", trained / "t.json", "--thresholds", "0",
+    r = host_cli("exits", "--checkpoint", trained / "run" / "model.pt", "--table", trained / "t.json", "--thresholds", "0",
                  "--limit", "20", "--cost-inputs", "10", "--iters", "1", "--out", tmp_path / "o2")
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((tmp_path / "o2" / "report.json").read_text())["exit_histogram"] == {"exits.0": 20,
@@ -195,16 +196,16 @@ def test_host_exits_end_to_end(trained, host_cli, tmp_path):
 
 def test_host_exits_refusals(trained, host_cli, tmp_path, untrained_ckpt):
     ck, t = trained / "run" / "model.pt", trained / "t.json"
-    base = ("--perf-table", t, "--out", tmp_path / "o", "--cost-inputs", "10", "--iters", "1")
-    one_line_error(host_cli("exits", ck, "--thresholds", "1.2", *base), "--thresholds", "[0, 1]")
-    one_line_error(host_cli("exits", ck, "--thresholds", "0.5,0.5", *base), "2 values", "1 internal classifiers")
-    one_line_error(host_cli("exits", ck, "--budget", "1.5", *base), "--budget must be a fraction")
-    one_line_error(host_cli("exits", untrained_ckpt, "--budget", "0.5", *base), "no internal classifiers")
+    base = ("--table", t, "--out", tmp_path / "o", "--cost-inputs", "10", "--iters", "1")
+    one_line_error(host_cli("exits", "--checkpoint", ck, "--thresholds", "1.2", *base), "--thresholds", "[0, 1]")
+    one_line_error(host_cli("exits", "--checkpoint", ck, "--thresholds", "0.5,0.5", *base), "2 values", "1 internal classifiers")
+    one_line_error(host_cli("exits", "--checkpoint", ck, "--budget", "1.5", *base), "--budget must be a fraction")
+    one_line_error(host_cli("exits", "--checkpoint", untrained_ckpt, "--budget", "0.5", *base), "no internal classifiers")
     # below what the table predicts for the first exit: refused before measuring
-    one_line_error(host_cli("exits", ck, "--budget-ms", "0.0001", *base), "--budget-ms 0.0001",
+    one_line_error(host_cli("exits", "--checkpoint", ck, "--budget-ms", "0.0001", *base), "--budget-ms 0.0001",
                    "below the first exit's")
     # a fraction: known once the full network is measured (the progress lines first, the error last)
-    r = host_cli("exits", ck, "--budget", "0.01", *base)
+    r = host_cli("exits", "--checkpoint", ck, "--budget", "0.01", *base)
     last = r.stderr.strip().splitlines()[-1]
     assert r.returncode == 2 and last.startswith("host: error: --budget 0.01 (") and "below the first exit's" in last
 
@@ -222,7 +223,7 @@ def test_host_show_prints_the_structure_and_each_exit(trained, host_cli):
 
 @pytest.mark.slow
 def test_host_compare_puts_early_exit_beside_structured_snip(trained, host_cli, tmp_path):
-    r = host_cli("compare", "--methods", "snip", "--budgets", "0.9", "--perf-table", trained / "t.json",
+    r = host_cli("compare", "--methods", "snip", "--budgets", "0.9", "--table", trained / "t.json",
                  "--checkpoint", trained / "run" / "model.pt", "--long-term-epochs", "1", "--bench-seconds", "2",
                  "--per-input-limit", "30", "--out", tmp_path / "c")
     assert r.returncode == 0, r.stderr[-3000:]

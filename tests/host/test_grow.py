@@ -93,7 +93,8 @@ def test_the_loss_criterion_grows_on_a_plateau(small_digits):
     # normal: every active block at every step, to its ratio (the same weights stay)
     ("normal", {0: [0.5, 0.5, 0.5], 1: [0.5, 0.5], 2: [0.5]}, [0.5, 0.5, 0.5]),
     # iterative: block b's j-th pruning keeps max(0.5 ** j, 0.2)
-    ("iterative", {0: [0.5, 0.25, 0.2], 1: [0.5, 0.25], 2: [0.5]}, [0.8, 0.75, 0.5]),
+    pytest.param("iterative", {0: [0.5, 0.25, 0.2], 1: [0.5, 0.25], 2: [0.5]}, [0.8, 0.75, 0.5],
+                 marks=pytest.mark.slow),
 ])
 def test_the_policies_keep_ratios(small_digits, policy, keeps, sparsity):
     m = models.create_model("cells_iterative_010101_w4", 10)
@@ -148,7 +149,7 @@ def test_refusals(host_cli, tmp_path):
     one_line_error(host_cli(*base, "--grow-epochs", "3"), "not before the last epoch")
     one_line_error(host_cli(*base, "--grow-epochs", "2,1"), "increasing")
     one_line_error(host_cli(*base, "--prune-batch", "0", "--keep", "1,1"), "--prune-batch")
-    one_line_error(host_cli(*base, "--min-keep", "0.1"), "give --keep")
+    one_line_error(host_cli(*base, "--snip-min-keep", "0.1"), "give --keep")
     one_line_error(host_cli("train", "--model", "cells_full_ic_0101_w4", "--grow-epochs", "1", "--out",
                             str(tmp_path / "o")), "growing cell network")
     one_line_error(host_cli("train", "--model", "resnet20", "--keep", "0.5", "--out", str(tmp_path / "o")),

@@ -13,7 +13,7 @@ from tests.conftest import one_line_error, run_cli
 
 def test_the_test_split_goes_to_the_device_and_its_predictions_are_torchs(tmp_path, host_cli):
     out = tmp_path / "inputs.npz"
-    r = host_cli("inputs", "--dataset", "digits", "--limit", "12", "-o", str(out))
+    r = host_cli("inputs", "--dataset", "digits", "--limit", "12", "--out-npz", str(out))
     assert r.returncode == 0, r.stderr
     data = load_dataset("digits")
     with np.load(out, allow_pickle=False) as z:
@@ -37,6 +37,6 @@ def test_the_test_split_goes_to_the_device_and_its_predictions_are_torchs(tmp_pa
 
 
 def test_inputs_refusals(tmp_path, host_cli):
-    one_line_error(host_cli("inputs", "--dataset", "digits", "--limit", "0", "-o", str(tmp_path / "a.npz")),
+    one_line_error(host_cli("inputs", "--dataset", "digits", "--limit", "0", "--out-npz", str(tmp_path / "a.npz")),
                    "--limit must be in 1..100000000")
-    one_line_error(host_cli("inputs", "--dataset", "digits", "-o", str(tmp_path / "a.txt")), "an input set is an .npz")
+    one_line_error(host_cli("inputs", "--dataset", "digits", "--out-npz", str(tmp_path / "a.txt")), "an input set is an .npz")

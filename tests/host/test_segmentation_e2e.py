@@ -40,7 +40,7 @@ def test_hrnet_trains_prunes_at_the_pruner_input_and_is_confirmed_at_the_deploym
     metrics = json.loads((d / "train" / "metrics.json").read_text())
     assert metrics["task"] == "segmentation" and 0 <= metrics["test"]["miou"] <= 100
     assert len(metrics["test"]["per_class_iou"]) == 19
-    r = host_cli("prune", "--perf-table", d / "table.json", "--checkpoint", d / "train" / "model.pt", "--dataset",
+    r = host_cli("prune", "--table", d / "table.json", "--checkpoint", d / "train" / "model.pt", "--dataset",
                  "cityscapes", "--data-dir", root, "--pruner-input", "1x3x32x64", "--input", "1x3x64x128",
                  "--budget", "0.85", "--short-term-steps", "1", "--long-term-epochs", "1", "--bench-seconds", "2",
                  "--out", d / "prune", "--json")
@@ -60,7 +60,7 @@ def test_hrnet_trains_prunes_at_the_pruner_input_and_is_confirmed_at_the_deploym
 
 def test_a_pruner_input_larger_than_the_deployment_input_or_another_input_than_the_table_is_refused(seg_run, host_cli):
     d, root = seg_run
-    common = ["--perf-table", d / "table.json", "--checkpoint", d / "train" / "model.pt", "--dataset", "cityscapes",
+    common = ["--table", d / "table.json", "--checkpoint", d / "train" / "model.pt", "--dataset", "cityscapes",
               "--data-dir", root, "--out", d / "refused"]
     one_line_error(host_cli("prune", *common, "--pruner-input", "1x3x128x256", "--input", "1x3x64x128"),
                    "--pruner-input 1x3x128x256 is larger than the deployment input")

@@ -137,16 +137,16 @@ def test_train_refusals(host_cli, tmp_path, formula_table):
     one_line_error(r, "no residual blocks")
     one_line_error(host_cli("train", "--rl", "--epochs", "1", "--out", tmp_path / "b"), "--gates ff|rnn")
     one_line_error(host_cli("train", "--gates", "ff", "--rl", "--epochs", "1", "--out", tmp_path / "c"),
-                   "--perf-table")
-    one_line_error(host_cli("train", "--gates", "ff", "--rl", "--rl-gamma", "0", "--perf-table", formula_table,
+                   "--table")
+    one_line_error(host_cli("train", "--gates", "ff", "--rl", "--rl-gamma", "0", "--table", formula_table,
                             "--epochs", "1", "--out", tmp_path / "d"), "--rl-gamma must be > 0")
-    one_line_error(host_cli("train", "--gates", "ff", "--rl", "--rl-gamma", "1.5", "--perf-table", formula_table,
+    one_line_error(host_cli("train", "--gates", "ff", "--rl", "--rl-gamma", "1.5", "--table", formula_table,
                             "--epochs", "1", "--out", tmp_path / "e"), "--rl-gamma must be in (0, 1]")
     assert not any((tmp_path / n).exists() for n in "abcde")
 
 
 def test_dynamic_refuses_a_checkpoint_without_gates(host_cli, tmp_path, untrained_ckpt, formula_table):
-    r = host_cli("dynamic", untrained_ckpt, "--perf-table", formula_table, "--out", tmp_path / "o")
+    r = host_cli("dynamic", "--checkpoint", untrained_ckpt, "--table", formula_table, "--out", tmp_path / "o")
     one_line_error(r, "has no SkipNet gates")
 
 
@@ -156,7 +156,7 @@ def test_rl_with_a_large_skip_reward_skips_more_than_supervised_training(tmp_pat
 
     base = ["--train-subset", "400", "--batch-size", "32", "--lr", "0.05", "--seed", "0"]
     assert host_cli("train", "--gates", "ff", "--epochs", "2", *base, "--out", tmp_path / "sup").returncode == 0
-    r = host_cli("train", "--init", tmp_path / "sup" / "model.pt", "--rl", "--rl-weight", "20", "--perf-table",
+    r = host_cli("train", "--init", tmp_path / "sup" / "model.pt", "--rl", "--rl-weight", "20", "--table",
                  formula_table, "--epochs", "2", *base, "--out", tmp_path / "rl")
     assert r.returncode == 0, r.stderr
     sup = json.load(open(tmp_path / "sup" / "metrics.json"))["gates"]["test_block_rates"]
@@ -173,7 +173,7 @@ def test_host_dynamic_measures_a_gated_checkpoint_input_by_input(tmp_path, host_
     torch.manual_seed(3)
     m = models.create_model("resnet20", 10, gates={"kind": "ff"}).eval()
     save_checkpoint(str(tmp_path / "g.pt"), m, 10, dataset="digits", input_shape=[1, 3, 32, 32])
-    r = host_cli("dynamic", tmp_path / "g.pt", "--perf-table", formula_table, "--dataset", "digits", "--limit", "30",
+    r = host_cli("dynamic", "--checkpoint", tmp_path / "g.pt", "--table", formula_table, "--dataset", "digits", "--limit", "30",
                  "--iters", "1", "--check", "30", "--out", tmp_path / "dyn")
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads((tmp_path / "dyn" / "report.json").read_text())
@@ -197,6 +197,7 @@ def test_host_dynamic_measures_a_gated_checkpoint_input_by_input(tmp_path, host_
     assert art["format"] == "staged-onnx" and set(art["files"]) == {art["file"], *map(os.path.basename, step_files(steps))}
 
 
+@pytest.mark.slow
 def test_the_one_graph_form_decides_as_torch_and_as_the_per_block_form(staged_ff, tmp_path):
     from edgeshrink.device.dynamic import bench_dynamic
 
@@ -219,7 +220,8 @@ def test_the_one_graph_form_decides_as_torch_and_as_the_per_block_form(staged_ff
     assert np.abs(got_all - want).max() <= 1e-4
 
 
-@pytest.mark.parametrize("method,kind", [("uniform", "ff"), pytest.param("uniform", "rnn", marks=pytest.mark.slow),
+@pytest.mark.parametrize("method,kind", [pytest.param("uniform", "ff", marks=pytest.mark.slow),
+                                         pytest.param("uniform", "rnn", marks=pytest.mark.slow),
                                          pytest.param("eigendamage", "ff", marks=pytest.mark.slow)])
 def test_a_gated_network_is_pruned_with_its_gates(method, kind, tmp_path, host_cli, formula_table):
     """The seed's order: train with gates, prune statically, fine-tune with the gates (the recovery)."""
@@ -230,7 +232,7 @@ def test_a_gated_network_is_pruned_with_its_gates(method, kind, tmp_path, host_c
     m = models.create_model("resnet20", 10, gates={"kind": kind})
     save_checkpoint(str(tmp_path / "g.pt"), m, 10, dataset="digits", input_shape=[1, 3, 32, 32])
     extra = ["--kfac-batches", "1"] if method == "eigendamage" else []
-    r = host_cli("prune", "--method", method, *extra, "--perf-table", formula_table, "--checkpoint", tmp_path / "g.pt",
+    r = host_cli("prune", "--method", method, *extra, "--table", formula_table, "--checkpoint", tmp_path / "g.pt",
                  "--budget", "0.6", "--long-term-epochs", "1", "--bench-seconds", "0.5", "--out", tmp_path / "p")
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads((tmp_path / "p" / "report.json").read_text())

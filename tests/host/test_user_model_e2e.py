@@ -24,11 +24,11 @@ def test_a_users_mobilenet_is_pruned_to_half_its_latency_and_confirmed(project, 
 
     ref = write_user_model(project / "proj")
     base = tmp_path / "base"
-    r = host_cli("train", "--model", ref, "--image-size", "64", "--epochs", "3", "--out", base)
+    r = host_cli("train", "--model", ref, "--image-size", "64", "--epochs", "1", "--out", base)
     assert r.returncode == 0, r.stderr[-2000:]
     table = tmp_path / "table.json"
     r = host_cli("table", "build", "--model", ref, "--input", "1x3x64x64", "--granularity", "16", "--iters", "50",
-                 "--rounds", "1", "--calibrate", "16", "--jobs", "2", "-o", table)
+                 "--rounds", "1", "--calibrate", "16", "--jobs", "2", "--out-table", table)
     assert r.returncode == 0, r.stderr[-2000:]
     t = json.loads(table.read_text())
     assert t["models"] == [ref] and t["build"]["model_source"]["sha256"]
@@ -36,7 +36,7 @@ def test_a_users_mobilenet_is_pruned_to_half_its_latency_and_confirmed(project, 
     assert t["calibration"]["fusion"]["runtime"] == t["calibration"]["fusion"]["candidates"]
     for method, extra in (("netadapt", ["--short-term-steps", "5", "--init-reduction", "0.15"]), ("uniform", [])):
         out = tmp_path / method
-        r = host_cli("prune", "--checkpoint", base / "model.pt", "--perf-table", table, "--budget", "0.5",
+        r = host_cli("prune", "--checkpoint", base / "model.pt", "--table", table, "--budget", "0.5",
                      "--method", method, "--long-term-epochs", "1", "--bench-seconds", "4", *extra, "--out", out)
         assert r.returncode == 0, r.stderr[-2000:]
         rep = json.loads((out / "report.json").read_text())

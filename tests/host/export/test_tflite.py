@@ -16,7 +16,8 @@ def task(ckpt, out, fmt, prec, **kw):
             "dataset": "digits", "calib_samples": 64, "seed": 0, "force": True, **kw}
 
 
-@pytest.mark.parametrize("which", [pytest.param("full", marks=pytest.mark.slow), "pruned"])
+@pytest.mark.parametrize("which", [pytest.param("full", marks=pytest.mark.slow),
+                                   pytest.param("pruned", marks=pytest.mark.slow)])
 def test_resnet20_and_a_pruned_resnet20_pass_onnx_and_tflite_fp32(tmp_path, untrained_ckpt, pruned_ckpt, which):
     ckpt = untrained_ckpt if which == "full" else pruned_ckpt
     for fmt in ("onnx", "tflite"):

@@ -35,7 +35,7 @@ def test_an_interrupted_build_resumes_without_measuring_anything_twice(tmp_path,
     what was reused."""
     out, work = tmp_path / "t.json", tmp_path / "work"
     p = subprocess.Popen([sys.executable, "-m", "edgeshrink", "table", "build", *ARGS, "--batch", "4", "--workdir",
-                          str(work), "-o", str(out)],
+                          str(work), "--out-table", str(out)],
                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "err.txt", "w"),
                          # a shell that runs the tests in the background ignores SIGINT in its children, and Python
                          # keeps an ignored SIGINT ignored: give the build the default, as a terminal would
@@ -50,11 +50,11 @@ def test_an_interrupted_build_resumes_without_measuring_anything_twice(tmp_path,
     before = lines(work)
     at_cut = sum(len(v) for v in device_records(work).values())  # what the device had measured, pulled back or not
     assert 14 <= before <= at_cut < TOTAL
-    one_line_error(host_cli("table", "build", *ARGS, "--batch", "4", "--workdir", str(work), "-o", str(out)), "--resume")
+    one_line_error(host_cli("table", "build", *ARGS, "--batch", "4", "--workdir", str(work), "--out-table", str(out)), "--resume")
     changed = [a if a != "5" else "6" for a in ARGS]  # --iters 6: measurements of another kind
-    one_line_error(host_cli("table", "build", *changed, "--batch", "4", "--workdir", str(work), "--resume", "-o",
+    one_line_error(host_cli("table", "build", *changed, "--batch", "4", "--workdir", str(work), "--resume", "--out-table",
                             str(out)), "other settings", "iters 5 -> 6")
-    r = host_cli("table", "build", *ARGS, "--batch", "4", "--workdir", str(work), "--resume", "-o", str(out))
+    r = host_cli("table", "build", *ARGS, "--batch", "4", "--workdir", str(work), "--resume", "--out-table", str(out))
     assert r.returncode == 0, r.stderr
     t = json.loads(out.read_text())
     assert len(t["entries"]) == 67 and t["build"]["resumed"]
@@ -67,7 +67,7 @@ def test_an_interrupted_build_resumes_without_measuring_anything_twice(tmp_path,
 
 
 def test_resume_without_an_interrupted_build_is_refused(tmp_path, host_cli):
-    one_line_error(host_cli("table", "build", *ARGS, "--resume", "-o", str(tmp_path / "t.json")), "no interrupted build")
+    one_line_error(host_cli("table", "build", *ARGS, "--resume", "--out-table", str(tmp_path / "t.json")), "no interrupted build")
 
 
 @pytest.mark.slow
@@ -76,7 +76,7 @@ def test_a_farm_of_two_boards_over_ssh_shares_the_batches(sshd, ssh_home, tmp_pa
     a, b = sshd.spec(root=str(tmp_path / "board_a")), sshd.spec(root=str(tmp_path / "board_b"))
     work = tmp_path / "work"
     r = host_cli("table", "build", *ARGS, "--batch", "6", "--device", a, "--device", b, "--trust-new-host",
-                 "--workdir", str(work), "-o", str(tmp_path / "t.json"))
+                 "--workdir", str(work), "--out-table", str(tmp_path / "t.json"))
     assert r.returncode == 0, r.stderr
     t = json.loads((tmp_path / "t.json").read_text())
     assert len(t["entries"]) == 67 and t["device"]["spec"] == a and t["device"]["farm"] == [a, b]

@@ -161,7 +161,7 @@ def test_corrected_predictor_applies_the_fit_per_site(formula_table, tmp_path):
 def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(tmp_path, host_cli):
     out = tmp_path / "t.json"
     r = host_cli("table", "build", "--model", "resnet20", "--granularity", "16", "--warmup", "2", "--iters", "5",
-                 "--rounds", "1", "--calibrate", "4", "--jobs", "2", "-o", str(out))
+                 "--rounds", "1", "--calibrate", "4", "--jobs", "2", "--out-table", str(out))
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text())
     fit_ = doc["calibration"]["fit"]
@@ -206,7 +206,7 @@ def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(
     # table recalibrate: the same refit written as a table; the entries stay
     new = tmp_path / "t2.json"
     r2 = host_cli("table", "recalibrate", str(out), "--model", "resnet20", "--rounds", "2", "--iters", "5",
-                  "-o", str(new))
+                  "--out-table", str(new))
     assert r2.returncode == 0, r2.stderr
     d2 = json.loads(new.read_text())
     assert d2["entries"] == doc["entries"]
@@ -220,7 +220,7 @@ def test_build_with_calibration_networks_fits_and_validate_uses_them_as_anchors(
 
 
 def test_recalibrate_refuses_a_table_without_calibration_networks(formula_table, tmp_path, host_cli):
-    one_line_error(host_cli("table", "recalibrate", str(formula_table), "--model", "resnet20", "-o",
+    one_line_error(host_cli("table", "recalibrate", str(formula_table), "--model", "resnet20", "--out-table",
                             str(tmp_path / "t.json")), "no calibration networks")
     assert not (tmp_path / "t.json").exists()
     one_line_error(host_cli("table", "validate", str(formula_table), "--model", "resnet20", "--recalibrate"),
@@ -228,7 +228,7 @@ def test_recalibrate_refuses_a_table_without_calibration_networks(formula_table,
 
 
 def test_calibrate_needs_three_networks(tmp_path, host_cli):
-    one_line_error(host_cli("table", "build", "--calibrate", "2", "-o", str(tmp_path / "t.json")),
+    one_line_error(host_cli("table", "build", "--calibrate", "2", "--out-table", str(tmp_path / "t.json")),
                    "--calibrate must be 0")
 
 

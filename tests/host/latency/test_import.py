@@ -20,7 +20,7 @@ def test_imported_table_reproduces_the_original_sums(tmp_path, host_cli):
     """That work predicted 0.35299 s for the unpruned WRN-40-2 and 0.28192 s for its pruned one (sum of layers)."""
     ref = json.loads((NA / "res-40-2-pruned.nbr_channels.structure.json").read_text())
     out = tmp_path / "t.json"
-    r = host_cli("table", "import", str(TABLE), "--format", "netadapt-pickle", "--model", "wrn40_2", "-o", str(out))
+    r = host_cli("table", "import", str(TABLE), "--input-format", "netadapt-pickle", "--model", "wrn40_2", "--out-table", str(out))
     assert r.returncode == 0, r.stderr
     t = json.loads(out.read_text())
     assert t["device"]["board"] == "Raspberry Pi 3B" and t["calibration"]["overhead_ms"] == 0.0
@@ -63,7 +63,7 @@ def test_bad_pickles_are_refused_with_one_line(tmp_path, host_cli):
     with pytest.raises(TableError, match="negative or non-finite"):
         read_netadapt_table(_dump(tmp_path / "n.pickle", {**good, "FC": -good["FC"]}))
     (tmp_path / "cut.pickle").write_bytes(TABLE.read_bytes()[:1000])
-    one_line_error(host_cli("table", "import", str(tmp_path / "cut.pickle"), "-o", str(tmp_path / "o.json")), "cut.pickle")
+    one_line_error(host_cli("table", "import", str(tmp_path / "cut.pickle"), "--out-table", str(tmp_path / "o.json")), "cut.pickle")
     with pytest.raises(TableError, match="unknown layer name"):
         read_netadapt_channels(_dump(tmp_path / "a.pickle", {"Conv_0": 16, "Block_9": 3}))
     with pytest.raises(TableError, match="describe WRN-40-2"):
@@ -72,7 +72,7 @@ def test_bad_pickles_are_refused_with_one_line(tmp_path, host_cli):
 
 @pytest.mark.slow
 def test_prune_with_an_imported_table_predicts_without_a_device(tmp_path, host_cli, untrained_ckpt):
-    """`host prune --perf-table T.json` with a table imported from a board that is not here (a per-channel table of
+    """`host prune --table T.json` with a table imported from a board that is not here (a per-channel table of
     the kind `host table import` writes, with entries from a formula for resnet20): NetAdapt runs on its predictions,
     and the report says nothing was measured."""
     from edgeshrink.host.latency.table import load_table
@@ -88,7 +88,7 @@ def test_prune_with_an_imported_table_predicts_without_a_device(tmp_path, host_c
     t.save(str(table))
     assert len(load_table(str(table)).entries) == 15936  # every resnet20 configuration on the per-channel grid
     out = tmp_path / "pruned"
-    r = host_cli("prune", "--perf-table", str(table), "--model", "resnet20", "--checkpoint", str(untrained_ckpt),
+    r = host_cli("prune", "--table", str(table), "--model", "resnet20", "--checkpoint", str(untrained_ckpt),
                  "--dataset", "digits", "--budget", "0.95", "--short-term-steps", "1", "--long-term-epochs", "0",
                  "--init-reduction", "0.06", "--out", str(out), "--json")
     assert r.returncode == 0, r.stderr
@@ -106,7 +106,7 @@ def test_prune_with_an_imported_table_predicts_without_a_device(tmp_path, host_c
     assert (out / "model.onnx").exists() and (out / "model.pt").exists()
     assert "nothing was measured" in r.stderr
     # the commands that exist to measure refuse the same table at once, one line, nothing left behind
-    r = host_cli("compare", "--perf-table", str(table), "--checkpoint", str(untrained_ckpt), "--methods", "uniform",
+    r = host_cli("compare", "--table", str(table), "--checkpoint", str(untrained_ckpt), "--methods", "uniform",
                  "--budgets", "0.9", "--out", str(tmp_path / "cmp"))
     one_line_error(r, "pi.json was imported (Raspberry Pi 3B is not here): give --device")
     assert not (tmp_path / "cmp").exists()

@@ -127,7 +127,7 @@ def test_cli_builds_an_interpolated_table_that_says_which_entries_are_measured(t
     out = tmp_path / "t.json"
     r = host_cli("table", "build", "--model", "resnet20", "--granularity", "8", "--coarse", "16", "--align", "16",
                  "--warmup", "2", "--iters", "5", "--rounds", "1", "--interleave", "2", "--batch", "400", "--calibrate", "0",
-                 "-o", str(out))
+                 "--out-table", str(out))
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text())
     sources = [e["source"] for e in doc["entries"]]
@@ -143,5 +143,5 @@ def test_cli_builds_an_interpolated_table_that_says_which_entries_are_measured(t
 
 
 def test_cli_refuses_a_coarse_step_off_the_grid(tmp_path, host_cli):
-    one_line_error(host_cli("table", "build", "--granularity", "8", "--coarse", "12", "-o", str(tmp_path / "t.json")),
+    one_line_error(host_cli("table", "build", "--granularity", "8", "--coarse", "12", "--out-table", str(tmp_path / "t.json")),
                    "--coarse must be a multiple of --granularity")

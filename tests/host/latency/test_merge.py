@@ -29,7 +29,7 @@ def test_a_throttled_run_and_a_stray_entry_are_dropped_and_recorded(tmp_path, ho
     d["entries"][5]["latency_ms"][d["statistic"]] *= 5  # one disturbed measurement
     open(runs[1], "w").write(json.dumps(d))
     out = tmp_path / "m.json"
-    r = host_cli("table", "merge", *runs, "-o", str(out))
+    r = host_cli("table", "merge", *runs, "--out-table", str(out))
     assert r.returncode == 0, r.stderr
     m = load_table(str(out))
     merge = m.build["merge"]
@@ -72,7 +72,7 @@ def test_incompatible_tables_are_refused(tmp_path, host_cli, formula_table):
     with pytest.raises(TableError, match="backend differs"):
         merge_tables([a, b])
     c = variant(formula_table, tmp_path / "c.json", input_shape=[1, 3, 64, 64])
-    one_line_error(host_cli("table", "merge", a, c, "-o", str(tmp_path / "m.json")), "input shape differs")
+    one_line_error(host_cli("table", "merge", a, c, "--out-table", str(tmp_path / "m.json")), "input shape differs")
     s = variant(formula_table, tmp_path / "s.json", statistic="median")
     with pytest.raises(TableError, match="latency statistic differs \\('median' vs 'min'\\)"):
         merge_tables([a, s])
@@ -113,7 +113,7 @@ def test_merging_runs_refits_their_calibration_on_the_merged_entries(tmp_path, h
     runs = [_with_fit(variant(formula_table, tmp_path / f"r{i}.json", factor=s, noise=0.005, seed=i),
                       speed=s, archs=archs, truth=truth, seed=i) for i, s in enumerate(speeds)]
     out = tmp_path / "m.json"
-    r = host_cli("table", "merge", *runs, "-o", str(out))
+    r = host_cli("table", "merge", *runs, "--out-table", str(out))
     assert r.returncode == 0, r.stderr
     assert "calibration refitted on 12 resnet20 networks of 3 runs" in r.stderr + r.stdout
     m = load_table(str(out))

@@ -113,6 +113,7 @@ def test_micro_models_run_the_nodes_the_network_runs(op, tmp_path):
     assert got == want, (record, [s.key(space.full_widths) for s in space.sites])
 
 
+@pytest.mark.slow
 def test_fusion_rules_come_from_the_runtime_not_from_the_architecture():
     from edgeshrink import models
 

@@ -18,6 +18,7 @@ def _scaled_copy(src, dst, factor):
     return dst
 
 
+@pytest.mark.slow
 def test_validate_measures_random_architectures_against_the_table(tmp_path, host_cli, formula_table):
     out = tmp_path / "val"
     slow = _scaled_copy(formula_table, tmp_path / "slow.json", 1.1)

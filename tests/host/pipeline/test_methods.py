@@ -19,7 +19,7 @@ TINY = {  # the method's own options, as small as still exercises them
     "taylor": ["--taylor-batches", "2", "--rank", "per-ms"],
     "slimming": ["--method-epochs", "1", "--pruning-iterations", "2", "--fine-tuning-epochs", "1",
                  "--penalty", "smooth-l1"],
-    "swd": ["--method-epochs", "1", "--refresh-steps", "5", "--a-max", "100", "--criterion", "local"],
+    "swd": ["--method-epochs", "1", "--refresh-steps", "5", "--a-max", "100", "--swd-scope", "local"],
     "morphnet": ["--method-epochs", "1", "--morphnet-rounds", "2", "--refresh-steps", "5"],
     "eigendamage": ["--kfac-batches", "2", "--pruning-iterations", "2", "--fine-tuning-epochs", "1",
                     "--correct-eigenvalues", "--eigenbasis", "off"],
@@ -36,10 +36,11 @@ def rewindable_ckpt(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("method", [pytest.param(m, marks=() if m == "uniform" else pytest.mark.slow) for m in TINY])
+@pytest.mark.slow
+@pytest.mark.parametrize("method", list(TINY))
 def test_each_method_meets_its_budget_end_to_end(method, tmp_path, host_cli, formula_table, untrained_ckpt):
     out = tmp_path / method
-    r = host_cli("prune", "--method", method, *TINY[method], "--perf-table", str(formula_table), "--checkpoint",
+    r = host_cli("prune", "--method", method, *TINY[method], "--table", str(formula_table), "--checkpoint",
                  str(untrained_ckpt), "--budget", "0.6", "--long-term-epochs", "1", "--bench-seconds", "0.5",
                  "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
@@ -80,7 +81,7 @@ def test_each_method_meets_its_budget_end_to_end(method, tmp_path, host_cli, for
 @pytest.mark.slow
 def test_pruning_rate_removes_that_fraction_of_the_parameters(tmp_path, host_cli, formula_table, untrained_ckpt):
     out = tmp_path / "rate"
-    r = host_cli("prune", "--method", "magnitude", "--pruning-rate", "0.5", "--perf-table", str(formula_table),
+    r = host_cli("prune", "--method", "magnitude", "--pruning-rate", "0.5", "--table", str(formula_table),
                  "--checkpoint", str(untrained_ckpt), "--long-term-epochs", "0", "--bench-seconds", "0.5",
                  "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
@@ -96,6 +97,7 @@ def test_pruning_rate_removes_that_fraction_of_the_parameters(tmp_path, host_cli
     assert rep["pruned"]["latency_ms_predicted"] == pytest.approx(predicted_by_formula("resnet20", up), rel=1e-12)
 
 
+@pytest.mark.slow
 def test_lr_rewind_replays_the_last_epochs_and_scratch_reinitialises(rewindable_ckpt, digits):
     from edgeshrink.host.checkpoint import model_from_checkpoint
     from edgeshrink.host.prune.methods import MethodContext, recover
@@ -120,11 +122,12 @@ def test_lr_rewind_replays_the_last_epochs_and_scratch_reinitialises(rewindable_
     assert hist == [] and info == {"mode": "none", "epochs": 0}
 
 
+@pytest.mark.slow
 def test_compare_resumes_after_an_interruption(tmp_path, host_cli, formula_table, untrained_ckpt, monkeypatch):
     import edgeshrink.host.pipeline.compare as compare
 
     out = tmp_path / "cmp"
-    args = ["compare", "--methods", "uniform,magnitude", "--budgets", "0.6", "--perf-table", str(formula_table),
+    args = ["compare", "--methods", "uniform,magnitude", "--budgets", "0.6", "--table", str(formula_table),
             "--checkpoint", str(untrained_ckpt), "--long-term-epochs", "0", "--bench-seconds", "1", "--out", str(out)]
     real, calls = compare.run_prune, []
 
@@ -165,7 +168,7 @@ def test_eigendamage_measures_the_eigenbasis_forms_on_the_tables_device(tmp_path
                                                                          untrained_ckpt):
     out = tmp_path / "ed"
     r = host_cli("prune", "--method", "eigendamage", "--kfac-batches", "2", "--eigenbasis", "latency",
-                 "--perf-table", str(formula_table), "--checkpoint", str(untrained_ckpt), "--budget", "0.6",
+                 "--table", str(formula_table), "--checkpoint", str(untrained_ckpt), "--budget", "0.6",
                  "--long-term-epochs", "0", "--bench-seconds", "0.5", "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     rep = json.loads((out / "report.json").read_text())

@@ -95,7 +95,7 @@ def test_run_meets_the_budget_and_records_history(setup, digits):
     models.create_model("resnet20", 10, spec).load_state_dict(pruned.state_dict())
 
 
-@pytest.mark.parametrize("select", ["ratio", "accuracy"])
+@pytest.mark.parametrize("select", [pytest.param("ratio", marks=pytest.mark.slow), "accuracy"])
 def test_a_step_commits_the_chosen_proposal(setup, digits, select):
     na = make(setup, digits, select=select)
     before = na.widths()

@@ -13,6 +13,7 @@ def widths_of(model, space):
     return {g.name: model.get_submodule(g.name).out_channels for g in space.groups}
 
 
+@pytest.mark.slow
 def test_latency_pruner_steps_down_a_geometric_schedule_to_the_budget(digits):
     torch.manual_seed(0)
     model = es.create_model("resnet20", 10)

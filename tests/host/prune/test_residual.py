@@ -98,13 +98,14 @@ def test_union_width_lookups_interpolate_between_grid_entries(formula_table):
     assert interpolated_entry_ms(t, mid) == pytest.approx((lo.ms(t.statistic) + hi.ms(t.statistic)) / 2)
 
 
+@pytest.mark.slow
 def test_host_residual_cli_and_export_of_its_checkpoint(tmp_path, host_cli, untrained_ckpt):
     import json
 
     from tests.conftest import one_line_error
 
     out = tmp_path / "ind"
-    r = host_cli("residual", str(untrained_ckpt), "--keep", "layer1=8,layer2=16,layer3=32", "--finetune-epochs", "0",
+    r = host_cli("residual", "--checkpoint", str(untrained_ckpt), "--keep", "layer1=8,layer2=16,layer3=32", "--long-term-epochs", "0",
                  "--out", str(out))
     assert r.returncode == 0, r.stderr
     rep = json.loads((out / "report.json").read_text())
@@ -118,9 +119,9 @@ def test_host_residual_cli_and_export_of_its_checkpoint(tmp_path, host_cli, untr
     assert ck["residual"]["mode"] == "independent" and ck["channels"]["conv1"] == 16  # the dense architecture
     rebuilt = model_from_checkpoint(ck)  # the independent network again
     assert evaluate(rebuilt, load_digits(seed=0), "test")["top1"] == pytest.approx(rep["test_top1"])
-    r = host_cli("export", str(out / "model.pt"), "--format", "onnx", "-o", str(tmp_path / "ex"))
+    r = host_cli("export", "--checkpoint", str(out / "model.pt"), "--format", "onnx", "-o", str(tmp_path / "ex"))
     assert r.returncode == 0, r.stderr  # the checkpoint rebuilds the independent network
-    one_line_error(host_cli("residual", str(untrained_ckpt), "--keep", "layer9=3", "--out", str(tmp_path / "x")),
+    one_line_error(host_cli("residual", "--checkpoint", str(untrained_ckpt), "--keep", "layer9=3", "--out", str(tmp_path / "x")),
                    "malformed --keep")
 
 

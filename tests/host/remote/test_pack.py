@@ -9,7 +9,7 @@ from tests.device.test_cli import tiny_onnx
 
 def test_pack_writes_a_runnable_zipapp(tmp_path, host_cli):
     pyz = tmp_path / "edgeshrink-device.pyz"
-    r = host_cli("device", "pack", "-o", str(pyz))
+    r = host_cli("device", "pack", "--out-pyz", str(pyz))
     assert r.returncode == 0, r.stderr
     names = zipfile.ZipFile(pyz).namelist()
     assert "__main__.py" in names and "device/__main__.py" in names and "device/power/tegrastats.py" in names

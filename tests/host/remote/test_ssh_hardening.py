@@ -127,6 +127,7 @@ def test_a_session_folder_is_removed_only_when_this_session_made_it(sshd, ssh_ho
     assert (root / "mine" / "data.txt").read_text() == "keep"  # a given work folder stays
 
 
+@pytest.mark.slow
 def test_a_server_without_sftp_copies_over_the_exec_channel(sshd_nosftp, ssh_home, tmp_path, caplog, host_cli):
     trust(ssh_home, sshd_nosftp)
     caplog.set_level(logging.WARNING, logger="edgeshrink.remote.ssh")
