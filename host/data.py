@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from edgeshrink.host.errors import DatasetError
+from edgeshrink.host.names import DATASET_NAMES
 
 CIFAR_MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
 CIFAR_STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
@@ -593,6 +594,7 @@ DATASETS: Dict[str, Callable[..., Dataset]] = {
     "imagenet": lambda data_dir=None, seed=0, download=False: load_imagenet(data_dir or "data", seed),
     "cityscapes": lambda data_dir=None, seed=0, download=False: load_cityscapes(data_dir or "data", seed),
 }
+assert tuple(DATASETS) == DATASET_NAMES, "a dataset's name belongs in host/names.py too (the command line's list)"
 NEEDS_DATA_DIR = {"imagefolder": "ROOT/CLASS/IMAGE files",
                   "imagenet": "ROOT/train/WNID/*.JPEG and ROOT/val/WNID/*.JPEG",
                   "cityscapes": "ROOT/leftImg8bit/{train,val}/CITY/*_leftImg8bit.png and ROOT/gtFine/..."}

@@ -31,10 +31,8 @@ from edgeshrink.host import ui
 from edgeshrink.host.errors import UserError
 
 from edgeshrink.host.latency.table import require_device
+from edgeshrink.host.prune.config import SHRINK_METHODS, SHRINK_OUTPUTS as OUTPUTS
 from edgeshrink.host.prune.methods import METHODS, MethodContext, check_config, check_method_reachable, recover
-
-OUTPUTS = ("pytorch", "onnx")
-SHRINK_METHODS = tuple(n for n, m in METHODS.items() if not m.needs_data)  # those that run on the user's functions
 
 
 class SelectOutput(nn.Module):

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from edgeshrink.host.data import Dataset
+from edgeshrink.host.names import OPTIMIZERS, SCHEDULES
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,6 @@ class TrainConfig:
         return d
 
 
-SCHEDULES = ("step", "multistep", "cosine", "poly", "constant")
-OPTIMIZERS = ("sgd", "adam")
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -239,7 +238,7 @@ def train_gated(model: nn.Module, data: Dataset, cfg: TrainConfig, rl=None,
         return train(model, data, cfg, on_epoch=on_epoch, on_step=on_step)
     rl.check()
     if weights is None or set(weights) != set(model.gated):
-        raise UserError("--rl needs each gated block's latency share from a table (--perf-table)")
+        raise UserError("--rl needs each gated block's latency share from a table (--table)")
     w = torch.tensor([weights[n] for n in model.gated], dtype=torch.float32)
     model.policy = "sample"
     try:
@@ -682,7 +681,7 @@ def _with_gates(model: nn.Module, gates: Optional[Dict[str, object]], rl, perf_t
         raise UserError("--rl trains SkipNet gates: give --gates ff|rnn (or --init a gated checkpoint)")
     rl.check()
     if not perf_table:
-        raise UserError("--rl weighs each block by its latency share from a table: give --perf-table")
+        raise UserError("--rl weighs each block by its latency share from a table: give --table")
     from edgeshrink.host.latency.predict import TablePredictor
     from edgeshrink.host.latency.table import load_table
     from edgeshrink.host.skipnet import block_weights

@@ -3,14 +3,14 @@
   host models | train                 registered architectures; train a model, write a checkpoint
   host table build|predict|validate|recalibrate|merge|import|show
                                       latency lookup tables
-  host prune --perf-table TABLE       a pruning method (--method; NetAdapt by default) to a budget, confirmed on the device
+  host prune --table TABLE            a pruning method (--method; NetAdapt by default) to a budget, confirmed on the device
   host compare --methods M --budgets B  methods side by side at budgets, measured in one device session
   host shrink --model F.py:make       your model with your train_one_epoch/train/test functions (edgeshrink.shrink)
   host bench MODEL.onnx               measure a model on a device (local or ssh://), with power
-  host export CKPT --format F         ONNX / TFLite / TensorRT artifacts (or --manifest PLAN --jobs N)
-  host residual CKPT --keep ...       independent residual pruning (index-add / ScatterND)
-  host dynamic CKPT --perf-table T    a SkipNet-gated network measured input by input on the device
-  host exits CKPT --budget-ms B       early-exit thresholds for a latency budget, measured input by input
+  host export --checkpoint C --format F  ONNX / TFLite / TensorRT artifacts (or --manifest PLAN --jobs N)
+  host residual --checkpoint C --keep .. independent residual pruning (index-add / ScatterND)
+  host dynamic --checkpoint C --table T  a SkipNet-gated network measured input by input on the device
+  host exits --checkpoint C --budget-ms B  early-exit thresholds for a latency budget, measured input by input
   host show RUN                       a network's layers, parameters and top-1 per exit
   host device pack                    the device side as one zipapp file
   host demo                           the main job on the embedded digits data, in one command

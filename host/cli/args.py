@@ -100,7 +100,7 @@ def resolve_deprecated(args: argparse.Namespace) -> None:
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
-    from edgeshrink.host.train import OPTIMIZERS, SCHEDULES
+    from edgeshrink.host.names import OPTIMIZERS, SCHEDULES
 
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=30)
@@ -137,9 +137,9 @@ def add_data_args(p: argparse.ArgumentParser, training: bool = True, image_size:
     """The dataset options a command uses, no more. ``training=False``: a command that only runs test inputs (no
     --train-subset, --download, --metrics); ``image_size=False``: one that takes the size from its checkpoint;
     ``metrics=False``: one that reports top-1 only (default: as ``training``)."""
-    from edgeshrink.host.data import DATASETS
+    from edgeshrink.host.names import DATASET_NAMES
 
-    p.add_argument("--dataset", choices=list(DATASETS), default="digits",
+    p.add_argument("--dataset", choices=DATASET_NAMES, default="digits",
                    help="digits (embedded: scikit-learn's handwritten digits), fashion-mnist (the real benchmark: "
                         "Debian's dataset-fashion-mnist), cifar10, cifar100, imagefolder, imagenet (ROOT/train and "
                         "ROOT/val class folders), cityscapes (segmentation: ROOT/leftImg8bit and ROOT/gtFine)")
@@ -220,9 +220,7 @@ COMMON_OPTIONS = ("budget_ms", "granularity", "batch_size", "seed", "long_term_e
 
 def add_method_args(p: argparse.ArgumentParser) -> None:
     """``--method`` / ``--methods`` options of every registry method (default None: the method's own default)."""
-    from edgeshrink.host.prune.criteria import RANKS, SCOPES
-    from edgeshrink.host.prune.methods import RECOVERY
-    from edgeshrink.host.prune.regularizers import PENALTIES
+    from edgeshrink.host.prune.config import PENALTIES, RANKS, RECOVERY, SCOPES
 
     r = p.add_argument_group("method (any); see docs/pruning.md")
     r.add_argument("--recover", choices=RECOVERY,
@@ -279,10 +277,10 @@ def option_owners() -> dict:
     """``{option dest: [methods it belongs to]}`` from the methods' settings classes."""
     from dataclasses import fields
 
-    from edgeshrink.host.prune.methods import METHODS
+    from edgeshrink.host.prune.config import METHOD_TRAITS
 
     owners: dict = {}
-    for name, spec in METHODS.items():
+    for name, spec in METHOD_TRAITS.items():
         for f in fields(spec.config):
             if f.name not in COMMON_OPTIONS:
                 owners.setdefault(f.name, []).append(name)
@@ -297,6 +295,7 @@ def method_configs(args, methods) -> dict:
             NetAdapt setting out of range.
     """
     from edgeshrink.host.errors import UserError
+    from edgeshrink.host.prune.config import METHOD_TRAITS
     from edgeshrink.host.prune.methods import method_spec
 
     owners = option_owners()
@@ -306,9 +305,7 @@ def method_configs(args, methods) -> dict:
         if getattr(args, opt, None) is not None and not set(own) & set(methods):
             raise UserError(f"{flag_of(opt)} belongs to {', '.join(own)}, not {', '.join(methods)}")
     if getattr(args, "pruning_rate", None) is not None:
-        from edgeshrink.host.prune.methods import METHODS
-
-        wrong = [m for m in methods if not METHODS[m].threshold]
+        wrong = [m for m in methods if not METHOD_TRAITS[m].threshold]
         if wrong:
             raise UserError(f"--pruning-rate applies to the threshold methods (magnitude, taylor, slimming, swd, snip), "
                             f"not {', '.join(wrong)}")

@@ -9,7 +9,7 @@ from edgeshrink.host.cli.args import add_data_args, add_json_arg, add_method_arg
 
 
 def register(sub) -> None:
-    from edgeshrink.host.prune.methods import METHODS
+    from edgeshrink.host.prune.config import METHOD_TRAITS as METHODS
 
     c = sub.add_parser("compare", help="several pruning methods at several budgets, every network measured side by "
                                        "side on the device: compare.json, a table and a Pareto plot")

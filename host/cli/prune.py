@@ -9,7 +9,7 @@ from edgeshrink.host.cli.args import add_data_args, add_json_arg, add_method_arg
 
 
 def register(sub) -> None:
-    from edgeshrink.host.prune.methods import METHODS
+    from edgeshrink.host.prune.config import METHOD_TRAITS as METHODS
 
     pn = sub.add_parser("prune", help="a pruning method (NetAdapt by default) to a latency budget, then export and "
                                       "measure on the device")

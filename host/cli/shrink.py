@@ -9,7 +9,7 @@ from pathlib import Path
 
 def register(sub) -> None:
     from edgeshrink.host.cli.args import add_json_arg, add_option, add_table_arg
-    from edgeshrink.host.shrink import OUTPUTS, SHRINK_METHODS
+    from edgeshrink.host.prune.config import SHRINK_METHODS, SHRINK_OUTPUTS as OUTPUTS
 
     s = sub.add_parser("shrink", help="shrink your own model with your own train_one_epoch / train / test functions "
                                       "(file.py:name references) to a latency budget, measured on the device")

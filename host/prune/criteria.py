@@ -16,11 +16,10 @@ import torch.nn as nn
 
 from edgeshrink.host.errors import BudgetError
 from edgeshrink.host.latency.space import PruningSpace
+from edgeshrink.host.prune.config import RANKS, SCOPES  # noqa: F401 - their one definition (torch-free)
 from edgeshrink.host.prune.surgery import dependency_graph as _dependency_graph, remove_channels_
 
 Scores = Dict[str, torch.Tensor]  # group name -> (current width,) score of each output channel, larger = keep
-SCOPES = ("global", "local", "safe")
-RANKS = ("importance", "per-ms")
 
 
 

@@ -39,12 +39,14 @@ from edgeshrink.host.data import Dataset
 from edgeshrink.host.errors import UserError
 from edgeshrink.host.latency.space import PruningSpace, channel_grid
 from edgeshrink.host.prune import criteria
-from edgeshrink.host.prune.netadapt import NetAdapt, NetAdaptConfig
-from edgeshrink.host.prune.regularizers import PENALTIES, MorphNetRegularizer, SlimmingRegularizer, SWDRegularizer
+from edgeshrink.host.prune.config import (METHOD_TRAITS, RECOVERY, EigenDamageConfig, MagnitudeConfig, MethodTraits,
+                                          MorphNetConfig, NetAdaptConfig, SlimmingConfig, SnipMethodConfig, SWDConfig,
+                                          TaylorConfig, UniformConfig, check_config)
+from edgeshrink.host.prune.netadapt import NetAdapt
+from edgeshrink.host.prune.regularizers import MorphNetRegularizer, SlimmingRegularizer, SWDRegularizer
 from edgeshrink.host.prune.snip import snip_scores
 from edgeshrink.host.train import TrainConfig, Trainer, UserTrainer, train
 
-RECOVERY = ("fine-tune", "lr-rewind", "scratch", "none")
 
 
 @dataclass
@@ -111,141 +113,21 @@ class MethodContext:
 
 @dataclass(frozen=True)
 class MethodSpec:
+    """A registry entry: the method's traits (:data:`.config.METHOD_TRAITS`, torch-free for the command line) and its
+    ``run(ctx, cfg) -> (pruned model, history)``."""
+
     name: str
-    config: type  # the settings dataclass; its fields are the method's own options
     run: Callable[[MethodContext, object], Tuple[nn.Module, List[Dict[str, object]]]]
-    recover: str  # the default recovery
-    threshold: bool  # accepts --pruning-rate
-    summary: str
-    needs_data: bool = True  # reads training batches itself (False: runs on the user's functions, edgeshrink.shrink)
-
-
-# -- settings ------------------------------------------------------------------------------------------------------
-
-def _to_dict(self) -> Dict[str, object]:
-    return asdict(self)
-
-
-@dataclass(frozen=True)
-class UniformConfig:
-    to_dict = _to_dict
-
-
-@dataclass(frozen=True)
-class MagnitudeConfig:
-    scope: str = "global"  # global | local | safe
-    rank: str = "importance"  # importance | per-ms
-    norm: int = 2  # L1 or L2 filter norm
-    min_keep: float = 0.25  # "safe" scope: no group below this fraction of its width
-    to_dict = _to_dict
-
-
-@dataclass(frozen=True)
-class TaylorConfig:
-    scope: str = "global"
-    rank: str = "importance"
-    taylor_batches: int = 8  # training batches whose gradients the Taylor scores sum
-    min_keep: float = 0.25
-    to_dict = _to_dict
-
-
-@dataclass(frozen=True)
-class SlimmingConfig:
-    penalty: str = "l1"  # l1 | smooth-l1
-    sparsity: Optional[float] = None  # lambda; None: 1e-5 for l1, 1e-6 for smooth-l1
-    method_epochs: int = 5  # sparsity-training epochs
-    method_lr: float = 0.01
-    pruning_iterations: int = 1  # rounds of prune + fine-tune
-    fine_tuning_epochs: int = 1  # after each round but the last (the recovery follows the last)
-    rank: str = "importance"
-    to_dict = _to_dict
 
     @property
-    def strength(self) -> float:
-        return self.sparsity if self.sparsity is not None else (1e-5 if self.penalty == "l1" else 1e-6)
+    def traits(self) -> MethodTraits:
+        return METHOD_TRAITS[self.name]
 
-
-@dataclass(frozen=True)
-class SWDConfig:
-    mu: float = 5e-4
-    a_min: float = 1.0
-    a_max: float = 1e4
-    criterion: str = "global"  # global | local | safe (the scopes of widths_to_budget)
-    method_epochs: int = 5  # SWD training epochs
-    method_lr: float = 0.01
-    refresh_steps: int = 50  # steps between recomputations of the target set
-    min_keep: float = 0.25
-    rank: str = "importance"
-    to_dict = _to_dict
-
-
-@dataclass(frozen=True)
-class MorphNetConfig:
-    morphnet_rounds: int = 2
-    method_epochs: int = 2  # regularised training epochs per round
-    method_lr: float = 0.01
-    morphnet_strength: float = 0.05  # lambda, per ms of marginal latency
-    gamma_threshold: float = 1e-2  # shrink: |gamma| below this is a dead channel
-    refresh_steps: int = 50  # steps between refreshes of the marginal latencies
-    to_dict = _to_dict
-
-
-@dataclass(frozen=True)
-class EigenDamageConfig:
-    damping: float = 1e-3
-    correct_eigenvalues: bool = False
-    kfac_batches: int = 8
-    pruning_iterations: int = 1
-    fine_tuning_epochs: int = 1
-    method_lr: float = 0.01
-    eigenbasis: str = "off"  # off | latency (opt-in: docs/pruning.md has what it cost in accuracy here)
-    rank: str = "importance"
-    to_dict = _to_dict
-
-
-@dataclass(frozen=True)
-class SnipMethodConfig:
-    prune_batch: int = 128  # examples in SNIP's one batch
-    scope: str = "global"
-    rank: str = "importance"
-    min_keep: float = 0.25
-    to_dict = _to_dict
-
-
-def check_config(method: str, cfg) -> None:
-    """Refuse settings out of range, naming the option.
-
-    Raises:
-        UserError: one line.
-    """
-    def bad(msg):
-        raise UserError(f"--method {method}: {msg}")
-
-    for name, flag in (("scope", "--scope"), ("criterion", "--swd-scope")):
-        if getattr(cfg, name, "global") not in criteria.SCOPES:
-            bad(f"{flag} must be one of {', '.join(criteria.SCOPES)}")
-    if getattr(cfg, "rank", "importance") not in criteria.RANKS:
-        bad(f"--rank must be one of {', '.join(criteria.RANKS)}")
-    if getattr(cfg, "norm", 2) not in (1, 2):
-        bad("--norm must be 1 or 2")
-    if getattr(cfg, "penalty", "l1") not in PENALTIES:
-        bad(f"--penalty must be one of {', '.join(PENALTIES)}")
-    if getattr(cfg, "eigenbasis", "off") not in ("latency", "off"):
-        bad("--eigenbasis must be latency or off")
-    for name in ("sparsity", "mu", "a_min", "a_max", "method_lr", "morphnet_strength", "gamma_threshold", "damping"):
-        v = getattr(cfg, name, None)
-        if v is not None and not (v > 0 and math.isfinite(v)):
-            bad(f"--{name.replace('_', '-')} must be a positive finite number, got {v:g}")
-    if getattr(cfg, "a_min", 0) > getattr(cfg, "a_max", math.inf):
-        bad(f"--a-min {cfg.a_min:g} is above --a-max {cfg.a_max:g}")
-    if not 0 < getattr(cfg, "min_keep", 0.5) <= 1:
-        bad("--min-keep must be in (0, 1]")
-    for name in ("method_epochs", "pruning_iterations", "taylor_batches", "refresh_steps", "morphnet_rounds",
-                 "kfac_batches", "prune_batch"):
-        if getattr(cfg, name, 1) < 1:
-            bad(f"--{name.replace('_', '-')} must be >= 1")
-    if getattr(cfg, "fine_tuning_epochs", 0) < 0:
-        bad("--fine-tuning-epochs must be >= 0")
+    config = property(lambda self: self.traits.config)  # the settings dataclass; its fields are the method's options
+    recover = property(lambda self: self.traits.recover)  # the default recovery
+    threshold = property(lambda self: self.traits.threshold)  # accepts --pruning-rate
+    needs_data = property(lambda self: self.traits.needs_data)  # reads training batches itself
+    summary = property(lambda self: self.traits.summary)
 
 
 # -- the methods ---------------------------------------------------------------------------------------------------
@@ -528,27 +410,11 @@ def run_snip(ctx: MethodContext, cfg: SnipMethodConfig):
     return model, [dict(r)]
 
 
-METHODS: Dict[str, MethodSpec] = {
-    "netadapt": MethodSpec("netadapt", NetAdaptConfig, run_netadapt, "fine-tune", False,
-                           "NetAdapt (Yang et al. 2018): per-group proposals, short-term fine-tuning, the best kept",
-                           needs_data=False),
-    "uniform": MethodSpec("uniform", UniformConfig, run_uniform, "fine-tune", False,
-                          "one width multiplier for every channel group (bisection on the table)", needs_data=False),
-    "magnitude": MethodSpec("magnitude", MagnitudeConfig, run_criterion("magnitude"), "fine-tune", True,
-                            "filter norm (Torch-Pruning MagnitudeImportance)", needs_data=False),
-    "taylor": MethodSpec("taylor", TaylorConfig, run_criterion("taylor"), "fine-tune", True,
-                         "first-order Taylor (Torch-Pruning TaylorImportance)"),
-    "slimming": MethodSpec("slimming", SlimmingConfig, run_slimming, "fine-tune", True,
-                           "network slimming (Liu et al. 2017): sparsity on BN scales, smallest |gamma| removed"),
-    "swd": MethodSpec("swd", SWDConfig, run_swd, "none", True,
-                      "Selective Weight Decay (Tessier et al. 2022)"),
-    "morphnet": MethodSpec("morphnet", MorphNetConfig, run_morphnet, "fine-tune", False,
-                           "MorphNet (Gordon et al. 2018), latency from the table as the resource"),
-    "eigendamage": MethodSpec("eigendamage", EigenDamageConfig, run_eigendamage, "fine-tune", False,
-                              "EigenDamage (Wang et al. 2019): OBD saliency in the Kronecker-factored eigenbasis"),
-    "snip": MethodSpec("snip", SnipMethodConfig, run_snip, "fine-tune", True,
-                       "structured SNIP (Lee et al. 2019): connection sensitivity summed per filter"),
-}
+METHODS: Dict[str, MethodSpec] = {name: MethodSpec(name, run) for name, run in (
+    ("netadapt", run_netadapt), ("uniform", run_uniform), ("magnitude", run_criterion("magnitude")),
+    ("taylor", run_criterion("taylor")), ("slimming", run_slimming), ("swd", run_swd), ("morphnet", run_morphnet),
+    ("eigendamage", run_eigendamage), ("snip", run_snip))}
+assert list(METHODS) == list(METHOD_TRAITS), "every method has its traits in prune/config.py, in the same order"
 
 
 def method_spec(name: str) -> MethodSpec:

@@ -17,7 +17,7 @@ from typing import Dict, Iterable, List, Sequence
 import torch
 import torch.nn as nn
 
-PENALTIES = ("l1", "smooth-l1")
+from edgeshrink.host.prune.config import PENALTIES  # noqa: F401 - its one definition (torch-free)
 
 
 def _add_grad(p: torch.Tensor, g: torch.Tensor) -> None:

@@ -20,6 +20,30 @@ def test_help_loads_no_tensorrt_or_tensorflow():
     assert "prune" in r.stdout and "demo" in r.stdout
 
 
+def test_every_commands_help_loads_no_torch():
+    """``host --help`` and ``host <command> --help`` for every command, in a fresh interpreter: torch stays out (the
+    options come from torch-free modules: prune/config.py, names.py)."""
+    code = ("import argparse, contextlib, io, sys\n"
+            "from edgeshrink.host.cli import build_parser, main\n"
+            "def walk(p, pre=()):\n"
+            "    for a in p._actions:\n"
+            "        if isinstance(a, argparse._SubParsersAction):\n"
+            "            for n, sp in a.choices.items():\n"
+            "                yield from walk(sp, pre + (n,))\n"
+            "            return\n"
+            "    yield pre\n"
+            "cmds = [()] + list(walk(build_parser()))\n"
+            "for c in cmds:\n"
+            "    with contextlib.redirect_stdout(io.StringIO()):\n"
+            "        try:\n"
+            "            main([*c, '--help'])\n"
+            "        except SystemExit:\n"
+            "            pass\n"
+            "print(len(cmds), 'torch' in sys.modules)\n")
+    r = run_cli("-c", code)
+    assert r.returncode == 0 and r.stdout.split() == ["22", "False"], (r.stdout, r.stderr[-2000:])
+
+
 def test_the_console_scripts_are_one_cli():
     """``host``, ``edgeshrink`` and ``python -m edgeshrink`` are the same command line."""
     import shutil

@@ -70,7 +70,7 @@ def test_bad_combinations_and_inputs_are_user_errors(tmp_path, host_cli, untrain
 def test_a_missing_tflite_extra_names_it(tmp_path, untrained_ckpt):
     code = ("import sys; sys.modules['litert_torch'] = None\n"
             "from edgeshrink.host.cli import main\n"
-            f"sys.exit(main(['export', {str(untrained_ckpt)!r}, '--format', 'tflite', '-o', {str(tmp_path / 'z')!r}]))")
+            f"sys.exit(main(['export', '--checkpoint', {str(untrained_ckpt)!r}, '--format', 'tflite', '-o', {str(tmp_path / 'z')!r}]))")
     r = run_cli("-c", code)
     assert r.returncode == 2 and "[tflite] extra" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
