@@ -564,7 +564,8 @@ def choose_exits(checkpoint: str, table_path: str, dataset: str, out: str, budge
     from edgeshrink.host.export.artifact import ship_staged
 
     shipped = ship_staged(d["manifest"], dep.shape, checkpoint, d["check"])
-    report = {"checkpoint": checkpoint, "model": model.model_name, "table": table_path, "device": m["device"],
+    report = {"schema": "edgeshrink.exits_report", "schema_version": 1,
+              "checkpoint": checkpoint, "model": model.model_name, "table": table_path, "device": m["device"],
               "artifact": {"file": f"staged/{shipped['file']}", "sha256": shipped["sha256"]},
               "sha256": m["sha256"],
               "budget_ms": target, "budget_fraction": budget, "p99_cap_ms": p99_ms,

@@ -528,7 +528,8 @@ def measure_gated(checkpoint: str, table_path: str, dataset: str, out: str, data
 
     shipped = ship_staged(manifests[best], shape, checkpoint, checks[best])
     macs = gated_macs(model, shape, dyn["block_rates"])
-    report = {"checkpoint": checkpoint, "model": model.model_name, "gates": model.gates, "table": table_path,
+    report = {"schema": "edgeshrink.dynamic_report", "schema_version": 1,
+              "checkpoint": checkpoint, "model": model.model_name, "gates": model.gates, "table": table_path,
               "device": dyn["device"], "inputs": n, "form": best, "forms": forms,
               "artifact": {"file": f"staged/{shipped['file']}", "sha256": shipped["sha256"]},
               "params": sum(p.numel() for p in model.parameters()), "macs": macs, "gate_ms": gate_ms,

@@ -610,6 +610,7 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
         ui.log("test top-1 per exit: " + ", ".join(f"{n} {v:.2f}%" for n, v in
                                                   zip(model.exit_names, metrics["exits"]["test_top1"])))
     writer.close()
+    metrics = {"schema": "edgeshrink.train_metrics", "schema_version": 1, **metrics}
     if dist_.is_main():
         save_checkpoint(str(Path(out) / "model.pt"), model, data.num_classes, dataset=data.name,
                         input_shape=list(data.input_shape), metrics={"val": metrics["val"], "test": metrics["test"]},

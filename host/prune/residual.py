@@ -131,7 +131,7 @@ def run_independent(checkpoint: str, per_stage: Dict[str, int], data, out: str, 
     from edgeshrink.host import ui
     from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
     from edgeshrink.host.errors import UserError
-    from edgeshrink.host.export.onnx import check_onnx, export_onnx
+    from edgeshrink.host.export.artifact import ship_onnx
     from edgeshrink.host.io import prepare_dir, write_json
     from edgeshrink.host.train import TrainConfig, evaluate, train
     from edgeshrink.models.residual import independent_from_dense
@@ -154,10 +154,10 @@ def run_independent(checkpoint: str, per_stage: Dict[str, int], data, out: str, 
     save_checkpoint(str(outp / "model.pt"), model, ckpt["num_classes"], dataset=data.name,
                     input_shape=list(data.input_shape))
     shape = data.input_shape
-    export_onnx(model, shape, str(outp / "model.onnx"), slim=True)
-    check = check_onnx(model, str(outp / "model.onnx"), shape)
+    check = ship_onnx(model, shape, outp, str(outp / "model.pt"))["check"]  # model.onnx and its artifact.json
     scatter = sum(1 for n in onnx.load(str(outp / "model.onnx")).graph.node if n.op_type == "ScatterND")
-    report = {"checkpoint": checkpoint, "keep_per_stage": per_stage,
+    report = {"schema": "edgeshrink.residual_report", "schema_version": 1, "checkpoint": checkpoint,
+              "keep_per_stage": per_stage,
               "union_widths": {k: len(v) for k, v in model.union.items()},
               "params": sum(p.numel() for p in model.parameters()), "test_top1_before_finetune": before,
               "test_top1": after["top1"], "finetune_epochs": finetune_epochs, "onnx_check": check,

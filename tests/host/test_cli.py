@@ -117,9 +117,10 @@ def test_table_predict_json_and_channels(tmp_path, host_cli, formula_table):
 
 @pytest.mark.slow
 def test_train_writes_checkpoint_and_metrics(tmp_path, host_cli):
-    r = host_cli("train", "--model", "resnet20", "--epochs", "1", "--out", str(tmp_path / "b"))
+    r = host_cli("train", "--model", "resnet20", "--epochs", "1", "--out", str(tmp_path / "b"), "--json")
     assert r.returncode == 0, r.stderr
     m = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert json.loads(r.stdout) == m and m["schema"] == "edgeshrink.train_metrics" and m["schema_version"] == 1
     assert 0 <= m["test"]["top1"] <= 100 and m["test"]["top5"] >= m["test"]["top1"] and len(m["history"]) == 1
     ck = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
     assert ck["model"] == "resnet20" and ck["channels"]["conv1"] == 16

@@ -183,6 +183,7 @@ def test_host_exits_end_to_end(trained, host_cli, tmp_path):
     assert len(rep["thresholds"]) == 1 and rep["export_check"]["inputs"] == 40
     assert rep["exit_cost_ms"]["predicted"][1] > rep["exit_cost_ms"]["predicted"][0] > 0
     assert (tmp_path / "o" / "exits.png").stat().st_size > 1000
+    assert rep["schema"] == "edgeshrink.exits_report" and rep["schema_version"] == 1
     art = assert_shipped(tmp_path / "o" / "staged", rep["sha256"])  # the manifest measured is the one shipped
     assert art["file"] == "model.json" and rep["artifact"]["sha256"] == rep["sha256"]
     assert set(art["files"]) == {"model.json", "stage0.onnx", "stage1.onnx"}

@@ -189,6 +189,7 @@ def test_host_dynamic_measures_a_gated_checkpoint_input_by_input(tmp_path, host_
     assert rep["macs"]["mean"] <= rep["macs"]["worst"]
     assert json.loads((tmp_path / "dyn" / "staged" / "model.json").read_text())["check"]["inputs"] == 30
     # the form the device measured fastest is the one shipped: its manifest's hash, as the device read it
+    assert rep["schema"] == "edgeshrink.dynamic_report" and rep["schema_version"] == 1
     art = assert_shipped(tmp_path / "dyn" / "staged", rep["sha256"])
     assert rep["artifact"] == {"file": f"staged/{art['file']}", "sha256": rep["forms"][rep["form"]]["sha256"]}
     from edgeshrink.device.dynamic import load_manifest, step_files

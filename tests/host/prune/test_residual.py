@@ -110,7 +110,11 @@ def test_host_residual_cli_and_export_of_its_checkpoint(tmp_path, host_cli, untr
     assert r.returncode == 0, r.stderr
     rep = json.loads((out / "report.json").read_text())
     assert rep["scatternd_nodes"] == 9 + 3 and rep["onnx_check"]["max_abs_diff"] <= 1e-4
-    assert rep["union_widths"]["layer3"] >= 32
+    assert rep["union_widths"]["layer3"] >= 32 and rep["schema"] == "edgeshrink.residual_report"
+    import hashlib
+
+    art = json.loads((out / "artifact.json").read_text())  # shipped as host export ships it
+    assert art["sha256"] == hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest() and art["export"]["slim"]
     from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint
     from edgeshrink.host.data import load_digits
     from edgeshrink.host.train import evaluate
