@@ -127,7 +127,7 @@ def main() -> int:
                      "grown_at": ex.get("grown_at"), "train_wall_s": mt["wall_s"]})
 
     # 4. early exit on the unpruned network
-    from edgeshrink.host.exits import ExitDeployment, export_per_exit, outcome, write_manifest
+    from edgeshrink.host.dynamic.exits import ExitDeployment, export_per_exit, outcome, write_manifest
 
     t = time.monotonic()
     ee_dir = work / "early_exit"

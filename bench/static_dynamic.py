@@ -95,7 +95,7 @@ def main() -> int:
     from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint
     from edgeshrink.host.latency.predict import TablePredictor
     from edgeshrink.host.latency.table import load_table
-    from edgeshrink.host.skipnet import predict_dynamic
+    from edgeshrink.host.dynamic.skipnet import predict_dynamic
 
     tab = load_table(str(table))
 

@@ -81,7 +81,7 @@ def show(run: str, dataset: Optional[str] = None, data_dir: Optional[str] = None
 
         data = load_dataset(name, data_dir, image_size=shape[-2])  # the height (cityscapes is twice as wide)
         if hasattr(model, "forward_exits"):
-            from edgeshrink.host.exits import evaluate_exits
+            from edgeshrink.host.dynamic.exits import evaluate_exits
 
             val, test = evaluate_exits(model, data, "val"), evaluate_exits(model, data, "test")
         else:

@@ -224,14 +224,14 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
 def train_gated(model: nn.Module, data: Dataset, cfg: TrainConfig, rl=None,
                 weights: Optional[Dict[str, float]] = None, on_epoch=None, on_step=None) -> List[Dict[str, float]]:
     """Supervised pre-training (``rl`` None) or the hybrid RL stage (``rl``, an
-    :class:`edgeshrink.host.skipnet.RLConfig`, and the blocks' latency ``weights``) of a SkipNet-gated network, in
-    place, with :func:`train`'s loop and schedule (the loss: :func:`edgeshrink.host.skipnet.rl_loss`).
+    :class:`edgeshrink.host.dynamic.skipnet.RLConfig`, and the blocks' latency ``weights``) of a SkipNet-gated network, in
+    place, with :func:`train`'s loop and schedule (the loss: :func:`edgeshrink.host.dynamic.skipnet.rl_loss`).
 
     Raises:
         UserError: ``rl`` without ``weights`` for every gated block.
     """
     from edgeshrink.host.errors import UserError
-    from edgeshrink.host.skipnet import rl_loss
+    from edgeshrink.host.dynamic.skipnet import rl_loss
 
     if rl is None:
         model.policy = "hard"
@@ -252,7 +252,7 @@ def train_cells(model: nn.Module, data: Dataset, cfg: TrainConfig, growth=None, 
                 log: Callable[[str], None] = print, on_epoch=None,
                 on_step=None) -> Dict[str, object]:
     """Train a cell network (or an :class:`~edgeshrink.models.cells.ExitResNet`) in place with the SDN loss,
-    growing it and pruning it with SNIP as configured (:mod:`edgeshrink.host.grow`: ``growth`` a ``GrowthConfig``,
+    growing it and pruning it with SNIP as configured (:mod:`edgeshrink.host.dynamic.grow`: ``growth`` a ``GrowthConfig``,
     ``snip`` a ``SnipConfig``), with :func:`train`'s loop, one call per growth phase on one schedule.
 
     Returns:
@@ -265,7 +265,7 @@ def train_cells(model: nn.Module, data: Dataset, cfg: TrainConfig, growth=None, 
     """
     import torch.nn.functional as F
 
-    from edgeshrink.host.grow import (GrowthConfig, block_layers, check_configs, evenly_spaced, finalize_masks_,
+    from edgeshrink.host.dynamic.grow import (GrowthConfig, block_layers, check_configs, evenly_spaced, finalize_masks_,
                                       iterative_keep, mask_block_, reinit_block_, sdn_loss, sdn_loss_fn, sdn_weights,
                                       sparsity, structured_block_)
     from edgeshrink.host.prune.snip import snip_scores
@@ -487,13 +487,13 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
     the config, wall time). ``image_size`` resizes the dataset's images; ``tensorboard`` also logs the epochs there
     (:mod:`edgeshrink.host.tensorboard`).
 
-    SkipNet (:mod:`edgeshrink.host.skipnet`): ``gates`` (``{"kind": "ff" | "rnn", "hidden": N}``) adds gates before
+    SkipNet (:mod:`edgeshrink.host.dynamic.skipnet`): ``gates`` (``{"kind": "ff" | "rnn", "hidden": N}``) adds gates before
     the residual blocks and trains with them (supervised pre-training); ``rl`` (an ``RLConfig``) trains the hybrid
     reinforcement stage instead, the blocks' latency shares from ``perf_table``. ``init`` starts from a checkpoint's
     weights (its architecture, pruned or not, and its gates unless ``gates`` names others) instead of an
     initialisation.
 
-    Internal classifiers (:mod:`edgeshrink.host.grow`): a cell network (``cells_*``), or a CIFAR ResNet with
+    Internal classifiers (:mod:`edgeshrink.host.dynamic.grow`): a cell network (``cells_*``), or a CIFAR ResNet with
     ``exits`` (block names), trains with the SDN loss; ``growth`` (a ``GrowthConfig``) grows a growing cell network,
     ``snip`` (a ``SnipConfig``) prunes it with SNIP. The metrics then hold each classifier's val and test top-1.
 
@@ -550,7 +550,7 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
 
         raise UserError("--grow-epochs, --growth and --keep are for the cell networks (cells_*; host models)")
     if sdn:
-        from edgeshrink.host.grow import check_configs
+        from edgeshrink.host.dynamic.grow import check_configs
 
         check_configs(model, cfg.epochs, growth, snip)
     from edgeshrink.host import distributed as dist_
@@ -589,7 +589,7 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
                "model": model_name, "model_source": models.describe_model(model)}
     extra = {}
     if getattr(model, "gates", None):
-        from edgeshrink.host.skipnet import evaluate_gated
+        from edgeshrink.host.dynamic.skipnet import evaluate_gated
 
         metrics["gates"] = {**model.gates, "stage": "rl" if rl else "supervised", "init": init,
                             "rl": rl.to_dict() if rl else None, "latency_shares": weights,
@@ -599,7 +599,7 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
         rates = metrics["gates"]["test_block_rates"]
         ui.log("blocks run on the test split: " + ", ".join(f"{b} {r:.0%}" for b, r in rates.items()))
     if sdn:
-        from edgeshrink.host.exits import evaluate_exits
+        from edgeshrink.host.dynamic.exits import evaluate_exits
 
         metrics["exits"] = {"names": model.exit_names, "val_top1": evaluate_exits(model, data, "val"),
                             "test_top1": evaluate_exits(model, data, "test"),
@@ -685,6 +685,6 @@ def _with_gates(model: nn.Module, gates: Optional[Dict[str, object]], rl, perf_t
         raise UserError("--rl weighs each block by its latency share from a table: give --table")
     from edgeshrink.host.latency.predict import TablePredictor
     from edgeshrink.host.latency.table import load_table
-    from edgeshrink.host.skipnet import block_weights
+    from edgeshrink.host.dynamic.skipnet import block_weights
 
     return model, block_weights(TablePredictor.for_model(load_table(perf_table), model.base), model)

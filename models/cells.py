@@ -16,7 +16,7 @@ classifier form a *block*; a block is what growth adds and what SNIP's per-block
 
 A classifier (internal or final) is SDN's: the features pooled to 4x4 (adaptive average pooling), flattened, one
 linear layer. Growing types start with one active block (:attr:`CellNet.active`); training adds the others
-(:mod:`edgeshrink.host.grow`). Module names (the channel spec keys): ``blocks.{b}.cells.{c}.conv1`` / ``conv2``, the
+(:mod:`edgeshrink.host.dynamic.grow`). Module names (the channel spec keys): ``blocks.{b}.cells.{c}.conv1`` / ``conv2``, the
 two convs of a cell coupled by its skip connection.
 
 **Internal classifiers on a CIFAR ResNet**: ``create_model("resnet20", exits=["layer1.2", "layer2.2"])`` adds one

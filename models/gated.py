@@ -9,7 +9,7 @@ passes unchanged.
 - **Hard decisions**: a block runs when its gate's probability is >= 0.5. In supervised training the hard decision
   is used forward and the probability's gradient backward (the straight-through estimator, Bengio et al. 2013,
   :func:`straight_through`); in the reinforcement stage (``policy = "sample"``) decisions are drawn from
-  Bernoulli(p) and their log-probabilities kept for REINFORCE (:mod:`edgeshrink.host.skipnet`).
+  Bernoulli(p) and their log-probabilities kept for REINFORCE (:mod:`edgeshrink.host.dynamic.skipnet`).
 
 Gated blocks are those with an identity shortcut: a block that changes the width or the stride runs always (skipping
 it would still need its projection, and the projection block carries the stage's downsampling). A gated network

@@ -24,7 +24,7 @@ def cmd_dynamic(args) -> int:
     import json
 
     from edgeshrink.host import ui
-    from edgeshrink.host.skipnet import measure_gated
+    from edgeshrink.host.dynamic.skipnet import measure_gated
 
     report = measure_gated(args.checkpoint, args.table, args.dataset, args.out, data_dir=args.data_dir,
                            device=args.device, limit=args.limit, iters=args.iters, check=args.check, seed=args.seed,

@@ -45,7 +45,7 @@ def cmd_exits(args) -> int:
     import json
 
     from edgeshrink.host import ui
-    from edgeshrink.host.exits import choose_exits
+    from edgeshrink.host.dynamic.exits import choose_exits
 
     report = choose_exits(args.checkpoint, args.table, args.dataset, args.out, budget_ms=args.budget_ms,
                  budget=args.budget, p99_ms=args.p99_ms, thresholds=args.thresholds, data_dir=args.data_dir, device=args.device, limit=args.limit,

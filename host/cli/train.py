@@ -82,9 +82,9 @@ def train_config(args):
 def cmd_train(args) -> int:
     from edgeshrink.host.train import train_and_save
 
-    from edgeshrink.host.skipnet import RLConfig
+    from edgeshrink.host.dynamic.skipnet import RLConfig
 
-    from edgeshrink.host.grow import GrowthConfig, SnipConfig, parse_epochs, parse_fractions
+    from edgeshrink.host.dynamic.grow import GrowthConfig, SnipConfig, parse_epochs, parse_fractions
 
     gates = {"kind": args.gates, "hidden": args.gate_hidden} if args.gates else None
     rl = RLConfig(alpha=args.rl_weight, gamma=args.rl_gamma) if args.rl else None

@@ -236,7 +236,7 @@ def run_compare(job: CompareJob, configs: Dict[str, object], data: Dataset) -> D
 def early_exit_rows(job: CompareJob, model, data: Dataset, table, device: str, baseline: Dict[str, object],
                     rows: List[Dict[str, object]], base_onnx: str, onnx_paths: Sequence[str]) -> Dict[str, object]:
     """The early-exit network at every budget beside the static methods, all measured the same way: one input at a
-    time on ``job.per_input_limit`` test inputs (:class:`edgeshrink.host.exits.ExitDeployment`). The budget is the
+    time on ``job.per_input_limit`` test inputs (:class:`edgeshrink.host.dynamic.exits.ExitDeployment`). The budget is the
     fraction of the full network's mean latency measured so; each static row and the baseline get their per-input
     mean and p99 (``per_input_ms``) too.
 
@@ -245,7 +245,7 @@ def early_exit_rows(job: CompareJob, model, data: Dataset, table, device: str, b
         full network, test top-1, exit histogram; or an error)}``.
     """
     from edgeshrink.host.bench import bench_inputs_on_device
-    from edgeshrink.host.exits import ExitDeployment
+    from edgeshrink.host.dynamic.exits import ExitDeployment
 
     out = Path(job.out) / "early_exit"
     ui.log(f"early exit: {model.model_name} has {model.active - 1} internal classifiers; measuring it and every network "

@@ -17,7 +17,7 @@ history. Recovery training (fine-tuning, LR rewinding, retraining from scratch) 
   eigenbasis, channels removed globally to the budget in ``pruning_iterations`` rounds; with ``eigenbasis =
   "latency"``, a layer takes its eigenbasis form (three convolutions) where that is measured faster than the plain
   pruned layer on the table's device.
-- ``snip``: structured SNIP (Lee et al. 2019, Eq. 6, :mod:`edgeshrink.host.grow`): the connection sensitivity
+- ``snip``: structured SNIP (Lee et al. 2019, Eq. 6, :mod:`edgeshrink.host.dynamic.grow`): the connection sensitivity
   ``|w dL/dw|`` on one batch of ``prune_batch`` training examples, normalised, summed per filter and over a group's
   coupled convolutions; channels removed by one ranking to the budget (the SDN loss where the network has internal
   classifiers).
@@ -387,7 +387,7 @@ def run_eigendamage(ctx: MethodContext, cfg: EigenDamageConfig):
 
 
 def run_snip(ctx: MethodContext, cfg: SnipMethodConfig):
-    from edgeshrink.host.grow import sdn_loss, sdn_weights
+    from edgeshrink.host.dynamic.grow import sdn_loss, sdn_weights
 
     model = copy.deepcopy(ctx.model).eval()
     g = torch.Generator().manual_seed(ctx.seed)
@@ -460,7 +460,7 @@ def recover(model: nn.Module, mode: str, ctx: MethodContext, epochs: int, lr: fl
     def loss(m):  # a network with internal classifiers recovers with all of them (the SDN loss)
         if not hasattr(m, "forward_exits"):
             return None
-        from edgeshrink.host.grow import sdn_loss_fn
+        from edgeshrink.host.dynamic.grow import sdn_loss_fn
 
         return sdn_loss_fn(m)
 

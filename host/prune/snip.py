@@ -1,5 +1,5 @@
 """SNIP's connection sensitivity (Lee et al. 2019, "SNIP: Single-shot Network Pruning based on Connection
-Sensitivity", Eq. 6): what ``host prune --method snip`` ranks channels by and what growth (:mod:`edgeshrink.host.grow`)
+Sensitivity", Eq. 6): what ``host prune --method snip`` ranks channels by and what growth (:mod:`edgeshrink.host.dynamic.grow`)
 prunes each new block with."""
 
 from __future__ import annotations

@@ -74,6 +74,7 @@ class DictNet(nn.Module):
         return {"logits": y, "aux": y.sum(1)}
 
 
+@pytest.mark.slow
 def test_a_dict_output_is_picked_for_tracing_export_and_latency(ref, table, tmp_path):
     import numpy as np
     import onnxruntime as ort

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from edgeshrink import models
-from edgeshrink.host import skipnet
+from edgeshrink.host.dynamic import skipnet
 from tests.conftest import assert_shipped, one_line_error
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from edgeshrink import models
-from edgeshrink.host import grow
+from edgeshrink.host.dynamic import grow
 from edgeshrink.host.prune.snip import snip_scores
 from edgeshrink.host.train import TrainConfig, train_cells
 from tests.conftest import one_line_error

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from edgeshrink import models
-from edgeshrink.host import exits
+from edgeshrink.host.dynamic import exits
 from edgeshrink.host.errors import UserError
 from edgeshrink.host.latency.key import LayerKey
 from tests.conftest import assert_shipped, one_line_error
@@ -195,6 +195,7 @@ def test_host_exits_end_to_end(trained, host_cli, tmp_path):
                                                                                           "exits.1": 0}
 
 
+@pytest.mark.slow
 def test_host_exits_refusals(trained, host_cli, tmp_path, untrained_ckpt):
     ck, t = trained / "run" / "model.pt", trained / "t.json"
     base = ("--table", t, "--out", tmp_path / "o", "--cost-inputs", "10", "--iters", "1")
