@@ -16,11 +16,14 @@ from typing import Any, Dict, Optional
 
 import torch
 import torch.nn as nn
+import torch_pruning as tp
 
 from edgeshrink import models
 from edgeshrink.host.checks import integer, mapping, sequence, text
 from edgeshrink.host.errors import CheckpointError
 from edgeshrink.host.io import atomic_path
+from edgeshrink.models.cells import ExitResNet
+from edgeshrink.models.eigen import eigen_layers
 
 FORMAT = "edgeshrink.checkpoint"
 VERSION = 1
@@ -39,11 +42,9 @@ def save_checkpoint(path: str, model: nn.Module, num_classes: int, **meta: Any) 
         ckpt["residual"] = model.residual
     if getattr(model, "gates", None):
         ckpt["gates"] = dict(model.gates)
-    from edgeshrink.models.cells import ExitResNet
 
     if isinstance(model, ExitResNet):
         ckpt["exits"] = list(model.after)
-    from edgeshrink.models.eigen import eigen_layers
 
     if eigen_layers(model):
         ckpt["eigen"] = eigen_layers(model)
@@ -122,8 +123,6 @@ def layer_shapes(model: nn.Module) -> Dict[str, Dict[str, Any]]:
     """Each module's plain attributes from Torch-Pruning's ``tp.state_dict`` (its ``attributions``): what a pruned
     layer's shape is (``in_channels``, ``out_channels``, ``groups``, ``num_features``, ``in_features``...). Only
     numbers, strings, None and tuples or lists of them are kept."""
-    import torch_pruning as tp
-
     attrs = tp.state_dict(model)["attributions"]
     return {name: {k: v for k, v in a.items() if _plain(v) and k != "training"} for name, a in attrs.items()}
 
@@ -131,8 +130,6 @@ def layer_shapes(model: nn.Module) -> Dict[str, Dict[str, Any]]:
 def _reshape_from_checkpoint(model: nn.Module, ckpt: Dict[str, Any]) -> nn.Module:
     """Give the unpruned ``model`` the checkpoint's layer shapes and weights with Torch-Pruning's
     ``tp.load_state_dict`` (it replaces each module's parameters and buffers and sets its attributes)."""
-    import torch_pruning as tp
-
     sd = ckpt["state_dict"]
     full = {}
     for name, mod in model.named_modules():

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import os
 import tarfile
+import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -20,9 +21,15 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from sklearn.datasets import load_digits as _load
+from sklearn.model_selection import train_test_split
 
+from edgeshrink.host import safe_pickle
 from edgeshrink.host.errors import DatasetError
+from edgeshrink.host.io import atomic_path, prepare_file
 from edgeshrink.host.names import DATASET_NAMES
+from edgeshrink.host.seg import CITYSCAPES_CLASSES, CITYSCAPES_MAX_ID, cityscapes_lut
 
 CIFAR_MEAN = {"cifar10": (0.4914, 0.4822, 0.4465), "cifar100": (0.5071, 0.4865, 0.4409)}
 CIFAR_STD = {"cifar10": (0.2470, 0.2435, 0.2616), "cifar100": (0.2673, 0.2564, 0.2762)}
@@ -165,8 +172,6 @@ def _augment_segmentation(x: torch.Tensor, y: torch.Tensor, size: Sequence[int],
 
 def _stratified(labels: np.ndarray, fractions: Tuple[float, ...], seed: int) -> List[np.ndarray]:
     """Split indices into parts of the given fractions, class by class, with a fixed seed."""
-    from sklearn.model_selection import train_test_split
-
     idx = np.arange(len(labels))
     parts = []
     rest, rest_frac = idx, 1.0
@@ -191,8 +196,6 @@ def load_digits(seed: int = 0, size: int = 32) -> Dataset:
     """scikit-learn's bundled handwritten digits (1,797 real 8x8 images, 10 classes), resized to
     ``size`` x ``size`` (bilinear), replicated to 3 channels; stratified 60/20/20 train/val/test split
     with a fixed seed."""
-    from sklearn.datasets import load_digits as _load
-
     d = _load()
     x = torch.from_numpy(d.images.astype(np.float32) / 16.0).unsqueeze(1)  # (N, 1, 8, 8) in [0, 1]
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
@@ -206,8 +209,6 @@ def load_digits(seed: int = 0, size: int = 32) -> Dataset:
 
 def _cifar_members(name: str, data_dir: Path, download: bool) -> Dict[str, dict]:
     """The unpickled batches of a CIFAR archive (extracted folder or .tar.gz in ``data_dir``)."""
-    from edgeshrink.host import safe_pickle
-
     archive, folder, md5, train_files, test_files, _ = CIFAR_ARCHIVES[name]
     folder_path, archive_path = data_dir / folder, data_dir / archive
     wanted = train_files + test_files
@@ -238,8 +239,6 @@ def _cifar_members(name: str, data_dir: Path, download: bool) -> Dict[str, dict]
 
 
 def _download(url: str, dst: Path, md5: str) -> None:
-    import urllib.request
-
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_suffix(".part")
     try:
@@ -403,8 +402,6 @@ def read_class_folders(folder: Path, classes: List[str], what: str, transform) -
 
 
 def _read_rgb(path: Path, what: str):
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             return im.convert("RGB")
@@ -421,8 +418,6 @@ def load_imagefolder(root: str, seed: int = 0, size: int = 32) -> Dataset:
     Raises:
         DatasetError: missing folder, no class folders, an unreadable image.
     """
-    from PIL import Image
-
     rootp = Path(root)
     if not rootp.is_dir():
         raise DatasetError(f"imagefolder: {rootp} is not a folder (expected {rootp}/CLASS/IMAGE files)")
@@ -469,8 +464,6 @@ def load_imagenet(root: str, seed: int = 0, size: int = 224, val_size: int = 100
         DatasetError: ``train`` or ``val`` missing (naming the layout), fewer than two classes, a class folder of val
             that train lacks, an unreadable image.
     """
-    from PIL import Image
-
     rootp = Path(root)
     for sub in ("train", "val"):
         if not (rootp / sub).is_dir():
@@ -536,10 +529,6 @@ def load_cityscapes(root: str, seed: int = 0, size: Optional[int] = None, val_si
         DatasetError: a folder or a label file missing (naming the pattern), an unreadable file, a label map of
             another size than its image, or a label id outside Cityscapes' 0..33.
     """
-    from PIL import Image
-
-    from edgeshrink.host.seg import CITYSCAPES_CLASSES, CITYSCAPES_MAX_ID, cityscapes_lut
-
     rootp = Path(root)
     if not rootp.is_dir():
         raise DatasetError(f"cityscapes: {rootp} is not a folder (expected {rootp}/leftImg8bit/{{train,val}}/CITY/"
@@ -633,8 +622,6 @@ def export_inputs(data: Dataset, split: str, out: str, limit: Optional[int] = No
     Raises:
         OutputError: ``out`` cannot be written.
     """
-    from edgeshrink.host.io import atomic_path, prepare_file
-
     prepare_file(out, "-o")
     s: Split = getattr(data, split)
     n = len(s) if limit is None else min(int(limit), len(s))

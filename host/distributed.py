@@ -20,12 +20,14 @@ Everything here is a no-op in a single process.
 
 from __future__ import annotations
 
+import datetime
 import os
 import pickle
 from contextlib import contextmanager
 from typing import Any, Iterator, List, Optional
 
 import torch
+import torch.distributed as dist
 
 from edgeshrink.host.errors import UserError
 
@@ -45,10 +47,6 @@ def init_from_env(timeout_s: float = 1800.0) -> bool:
     Raises:
         UserError: ``WORLD_SIZE`` > 1 without ``RANK`` / ``MASTER_ADDR`` / ``MASTER_PORT`` (not started by torchrun).
     """
-    import datetime
-
-    import torch.distributed as dist
-
     if env_world_size() <= 1:
         return False
     if dist.is_initialized():
@@ -65,8 +63,6 @@ def init_from_env(timeout_s: float = 1800.0) -> bool:
 
 
 def shutdown() -> None:
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -88,20 +84,14 @@ def local() -> Iterator[None]:
 
 def active() -> bool:
     """A process group of more than one rank is up (and this process is not inside :func:`local`)."""
-    import torch.distributed as dist
-
     return _local_depth == 0 and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def rank() -> int:
-    import torch.distributed as dist
-
     return dist.get_rank() if active() else 0
 
 
 def world_size() -> int:
-    import torch.distributed as dist
-
     return dist.get_world_size() if active() else 1
 
 
@@ -110,16 +100,12 @@ def is_main() -> bool:
 
 
 def barrier() -> None:
-    import torch.distributed as dist
-
     if active():
         dist.barrier()
 
 
 def all_sum(t: torch.Tensor) -> torch.Tensor:
     """``t`` summed over the ranks (a copy; ``t`` itself in a single process)."""
-    import torch.distributed as dist
-
     if not active():
         return t
     out = t.to("cuda" if dist.get_backend() == "nccl" else "cpu").clone()  # NCCL reduces GPU tensors only
@@ -129,8 +115,6 @@ def all_sum(t: torch.Tensor) -> torch.Tensor:
 
 def gather(obj: Any) -> List[Any]:
     """Every rank's ``obj``, in rank order, on every rank (``[obj]`` in a single process)."""
-    import torch.distributed as dist
-
     if not active():
         return [obj]
     out: List[Any] = [None] * dist.get_world_size()
@@ -140,8 +124,6 @@ def gather(obj: Any) -> List[Any]:
 
 def broadcast(obj: Any, src: int) -> Any:
     """``obj`` of rank ``src`` on every rank."""
-    import torch.distributed as dist
-
     if not active():
         return obj
     box = [obj if dist.get_rank() == src else None]

@@ -9,7 +9,10 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
+from rich.table import Table
 
+from edgeshrink.host import ui
+from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint
 from edgeshrink.host.errors import UserError
 
 
@@ -61,8 +64,6 @@ def show(run: str, dataset: Optional[str] = None, data_dir: Optional[str] = None
     Raises:
         UserError: no checkpoint at ``run``; CheckpointError, DatasetError as their loaders raise them.
     """
-    from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint
-
     p = Path(run)
     path = p / "model.pt" if p.is_dir() else p
     if not path.is_file():
@@ -103,10 +104,6 @@ def show(run: str, dataset: Optional[str] = None, data_dir: Optional[str] = None
 
 def render_show(info: Dict[str, object], console=None) -> None:
     """Print :func:`show`'s description (rich tables)."""
-    from rich.table import Table
-
-    from edgeshrink.host import ui
-
     console = console or ui.out
     t = Table(title=f"{info['model']} ({info['checkpoint']}), input {'x'.join(map(str, info['input_shape']))}")
     for col in ("layer", "type", "output", "params", "MACs", "zeros"):

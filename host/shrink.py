@@ -21,18 +21,25 @@ import copy
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 
+from edgeshrink import models
 from edgeshrink.host import ui
+from edgeshrink.host.bench import stat_ms
 from edgeshrink.host.errors import UserError
-
-from edgeshrink.host.latency.table import require_device
-from edgeshrink.host.prune.config import SHRINK_METHODS, SHRINK_OUTPUTS as OUTPUTS
+from edgeshrink.host.export.artifact import export_checked_onnx, ship_onnx
+from edgeshrink.host.latency.predict import TablePredictor
+from edgeshrink.host.latency.table import LatencyTable, load_table, require_device
+from edgeshrink.host.pipeline.confirm import confirm_on_device
+from edgeshrink.host.prune.config import SHRINK_METHODS
+from edgeshrink.host.prune.config import SHRINK_OUTPUTS as OUTPUTS
 from edgeshrink.host.prune.methods import METHODS, MethodContext, check_config, check_method_reachable, recover
+from edgeshrink.host.tensorboard import open_writer
+from edgeshrink.host.train import UserTrainer
 
 
 class SelectOutput(nn.Module):
@@ -153,14 +160,6 @@ def shrink(model: nn.Module, example_input: Union[torch.Tensor, Sequence[int]], 
             when the table lacks one of the model's layers (it names the layer); ``UnsupportedOpError`` for a model
             the pruning space cannot trace (it names the op).
     """
-    from dataclasses import replace
-
-    from edgeshrink import models
-    from edgeshrink.host.latency.predict import TablePredictor
-    from edgeshrink.host.latency.table import LatencyTable, load_table
-    from edgeshrink.host.tensorboard import open_writer
-    from edgeshrink.host.train import UserTrainer
-
     t0 = time.monotonic()
     if method not in SHRINK_METHODS:
         why = f"{method} reads training batches itself: run it through host prune" if method in METHODS else \
@@ -244,10 +243,6 @@ def shrink(model: nn.Module, example_input: Union[torch.Tensor, Sequence[int]], 
 
 def _export_and_measure(result: ShrinkResult, base: nn.Module, pruned: nn.Module, shape, table, output: str,
                         out_dir: Optional[str], measure: bool, device: Optional[str], bench_seconds: float) -> None:
-    from edgeshrink.host.bench import stat_ms
-    from edgeshrink.host.export.artifact import export_checked_onnx, ship_onnx
-    from edgeshrink.host.pipeline.confirm import confirm_on_device
-
     tmp = None
     if out_dir is None and output != "onnx":
         tmp = tempfile.TemporaryDirectory(prefix="edgeshrink-shrink-")

@@ -4,15 +4,34 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Protocol, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from edgeshrink.host.data import Dataset
+from edgeshrink import models
+from edgeshrink.host import distributed as dist_
+from edgeshrink.host import ui
+from edgeshrink.host.checkpoint import save_checkpoint
+from edgeshrink.host.data import Dataset, Split, load_dataset
+from edgeshrink.host.dynamic.grow import (GrowthConfig, block_layers, check_configs, evenly_spaced, finalize_masks_,
+                                          iterative_keep, mask_block_, reinit_block_, sdn_loss, sdn_loss_fn,
+                                          sdn_weights, sparsity, structured_block_)
+from edgeshrink.host.dynamic.skipnet import block_weights, rl_loss
+from edgeshrink.host.errors import UserError
+from edgeshrink.host.io import prepare_dir, write_json
+from edgeshrink.host.latency.predict import TablePredictor
+from edgeshrink.host.latency.table import load_table
 from edgeshrink.host.names import OPTIMIZERS, SCHEDULES
+from edgeshrink.host.prune.snip import snip_scores
+from edgeshrink.host.seg import make_criterion, parse_metrics
+from edgeshrink.host.tensorboard import open_writer
+from edgeshrink.models.cells import CellNet, ExitResNet
+from edgeshrink.models.gated import GatedResNet, add_gates
 
 
 @dataclass(frozen=True)
@@ -79,8 +98,6 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "val", batch_size: in
     ``shard``: in a distributed run each rank evaluates its share of the split and the counts are summed over the
     ranks (every rank must call it with the same model); ignored in a single process.
     """
-    from edgeshrink.host import distributed as dist_
-
     sharded = shard and dist_.active()
     reduce = dist_.all_sum if sharded else None
     if sharded:
@@ -121,9 +138,6 @@ def criterion_for(data: Dataset, cfg: "TrainConfig") -> nn.Module:
     Raises:
         UserError: an unknown criterion, or RMI for classification.
     """
-    from edgeshrink.host.errors import UserError
-    from edgeshrink.host.seg import make_criterion
-
     try:
         return make_criterion(cfg.criterion, data.num_classes, getattr(data, "task", "classification"),
                               cfg.label_smoothing)
@@ -158,8 +172,6 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig,
     Returns:
         One metrics dict per epoch trained.
     """
-    from edgeshrink.host import distributed as dist_
-
     ddp = dist_.active()
     net = model
     if ddp:
@@ -230,9 +242,6 @@ def train_gated(model: nn.Module, data: Dataset, cfg: TrainConfig, rl=None,
     Raises:
         UserError: ``rl`` without ``weights`` for every gated block.
     """
-    from edgeshrink.host.errors import UserError
-    from edgeshrink.host.dynamic.skipnet import rl_loss
-
     if rl is None:
         model.policy = "hard"
         return train(model, data, cfg, on_epoch=on_epoch, on_step=on_step)
@@ -263,14 +272,6 @@ def train_cells(model: nn.Module, data: Dataset, cfg: TrainConfig, growth=None, 
     Raises:
         UserError: settings that do not fit (:func:`check_configs`).
     """
-    import torch.nn.functional as F
-
-    from edgeshrink.host.dynamic.grow import (GrowthConfig, block_layers, check_configs, evenly_spaced, finalize_masks_,
-                                      iterative_keep, mask_block_, reinit_block_, sdn_loss, sdn_loss_fn, sdn_weights,
-                                      sparsity, structured_block_)
-    from edgeshrink.host.prune.snip import snip_scores
-    from edgeshrink.models.cells import CellNet
-
     check_configs(model, cfg.epochs, growth, snip)
     cells = isinstance(model, CellNet)
     n_blocks = len(model.blocks) if cells else model.active
@@ -433,8 +434,6 @@ class DatasetTrainer:
 
     def __init__(self, data: Dataset, criterion: str = "crossentropy", batch_size: int = 64, seed: int = 0,
                  val_subset: Optional[int] = None):
-        from edgeshrink.host.data import Split
-
         self.data, self.criterion, self.batch_size, self.seed = data, criterion, batch_size, seed
         self.metric = primary_metric(data)
         self.eval_data = data
@@ -504,16 +503,6 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
         DatasetError: the dataset is missing or unreadable. ModelError: an unknown model, or gates on a network that
         cannot carry them. UserError: ``rl`` without gates or without a table. CheckpointError: a bad ``init``.
     """
-    import time
-
-    from edgeshrink import models
-    from edgeshrink.host import ui
-    from edgeshrink.host.checkpoint import save_checkpoint
-    from edgeshrink.host.data import load_dataset
-    from edgeshrink.host.io import prepare_dir, write_json
-
-    from edgeshrink.host.tensorboard import open_writer
-
     data = load_dataset(dataset, data_dir, seed=cfg.seed, download=download, train_subset=train_subset,
                         image_size=image_size)
     data = with_metrics(data, metrics)
@@ -542,7 +531,6 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
             from edgeshrink.host.errors import UserError
 
             raise UserError(f"--exits: {e}") from None
-    from edgeshrink.models.cells import CellNet, ExitResNet
 
     sdn = isinstance(model, (CellNet, ExitResNet))
     if (growth is not None or snip is not None) and not sdn:
@@ -553,7 +541,6 @@ def train_and_save(model_name: str, dataset: str, data_dir: Optional[str], cfg: 
         from edgeshrink.host.dynamic.grow import check_configs
 
         check_configs(model, cfg.epochs, growth, snip)
-    from edgeshrink.host import distributed as dist_
 
     if dist_.is_main():
         prepare_dir(out, "--out")  # before training, not after
@@ -639,10 +626,7 @@ def with_metrics(data: Dataset, metrics: Optional[str]) -> Dataset:
     """
     if metrics is None:
         return data
-    from dataclasses import replace
 
-    from edgeshrink.host.errors import UserError
-    from edgeshrink.host.seg import parse_metrics
 
     try:
         return replace(data, metrics=tuple(parse_metrics(metrics, data.task)))
@@ -667,9 +651,6 @@ def check_task(model: nn.Module, data: Dataset) -> None:
 
 def _with_gates(model: nn.Module, gates: Optional[Dict[str, object]], rl, perf_table: Optional[str]):
     """``(model with the gates asked for, the gated blocks' latency shares for the RL stage or None)``."""
-    from edgeshrink.host.errors import UserError
-    from edgeshrink.models.gated import GatedResNet, add_gates
-
     if gates is not None:
         if isinstance(model, GatedResNet):
             if dict(model.gates) != dict(gates):
@@ -683,8 +664,5 @@ def _with_gates(model: nn.Module, gates: Optional[Dict[str, object]], rl, perf_t
     rl.check()
     if not perf_table:
         raise UserError("--rl weighs each block by its latency share from a table: give --table")
-    from edgeshrink.host.latency.predict import TablePredictor
-    from edgeshrink.host.latency.table import load_table
-    from edgeshrink.host.dynamic.skipnet import block_weights
 
     return model, block_weights(TablePredictor.for_model(load_table(perf_table), model.base), model)

@@ -16,17 +16,29 @@ classifiers passed, one runtime call per stage) is reported beside the measureme
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+from dataclasses import replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from edgeshrink.host.data import Dataset
+from edgeshrink.device.dynamic import STAGED_SCHEMA, STAGED_SCHEMA_VERSION, _Chain, load_manifest
+from edgeshrink.host.bench import bench_inputs_on_device
+from edgeshrink.host.data import Dataset, export_inputs
 from edgeshrink.host.errors import UserError
+from edgeshrink.host.export.artifact import ship_staged
+from edgeshrink.host.export.onnx import ExportCheckError, export_module, export_onnx
+from edgeshrink.host.io import prepare_dir, write_json
+from edgeshrink.host.job_inputs import resolve_inputs
+from edgeshrink.host.latency.plots import _pyplot, _save
+from edgeshrink.host.latency.predict import TablePredictor, space_for_table
+from edgeshrink.host.latency.table import Entry
+from edgeshrink.models.cells import CellNet, has_exits
 
 # thresholds tried per classifier; None: the classifier never lets an input leave
 GRID: Tuple[Optional[float], ...] = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98,
@@ -169,8 +181,6 @@ class _Stage(nn.Module):
 def export_stages(model: nn.Module, input_shape: Sequence[int], folder: str) -> List[Dict[str, object]]:
     """One ONNX model per stage of ``model.segments()`` into ``folder`` (``stage{k}.onnx``: input ``h``, outputs
     ``features`` and ``logits``, the last ``logits`` only). Returns the staged-model steps without thresholds."""
-    from edgeshrink.host.export.onnx import export_module
-
     os.makedirs(folder, exist_ok=True)
     model.eval()
     segs = model.segments()
@@ -208,8 +218,6 @@ def export_per_exit(model: nn.Module, input_shape: Sequence[int], folder: str) -
     (``exit{k}.onnx``: input ``h`` (the network's input), outputs ``features`` (that input again) and ``logits``),
     as staged-model steps for :func:`write_manifest`. An input leaving at exit ``k`` runs the prefix ``k + 1``
     times; ``bench/grow_snip.py`` measures it against :func:`export_stages`."""
-    from edgeshrink.host.export.onnx import export_module
-
     os.makedirs(folder, exist_ok=True)
     model.eval()
     segs = model.segments()
@@ -227,9 +235,6 @@ def write_manifest(folder: str, steps: List[Dict[str, object]], thresholds: Sequ
                    name: str = "model.json", upto: Optional[int] = None) -> str:
     """The staged-model manifest of ``steps`` with these thresholds (None: that stage has no exit); ``upto``: the
     chain cut after stage ``upto``, which takes every input (what leaving there costs). Returns its path."""
-    from edgeshrink.device.dynamic import STAGED_SCHEMA, STAGED_SCHEMA_VERSION
-    from edgeshrink.host.io import write_json
-
     out = []
     use = steps if upto is None else steps[:upto + 1]
     for k, s in enumerate(use):
@@ -259,12 +264,6 @@ def check_exits(model: nn.Module, manifest: str, x: np.ndarray, thresholds: Sequ
     Raises:
         ExportCheckError: an input where they differ (its index, both exits or the difference).
     """
-    import contextlib
-
-    from edgeshrink.host.export.onnx import ExportCheckError
-
-    from edgeshrink.device.dynamic import _Chain, load_manifest
-
     steps = load_manifest(manifest)["steps"]
     model.eval()
     with torch.no_grad():
@@ -297,8 +296,6 @@ def check_exits(model: nn.Module, manifest: str, x: np.ndarray, thresholds: Sequ
 def segment_of_sites(model: nn.Module, space) -> List[int]:
     """The stage each site of ``space`` (traced with every classifier) belongs to: by its module name where it has
     one, else the stage of the site before it (sites come in graph order, stage by stage)."""
-    from edgeshrink.models.cells import CellNet
-
     prefixes: List[Tuple[str, int]] = []
     if isinstance(model, CellNet):
         for b in range(model.active):
@@ -332,11 +329,6 @@ def predict_exit_costs(table, model: nn.Module, measure=None, log=print) -> Dict
     Returns:
         ``{"cost_ms": per exit, "stage_ms": per stage, "measured_keys": how many configurations were measured}``.
     """
-    from dataclasses import replace
-
-    from edgeshrink.host.latency.predict import TablePredictor, space_for_table
-    from edgeshrink.host.latency.table import Entry
-
     view = copy.deepcopy(model).eval()
     view.all_exits = True
     space = space_for_table(table, view)
@@ -361,8 +353,6 @@ def plot_curve(curve: Sequence[Dict[str, object]], chosen: Dict[str, object], fu
                title: str, measured: Optional[Sequence[Dict[str, float]]] = None) -> None:
     """Val top-1 over mean latency for common thresholds (line), the chosen thresholds and the full network; the
     measured test points when given. Written atomically."""
-    from edgeshrink.host.latency.plots import _pyplot, _save
-
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     xs = [c["mean_ms"] for c in curve]
@@ -401,11 +391,6 @@ class ExitDeployment:
     def __init__(self, model: nn.Module, data: Dataset, table, folder: str, device: str, cost_inputs: int = 300,
                  iters: int = 3, trust_new_host: bool = False, log=print, measure_keys=None,
                  budget_ms: Optional[float] = None, test_limit: Optional[int] = None):
-        from edgeshrink.host.bench import bench_inputs_on_device
-        from edgeshrink.host.data import export_inputs
-        from edgeshrink.host.export.onnx import export_onnx
-        from edgeshrink.models.cells import has_exits
-
         if not has_exits(model):
             raise UserError(f"{model.model_name} has no internal classifiers (train a cells_* network, or a CIFAR "
                             "ResNet with --exits)")
@@ -466,8 +451,6 @@ class ExitDeployment:
             ``{"manifest", "check", "measured": the device's record (latency_ms, exit_histogram, exit_top1, top1,
             per_input), "expected": the test outcome at the measured costs, "predicted_mean_ms": the table's}``.
         """
-        from edgeshrink.host.bench import bench_inputs_on_device
-
         folder = os.path.join(self.folder, "staged")
         path = write_manifest(folder, self.steps, thresholds, name)
         with np.load(self.test_inputs) as z:
@@ -515,11 +498,6 @@ def choose_exits(checkpoint: str, table_path: str, dataset: str, out: str, budge
         UserError: no internal classifiers, neither or both budgets, a budget below the first exit's cost, bad
         counts; CheckpointError, TableError, DeviceError as their loaders raise them.
     """
-    from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint
-    from edgeshrink.host.data import load_dataset
-    from edgeshrink.host.io import prepare_dir, write_json
-    from edgeshrink.host.latency.table import load_table, require_device
-
     if sum(v is not None for v in (budget_ms, budget, thresholds)) != 1:
         raise UserError("give one of --budget-ms (ms), --budget (a fraction of the full network's latency) or "
                         "--thresholds")
@@ -530,17 +508,14 @@ def choose_exits(checkpoint: str, table_path: str, dataset: str, out: str, budge
     for name, v in (("--limit", limit), ("--iters", iters), ("--check", check), ("--cost-inputs", cost_inputs)):
         if v is not None and v < 1:
             raise UserError(f"{name} must be >= 1, got {v}")
-    ck = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(ck, path=checkpoint)
-    from edgeshrink.models.cells import has_exits
+    inputs = resolve_inputs(checkpoint, table_path, device)
+    ck, model, table, device = inputs.checkpoint, inputs.model, inputs.table, inputs.device
 
     if not has_exits(model):
         raise UserError(f"{checkpoint} has no internal classifiers (train a cells_* network, or a CIFAR ResNet with "
                         "--exits)")
     given = parse_thresholds(thresholds, model.active - 1) if thresholds is not None else None
-    table = load_table(table_path)
-    data = load_dataset(dataset, data_dir, seed=seed, image_size=(ck.get("input_shape") or [0, 0, 0, None])[-1])
-    device = require_device(table, table_path, device)
+    data = inputs.load_data(dataset, data_dir, seed, image_size=(ck.get("input_shape") or [0, 0, 0, None])[-1])
     prepare_dir(out, "--out")
     dep = ExitDeployment(model, data, table, out, device, cost_inputs, iters, trust_new_host, log, budget_ms=budget_ms,
                          test_limit=limit)
@@ -561,7 +536,6 @@ def choose_exits(checkpoint: str, table_path: str, dataset: str, out: str, budge
     m = d["measured"]
     lat = m["latency_ms"]
     full_top1 = 100 * float((dep.test[1][:, -1] == dep.test[2]).mean())
-    from edgeshrink.host.export.artifact import ship_staged
 
     shipped = ship_staged(d["manifest"], dep.shape, checkpoint, d["check"])
     report = {"schema": "edgeshrink.exits_report", "schema_version": 1,

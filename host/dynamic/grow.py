@@ -28,9 +28,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils import prune
 
 from edgeshrink.host.errors import UserError
 from edgeshrink.host.prune.snip import weight
+from edgeshrink.host.prune.surgery import remove_channels_
+from edgeshrink.models.cells import CellNet
 
 POLICIES = ("skip_layer", "normal", "iterative")
 FORMS = ("unstructured", "structured")
@@ -108,8 +111,6 @@ def check_configs(model: nn.Module, epochs: int, growth: Optional[GrowthConfig],
         UserError: growth for a non-growing network, growth epochs of the wrong count or past the training, keep
             ratios of another length than the blocks, a bad policy, form, floor or batch.
     """
-    from edgeshrink.models.cells import CellNet
-
     blocks = len(model.blocks) if isinstance(model, CellNet) else None
     if growth is not None:
         if not isinstance(model, CellNet) or not model.growing:
@@ -193,8 +194,6 @@ def iterative_keep(keep: float, j: int, floor: float) -> float:
 def mask_block_(layers: Sequence[nn.Module], scores: Sequence[torch.Tensor], keep: float) -> float:
     """Unstructured SNIP on one block: the top ``keep`` fraction of its weights (pooled over ``layers``) by score kept
     under a mask (``torch.nn.utils.prune``; an existing mask is replaced); returns the fraction kept."""
-    from torch.nn.utils import prune
-
     flat = torch.cat([s.reshape(-1) for s in scores])
     k = max(int(round(keep * flat.numel())), 1)
     cut = torch.topk(flat, k).indices
@@ -217,8 +216,6 @@ def structured_block_(model: nn.Module, b: int, scores: Sequence[torch.Tensor], 
     summed; the block keeps ``round(keep * unpruned channels)`` channels: each cell its best one, the rest by one
     ranking over the block's cells; removed physically through Torch-Pruning's dependency graph. Returns each cell's
     kept width."""
-    from edgeshrink.host.prune.surgery import remove_channels_
-
     layers = block_layers(model, b)
     cell_scores = []
     for c in range(len(layers) // 2):
@@ -260,8 +257,6 @@ def reinit_block_(model: nn.Module, b: int) -> None:
 
 def finalize_masks_(model: nn.Module) -> None:
     """Make the unstructured masks permanent: zeros in the weights, the masks removed."""
-    from torch.nn.utils import prune
-
     for m in model.modules():
         if hasattr(m, "weight_mask"):
             prune.remove(m, "weight")

@@ -18,19 +18,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import tempfile
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
 
 import numpy as np
+import onnx
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
 
-from edgeshrink.host.data import Dataset
+from edgeshrink.device.dynamic import STAGED_SCHEMA, STAGED_SCHEMA_VERSION, _Chain, load_manifest
+from edgeshrink.host.bench import bench_inputs_on_device, bench_on_device
+from edgeshrink.host.data import Dataset, export_inputs
 from edgeshrink.host.errors import UserError
+from edgeshrink.host.export.artifact import ship_staged
+from edgeshrink.host.export.onnx import ExportCheckError, export_module
+from edgeshrink.host.io import atomic_path, prepare_dir, write_json
+from edgeshrink.host.job_inputs import resolve_inputs
+from edgeshrink.host.latency.predict import TablePredictor
 from edgeshrink.models.gated import GatedResNet
 
 
@@ -136,8 +147,6 @@ class _RNNGateStep(nn.Module):
 
 
 def _export(module: nn.Module, args, names_in, names_out, path: str) -> None:
-    from edgeshrink.host.export.onnx import export_module
-
     export_module(module.eval(), args, path, names_in, names_out)
 
 
@@ -149,8 +158,6 @@ def export_gated(model: GatedResNet, input_shape, folder: str) -> str:
     Feature tensors are ``features``, the gate's probability ``decision`` (and the recurrent gate's ``state`` in,
     ``state_out`` out), the head's output ``logits``.
     """
-    from edgeshrink.host.io import write_json
-
     os.makedirs(folder, exist_ok=True)
     model = model.eval()
     base = model.base
@@ -181,7 +188,6 @@ def export_gated(model: GatedResNet, input_shape, folder: str) -> str:
             h = blk(h)
     _export(_Head(base), (h,), ["features"], ["logits"], os.path.join(folder, "head.onnx"))
     steps.append({"kind": "stage", "name": "head", "onnx": "head.onnx", "exit": {"logits": "logits", "threshold": 0.0}})
-    from edgeshrink.device.dynamic import STAGED_SCHEMA, STAGED_SCHEMA_VERSION
 
     path = os.path.join(folder, "model.json")
     write_json(path, {"schema": STAGED_SCHEMA, "schema_version": STAGED_SCHEMA_VERSION, "model": model.model_name,
@@ -192,8 +198,6 @@ def export_gated(model: GatedResNet, input_shape, folder: str) -> str:
 def _inline(proto, prefix: str, inputs: Dict[str, str]):
     """A model's nodes and initializers renamed for a larger graph: its inputs wired to ``inputs`` (outer names),
     every other name prefixed. Returns ``(nodes, initializers, {output: new name})``."""
-    import onnx
-
     def name(n):
         return n if not n else inputs.get(n, prefix + n)
 
@@ -218,8 +222,6 @@ def _inline(proto, prefix: str, inputs: Dict[str, str]):
 
 def _like(value_info, name: str):
     """A copy of ``value_info`` (its type and shape) under another name."""
-    import onnx
-
     v = onnx.ValueInfoProto()
     v.CopyFrom(value_info)
     v.name = name
@@ -235,13 +237,6 @@ def export_gated_if(model: GatedResNet, input_shape, path: str, force: bool = Fa
     :func:`export_gated`: those of ``staged`` (its manifest) when given, else exported afresh into a temporary
     folder. Written atomically. Returns ``{block: decision output}``.
     """
-    import tempfile
-
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from edgeshrink.host.io import atomic_path
-
     with tempfile.TemporaryDirectory() as tmp:
         manifest = staged or export_gated(model, input_shape, tmp)
         with open(manifest, encoding="utf-8") as f:
@@ -309,9 +304,6 @@ def export_gated_if(model: GatedResNet, input_shape, path: str, force: bool = Fa
 def write_if_manifest(folder: str, onnx_file: str, decisions: Dict[str, str], model: GatedResNet, input_shape,
                       name: str = "model_if.json") -> str:
     """A one-stage staged model around :func:`export_gated_if`'s graph, its decisions named for the runner."""
-    from edgeshrink.device.dynamic import STAGED_SCHEMA, STAGED_SCHEMA_VERSION
-    from edgeshrink.host.io import write_json
-
     path = os.path.join(folder, name)
     write_json(path, {"schema": STAGED_SCHEMA, "schema_version": STAGED_SCHEMA_VERSION, "model": model.model_name,
                       "gates": model.gates, "input_shape": list(input_shape), "form": "if",
@@ -334,11 +326,6 @@ def check_gated(model: GatedResNet, manifest: str, x: np.ndarray, atol: float = 
         ExportCheckError: a decision differs away from the threshold, or the logits differ by more than ``atol``
         (the first input named).
     """
-    import contextlib
-
-    from edgeshrink.device.dynamic import _Chain, load_manifest
-    from edgeshrink.host.export.onnx import ExportCheckError
-
     steps = load_manifest(manifest)["steps"]
     model = model.eval()
     worst, runs, ties = 0.0, np.zeros(len(model.gated)), 0
@@ -430,8 +417,6 @@ def gated_macs(model: GatedResNet, input_shape, rates: Optional[Dict[str, float]
 
 def write_manifest_note(folder: str, note: Dict[str, object]) -> None:
     """Add ``note`` (the export check) to the manifest as ``check``, atomically."""
-    from edgeshrink.host.io import write_json
-
     path = os.path.join(folder, "model.json")
     with open(path, encoding="utf-8") as f:
         doc = json.load(f)
@@ -457,28 +442,19 @@ def measure_gated(checkpoint: str, table_path: str, dataset: str, out: str, data
         UserError: a checkpoint without gates, a dataset of another input shape, bad counts; TableError, DeviceError,
         CheckpointError as their loaders raise them.
     """
-    from edgeshrink.host.bench import bench_inputs_on_device, bench_on_device
-    from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint
-    from edgeshrink.host.data import export_inputs, load_dataset
-    from edgeshrink.host.io import prepare_dir, write_json
-    from edgeshrink.host.latency.predict import TablePredictor
-    from edgeshrink.host.latency.table import load_table, require_device
-
     for name, v in (("--limit", limit), ("--iters", iters), ("--check", check)):
         if v is not None and v < 1:
             raise UserError(f"{name} must be >= 1, got {v}")
-    ck = load_checkpoint(checkpoint)
+    inputs = resolve_inputs(checkpoint, table_path, device)
+    ck, model, table, device = inputs.checkpoint, inputs.model, inputs.table, inputs.device
     if not ck.get("gates"):
         raise UserError(f"{checkpoint} has no SkipNet gates (train it with host train --gates ff|rnn)")
-    model = model_from_checkpoint(ck, path=checkpoint)
-    table = load_table(table_path)
     predictor = TablePredictor.for_model(table, model.base)
-    data = load_dataset(dataset, data_dir, seed=seed)
+    data = inputs.load_data(dataset, data_dir, seed)
     shape = [1, *data.input_shape[1:]]
     if list(table.input_shape) != shape:
         raise UserError(f"{dataset} images are {'x'.join(map(str, shape))}, the table was built at "
                         f"{'x'.join(map(str, table.input_shape))}")
-    device = require_device(table, table_path, device)
     prepare_dir(out, "--out")
     log(f"exporting {model.model_name} with {model.kind} gates: per-block models and one graph with If per gated "
         f"block ({len(model.gated)} gated blocks)")
@@ -524,7 +500,6 @@ def measure_gated(checkpoint: str, table_path: str, dataset: str, out: str, data
         forms[f]["sha256"] = runs[f]["sha256"]  # the manifest the device ran (its step files in runs[f]["files"])
     best = min(forms, key=lambda f: forms[f]["measured_ms"]["mean"])
     dyn, chosen = runs[best], forms[best]
-    from edgeshrink.host.export.artifact import ship_staged
 
     shipped = ship_staged(manifests[best], shape, checkpoint, checks[best])
     macs = gated_macs(model, shape, dyn["block_rates"])

@@ -10,8 +10,12 @@ import warnings
 from typing import Dict, Sequence
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import torch
 import torch.nn as nn
+
+from edgeshrink.host.io import atomic_path
 
 OPSET = 18
 
@@ -55,8 +59,6 @@ def export_module(module: nn.Module, args: Sequence[torch.Tensor], path: str, in
                   output_names: Sequence[str], opset: int = OPSET, slim: bool = False, **kwargs):
     """Export ``module`` (eval mode) called on ``args`` to ``path`` with these input and output names, atomically,
     exporter chatter captured; ``kwargs`` go to ``torch.onnx.export``. Returns ``(nodes before slim, nodes)``."""
-    import onnx
-
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
@@ -71,7 +73,6 @@ def export_module(module: nn.Module, args: Sequence[torch.Tensor], path: str, in
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             proto = onnxslim.slim(proto)
     # write atomically: an interrupted export never leaves a partial .onnx behind
-    from edgeshrink.host.io import atomic_path
 
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
@@ -91,9 +92,6 @@ def check_onnx(model: nn.Module, path: str, input_shape: Sequence[int], atol: fl
     Raises:
         ExportCheckError: the checker fails or the difference exceeds ``atol`` x the output scale.
     """
-    import onnx
-    import onnxruntime as ort
-
     try:
         onnx.checker.check_model(onnx.load(path), full_check=True)
     except Exception as e:

@@ -14,28 +14,35 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Dict, Optional, Tuple
 
+import onnx
+import onnxruntime
 import torch
 import torch.nn as nn
+import torch_pruning
+import torch_pruning as tp
 
 from edgeshrink import models
-from edgeshrink.device.provenance import sha256_file
-from edgeshrink.host import __version__, ui
-from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from edgeshrink.host.data import Dataset, load_dataset
-from edgeshrink.host.errors import BudgetError, CheckpointError, TableError, UserError
+from edgeshrink.host import __version__
+from edgeshrink.host import distributed as dist_
+from edgeshrink.host import ui
+from edgeshrink.host.checkpoint import save_checkpoint
+from edgeshrink.host.data import Dataset
+from edgeshrink.host.errors import TableError, UserError
 from edgeshrink.host.export.artifact import export_checked_onnx, ship_onnx
 from edgeshrink.host.io import prepare_dir, write_json
+from edgeshrink.host.job_inputs import resolve_inputs
 from edgeshrink.host.latency.predict import TablePredictor
-from edgeshrink.host.latency.table import check_backend, fmt_shape, load_table, measuring_device
+from edgeshrink.host.latency.table import fmt_shape
 from edgeshrink.host.pipeline.budget import resolve_budget
 from edgeshrink.host.pipeline.confirm import check_bench_seconds, confirm_on_device, not_measured
+from edgeshrink.host.pipeline.plots import plot_widths
 from edgeshrink.host.pipeline.report import PruneReport, render_report, side
 from edgeshrink.host.pipeline.resume import ResumeState
-from edgeshrink.host.prune.methods import METHODS, MethodContext, check_config, check_method_reachable, method_spec, \
-    recover
 from edgeshrink.host.prune.config import NetAdaptConfig
+from edgeshrink.host.prune.methods import (METHODS, MethodContext, check_config, check_method_reachable, method_spec,
+                                           recover)
 from edgeshrink.host.tensorboard import open_writer
-from edgeshrink.host.train import check_task, evaluate
+from edgeshrink.host.train import METRIC_NAMES, check_task, evaluate
 
 __all__ = ["PruneJob", "run_prune", "render_report"]
 
@@ -72,17 +79,11 @@ class PruneJob:
 
 
 def _macs_params(model: nn.Module, input_shape) -> Dict[str, int]:
-    import torch_pruning as tp
-
     macs, params = tp.utils.count_ops_and_params(model, torch.zeros(*input_shape))
     return {"macs": int(macs), "params": int(params)}
 
 
 def _versions() -> Dict[str, str]:
-    import onnx
-    import onnxruntime
-    import torch_pruning
-
     return {"edgeshrink": __version__, "torch": torch.__version__,
             "torch_pruning": getattr(torch_pruning, "__version__", "?"), "onnx": onnx.__version__,
             "onnxruntime": onnxruntime.__version__}
@@ -107,8 +108,6 @@ def check_pruner_input(pruner, deploy) -> Tuple[int, ...]:
 
 def _progress_events(prog, method: str) -> Callable[[str, Dict[str, object]], None]:
     """A method's progress events as bars and log lines (NetAdapt's iterations and candidates)."""
-    from edgeshrink.host.train import METRIC_NAMES
-
     tasks: Dict[str, object] = {}
     metric = ["top-1"]
 
@@ -205,14 +204,11 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
         getattr(cfg, "long_term_epochs", NetAdaptConfig.long_term_epochs)
     lt_lr = job.long_term_lr if job.long_term_lr is not None else getattr(cfg, "long_term_lr", NetAdaptConfig.long_term_lr)
     check_bench_seconds(job.bench_seconds)  # refused before any work, not after the method
-    table = load_table(job.table)
-    check_backend(table, job.table, job.backend)
     # An imported table (the earlier NetAdapt work's Raspberry Pi table) describes a board that is not here:
     # prune with its predictions and leave the confirmation to `host bench` on that board, unless --device names one.
-    device = measuring_device(table, job.device)
+    inputs = resolve_inputs(job.checkpoint, job.table, job.device, job.backend, job.model, measure=False)
+    table, ckpt, base_model, device = inputs.table, inputs.checkpoint, inputs.model, inputs.device
     confirm = job.measure and device is not None
-    ckpt = load_checkpoint(job.checkpoint)
-    base_model = model_from_checkpoint(ckpt, job.model, job.checkpoint)
     name = ckpt["model"]
     if mode in ("lr-rewind", "scratch") and not isinstance(ckpt.get("train_config"), dict):
         raise UserError(f"--recover {mode} replays the original training schedule, and {job.checkpoint} has none "
@@ -238,15 +234,11 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
                "and trained in the recovery; the table's predictions and the confirmation are for every block run, "
                "`host dynamic` measures the gated network per input")
     space = predictor.space
-    from edgeshrink.host import distributed as dist_
 
-    dist_.agree(sha256_file(job.table), f"the table ({job.table})")
-    dist_.agree(sha256_file(job.checkpoint), f"the checkpoint ({job.checkpoint})")
+    dist_.agree(inputs.table_sha256, f"the table ({job.table})")
+    dist_.agree(inputs.checkpoint_sha256, f"the checkpoint ({job.checkpoint})")
     dist_.agree((job.method, job.budget, job.budget_ms, job.seed, cfg.to_dict()), "the prune settings")
-    data = data or load_dataset(job.dataset, job.data_dir, seed=job.seed)
-    if data.num_classes != ckpt["num_classes"]:
-        raise CheckpointError(f"{job.checkpoint} has {ckpt['num_classes']} classes, dataset {data.name} has "
-                              f"{data.num_classes}")
+    data = inputs.check_data(data) if data is not None else inputs.load_data(job.dataset, job.data_dir, job.seed)
     if tuple(data.input_shape) != tuple(pruner_shape):
         raise UserError(f"dataset {data.name} gives inputs {fmt_shape(data.input_shape)}, pruning runs at "
                         f"{fmt_shape(pruner_shape)} ({'--pruner-input' if job.pruner_input else 'the table and checkpoint'})")
@@ -278,8 +270,8 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
     dist_.barrier()
     base_eval = base_eval or {"val": evaluate(base_model, data, "val"), "test": evaluate(base_model, data, "test")}
     settings = cfg.to_dict()
-    state = ResumeState(str(out), sha256_file(job.checkpoint), float(budget_ms if budget_ms is not None else -1.0),
-                        {"table_sha256": sha256_file(job.table), "method": job.method, "granularity": granularity,
+    state = ResumeState(str(out), inputs.checkpoint_sha256, float(budget_ms if budget_ms is not None else -1.0),
+                        {"table_sha256": inputs.table_sha256, "method": job.method, "granularity": granularity,
                          "pruning_rate": job.pruning_rate, "seed": job.seed,
                          **{k: v for k, v in settings.items() if k not in ("budget_ms", "long_term_epochs",
                                                                            "long_term_lr", "max_iters")}})
@@ -362,7 +354,6 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
                      "measurements": table.build.get("measurements"), "entries": len(table.entries)},
         wall_s={"method": round(method_s, 1), "long_term": round(long_term_s, 1),
                 "total": round(time.monotonic() - t_start, 1)}).to_dict()
-    from edgeshrink.host.pipeline.plots import plot_widths
 
     plot_widths(space, base_widths, pruned_widths, str(out / "widths.png"),
                 f"{name}: {job.method} to {target}")

@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from edgeshrink.device.provenance import sha256_file
 from edgeshrink.host import ui
 from edgeshrink.host.bench import bench_on_device, stat_ms
 from edgeshrink.host.data import Dataset
 from edgeshrink.host.errors import BudgetError, UserError
 from edgeshrink.host.io import prepare_dir, write_json
+from edgeshrink.host.job_inputs import resolve_inputs
 from edgeshrink.host.latency.networks import NETWORK_ITERS, NETWORK_LOADS, network_loads
-from edgeshrink.host.latency.table import load_table, require_device
 from edgeshrink.host.pipeline import PruneJob, run_prune
 from edgeshrink.host.pipeline.confirm import confirmation_rounds
 from edgeshrink.host.pipeline.plots import plot_pareto
@@ -113,13 +112,15 @@ def run_compare(job: CompareJob, configs: Dict[str, object], data: Dataset) -> D
     """
     t0 = time.monotonic()
     out = Path(job.out)
-    table = load_table(job.table)
-    device = require_device(table, job.table, job.device)  # before any run: every network is measured at the end
+    # before any run: every network is measured at the end, so an imported table needs --device now
+    inputs = resolve_inputs(job.checkpoint, job.table, job.device, job.backend)
+    table, device = inputs.table, inputs.device
+    data = inputs.check_data(data)
     if set(configs) != set(job.methods):
         raise UserError("host compare needs one settings object per method")
     from edgeshrink.host import distributed as dist_
 
-    ckpt_sha, table_sha = sha256_file(job.checkpoint), sha256_file(job.table)
+    ckpt_sha, table_sha = inputs.checkpoint_sha256, inputs.table_sha256
     dist_.agree(table_sha, f"the table ({job.table})")
     dist_.agree(ckpt_sha, f"the checkpoint ({job.checkpoint})")
     if dist_.is_main():
@@ -149,11 +150,9 @@ def run_compare(job: CompareJob, configs: Dict[str, object], data: Dataset) -> D
                               resume=run_dir.is_dir(), seed=job.seed, method=m, recover=job.recover,
                               long_term_epochs=job.long_term_epochs, long_term_lr=job.long_term_lr, measure=False)
                 if base_eval is None:
-                    from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint
                     from edgeshrink.host.train import evaluate
 
-                    bm = model_from_checkpoint(load_checkpoint(job.checkpoint), path=job.checkpoint)
-                    base_eval = {"val": evaluate(bm, data, "val"), "test": evaluate(bm, data, "test")}
+                    base_eval = {"val": evaluate(inputs.model, data, "val"), "test": evaluate(inputs.model, data, "test")}
                 try:
                     with dist_.local():  # this rank's run alone: its NetAdapt and recovery in this process
                         report = run_prune(pj, configs[m], data=data, base_eval=base_eval)
@@ -219,11 +218,8 @@ def run_compare(job: CompareJob, configs: Dict[str, object], data: Dataset) -> D
                               "loads": network_loads(None, rounds)}}
     from edgeshrink.models.cells import has_exits
 
-    from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint
-
-    bmodel = model_from_checkpoint(load_checkpoint(job.checkpoint), path=job.checkpoint)
-    if has_exits(bmodel):
-        result["early_exit"] = early_exit_rows(job, bmodel, data, table, device, baseline, rows, base_onnx, paths[1:])
+    if has_exits(inputs.model):
+        result["early_exit"] = early_exit_rows(job, inputs.model, data, table, device, baseline, rows, base_onnx, paths[1:])
         plot_per_input(result, str(out / "pareto_per_input.png"))
     result["wall_s"] = round(time.monotonic() - t0, 1)
     write_json(out / "compare.json", result)

@@ -27,18 +27,21 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch_pruning as tp
 
 from edgeshrink import models
 from edgeshrink.host import distributed as dist_
 from edgeshrink.host.data import Dataset
+from edgeshrink.host.dynamic.grow import sdn_loss, sdn_loss_fn, sdn_weights
 from edgeshrink.host.errors import UserError
 from edgeshrink.host.latency.space import PruningSpace, channel_grid
 from edgeshrink.host.prune import criteria
+from edgeshrink.host.prune import eigendamage as ed
 from edgeshrink.host.prune.config import (METHOD_TRAITS, RECOVERY, EigenDamageConfig, MagnitudeConfig, MethodTraits,
                                           MorphNetConfig, NetAdaptConfig, SlimmingConfig, SnipMethodConfig, SWDConfig,
                                           TaylorConfig, UniformConfig, check_config)
@@ -46,7 +49,6 @@ from edgeshrink.host.prune.netadapt import NetAdapt
 from edgeshrink.host.prune.regularizers import MorphNetRegularizer, SlimmingRegularizer, SWDRegularizer
 from edgeshrink.host.prune.snip import snip_scores
 from edgeshrink.host.train import TrainConfig, Trainer, UserTrainer, train
-
 
 
 @dataclass
@@ -194,7 +196,6 @@ def run_uniform(ctx: MethodContext, cfg: UniformConfig):
     model = copy.deepcopy(ctx.model).eval()
     widths = ctx.widths(model)
     r = criteria.uniform_widths(ctx.predictor, widths, ctx.grids, ctx.budget_ms)
-    import torch_pruning as tp
 
     scores = criteria.group_scores(model, ctx.space, tp.importance.MagnitudeImportance(p=2, normalizer=None),
                                    ctx.input_shape)
@@ -218,8 +219,6 @@ def taylor_gradients(model: nn.Module, data: Dataset, batches: int, batch_size: 
 def run_criterion(kind: str):
     """``magnitude`` or ``taylor``: score once, prune to the budget in one shot."""
     def run(ctx: MethodContext, cfg):
-        import torch_pruning as tp
-
         model = copy.deepcopy(ctx.model).eval()
         if kind == "taylor":
             imp = tp.importance.TaylorImportance()
@@ -273,8 +272,6 @@ def run_slimming(ctx: MethodContext, cfg: SlimmingConfig):
 
 
 def run_swd(ctx: MethodContext, cfg: SWDConfig):
-    import torch_pruning as tp
-
     model = copy.deepcopy(ctx.model)
     members = {g.name: [model.get_submodule(m) for m in g.members] for g in ctx.space.groups}
     bns = criteria.group_batchnorms(model, ctx.space, ctx.input_shape)
@@ -355,8 +352,6 @@ def _kfac_batches(ctx: MethodContext, n: int, seed: int) -> List[Tuple[torch.Ten
 
 
 def run_eigendamage(ctx: MethodContext, cfg: EigenDamageConfig):
-    from edgeshrink.host.prune import eigendamage as ed
-
     model = copy.deepcopy(ctx.model).eval()
     base_ms = ctx.predict(ctx.widths(model))
     records, threshold = [], 0.0
@@ -387,8 +382,6 @@ def run_eigendamage(ctx: MethodContext, cfg: EigenDamageConfig):
 
 
 def run_snip(ctx: MethodContext, cfg: SnipMethodConfig):
-    from edgeshrink.host.dynamic.grow import sdn_loss, sdn_weights
-
     model = copy.deepcopy(ctx.model).eval()
     g = torch.Generator().manual_seed(ctx.seed)
     x, y = next(iter(ctx.data.batches("train", cfg.prune_batch, shuffle=True, generator=g)))
@@ -460,7 +453,6 @@ def recover(model: nn.Module, mode: str, ctx: MethodContext, epochs: int, lr: fl
     def loss(m):  # a network with internal classifiers recovers with all of them (the SDN loss)
         if not hasattr(m, "forward_exits"):
             return None
-        from edgeshrink.host.dynamic.grow import sdn_loss_fn
 
         return sdn_loss_fn(m)
 

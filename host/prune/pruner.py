@@ -15,7 +15,9 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 import torch.nn as nn
+import torch_pruning as tp
 
+from edgeshrink.host.latency.predict import TablePredictor
 from edgeshrink.host.latency.space import channel_grid
 from edgeshrink.host.prune import criteria
 
@@ -43,8 +45,6 @@ class LatencyPruner:
     def __init__(self, model: nn.Module, table, budget_ms: float, importance="magnitude", scope: str = "global",
                  rank: str = "importance", iterative_steps: int = 1, granularity: Optional[int] = None,
                  min_keep: float = 0.25):
-        from edgeshrink.host.latency.predict import TablePredictor
-
         if isinstance(importance, str) and importance not in IMPORTANCES:
             raise ValueError(f"importance must be one of {IMPORTANCES} or a Torch-Pruning Importance")
         if iterative_steps < 1:
@@ -67,8 +67,6 @@ class LatencyPruner:
         return {g.name: self.model.get_submodule(g.name).out_channels for g in self.space.groups}
 
     def _importance(self):
-        import torch_pruning as tp
-
         if not isinstance(self.importance, str):
             return self.importance
         return {"magnitude": lambda: tp.importance.MagnitudeImportance(p=2),

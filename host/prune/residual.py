@@ -11,11 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import onnx
 import torch
 import torch.nn as nn
 
+from edgeshrink.host import ui
+from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from edgeshrink.host.errors import UserError
+from edgeshrink.host.export.artifact import ship_onnx
+from edgeshrink.host.io import prepare_dir, write_json
 from edgeshrink.host.latency.key import LayerKey, family_at_out
-from edgeshrink.models.residual import IndependentResNet, branch_names
+from edgeshrink.host.train import TrainConfig, evaluate, train
+from edgeshrink.models.residual import IndependentResNet, branch_names, independent_from_dense
 
 
 def layer_keys(model: IndependentResNet, input_hw=(32, 32)) -> Dict[str, List]:
@@ -126,16 +133,6 @@ def run_independent(checkpoint: str, per_stage: Dict[str, int], data, out: str, 
     Raises:
         UserError: a checkpoint that is not a coupled CIFAR ResNet. CheckpointError: an unreadable one.
     """
-    import onnx
-
-    from edgeshrink.host import ui
-    from edgeshrink.host.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-    from edgeshrink.host.errors import UserError
-    from edgeshrink.host.export.artifact import ship_onnx
-    from edgeshrink.host.io import prepare_dir, write_json
-    from edgeshrink.host.train import TrainConfig, evaluate, train
-    from edgeshrink.models.residual import independent_from_dense
-
     ckpt = load_checkpoint(checkpoint)
     if not str(ckpt["model"]).startswith("resnet") or ckpt.get("residual"):
         raise UserError(f"{checkpoint}: independent residual pruning needs a coupled CIFAR ResNet checkpoint, "

@@ -248,13 +248,17 @@ def test_one_vocabulary_across_the_commands():
         assert len(seen.get(old_meaning, ())) <= 1, old_meaning
 
 
-def test_earlier_spellings_still_work_with_a_one_line_notice(host_cli, tmp_path, untrained_ckpt):
+def test_earlier_spellings_still_work_with_a_one_line_notice(host_cli, tmp_path, untrained_ckpt, formula_table):
     r = host_cli("inputs", "--dataset", "digits", "--limit", "3", "-o", str(tmp_path / "a.npz"))
     assert r.returncode == 0 and (tmp_path / "a.npz").exists()
     assert "host: note: -o is deprecated; use --out-npz" in r.stderr.splitlines()
-    r = host_cli("export", str(untrained_ckpt), "--out", str(tmp_path / "e"))
-    assert r.returncode == 0 and (tmp_path / "e" / "artifact.json").exists()
-    assert f"host: note: a positional checkpoint is deprecated; use --checkpoint {untrained_ckpt}" in r.stderr
+    # a positional checkpoint is the checkpoint: host exits reads it (and refuses it for having no classifiers)
+    r = host_cli("exits", str(untrained_ckpt), "--perf-table", str(formula_table), "--budget", "0.5", "--out",
+                 str(tmp_path / "e"))
+    error_line(r, "no internal classifiers")
+    assert r.stderr.splitlines()[:2] == [  # parsing notes the option, then resolving the positional checkpoint
+        "host: note: --perf-table is deprecated; use --table",
+        f"host: note: a positional checkpoint is deprecated; use --checkpoint {untrained_ckpt}"]
     one_line_error(host_cli("export", str(untrained_ckpt), "--checkpoint", str(untrained_ckpt), "--out",
                             str(tmp_path / "f")), "give the checkpoint once")
     one_line_error(host_cli("dynamic", "--table", "t.json", "--out", str(tmp_path / "g")), "--checkpoint is required")
