@@ -8,13 +8,17 @@ from edgeshrink.host.latency.networks import NETWORK_ITERS, NETWORK_ROUNDS
 from edgeshrink.host.pipeline.confirm import MAX_CONFIRMATION_ROUNDS, confirmation_rounds
 
 
-@pytest.mark.parametrize("seconds,predicted", [(20.0, [1.0, 0.5]), (40.0, [1.0, 0.5]), (5.0, [3.0, 2.5]),
-                                                (20.0, [0.2, 0.07])])
-def test_the_bursts_span_the_time_asked_for_and_no_more(seconds, predicted):
-    """Every burst times each network NETWORK_ITERS times: the rounds chosen cover the span, one fewer would not."""
-    rounds = confirmation_rounds(seconds, predicted)
-    span = lambda n: n * NETWORK_ITERS * sum(predicted) / 1000.0  # noqa: E731 - seconds of timing in n rounds
-    assert span(rounds) >= seconds > span(rounds - 1)
+@pytest.mark.parametrize("seconds,predicted,rounds", [
+    (20.0, [1.0, 0.5], 3334),  # a burst: 4 runs of 1.5 ms = 6 ms; 20 s / 6 ms = 3333.3, so 3334 bursts
+    (40.0, [1.0, 0.5], 6667),  # 40 s / 6 ms = 6666.7
+    (5.0, [3.0, 2.5], 228),  # 4 x 5.5 ms = 22 ms; 5 s / 22 ms = 227.3
+    (20.0, [0.2, 0.07], 18519),  # 4 x 0.27 ms = 1.08 ms; 20 s / 1.08 ms = 18518.5
+    (1.0, [3.0, 2.5], 150),  # 1 s / 22 ms = 45.5, fewer than a calibration network's 150 bursts
+])
+def test_the_bursts_span_the_time_asked_for_and_no_more(seconds, predicted, rounds):
+    """Every burst times each network 4 times (NETWORK_ITERS): enough bursts for the span, counted by hand."""
+    assert NETWORK_ITERS == 4 and NETWORK_ROUNDS == 150
+    assert confirmation_rounds(seconds, predicted) == rounds
 
 
 def test_rounds_are_bounded_below_by_a_calibration_network_and_above():
