@@ -36,6 +36,7 @@ def staged_ff(tmp_path_factory, digits):
     return m, skipnet.export_gated(m, (1, 3, 32, 32), str(folder / "staged")), inputs, x
 
 
+@pytest.mark.slow  # the shared staged export (staged_ff) takes about 15 s: the full tier's
 def test_the_staged_model_decides_as_torch_input_by_input(staged_ff):
     m, manifest, _, x = staged_ff
     with torch.no_grad():
@@ -49,6 +50,7 @@ def test_the_staged_model_decides_as_torch_input_by_input(staged_ff):
     assert [s["kind"] for s in doc["steps"]].count("gated") == 7 and doc["steps"][-1]["name"] == "head"
 
 
+@pytest.mark.slow  # the shared staged export (staged_ff) takes about 15 s: the full tier's
 def test_the_device_runs_the_blocks_torch_runs(staged_ff):
     from edgeshrink.device.dynamic import bench_dynamic
 
@@ -62,6 +64,7 @@ def test_the_device_runs_the_blocks_torch_runs(staged_ff):
     assert got["worst_case_ms"]["mean"] >= got["latency_ms"]["min"]
 
 
+@pytest.mark.slow  # the shared staged export (staged_ff) takes about 15 s: the full tier's
 def test_a_changed_block_is_caught_by_the_check(staged_ff, tmp_path):
     from edgeshrink.host.export.onnx import ExportCheckError
 

@@ -51,6 +51,7 @@ def test_fp16_weights_are_half_size_and_close(tmp_path, trained_ckpt):
     assert f32["check"]["max_abs_diff"] <= 1e-4
 
 
+@pytest.mark.slow
 def test_a_wrong_tflite_is_caught(tmp_path, untrained_ckpt):
     """The check compares against the checkpoint's own model: a file from other weights fails it."""
     import torch

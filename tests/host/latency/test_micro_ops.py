@@ -87,7 +87,10 @@ OPS = ["dwconv_relu6", "hardswish", "hardsigmoid", "sigmoid", "silu", "grouped",
        "avgpool", "concat", "nearest", "bilinear", "mul", "gap_linear"]
 
 
-@pytest.mark.parametrize("op", OPS)
+FAST_OPS = ("dwconv_relu6", "se", "residual_add", "bilinear")  # one of each kind in the fast tier; all in the full
+
+
+@pytest.mark.parametrize("op", [o if o in FAST_OPS else pytest.param(o, marks=pytest.mark.slow) for o in OPS])
 def test_micro_models_run_the_nodes_the_network_runs(op, tmp_path):
     net = Block(op).eval()
     shape = (1, 3, 16, 16)
