@@ -45,7 +45,7 @@ def main() -> int:
     steps = Steps()
     data = ["--dataset", "cityscapes", "--data-dir", str(cs)]
     steps("train", work / "train" / "model.pt", "train", "--model", args.model, *data, "--image-size", str(ph),
-          "--epochs", args.epochs, "--batch-size", "8", "--lr", "0.05", "--schedule", "poly", "--power", "2",
+          "--epochs", args.epochs, "--batch-size", "8", "--lr", "0.05", "--schedule", "poly", "--poly-power", "2",
           "--criterion", "rmi", "--out", str(work / "train"))
     table = work / f"table_{dh}x{dw}.json"
     steps("table", table, "table", "build", "--model", args.model, "--num-classes", "19", "--input", f"1x3x{dh}x{dw}",
