@@ -12,6 +12,8 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Dict, NamedTuple, Optional
 
+from edgeshrink.host.errors import UserError
+
 SCOPES = ("global", "local", "safe")  # where the criterion methods rank channels (criteria.widths_to_budget)
 RANKS = ("importance", "per-ms")  # by score, or by score per ms of marginal latency
 PENALTIES = ("l1", "smooth-l1")  # network slimming's sparsity penalty
@@ -150,8 +152,6 @@ def check_config(method: str, cfg) -> None:
     Raises:
         UserError: one line.
     """
-    from edgeshrink.host.errors import UserError
-
     def bad(msg):
         raise UserError(f"--method {method}: {msg}")
 

@@ -17,7 +17,7 @@ history. Recovery training (fine-tuning, LR rewinding, retraining from scratch) 
   eigenbasis, channels removed globally to the budget in ``pruning_iterations`` rounds; with ``eigenbasis =
   "latency"``, a layer takes its eigenbasis form (three convolutions) where that is measured faster than the plain
   pruned layer on the table's device.
-- ``snip``: structured SNIP (Lee et al. 2019, Eq. 6, :mod:`edgeshrink.host.dynamic.grow`): the connection sensitivity
+- ``snip``: structured SNIP (Lee et al. 2019, Eq. 6, :mod:`.snip`): the connection sensitivity
   ``|w dL/dw|`` on one batch of ``prune_batch`` training examples, normalised, summed per filter and over a group's
   coupled convolutions; channels removed by one ranking to the budget (the SDN loss where the network has internal
   classifiers).
