@@ -34,10 +34,10 @@ def test_tegrastats_power_idle_window_and_energy_per_inference(tmp_path):
     # The replay starts with the capture's idle phase: its first 8 lines hold VDD_IN 5542-5621 mW, and a 0.3 s idle
     # window at one line per 50 ms sees no later one; the burn that follows draws more.
     assert 5542 <= p["idle_power_mw"] <= 5621
-    assert p["mean_power_mw"] >= p["idle_power_mw"] and p["energy_above_idle_per_inference_mj"] >= 0
-    assert p["energy_per_inference_mj"] == pytest.approx(p["mean_power_mw"] * p["timed_s"] / ITERS)
-    assert p["energy_above_idle_per_inference_mj"] == pytest.approx(
-        (p["mean_power_mw"] - p["idle_power_mw"]) * p["timed_s"] / ITERS)
+    # every line of the capture holds VDD_IN between 5542 and 13830 mW, so does the timed window's mean; the energy
+    # arithmetic has its known answer in tests/device/power/test_energy.py
+    assert p["idle_power_mw"] <= p["mean_power_mw"] <= 13830 and p["energy_above_idle_per_inference_mj"] >= 0
+    assert 0 < p["energy_per_inference_mj"] <= 13830 * p["timed_s"] / ITERS
     logs = tmp_path / "logs"
     raw = (logs / "m.onnx.tegrastats.log").read_text().splitlines()
     assert raw[0] in capture.read_text()  # the raw log is kept for the host to pull back

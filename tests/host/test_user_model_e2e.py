@@ -29,7 +29,7 @@ def test_a_users_mobilenet_is_pruned_to_0_6_of_its_latency_and_confirmed(project
     assert r.returncode == 0, r.stderr[-2000:]
     table = tmp_path / "table.json"
     r = host_cli("table", "build", "--model", ref, "--input", "1x3x64x64", "--granularity", "16", "--iters", "50",
-                 "--rounds", "1", "--calibrate", "16", "--jobs", "2", "--out-table", table)
+                 "--rounds", "1", "--calibrate", "8", "--jobs", "2", "--out-table", table)
     assert r.returncode == 0, r.stderr[-2000:]
     t = json.loads(table.read_text())
     assert t["models"] == [ref] and t["build"]["model_source"]["sha256"]
@@ -38,7 +38,7 @@ def test_a_users_mobilenet_is_pruned_to_0_6_of_its_latency_and_confirmed(project
     for method, extra in (("netadapt", ["--short-term-steps", "5", "--init-reduction", "0.15"]),):
         out = tmp_path / method
         r = host_cli("prune", "--checkpoint", base / "model.pt", "--table", table, "--budget", "0.6",
-                     "--method", method, "--long-term-epochs", "1", "--bench-seconds", "4", *extra, "--out", out)
+                     "--method", method, "--long-term-epochs", "1", "--bench-seconds", "2", *extra, "--out", out)
         assert r.returncode == 0, r.stderr[-2000:]
         rep = json.loads((out / "report.json").read_text())
         assert rep["model"] == ref and rep["model_source"]["file"].endswith("net.py")

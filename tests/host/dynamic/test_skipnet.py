@@ -224,8 +224,8 @@ def test_the_one_graph_form_decides_as_torch_and_as_the_per_block_form(staged_ff
     assert np.abs(got_all - want).max() <= 1e-4
 
 
-@pytest.mark.parametrize("method,kind", [pytest.param("uniform", "ff", marks=pytest.mark.slow),
-                                         pytest.param("uniform", "rnn", marks=pytest.mark.slow),
+# uniform with ff gates is left out: ff gates are pruned by eigendamage-ff, and uniform's narrowing by uniform-rnn
+@pytest.mark.parametrize("method,kind", [pytest.param("uniform", "rnn", marks=pytest.mark.slow),
                                          pytest.param("eigendamage", "ff", marks=pytest.mark.slow)])
 def test_a_gated_network_is_pruned_with_its_gates(method, kind, tmp_path, host_cli, formula_table):
     """The seed's order: train with gates, prune statically, fine-tune with the gates (the recovery)."""

@@ -12,6 +12,7 @@ from edgeshrink.host.latency.key import family
 from edgeshrink.host.latency.predict import TablePredictor, weight_gate
 from edgeshrink.host.latency.table import load_table
 from tests.conftest import one_line_error
+from tests.tables import OVERHEAD_MS, predicted_by_formula
 
 
 def test_fit_recovers_known_coefficients():
@@ -127,13 +128,15 @@ def test_corrected_predictor_applies_the_fit_per_site(formula_table, tmp_path):
     table = load_table(str(formula_table))
     raw = TablePredictor.for_model(table, models.create_model("resnet20"), corrected=False)
     w = raw.space.full_widths
-    f = features(raw, w)
-    coef = {"intercept_ms": 0.05, "conv": 0.9, "other": 1.5, "weights_ms_per_mparam": 0.02}
+    # one scale for every site and no weights term: the known answer is the formula's sum, scaled, with the intercept
+    # in place of the table's overhead
+    coef = {"intercept_ms": 0.05, "conv": 0.9, "other": 0.9, "weights_ms_per_mparam": 0.0}
     table.calibration["fit"] = {"model": "resnet20", "coefficients": coef}
     pred = TablePredictor.for_model(table, models.create_model("resnet20"))
-    assert pred.predict_ms(w) == pytest.approx(f @ np.array(list(coef.values())), rel=1e-12)
+    by_hand = predicted_by_formula("resnet20", w)
+    assert raw.predict_ms(w) == pytest.approx(by_hand, rel=1e-12)
+    assert pred.predict_ms(w) == pytest.approx(0.05 + 0.9 * (by_hand - OVERHEAD_MS), rel=1e-12)
     assert pred.predict_ms(w) == pytest.approx(0.05 + sum(pred.layer_ms(w)), rel=1e-12)
-    assert raw.predict_ms(w) == pytest.approx(table.overhead_ms + f[1] + f[2], rel=1e-12)
     assert pred.fit_scope() == "fitted"
     # a fit from another model's networks applies by default with its intercept moved per site, and says so
     table.calibration["fit"]["model"] = "resnet56"

@@ -36,30 +36,43 @@ def rewindable_ckpt(tmp_path_factory):
     return path
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("method", list(TINY))
-def test_each_method_meets_its_budget_end_to_end(method, tmp_path, host_cli, formula_table, untrained_ckpt):
-    out = tmp_path / method
-    r = host_cli("prune", "--method", method, *TINY[method], "--table", str(formula_table), "--checkpoint",
-                 str(untrained_ckpt), "--budget", "0.6", "--long-term-epochs", "1", "--bench-seconds", "0.5",
-                 "--out", str(out))
-    assert r.returncode == 0, r.stderr[-3000:]
+def check_run(out, method, long_term_epochs=1, confirmed=True):
+    """The checks every pruned run passes, whichever command ran it: the formula's prediction within the budget, a
+    measured cut (``confirmed``: host prune measures its run; host compare measures its runs side by side and checks
+    its rows), the recovery, the plot, the checkpoint and the shipped file. Returns the report."""
     rep = json.loads((out / "report.json").read_text())
     b, p = rep["baseline"], rep["pruned"]
     widths = SPACE.widths_from_spec(p["channels"])
     # the table's prediction is the formula's, and it meets the budget
     assert p["latency_ms_predicted"] == pytest.approx(predicted_by_formula("resnet20", widths), rel=1e-12)
     assert p["latency_ms_predicted"] <= rep["budget_ms"] == pytest.approx(0.6 * b["latency_ms_predicted"])
-    assert p["params"] < b["params"] and p["latency_ms_measured"] < b["latency_ms_measured"]
-    assert rep["method"] == method and rep["confirmed_on_device"] and rep["onnx_check"]["pruned"]["max_abs_diff"] <= 1e-4
+    assert p["params"] < b["params"] and rep["method"] == method
+    assert rep["onnx_check"]["pruned"]["max_abs_diff"] <= 1e-4
+    if confirmed:
+        assert rep["confirmed_on_device"] and p["latency_ms_measured"] < b["latency_ms_measured"]
     assert rep["recovery"]["mode"] == ("none" if method == "swd" else "fine-tune")
-    assert len(rep["long_term"]) == (0 if method == "swd" else 1)
+    assert len(rep["long_term"]) == (0 if method == "swd" else long_term_epochs)
     assert (out / "widths.png").stat().st_size > 1000 and not (out / "netadapt_state.pt").exists()
     assert load_checkpoint(str(out / "model.pt"))["channels"] == p["channels"]
     # the file measured is the file shipped: the device's hash of what it ran is artifact.json's
     art = assert_shipped(out, p["onnx_sha256"])
     assert rep["artifact"] == {"file": "model.onnx", "sha256": p["onnx_sha256"]} and art["export"]["slim"]
     assert art["source_checkpoint"]["channels"] == p["channels"]
+    if method == "magnitude":
+        assert all(w >= 0.25 * SPACE.full_widths[g] for g, w in widths.items())  # the safe floor
+    return rep
+
+
+# uniform and magnitude run end to end in test_compare_resumes_after_an_interruption, through the same check_run
+@pytest.mark.slow
+@pytest.mark.parametrize("method", [m for m in TINY if m not in ("uniform", "magnitude")])
+def test_each_method_meets_its_budget_end_to_end(method, tmp_path, host_cli, formula_table, untrained_ckpt):
+    out = tmp_path / method
+    r = host_cli("prune", "--method", method, *TINY[method], "--table", str(formula_table), "--checkpoint",
+                 str(untrained_ckpt), "--budget", "0.6", "--long-term-epochs", "1", "--bench-seconds", "0.5",
+                 "--out", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = check_run(out, method)
     settings = rep["settings"]
     if method == "slimming":
         assert settings["penalty"] == "smooth-l1" and settings["sparsity"] is None  # 1e-6, the variant's default
@@ -74,8 +87,6 @@ def test_each_method_meets_its_budget_end_to_end(method, tmp_path, host_cli, for
         assert settings["correct_eigenvalues"] and settings["damping"] == 1e-3
         assert [h["round"] for h in rep["iterations"]] == [1, 2]
         assert rep["iterations"][0]["predicted_ms"] > rep["iterations"][1]["predicted_ms"]
-    if method == "magnitude":
-        assert all(w >= 0.25 * SPACE.full_widths[g] for g, w in widths.items())  # the safe floor
 
 
 @pytest.mark.slow
@@ -128,7 +139,8 @@ def test_compare_resumes_after_an_interruption(tmp_path, host_cli, formula_table
 
     out = tmp_path / "cmp"
     args = ["compare", "--methods", "uniform,magnitude", "--budgets", "0.6", "--table", str(formula_table),
-            "--checkpoint", str(untrained_ckpt), "--long-term-epochs", "0", "--bench-seconds", "1", "--out", str(out)]
+            "--checkpoint", str(untrained_ckpt), "--long-term-epochs", "1", *TINY["magnitude"], "--bench-seconds", "1",
+            "--out", str(out)]
     real, calls = compare.run_prune, []
 
     def interrupted(job, cfg, data=None, base_eval=None):
@@ -151,6 +163,7 @@ def test_compare_resumes_after_an_interruption(tmp_path, host_cli, formula_table
     res = json.loads((out / "compare.json").read_text())
     assert [(row["method"], row["budget"]) for row in res["rows"]] == [("uniform", 0.6), ("magnitude", 0.6)]
     for row in res["rows"]:
+        check_run(out / "runs" / f"{row['method']}_b0.6", row["method"], confirmed=False)  # each run as host prune's
         assert_shipped(row["run"], row["onnx_sha256"])  # each row measured the file its run ships
         assert row["latency_ms_measured"] < res["baseline"]["latency_ms_measured"]
         assert row["ratio_measured_median"] == pytest.approx(row["latency_ms_measured"] / res["baseline"]["latency_ms_measured"])
@@ -159,7 +172,7 @@ def test_compare_resumes_after_an_interruption(tmp_path, host_cli, formula_table
     assert (out / "pareto.png").stat().st_size > 1000
     assert "pred. error" in r.stdout and "magnitude" in r.stdout and "baseline" in r.stdout  # the summary table
     # a third run with other settings for one method redoes that one only
-    r = host_cli(*args[:-2], "--norm", "1", "--out", str(out))
+    r = host_cli(*args[:-2], "--norm", "2", "--out", str(out))
     assert r.returncode == 0 and "uniform at budget 0.6: complete" in r.stderr and "magnitude at budget 0.6: complete" not in r.stderr
 
 
