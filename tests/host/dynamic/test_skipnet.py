@@ -206,7 +206,8 @@ def test_the_one_graph_form_decides_as_torch_and_as_the_per_block_form(staged_ff
     from edgeshrink.device.dynamic import bench_dynamic
 
     m, manifest, inputs, x = staged_ff
-    dec = skipnet.export_gated_if(m, (1, 3, 32, 32), str(tmp_path / "net.onnx"))
+    # built from the fixture's staged steps (what host dynamic does); without them it exports the same steps afresh
+    dec = skipnet.export_gated_if(m, (1, 3, 32, 32), str(tmp_path / "net.onnx"), staged=manifest)
     one = skipnet.write_if_manifest(str(tmp_path), "net.onnx", dec, m, (1, 3, 32, 32))
     got = skipnet.check_gated(m, one, x)
     assert got["decisions_equal"] and got["ties"] == 0 and got["max_abs_diff"] <= 1e-4
@@ -214,7 +215,7 @@ def test_the_one_graph_form_decides_as_torch_and_as_the_per_block_form(staged_ff
     assert runs["per_input"]["executed"] == bench_dynamic(manifest, inputs, iters=1, warmup=1)["per_input"]["executed"]
     assert list(runs["block_rates"]) == m.gated and runs["exit_histogram"] == {"network": len(x)}
     # forced: every block runs, so its logits are the ungated network's
-    skipnet.export_gated_if(m, (1, 3, 32, 32), str(tmp_path / "all.onnx"), force=True)
+    skipnet.export_gated_if(m, (1, 3, 32, 32), str(tmp_path / "all.onnx"), force=True, staged=manifest)
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(tmp_path / "all.onnx"), providers=["CPUExecutionProvider"])
