@@ -192,17 +192,16 @@ def test_prune_end_to_end_with_resume(tmp_path, host_cli, formula_table, untrain
 @pytest.mark.slow
 def test_demo_runs_the_main_job(tmp_path, host_cli):
     r = host_cli("demo", "--out", str(tmp_path / "demo"), "--epochs", "1", "--short-term-steps", "2",
-                 "--long-term-epochs", "1", "--init-reduction", "0.15", "--decay", "0.9", "--calibrate", "12",
+                 "--long-term-epochs", "1", "--init-reduction", "0.15", "--decay", "0.9", "--calibrate", "0",
                  "--bench-seconds", "1", "--granularity", "8", "--table-iters", "30", "--table-rounds", "1")
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads((tmp_path / "demo" / "pruned" / "report.json").read_text())
     assert report["pruned"]["latency_ms_predicted"] <= report["budget_ms"]
     assert report["budget_fraction"] == pytest.approx(0.5)
     assert (tmp_path / "demo" / "base" / "model.pt").exists()
-    fit = json.loads((tmp_path / "demo" / "table.json").read_text())["calibration"]["fit"]
-    # 12 networks: with 6 a fresh clone's fit once put 0.19 ms in the intercept and the 0.5 budget below the narrowest
-    # network's prediction
-    assert fit["model"] == "resnet20" and len(fit["networks"]) == 12  # NetAdapt pruned on the calibrated table
+    # --calibrate 0: the calibration networks' build and fit have their own end to end in
+    # tests/host/latency/test_calibrate.py (the demo's default, 20, is what README command 1 runs)
+    assert "fit" not in json.loads((tmp_path / "demo" / "table.json").read_text())["calibration"]
     assert "the demo preset (DEMO_PRESET" in r.stderr  # its schedule is named, and host prune's defaults beside it
     assert "demo finished" in r.stderr
     assert not (tmp_path / "demo" / "table.json.build").exists()
