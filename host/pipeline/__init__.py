@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import onnx
 import onnxruntime
@@ -42,7 +42,7 @@ from edgeshrink.host.prune.config import NetAdaptConfig
 from edgeshrink.host.prune.methods import (METHODS, MethodContext, check_config, check_method_reachable, method_spec,
                                            recover)
 from edgeshrink.host.tensorboard import open_writer
-from edgeshrink.host.train import METRIC_NAMES, check_task, evaluate
+from edgeshrink.host.train import METRIC_NAMES, check_task, evaluate, metric_text
 
 __all__ = ["PruneJob", "run_prune", "render_report"]
 
@@ -187,23 +187,12 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
     """
     t_start = time.monotonic()
     out = Path(job.out)
-    spec = method_spec(job.method)
-    if cfg is None:
-        cfg = spec.config()
-    if not isinstance(cfg, spec.config):
-        raise UserError(f"--method {job.method} takes {spec.config.__name__} settings, not {type(cfg).__name__}")
-    check_config(job.method, cfg)
-    if job.pruning_rate is not None and not spec.threshold:
-        raise UserError(f"--pruning-rate applies to the threshold methods "
-                        f"({', '.join(n for n, m in METHODS.items() if m.threshold)}), not {job.method}")
-    if job.pruning_rate is not None and not 0 < job.pruning_rate < 1:
-        raise UserError(f"--pruning-rate must be a fraction in (0, 1), got {job.pruning_rate:g}")
+    spec, cfg = _method_settings(job, cfg)
     mode = job.recover or spec.recover
     # the recovery's schedule: the job's, else the method's own (NetAdapt's long-term fine-tuning), else its defaults
     lt_epochs = job.long_term_epochs if job.long_term_epochs is not None else \
         getattr(cfg, "long_term_epochs", NetAdaptConfig.long_term_epochs)
     lt_lr = job.long_term_lr if job.long_term_lr is not None else getattr(cfg, "long_term_lr", NetAdaptConfig.long_term_lr)
-    check_bench_seconds(job.bench_seconds)  # refused before any work, not after the method
     # An imported table (the earlier NetAdapt work's Raspberry Pi table) describes a board that is not here:
     # prune with its predictions and leave the confirmation to `host bench` on that board, unless --device names one.
     inputs = resolve_inputs(job.checkpoint, job.table, job.device, job.backend, job.model, measure=False)
@@ -213,19 +202,7 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
     if mode in ("lr-rewind", "scratch") and not isinstance(ckpt.get("train_config"), dict):
         raise UserError(f"--recover {mode} replays the original training schedule, and {job.checkpoint} has none "
                         "(train it with `host train`, or use --recover fine-tune)")
-    input_shape = tuple(table.input_shape)  # the deployment input: the table's, the export's, the measurement's
-    if job.input is not None and tuple(job.input) != input_shape:
-        raise TableError(f"--input {fmt_shape(job.input)} is the deployment input, but {job.table} was measured at "
-                         f"{fmt_shape(input_shape)}; build the table at --input")
-    ckpt_shape = tuple(ckpt.get("input_shape", input_shape))
-    if job.pruner_input is not None:
-        pruner_shape = check_pruner_input(job.pruner_input, input_shape)
-    elif ckpt_shape != input_shape:
-        raise TableError(f"{job.table} was measured at input {fmt_shape(table.input_shape)}, but {job.checkpoint} "
-                         f"takes {fmt_shape(ckpt_shape)}; build a table at that input, or prune at --pruner-input "
-                         f"{fmt_shape(ckpt_shape)} for a deployment at the table's")
-    else:
-        pruner_shape = input_shape
+    input_shape, pruner_shape = _shapes(job, table, ckpt)
     predictor = TablePredictor.for_model(table, models.create_model(name, ckpt["num_classes"]))
     if predictor.transfer_note():
         ui.log(predictor.transfer_note())
@@ -280,27 +257,9 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
         state.save = lambda *a, **k: None  # rank 0 keeps the resume state; the others hold the same network
     pruned, history = _run_method(job, cfg, ctx, state)
     method_s = time.monotonic() - t_method
-    writer = open_writer(job.tensorboard)
-    for rec in history:
-        if "iteration" in rec:
-            writer.scalars(job.method, {k: rec.get(k) for k in ("predicted_ms", "val_top1", "target_ms")},
-                           int(rec["iteration"]))
     t_lt = time.monotonic()
-
-    def on_epoch(e: int, m: Dict[str, object]) -> None:
-        prog.update(task, completed=e)
-        writer.scalars("recovery", m, e)
-
-    with ui.progress() as prog:
-        task = prog.add_task(f"recovery ({mode})", total=None)
-        pruned, long_term, recovery = recover(pruned, mode, ctx, lt_epochs, lt_lr, ckpt.get("train_config"),
-                                              on_epoch=on_epoch)
-    writer.close()
-    if long_term:
-        from edgeshrink.host.train import metric_text
-
-        ui.log(f"recovery ({mode}): {len(long_term)} epochs, val "
-               + metric_text(long_term[-1], data.metrics, prefix="val_"))
+    pruned, long_term, recovery = _recover_logged(job, pruned, history, mode, ctx, lt_epochs, lt_lr,
+                                                  ckpt.get("train_config"), data)
     long_term_s = time.monotonic() - t_lt
     pruned.eval()
     if not dist_.is_main():  # rank 0 evaluates, exports, measures and writes the report
@@ -318,20 +277,8 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
     # Deploy both through export/ (the pruned network is the artifact, with its artifact.json) and measure those
     # very files side by side on the device the table was measured on.
     onnx_base, onnx_pruned = str(out / "baseline.onnx"), str(out / "model.onnx")
-    _, base_check = export_checked_onnx(base_model, input_shape, onnx_base)
-    shipped = ship_onnx(pruned, input_shape, out, str(out / "model.pt"))
-    checks = {"baseline": base_check, "pruned": shipped["check"]}
-    if confirm:
-        bench = confirm_on_device(onnx_base, onnx_pruned, table, device,
-                                  [baseline_pred, pruned_pred], job.bench_seconds, job.bench_iters, job.bench_rounds,
-                                  job.power, job.trust_new_host, str(out / "device_logs"))
-    elif job.measure:
-        ui.log(f"[yellow]{job.table} was imported ({table.device.get('board')}, {table.device.get('runtime')}): the "
-               "latencies below are the table's predictions; nothing was measured. Confirm on that board with "
-               "`host bench model.onnx --device ssh://...` (or pass --device)[/]")
-        bench = not_measured(onnx_base, onnx_pruned)
-    else:
-        bench = not_measured(onnx_base, onnx_pruned, "not measured here: host compare measures every network together")
+    shipped, checks, bench = _deploy_and_measure(job, table, device, confirm, base_model, pruned, input_shape, out,
+                                                 [baseline_pred, pruned_pred])
     interleaved = bool(bench.get("interleaved"))
     report = PruneReport(
         model=name, model_source=models.describe_model(base_model), dataset=data.name, checkpoint=str(job.checkpoint), table=str(job.table),
@@ -360,3 +307,86 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
     write_json(out / "report.json", report)
     state.clear()
     return report
+
+
+def _recover_logged(job: PruneJob, pruned, history, mode: str, ctx, epochs: int, lr: float, train_config, data):
+    """:func:`recover` with a progress line and, with ``job.tensorboard``, the method's iterations and the recovery's
+    epochs logged as scalars. Returns what :func:`recover` returns: ``(model, per-epoch metrics, recovery record)``."""
+    writer = open_writer(job.tensorboard)
+    for rec in history:
+        if "iteration" in rec:
+            writer.scalars(job.method, {k: rec.get(k) for k in ("predicted_ms", "val_top1", "target_ms")},
+                           int(rec["iteration"]))
+
+    def on_epoch(e: int, m: Dict[str, object]) -> None:
+        prog.update(task, completed=e)
+        writer.scalars("recovery", m, e)
+
+    with ui.progress() as prog:
+        task = prog.add_task(f"recovery ({mode})", total=None)
+        pruned, long_term, recovery = recover(pruned, mode, ctx, epochs, lr, train_config, on_epoch=on_epoch)
+    writer.close()
+    if long_term:
+        ui.log(f"recovery ({mode}): {len(long_term)} epochs, val "
+               + metric_text(long_term[-1], data.metrics, prefix="val_"))
+    return pruned, long_term, recovery
+
+
+def _method_settings(job: PruneJob, cfg):
+    """The method's registry entry and its settings (``cfg``, else its defaults), checked against ``job`` before any
+    work. Returns ``(spec, cfg)``. Raises UserError: settings of another method or out of range, a pruning rate
+    for a method that does not take one or outside (0, 1), ``bench_seconds`` not positive."""
+    spec = method_spec(job.method)
+    if cfg is None:
+        cfg = spec.config()
+    if not isinstance(cfg, spec.config):
+        raise UserError(f"--method {job.method} takes {spec.config.__name__} settings, not {type(cfg).__name__}")
+    check_config(job.method, cfg)
+    if job.pruning_rate is not None and not spec.threshold:
+        raise UserError(f"--pruning-rate applies to the threshold methods "
+                        f"({', '.join(n for n, m in METHODS.items() if m.threshold)}), not {job.method}")
+    if job.pruning_rate is not None and not 0 < job.pruning_rate < 1:
+        raise UserError(f"--pruning-rate must be a fraction in (0, 1), got {job.pruning_rate:g}")
+    check_bench_seconds(job.bench_seconds)  # refused before any work, not after the method
+    return spec, cfg
+
+
+def _shapes(job: PruneJob, table, ckpt) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """``(deployment input, pruner input)``, each ``(N, C, H, W)``: the deployment input is the table's (the
+    export's and the measurement's); pruning runs at ``job.pruner_input`` or else at the checkpoint's input, which
+    must then be the table's. Raises TableError / UserError when they disagree."""
+    input_shape = tuple(table.input_shape)
+    if job.input is not None and tuple(job.input) != input_shape:
+        raise TableError(f"--input {fmt_shape(job.input)} is the deployment input, but {job.table} was measured at "
+                         f"{fmt_shape(input_shape)}; build the table at --input")
+    ckpt_shape = tuple(ckpt.get("input_shape", input_shape))
+    if job.pruner_input is not None:
+        return input_shape, check_pruner_input(job.pruner_input, input_shape)
+    if ckpt_shape != input_shape:
+        raise TableError(f"{job.table} was measured at input {fmt_shape(table.input_shape)}, but {job.checkpoint} "
+                         f"takes {fmt_shape(ckpt_shape)}; build a table at that input, or prune at --pruner-input "
+                         f"{fmt_shape(ckpt_shape)} for a deployment at the table's")
+    return input_shape, input_shape
+
+
+def _deploy_and_measure(job: PruneJob, table, device, confirm: bool, base_model, pruned, input_shape, out: Path,
+                        predicted_ms: List[float]):
+    """Deploy baseline and pruned network through export/ (the pruned one is the artifact, with its artifact.json,
+    in ``out``) and measure those very files side by side on ``device`` when ``confirm``; otherwise say why nothing
+    was measured. Returns ``(shipped, onnx checks, bench record)``."""
+    onnx_base, onnx_pruned = str(out / "baseline.onnx"), str(out / "model.onnx")
+    _, base_check = export_checked_onnx(base_model, input_shape, onnx_base)
+    shipped = ship_onnx(pruned, input_shape, out, str(out / "model.pt"))
+    checks = {"baseline": base_check, "pruned": shipped["check"]}
+    if confirm:
+        bench = confirm_on_device(onnx_base, onnx_pruned, table, device, predicted_ms, job.bench_seconds,
+                                  job.bench_iters, job.bench_rounds, job.power, job.trust_new_host,
+                                  str(out / "device_logs"))
+    elif job.measure:
+        ui.log(f"[yellow]{job.table} was imported ({table.device.get('board')}, {table.device.get('runtime')}): the "
+               "latencies below are the table's predictions; nothing was measured. Confirm on that board with "
+               "`host bench model.onnx --device ssh://...` (or pass --device)[/]")
+        bench = not_measured(onnx_base, onnx_pruned)
+    else:
+        bench = not_measured(onnx_base, onnx_pruned, "not measured here: host compare measures every network together")
+    return shipped, checks, bench
