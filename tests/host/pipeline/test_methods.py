@@ -94,7 +94,9 @@ def test_each_method_meets_its_budget_end_to_end(method, tmp_path, host_cli, for
         form = rep["iterations"][-1]
         assert form["stage"] == "eigenbasis" and len(form["layers"]) == 21  # resnet20's convolutions
         measured = [x for x in form["layers"] if x["plain_ms"] is not None]
-        assert measured and all(x["plain_ms"] > 0 and x["eigen_ms"] > 0 for x in measured)
+        # each form's ms is its measurement less the micro-model overhead, floored at 0 (build.measure_keys): a
+        # narrow layer below the noise reads 0
+        assert measured and all(x["plain_ms"] >= 0 and x["eigen_ms"] >= 0 for x in measured)
         assert form["eigen_layers"] == [x["layer"] for x in measured if x["eigen_ms"] < x["plain_ms"]]
         assert sorted(load_checkpoint(str(out / "model.pt")).get("eigen", {})) == sorted(form["eigen_layers"])
 
