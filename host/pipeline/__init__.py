@@ -278,7 +278,7 @@ def run_prune(job: PruneJob, cfg=None, data: Optional[Dataset] = None,
     # very files side by side on the device the table was measured on.
     onnx_base, onnx_pruned = str(out / "baseline.onnx"), str(out / "model.onnx")
     shipped, checks, bench = _deploy_and_measure(job, table, device, confirm, base_model, pruned, input_shape, out,
-                                                 [baseline_pred, pruned_pred])
+                                                 onnx_base, [baseline_pred, pruned_pred])
     interleaved = bool(bench.get("interleaved"))
     report = PruneReport(
         model=name, model_source=models.describe_model(base_model), dataset=data.name, checkpoint=str(job.checkpoint), table=str(job.table),
@@ -370,13 +370,13 @@ def _shapes(job: PruneJob, table, ckpt) -> Tuple[Tuple[int, ...], Tuple[int, ...
 
 
 def _deploy_and_measure(job: PruneJob, table, device, confirm: bool, base_model, pruned, input_shape, out: Path,
-                        predicted_ms: List[float]):
-    """Deploy baseline and pruned network through export/ (the pruned one is the artifact, with its artifact.json,
-    in ``out``) and measure those very files side by side on ``device`` when ``confirm``; otherwise say why nothing
-    was measured. Returns ``(shipped, onnx checks, bench record)``."""
-    onnx_base, onnx_pruned = str(out / "baseline.onnx"), str(out / "model.onnx")
+                        onnx_base: str, predicted_ms: List[float]):
+    """Deploy baseline (to ``onnx_base``) and pruned network through export/ (the pruned one is the artifact in
+    ``out``, its file named by the artifact.json) and measure those very files side by side on ``device`` when
+    ``confirm``; otherwise say why nothing was measured. Returns ``(shipped, onnx checks, bench record)``."""
     _, base_check = export_checked_onnx(base_model, input_shape, onnx_base)
     shipped = ship_onnx(pruned, input_shape, out, str(out / "model.pt"))
+    onnx_pruned = str(out / shipped["file"])
     checks = {"baseline": base_check, "pruned": shipped["check"]}
     if confirm:
         bench = confirm_on_device(onnx_base, onnx_pruned, table, device, predicted_ms, job.bench_seconds,
